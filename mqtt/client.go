@@ -1,0 +1,470 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+)
+
+// TLSFiles names the PEM files for a TLS connection to a broker.
+type TLSFiles struct {
+	CA   string // CAs that sign the broker's certificate; empty: the system's roots
+	Cert string // client certificate, for brokers that require one; needs Key
+	Key  string // private key of Cert
+}
+
+func (f TLSFiles) empty() bool { return f == TLSFiles{} }
+
+// ClientOptions configure a Client. Broker is required; the other zero values work.
+type ClientOptions struct {
+	// Broker is the URL of the broker: tcp://host:1883, ssl://host:8883, ws://host/mqtt
+	// or wss://host/mqtt (mqtt:// and mqtts:// are accepted for tcp:// and ssl://).
+	Broker string
+	// ClientID identifies the gateway's session on the broker. It must stay the same
+	// across restarts, or the persistent session and the messages it queued while the
+	// gateway was away are lost: derive it from the gateway id. Zero means
+	// "moongate-" + the host name.
+	ClientID string
+	Username string
+	Password string // logged as REDACTED (see LogValue)
+	// TLS files, for ssl:// and wss:// brokers.
+	TLS TLSFiles
+	// CleanSession, if true, gives up the persistent session: the broker then forgets the
+	// subscriptions and drops the messages that arrive while the gateway is disconnected.
+	// Zero (false) keeps the session, which the at-least-once guarantee needs.
+	CleanSession bool
+	// KeepAlive is the MQTT keep-alive interval. Zero means 30s.
+	KeepAlive time.Duration
+	// ConnectTimeout bounds one connection attempt, TLS and CONNACK included. Zero means 10s.
+	ConnectTimeout time.Duration
+	// MaxReconnectInterval caps the growing wait between connection attempts. Zero means 30s.
+	MaxReconnectInterval time.Duration
+	// DrainTimeout is how long Close waits for the acknowledgements of messages already
+	// handed to the handler; the broker redelivers the others on the next connection.
+	// Zero means 1s; negative, no wait.
+	DrainTimeout time.Duration
+	// Logger receives connection events. Nil discards.
+	Logger *slog.Logger
+}
+
+// LogValue logs the options with the password redacted.
+func (o ClientOptions) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("broker", o.Broker),
+		slog.String("client_id", o.ClientID),
+		slog.String("username", o.Username),
+		slog.String("password", redact(o.Password)),
+		slog.String("tls_ca", o.TLS.CA),
+		slog.String("tls_cert", o.TLS.Cert),
+		slog.Bool("clean_session", o.CleanSession),
+	)
+}
+
+// Client is a Bus on an external broker (paho.mqtt.golang). It keeps a persistent session
+// with a stable client id, reconnects by itself and subscribes again on every connection,
+// and acknowledges a QoS 1 or 2 message to the broker only after Message.Ack. Messages
+// reach the handler one at a time, in the order the broker sends them.
+type Client struct {
+	opts     ClientOptions
+	log      *slog.Logger
+	pc       paho.Client
+	subs     subscriptions
+	handler  Handler // set by Start before the first connection
+	inflight *inflight
+
+	started   atomic.Bool
+	stopping  atomic.Bool
+	state     atomic.Pointer[string]
+	lastErr   atomic.Pointer[string]
+	stop      chan struct{} // closed by Close: ends connect and subscribe waits
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	connects, received, acked, published atomic.Uint64
+}
+
+// NewClient checks the options and loads the TLS files; it does not connect (Start does).
+func NewClient(opts ClientOptions) (*Client, error) {
+	u, err := url.Parse(opts.Broker)
+	if err != nil || opts.Broker == "" {
+		return nil, fmt.Errorf("broker URL %q: want tcp://host:port, ssl://, ws:// or wss://", opts.Broker)
+	}
+	secure := false
+	switch u.Scheme {
+	case "tcp", "mqtt", "ws":
+	case "ssl", "tls", "mqtts", "wss":
+		secure = true
+	default:
+		return nil, fmt.Errorf("broker URL %q: unsupported scheme %q (tcp, ssl, ws, wss)", opts.Broker, u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("broker URL %q: no host", opts.Broker)
+	}
+	if !secure && !opts.TLS.empty() {
+		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", opts.Broker)
+	}
+	if opts.ClientID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("default client id: %w", err)
+		}
+		opts.ClientID = "moongate-" + host
+	}
+	if opts.KeepAlive <= 0 {
+		opts.KeepAlive = 30 * time.Second
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 10 * time.Second
+	}
+	if opts.MaxReconnectInterval <= 0 {
+		opts.MaxReconnectInterval = 30 * time.Second
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = time.Second
+	}
+	c := &Client{
+		opts:     opts,
+		log:      loggerOrDiscard(opts.Logger).With(logKeyBroker, opts.Broker),
+		inflight: newInflight(),
+		stop:     make(chan struct{}),
+	}
+	c.setState(StateNew)
+
+	po := paho.NewClientOptions().
+		AddBroker(opts.Broker).
+		SetClientID(opts.ClientID).
+		SetUsername(opts.Username).
+		SetPassword(opts.Password).
+		SetCleanSession(opts.CleanSession).
+		SetProtocolVersion(4). // 3.1.1, without paho's fallback to 3.1
+		SetKeepAlive(opts.KeepAlive).
+		SetConnectTimeout(opts.ConnectTimeout).
+		SetMaxReconnectInterval(opts.MaxReconnectInterval).
+		SetAutoReconnect(true).
+		SetOrderMatters(true).
+		SetAutoAckDisabled(true).
+		// Every message goes to the default handler: subscriptions are made without a
+		// callback, so the messages a persistent session delivers right after CONNACK,
+		// before the subscriptions are renewed, are not lost on the way.
+		SetDefaultPublishHandler(c.onMessage).
+		SetOnConnectHandler(c.onConnect).
+		SetConnectionLostHandler(c.onConnectionLost)
+	if secure {
+		tc, err := loadTLS(opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		po.SetTLSConfig(tc)
+	}
+	c.pc = paho.NewClient(po)
+	return c, nil
+}
+
+func loadTLS(f TLSFiles) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CA != "" {
+		pem, err := os.ReadFile(f.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls ca: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls ca %s: no PEM certificate in it", f.CA)
+		}
+	}
+	if (f.Cert == "") != (f.Key == "") {
+		return nil, errors.New("tls: cert and key go together")
+	}
+	if f.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// Start implements Bus. It returns once the first connection attempt has ended. If the
+// broker refuses the gateway (bad credentials, client id not allowed), Start returns the
+// error: retrying would not help. If the broker cannot be reached (network down, broker
+// away, TLS failing, perhaps because a board without a clock has not set its time yet),
+// Start returns nil and connects in the background, with growing waits; Status tells.
+func (c *Client) Start(ctx context.Context, subs []Subscription, h Handler) error {
+	if h == nil {
+		return errors.New("mqtt: start: nil handler")
+	}
+	for _, s := range subs {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+	}
+	if c.stopping.Load() {
+		return ErrClosed
+	}
+	if !c.started.CompareAndSwap(false, true) {
+		return errStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.subs.add(subs...)
+	c.handler = h
+	c.setState(StateConnecting)
+	first := make(chan error, 1)
+	c.wg.Add(1)
+	go c.connect(first)
+	select {
+	case err := <-first:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// connect makes connection attempts until one succeeds; from then on paho reconnects by
+// itself. The outcome of the first attempt goes to first: nil, or the error when the
+// broker refused the gateway, which ends the attempts.
+func (c *Client) connect(first chan<- error) {
+	defer c.wg.Done()
+	wait := time.Second
+	for attempt := 0; ; attempt++ {
+		tok := c.pc.Connect()
+		select {
+		case <-tok.Done():
+		case <-c.stop:
+			return
+		}
+		err := tok.Error()
+		if err == nil {
+			if attempt == 0 {
+				first <- nil
+			}
+			return
+		}
+		c.setLastError(err)
+		if attempt == 0 {
+			if refused(tok.(*paho.ConnectToken).ReturnCode()) {
+				c.setState(StateNew)
+				first <- fmt.Errorf("connect %s: %w", c.opts.Broker, err)
+				return
+			}
+			first <- nil
+		}
+		c.log.Warn("cannot connect to the broker, will retry", logKeyErr, err, "in", wait)
+		// The wait also lets paho finish the failed attempt: Connect called while paho
+		// still counts itself as connecting would report a success it did not make.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.stop:
+			t.Stop()
+			return
+		}
+		wait = min(2*wait, c.opts.MaxReconnectInterval)
+	}
+}
+
+// refused reports whether a CONNACK return code is a refusal that retrying cannot fix.
+func refused(rc byte) bool {
+	switch rc {
+	case packets.ErrRefusedBadProtocolVersion, packets.ErrRefusedIDRejected,
+		packets.ErrRefusedBadUsernameOrPassword, packets.ErrRefusedNotAuthorised:
+		return true
+	}
+	return false
+}
+
+// onConnect runs on every connection (paho calls it on a goroutine of its own) and
+// subscribes again: a broker that lost the session (restarted without persistence, or
+// session expired) has forgotten the subscriptions. Renewing a subscription makes the
+// broker send its retained messages again.
+func (c *Client) onConnect(pc paho.Client) {
+	n := c.connects.Add(1)
+	if c.stopping.Load() {
+		return
+	}
+	c.setState(StateConnected)
+	c.log.Info("connected to the broker", "reconnect", n > 1)
+	subs := c.subs.load()
+	if len(subs) == 0 {
+		return
+	}
+	if err := c.subscribe(pc, subs); err != nil {
+		c.log.Error("subscribe after connecting", logKeyErr, err)
+	}
+}
+
+func (c *Client) onConnectionLost(_ paho.Client, err error) {
+	c.setState(StateConnecting)
+	c.setLastError(err)
+	c.log.Warn("connection to the broker lost, reconnecting", logKeyErr, err)
+}
+
+// subscribe subscribes filters in one SUBSCRIBE and waits for the SUBACK.
+func (c *Client) subscribe(pc paho.Client, filters map[string]byte) error {
+	tok := pc.SubscribeMultiple(filters, nil)
+	if err := c.wait(tok); err != nil {
+		return err
+	}
+	for f, code := range tok.(*paho.SubscribeToken).Result() {
+		if code > 2 {
+			return fmt.Errorf("subscribe %q: refused by the broker (code %#x)", f, code)
+		}
+	}
+	return nil
+}
+
+// wait waits for tok, at most ConnectTimeout or until Close.
+func (c *Client) wait(tok paho.Token) error {
+	t := time.NewTimer(c.opts.ConnectTimeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-t.C:
+		return errors.New("no answer from the broker in time")
+	case <-c.stop:
+		return ErrClosed
+	}
+}
+
+// onMessage is paho's default publish handler, called in order on paho's router goroutine.
+func (c *Client) onMessage(_ paho.Client, pm paho.Message) {
+	m := &Message{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained()}
+	if m.QoS > 0 {
+		if !c.inflight.begin() {
+			return // closing: left unacknowledged, the broker redelivers it next session
+		}
+		m.ack = func() {
+			pm.Ack()
+			c.acked.Add(1)
+			c.inflight.end()
+		}
+	} else if c.stopping.Load() {
+		return
+	}
+	c.received.Add(1)
+	c.handler.HandleMessage(m)
+}
+
+// Subscribe implements Bus. While disconnected, the subscription is kept and made on
+// the next connection.
+func (c *Client) Subscribe(s Subscription) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	if c.stopping.Load() {
+		return ErrClosed
+	}
+	c.subs.add(s)
+	if !c.pc.IsConnectionOpen() {
+		return nil
+	}
+	if err := c.subscribe(c.pc, map[string]byte{s.Filter: s.QoS}); err != nil {
+		if !c.pc.IsConnectionOpen() {
+			return nil // lost meanwhile: onConnect subscribes it
+		}
+		c.subs.remove(s.Filter)
+		return err
+	}
+	return nil
+}
+
+// Unsubscribe implements Bus.
+func (c *Client) Unsubscribe(filter string) error {
+	if c.stopping.Load() {
+		return ErrClosed
+	}
+	if !c.subs.remove(filter) || !c.pc.IsConnectionOpen() {
+		// While disconnected the persistent session keeps the subscription; its
+		// messages still come, and the handler acknowledges them.
+		return nil
+	}
+	if err := c.wait(c.pc.Unsubscribe(filter)); err != nil {
+		return fmt.Errorf("unsubscribe %q: %w", filter, err)
+	}
+	return nil
+}
+
+// Publish implements Bus. With QoS 1 or 2 it returns once the broker has acknowledged
+// the message. While reconnecting, paho keeps QoS 1 and 2 messages and sends them once
+// connected; if ctx ends first, Publish returns ctx.Err() and the message may still go.
+func (c *Client) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	if err := ValidTopic(topic); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if qos > 2 {
+		return fmt.Errorf("publish %s: QoS %d is not 0, 1 or 2", topic, qos)
+	}
+	if *c.state.Load() == StateClosed {
+		return ErrClosed
+	}
+	tok := c.pc.Publish(topic, qos, retain, payload)
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	c.published.Add(1)
+	return nil
+}
+
+// Status implements Bus.
+func (c *Client) Status() Status {
+	st := Status{
+		State:     *c.state.Load(),
+		Broker:    c.opts.Broker,
+		Received:  c.received.Load(),
+		Acked:     c.acked.Load(),
+		Pending:   c.inflight.count(),
+		Published: c.published.Load(),
+	}
+	if n := c.connects.Load(); n > 1 {
+		st.Reconnects = n - 1
+	}
+	if e := c.lastErr.Load(); e != nil {
+		st.LastError = *e
+	}
+	return st
+}
+
+// Close implements Bus.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.stopping.Store(true)
+		c.setState(StateClosing)
+		if left := c.inflight.drain(c.opts.DrainTimeout); left > 0 {
+			c.log.Info("closing with unacknowledged messages; the broker redelivers them", "count", left)
+		}
+		close(c.stop)
+		c.wg.Wait()
+		// Disconnect waits up to 250 ms for the acknowledgements already queued to go out.
+		c.pc.Disconnect(250)
+		c.setState(StateClosed)
+	})
+	return nil
+}
+
+func (c *Client) setState(s string) { c.state.Store(&s) }
+
+func (c *Client) setLastError(err error) {
+	s := err.Error()
+	c.lastErr.Store(&s)
+}
+
+var _ Bus = (*Client)(nil)

@@ -1,0 +1,417 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// EmbeddedOptions configure an Embedded broker. The zero value is a working broker on
+// port 1883 of every interface, without authentication.
+type EmbeddedOptions struct {
+	// Listen is the TCP address devices connect to. ":0" picks a free port; Addr tells
+	// which. Zero means ":1883".
+	Listen string
+	// WSListen, if set, also accepts MQTT over websockets on this address (any path,
+	// subprotocol "mqtt"). ":0" picks a free port; WSAddr tells which.
+	WSListen string
+	// Username and Password, when Username is set, are required of every device.
+	Username string
+	Password string
+	// AckTimeout bounds how long a device's QoS 1 or 2 message waits for Message.Ack.
+	// After it, the device is disconnected without an acknowledgement, so it sends the
+	// message again when it reconnects. Zero means 30s.
+	AckTimeout time.Duration
+	// DrainTimeout is how long Close waits for the acknowledgements of messages already
+	// handed to the handler before it hands them back. Zero means 1s; negative, no wait.
+	DrainTimeout time.Duration
+	// MaxPacketSize is the largest packet, in bytes, a device may send. Zero means 256 KiB.
+	MaxPacketSize uint32
+	// Logger receives the broker's log. mochi's own records, errors excepted, are logged
+	// at Debug level. Nil discards.
+	Logger *slog.Logger
+}
+
+// LogValue logs the options with the password redacted.
+func (o EmbeddedOptions) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("listen", o.Listen),
+		slog.String("ws_listen", o.WSListen),
+		slog.String("username", o.Username),
+		slog.String("password", redact(o.Password)),
+	)
+}
+
+func redact(secret string) string {
+	if secret == "" {
+		return ""
+	}
+	return "REDACTED"
+}
+
+// Embedded is a Bus on an MQTT broker that runs in the process (mochi-mqtt). Devices
+// connect to it over TCP (and websockets); the gateway subscribes and publishes in-process,
+// without a socket.
+//
+// A device's QoS 1 or 2 message that matches a subscription is handed to the handler and
+// the device gets its PUBACK (PUBREC) only after Message.Ack: the broker holds the
+// message on the device's connection until then (later messages of that connection wait
+// behind it, in order), and forwards it to the other subscribers after the ack too.
+type Embedded struct {
+	opts     EmbeddedOptions
+	log      *slog.Logger
+	srv      *mochi.Server
+	tcp      *listeners.TCP
+	ws       *wsListener
+	subs     subscriptions
+	handler  atomic.Pointer[handlerRef]
+	inflight *inflight
+
+	started   atomic.Bool
+	stopping  atomic.Bool // Close has begun: nothing more goes to the handler
+	closed    atomic.Bool // the broker is closed
+	closeOnce sync.Once
+	closeErr  error
+
+	received, acked, published, refused atomic.Uint64
+}
+
+type handlerRef struct{ h Handler }
+
+// Broker limits, chosen for a small board with tens to hundreds of devices.
+const (
+	defaultMaxPacketSize = 256 << 10
+	// Every connection allocates a queue of this many outbound packets; mochi's 8192
+	// costs 64 KiB per device.
+	maxClientWritesPending = 1024
+	// QoS 1 and 2 messages kept for one device that does not acknowledge them (or is
+	// offline with a persistent session); the oldest beyond it are dropped and counted.
+	maxInflight = 1024
+	// Sessions of devices that went away without a clean session are kept for a week
+	// instead of mochi's forever, so that devices that change their ids do not grow the
+	// broker without bound.
+	maxSessionExpiry = 7 * 24 * 3600
+	// $SYS topics every 10 s instead of every second: each round reads the runtime's
+	// memory statistics, which stops the world.
+	sysTopicInterval = 10
+)
+
+// NewEmbedded creates the broker and binds its listeners; devices can connect only once
+// Start has subscribed the initial filters.
+func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
+	if opts.Listen == "" {
+		opts.Listen = ":1883"
+	}
+	if opts.AckTimeout <= 0 {
+		opts.AckTimeout = 30 * time.Second
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = time.Second
+	}
+	if opts.MaxPacketSize == 0 {
+		opts.MaxPacketSize = defaultMaxPacketSize
+	}
+	e := &Embedded{
+		opts:     opts,
+		log:      loggerOrDiscard(opts.Logger),
+		inflight: newInflight(),
+	}
+
+	caps := mochi.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = opts.MaxPacketSize
+	caps.MaximumClientWritesPending = maxClientWritesPending
+	caps.MaximumInflight = maxInflight
+	caps.MaximumSessionExpiryInterval = maxSessionExpiry
+	e.srv = mochi.New(&mochi.Options{
+		Capabilities:           caps,
+		InlineClient:           true,
+		SysTopicResendInterval: sysTopicInterval,
+		Logger:                 slog.New(demoteHandler{e.log.Handler()}).With("component", "mochi"),
+	})
+	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
+		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
+	}
+	e.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: opts.Listen})
+	if err := e.srv.AddListener(e.tcp); err != nil {
+		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
+	}
+	if opts.WSListen != "" {
+		e.ws = newWSListener("ws", opts.WSListen)
+		if err := e.srv.AddListener(e.ws); err != nil {
+			_ = e.srv.Close()
+			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)
+		}
+	}
+	return e, nil
+}
+
+// Addr is the TCP address the broker listens on, with the port it bound.
+func (e *Embedded) Addr() string { return e.tcp.Address() }
+
+// WSAddr is the websocket address the broker listens on, or "" without one.
+func (e *Embedded) WSAddr() string {
+	if e.ws == nil {
+		return ""
+	}
+	return e.ws.Address()
+}
+
+func (e *Embedded) brokerURLs() string {
+	u := "tcp://" + e.Addr()
+	if e.ws != nil {
+		u += " ws://" + e.WSAddr()
+	}
+	return u
+}
+
+// Start implements Bus.
+func (e *Embedded) Start(ctx context.Context, subs []Subscription, h Handler) error {
+	if h == nil {
+		return errors.New("mqtt: start: nil handler")
+	}
+	for _, s := range subs {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+	}
+	if e.stopping.Load() {
+		return ErrClosed
+	}
+	if !e.started.CompareAndSwap(false, true) {
+		return errStarted
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e.subs.add(subs...)
+	e.handler.Store(&handlerRef{h})
+	for _, s := range subs {
+		e.deliverRetained(h, s)
+	}
+	// Only now do the listeners accept connections: a device cannot publish before the
+	// subscriptions that must see its messages exist.
+	if err := e.srv.Serve(); err != nil {
+		return fmt.Errorf("embedded broker: serve: %w", err)
+	}
+	e.log.Info("embedded broker serving", logKeyBroker, e.brokerURLs(), "subscriptions", len(subs))
+	return nil
+}
+
+// Subscribe implements Bus. Before returning, it hands the retained messages that match
+// s.Filter to the handler (Retain set), as a broker does for a new subscription.
+func (e *Embedded) Subscribe(s Subscription) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	if e.stopping.Load() {
+		return ErrClosed
+	}
+	e.subs.add(s)
+	if ref := e.handler.Load(); ref != nil {
+		e.deliverRetained(ref.h, s)
+	}
+	return nil
+}
+
+// Unsubscribe implements Bus.
+func (e *Embedded) Unsubscribe(filter string) error {
+	if e.stopping.Load() {
+		return ErrClosed
+	}
+	e.subs.remove(filter)
+	return nil
+}
+
+// Publish implements Bus. The message goes to the devices and, when it matches a
+// subscription, to the handler too (within this call, never waiting for Ack). It is
+// allowed while Close drains, so that invocations finishing then can publish.
+func (e *Embedded) Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	if err := ValidTopic(topic); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if qos > 2 {
+		return fmt.Errorf("publish %s: QoS %d is not 0, 1 or 2", topic, qos)
+	}
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	e.published.Add(1)
+	return nil
+}
+
+// Status implements Bus.
+func (e *Embedded) Status() Status {
+	st := Status{
+		State:     StateNew,
+		Broker:    e.brokerURLs(),
+		Clients:   int(atomic.LoadInt64(&e.srv.Info.ClientsConnected)),
+		Received:  e.received.Load(),
+		Acked:     e.acked.Load(),
+		Pending:   e.inflight.count(),
+		Published: e.published.Load(),
+		Refused:   e.refused.Load(),
+	}
+	switch {
+	case e.closed.Load():
+		st.State = StateClosed
+	case e.stopping.Load():
+		st.State = StateClosing
+	case e.started.Load():
+		st.State = StateServing
+	}
+	return st
+}
+
+// Close implements Bus: devices whose messages are still waiting for Ack after
+// DrainTimeout are disconnected without an acknowledgement, then the broker closes.
+func (e *Embedded) Close() error {
+	e.closeOnce.Do(func() {
+		e.stopping.Store(true)
+		if left := e.inflight.drain(e.opts.DrainTimeout); left > 0 {
+			e.log.Info("embedded broker: handing back unacknowledged messages", "count", left)
+		}
+		e.closeErr = e.srv.Close()
+		e.closed.Store(true)
+	})
+	return e.closeErr
+}
+
+func (e *Embedded) deliver(h Handler, m *Message) {
+	e.received.Add(1)
+	h.HandleMessage(m)
+}
+
+func (e *Embedded) deliverRetained(h Handler, s Subscription) {
+	for _, pk := range e.srv.Topics.Messages(s.Filter) {
+		if !Match(s.Filter, pk.TopicName) { // mochi's index is the source; our rules decide
+			continue
+		}
+		e.deliver(h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: min(pk.FixedHeader.Qos, s.QoS), Retain: true})
+	}
+}
+
+// onPublish runs in mochi's OnPublish hook, on the publishing connection's goroutine,
+// before mochi acknowledges the message and forwards it. Returning
+// packets.ErrRejectPacket makes mochi drop the message without acknowledging it.
+func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
+	ref := e.handler.Load()
+	if ref == nil {
+		return nil
+	}
+	subQoS, ok := e.subs.match(pk.TopicName)
+	if !ok {
+		return nil
+	}
+	qos := min(pk.FixedHeader.Qos, subQoS)
+	// The gateway's own messages have nobody to acknowledge to, and waiting for them
+	// could deadlock a publishing invocation.
+	if cl.Net.Inline || qos == 0 {
+		if !e.stopping.Load() {
+			e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos})
+		}
+		return nil
+	}
+	if !e.inflight.begin() {
+		e.refuse(cl, pk, packets.ErrServerShuttingDown)
+		return packets.ErrRejectPacket
+	}
+	defer e.inflight.end()
+	acked := make(chan struct{})
+	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, ack: func() { close(acked) }})
+	t := time.NewTimer(e.opts.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-acked:
+		e.acked.Add(1)
+		return nil // mochi now writes the PUBACK and forwards the message
+	case <-t.C:
+		e.log.Warn("embedded broker: no ack in time, disconnecting the device so it redelivers",
+			logKeyClient, cl.ID, logKeyTopic, pk.TopicName, "timeout", e.opts.AckTimeout)
+		e.refuse(cl, pk, packets.ErrServerBusy)
+	case <-e.inflight.released:
+		e.refuse(cl, pk, packets.ErrServerShuttingDown)
+	}
+	return packets.ErrRejectPacket
+}
+
+// refuse disconnects a device without acknowledging its message pk: MQTT has no negative
+// acknowledgement, and a device resends unacknowledged messages when it reconnects.
+func (e *Embedded) refuse(cl *mochi.Client, pk packets.Packet, code packets.Code) {
+	e.refused.Add(1)
+	e.log.Debug("embedded broker: message handed back", logKeyClient, cl.ID, logKeyTopic, pk.TopicName, "reason", code.Reason)
+	if cl.Properties.ProtocolVersion == 5 {
+		_ = e.srv.DisconnectClient(cl, code) // it closes the connection whatever the write gives
+		return
+	}
+	cl.Stop(code) // MQTT 3 has no DISCONNECT from the server
+}
+
+func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
+	if e.opts.Username == "" {
+		return true
+	}
+	user := subtle.ConstantTimeCompare(pk.Connect.Username, []byte(e.opts.Username))
+	pass := subtle.ConstantTimeCompare(pk.Connect.Password, []byte(e.opts.Password))
+	if user&pass == 1 {
+		return true
+	}
+	e.log.Warn("embedded broker: device refused: bad username or password", logKeyClient, cl.ID, "remote", cl.Net.Remote)
+	return false
+}
+
+// embeddedHook connects mochi's events to the Embedded broker.
+type embeddedHook struct {
+	mochi.HookBase
+	e *Embedded
+}
+
+func (h *embeddedHook) ID() string { return "moongate" }
+
+func (h *embeddedHook) Provides(b byte) bool {
+	switch b {
+	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnWillSent:
+		return true
+	}
+	return false
+}
+
+func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
+	return h.e.authenticate(cl, pk)
+}
+
+// OnACLCheck allows every topic: devices are trusted once authenticated.
+func (h *embeddedHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	return pk, h.e.onPublish(cl, pk)
+}
+
+// OnWillSent hands a device's last will to the handler: mochi publishes wills without
+// the OnPublish hook.
+func (h *embeddedHook) OnWillSent(cl *mochi.Client, pk packets.Packet) {
+	e := h.e
+	ref := e.handler.Load()
+	if ref == nil || e.stopping.Load() {
+		return
+	}
+	if subQoS, ok := e.subs.match(pk.TopicName); ok {
+		e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: min(pk.FixedHeader.Qos, subQoS)})
+	}
+}
+
+var _ Bus = (*Embedded)(nil)
