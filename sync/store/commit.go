@@ -1,0 +1,933 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/oklog/ulid/v2"
+)
+
+// OpKind is the kind of a KV operation.
+type OpKind int
+
+const (
+	OpSet  OpKind = iota + 1 // set Key to Value (JSON), expiring after TTL if > 0
+	OpDel                    // delete Key
+	OpIncr                   // add Delta to the number at Key (a missing key counts as 0)
+)
+
+// KVOp is one KV operation of a commit.
+type KVOp struct {
+	Kind  OpKind
+	Key   string
+	Value []byte        // OpSet: JSON
+	TTL   time.Duration // OpSet: 0 for no expiry; rounded up to whole seconds
+	Delta float64       // OpIncr
+}
+
+// Commit is one invocation's effects on the store.
+type Commit struct {
+	Namespace string   // the function's KV namespace (its name)
+	KV        []KVOp   // applied in order
+	Records   []Append // appended to the outbox in order
+}
+
+// Commit applies c atomically and durably: when it returns nil, every KV
+// operation and record of c is in the store and on disk; when it returns an
+// error, none of them is.
+//
+// Durability: a commit is in Badger's write-ahead log and that log has been
+// fsynced before Commit returns. Concurrent calls are grouped by one goroutine
+// into one Badger transaction and one fsync (group commit): a commit waits at
+// most for the group being written before its own. A commit that fails (an
+// incr on a value that is not a number, ErrFull, an invalid argument) is left
+// out of its group and does not fail the others. A commit is never split across
+// transactions; a group that would exceed Badger's transaction size is written
+// and synced in several pieces, in order. See DURABILITY.md for the failure
+// cases (kill -9, power loss, full disk).
+//
+// ctx bounds the wait for the committer to accept c; once accepted, Commit
+// waits for the outcome, so that the caller always knows it. The store does not
+// keep c's slices after Commit returns.
+func (s *Store) Commit(ctx context.Context, c Commit) error {
+	if len(c.KV) == 0 && len(c.Records) == 0 {
+		return nil
+	}
+	j := &job{kind: jobCommit, commit: c}
+	if err := s.submit(ctx, j); err != nil {
+		return fmt.Errorf("commit %s: %w", c.Namespace, err)
+	}
+	return nil
+}
+
+type jobKind uint8
+
+const (
+	jobCommit   jobKind = iota // an invocation's effects
+	jobAppend                  // records only
+	jobAck                     // move a cursor, trim
+	jobPut                     // opaque sets and deletes (versions, meta)
+	jobDelete                  // delete up to deleteLimit keys under a prefix
+	jobMaintain                // TTL expiry and trimming of one stream
+)
+
+// A job is one request to the committer. The committer sets the results and
+// closes done.
+type job struct {
+	kind   jobKind
+	commit Commit
+	recs   []Append
+	cur    cursorID
+	seq    uint64
+	puts   []entry
+	prefix []byte
+	stream string
+
+	out  []Record
+	n    int
+	err  error
+	done chan struct{}
+}
+
+// grows reports whether j can add data; only those are refused on a full disk.
+func (j *job) grows() bool {
+	return j.kind == jobCommit || j.kind == jobAppend || j.kind == jobPut
+}
+
+const (
+	maxGroupJobs = 1024 // jobs staged into one group at most
+	deleteLimit  = 1000 // deletions one job may stage: keeps it under a transaction
+)
+
+// submit hands j to the committer and waits for its outcome.
+func (s *Store) submit(ctx context.Context, j *job) error {
+	j.done = make(chan struct{})
+	s.gate.RLock()
+	if s.closed {
+		s.gate.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.jobs <- j:
+		s.gate.RUnlock()
+	case <-ctx.Done():
+		s.gate.RUnlock()
+		return ctx.Err()
+	}
+	<-j.done
+	return j.err
+}
+
+// run is the committer: the only goroutine that writes to Badger.
+func (s *Store) run() {
+	defer close(s.done)
+	tick := time.NewTicker(s.opts.Maintenance)
+	defer tick.Stop()
+	batch := make([]*job, 0, maxGroupJobs)
+	for {
+		select {
+		case j := <-s.jobs:
+			batch = s.collect(append(batch[:0], j))
+			s.runGroup(batch)
+		case <-tick.C:
+			s.maintain()
+		case <-s.quit:
+			for {
+				batch = s.collect(batch[:0])
+				if len(batch) == 0 {
+					return
+				}
+				s.runGroup(batch)
+			}
+		}
+	}
+}
+
+// collect adds the jobs already waiting to batch: they form one group.
+func (s *Store) collect(batch []*job) []*job {
+	for len(batch) < maxGroupJobs {
+		select {
+		case j := <-s.jobs:
+			batch = append(batch, j)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// runGroup stages every job on top of the ones before it, then writes them in
+// one transaction and syncs. A job that fails to stage is left out.
+func (s *Store) runGroup(jobs []*job) {
+	defer s.resetRead()
+	noSpace := s.checkSpace()
+	g := s.newBatch(nil)
+	var merged []*job
+	var failed error // once a write fails, later jobs may depend on it: fail them too
+	finish := func(err error) {
+		if err == nil {
+			s.commits.Add(uint64(len(merged)))
+		}
+		for _, j := range merged {
+			j.err = err
+			close(j.done)
+		}
+		merged = merged[:0]
+	}
+	for _, j := range jobs {
+		if failed == nil && noSpace != nil && j.grows() {
+			j.err = noSpace
+		}
+		if failed != nil {
+			j.err = failed
+		}
+		if j.err != nil {
+			close(j.done)
+			continue
+		}
+		c := s.newBatch(g)
+		if err := c.stage(j); err != nil {
+			j.err = err
+			close(j.done)
+			continue
+		}
+		if c.size > s.txnSize || c.count > s.txnCount {
+			j.err = fmt.Errorf("%d bytes in %d writes, more than one transaction holds: %w", c.size, c.count, ErrTooLarge)
+			close(j.done)
+			continue
+		}
+		if g.size+c.size > s.txnSize || g.count+c.count > s.txnCount {
+			// c was staged on top of g; once g is written, its view is the
+			// database's, so c stays valid on top of a fresh group.
+			if failed = s.flush(g); failed != nil {
+				finish(failed)
+				j.err = failed
+				close(j.done)
+				continue
+			}
+			finish(nil)
+			g = s.newBatch(nil)
+			c.parent = g
+		}
+		g.merge(c)
+		merged = append(merged, j)
+	}
+	if failed == nil {
+		failed = s.flush(g)
+	}
+	finish(failed)
+}
+
+// checkSpace returns an error wrapping ErrNoSpace when the disk is low.
+func (s *Store) checkSpace() error {
+	if s.opts.MinFreeBytes < 0 {
+		return nil
+	}
+	free, err := freeBytes(s.opts.Dir)
+	if err != nil {
+		s.log.Warn("store: statfs failed", "dir", s.opts.Dir, "err", err)
+		return nil
+	}
+	if free < s.opts.MinFreeBytes {
+		return fmt.Errorf("%d bytes free in %s, below the %d kept free: %w", free, s.opts.Dir, s.opts.MinFreeBytes, ErrNoSpace)
+	}
+	return nil
+}
+
+// flush writes g in one transaction and syncs the logs.
+func (s *Store) flush(g *batch) error {
+	if len(g.ents) == 0 {
+		return nil
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	for _, e := range g.ents {
+		var err error
+		if e.del {
+			err = txn.Delete(e.key)
+		} else {
+			be := badger.NewEntry(e.key, e.value)
+			be.ExpiresAt = e.expiresAt
+			err = txn.SetEntry(be)
+		}
+		if err != nil {
+			return fmt.Errorf("stage write: %w", errClosedBadger(err))
+		}
+	}
+	err := txn.Commit()
+	s.resetRead()
+	if err != nil {
+		return fmt.Errorf("write: %w", errClosedBadger(err))
+	}
+	// The transaction is visible from here on, synced or not: the in-memory
+	// state must follow it, or the next group would reuse its seqs.
+	s.apply(g)
+	s.groups.Add(1)
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	if g.big {
+		// A value-log file rotated while this group was written is not
+		// synced by db.Sync, which syncs only the current one.
+		if err := s.syncRotatedVlogs(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	s.fsyncs.Add(1)
+	if g.appended {
+		s.mu.Lock()
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *Store) syncRotatedVlogs() error {
+	max, err := maxLogFid(s.opts.Dir, ".vlog")
+	if err != nil || max == s.maxVlog {
+		return err
+	}
+	if err := syncLogFiles(s.opts.Dir, ".vlog", s.maxVlog); err != nil {
+		return err
+	}
+	s.maxVlog = max
+	return nil
+}
+
+// apply makes a written group's state the store's.
+func (s *Store) apply(g *batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, h := range g.heads {
+		s.heads[name] = h
+	}
+	for id, seq := range g.cursors {
+		s.cursors[id] = seq
+	}
+	s.total += g.total
+}
+
+// readTxn returns the snapshot the committer stages against: the database as
+// of the last written group.
+func (s *Store) readTxn() *badger.Txn {
+	if s.rtxn == nil {
+		s.rtxn = s.db.NewTransaction(false)
+	}
+	return s.rtxn
+}
+
+func (s *Store) resetRead() {
+	if s.rtxn != nil {
+		s.rtxn.Discard()
+		s.rtxn = nil
+	}
+}
+
+// entry is one staged write.
+type entry struct {
+	key, value []byte
+	expiresAt  uint64 // unix seconds, 0 for never
+	del        bool
+}
+
+// cost estimates what e takes of a transaction, as Badger counts it.
+func (e entry) cost() int64 {
+	n := int64(len(e.key)) + 2 + 10
+	if len(e.value) < valueThreshold {
+		return n + int64(len(e.value))
+	}
+	return n + 12
+}
+
+type kvVal struct {
+	value     []byte
+	expiresAt uint64
+	del       bool
+}
+
+// stagedRec is a record written by a group and not yet in the database.
+type stagedRec struct {
+	seq  uint64
+	ms   int64
+	size uint32
+	key  []byte
+}
+
+// batch holds staged writes and the state they lead to. A job is staged into a
+// child batch of the group, so that a failing job can be dropped whole; reads
+// look through the chain, then into the store's state and the database.
+type batch struct {
+	s       *Store
+	parent  *batch
+	ents    []entry
+	index   map[string]int
+	kv      map[string]kvVal
+	heads   map[string]streamHead
+	cursors map[cursorID]uint64
+	staged  map[string][]stagedRec
+	total   int64 // change of pending outbox bytes
+	size    int64 // transaction bytes, as cost counts them
+	count   int64
+	// appended: records were added; big: a value goes to the value log.
+	appended, big bool
+}
+
+func (s *Store) newBatch(parent *batch) *batch {
+	return &batch{
+		s: s, parent: parent,
+		index:   make(map[string]int),
+		kv:      make(map[string]kvVal),
+		heads:   make(map[string]streamHead),
+		cursors: make(map[cursorID]uint64),
+		staged:  make(map[string][]stagedRec),
+	}
+}
+
+func (b *batch) put(e entry) {
+	if i, ok := b.index[string(e.key)]; ok {
+		b.size += e.cost() - b.ents[i].cost()
+		b.ents[i] = e
+	} else {
+		b.index[string(e.key)] = len(b.ents)
+		b.ents = append(b.ents, e)
+		b.size += e.cost()
+		b.count++
+	}
+	if !e.del && len(e.value) >= valueThreshold {
+		b.big = true
+	}
+}
+
+// merge adds child c's writes and state to b.
+func (b *batch) merge(c *batch) {
+	for _, e := range c.ents {
+		b.put(e)
+	}
+	for k, v := range c.kv {
+		b.kv[k] = v
+	}
+	for k, v := range c.heads {
+		b.heads[k] = v
+	}
+	for k, v := range c.cursors {
+		b.cursors[k] = v
+	}
+	for k, v := range c.staged {
+		b.staged[k] = append(b.staged[k], v...)
+	}
+	b.total += c.total
+	b.appended = b.appended || c.appended
+	b.big = b.big || c.big
+}
+
+func (b *batch) stage(j *job) error {
+	switch j.kind {
+	case jobCommit:
+		out, err := b.stageCommit(j.commit)
+		j.out = out
+		return err
+	case jobAppend:
+		out, err := b.stageRecords(j.recs)
+		j.out = out
+		return err
+	case jobAck:
+		return b.stageAck(j.cur, j.seq)
+	case jobPut:
+		for _, e := range j.puts {
+			b.put(e)
+		}
+		return nil
+	case jobDelete:
+		n, err := b.stageDeletePrefix(j.prefix)
+		j.n = n
+		return err
+	case jobMaintain:
+		n, err := b.stageMaintain(j.stream)
+		j.n = n
+		return err
+	}
+	return fmt.Errorf("job kind %d: %w", j.kind, ErrInvalid)
+}
+
+func (b *batch) stageCommit(c Commit) ([]Record, error) {
+	if len(c.KV) > 0 {
+		if err := checkName("namespace", c.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	now := b.s.now()
+	for _, op := range c.KV {
+		if err := checkKey(op.Key); err != nil {
+			return nil, err
+		}
+		k := kvKey(c.Namespace, op.Key)
+		switch op.Kind {
+		case OpSet:
+			if err := checkValue(op.Value); err != nil {
+				return nil, fmt.Errorf("set %q: %w", op.Key, err)
+			}
+			if !json.Valid(op.Value) {
+				return nil, fmt.Errorf("set %q: value is not JSON: %w", op.Key, ErrInvalid)
+			}
+			if op.TTL < 0 {
+				return nil, fmt.Errorf("set %q: negative ttl: %w", op.Key, ErrInvalid)
+			}
+			b.setKV(k, kvVal{value: op.Value, expiresAt: expiry(now, op.TTL)})
+		case OpDel:
+			b.setKV(k, kvVal{del: true})
+		case OpIncr:
+			cur, ok, err := b.kvGet(k)
+			if err != nil {
+				return nil, fmt.Errorf("incr %q: %w", op.Key, err)
+			}
+			var v []byte
+			if ok {
+				v = cur.value
+			}
+			n, err := incr(v, op.Delta)
+			if err != nil {
+				return nil, fmt.Errorf("incr %q: %w", op.Key, err)
+			}
+			// Like Redis INCR, an incr keeps the key's expiry.
+			b.setKV(k, kvVal{value: n, expiresAt: cur.expiresAt})
+		default:
+			return nil, fmt.Errorf("kv op %d on %q: %w", op.Kind, op.Key, ErrInvalid)
+		}
+	}
+	return b.stageRecords(c.Records)
+}
+
+func expiry(now time.Time, ttl time.Duration) uint64 {
+	if ttl <= 0 {
+		return 0
+	}
+	secs := (ttl + time.Second - 1) / time.Second
+	return uint64(now.Unix()) + uint64(secs)
+}
+
+// incr adds delta to the JSON number cur (nil counts as 0).
+func incr(cur []byte, delta float64) ([]byte, error) {
+	var v float64
+	if cur != nil {
+		// Stored values are valid JSON (checked on set), so one that starts
+		// like a number is a number.
+		if len(cur) == 0 || (cur[0] != '-' && (cur[0] < '0' || cur[0] > '9')) {
+			return nil, ErrNotNumber
+		}
+		f, err := strconv.ParseFloat(string(cur), 64)
+		if err != nil {
+			return nil, ErrNotNumber
+		}
+		v = f
+	}
+	n := v + delta
+	if math.IsInf(n, 0) || math.IsNaN(n) {
+		return nil, fmt.Errorf("result %v: %w", n, ErrInvalid)
+	}
+	return formatNumber(n), nil
+}
+
+// formatNumber writes integral values as JSON integers, so that counters read
+// back as integers in Lua and in JSON.
+func formatNumber(f float64) []byte {
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return strconv.AppendInt(nil, int64(f), 10)
+	}
+	return strconv.AppendFloat(nil, f, 'g', -1, 64)
+}
+
+func (b *batch) setKV(k []byte, v kvVal) {
+	b.kv[string(k)] = v
+	b.put(entry{key: k, value: v.value, expiresAt: v.expiresAt, del: v.del})
+}
+
+func (b *batch) kvGet(k []byte) (kvVal, bool, error) {
+	for x := b; x != nil; x = x.parent {
+		if v, ok := x.kv[string(k)]; ok {
+			return v, !v.del, nil
+		}
+	}
+	item, err := b.s.readTxn().Get(k)
+	if err == badger.ErrKeyNotFound {
+		return kvVal{}, false, nil
+	}
+	if err != nil {
+		return kvVal{}, false, err
+	}
+	v, err := item.ValueCopy(nil)
+	return kvVal{value: v, expiresAt: item.ExpiresAt()}, err == nil, err
+}
+
+func (b *batch) head(stream string) (streamHead, bool) {
+	for x := b; x != nil; x = x.parent {
+		if h, ok := x.heads[stream]; ok {
+			return h, true
+		}
+	}
+	// The committer is the only writer of s.heads: it may read without the lock.
+	h, ok := b.s.heads[stream]
+	return h, ok
+}
+
+func (b *batch) setHead(stream string, h streamHead) {
+	b.heads[stream] = h
+	b.put(entry{key: headKey(stream), value: h.encode()})
+}
+
+func (b *batch) cursor(id cursorID) uint64 {
+	for x := b; x != nil; x = x.parent {
+		if seq, ok := x.cursors[id]; ok {
+			return seq
+		}
+	}
+	return b.s.cursors[id]
+}
+
+// pendingTotal returns the pending outbox bytes with b's changes.
+func (b *batch) pendingTotal() int64 {
+	t := b.s.total
+	for x := b; x != nil; x = x.parent {
+		t += x.total
+	}
+	return t
+}
+
+// streams returns every stream known to the store or staged in b's chain.
+func (b *batch) streams() []string {
+	seen := make(map[string]bool)
+	var names []string
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			names = append(names, name)
+		}
+	}
+	for name := range b.s.heads {
+		add(name)
+	}
+	for x := b; x != nil; x = x.parent {
+		for name := range x.heads {
+			add(name)
+		}
+	}
+	return names
+}
+
+// stagedFor returns the records of stream staged in b's chain, in seq order.
+func (b *batch) stagedFor(stream string) []stagedRec {
+	var chain []*batch
+	for x := b; x != nil; x = x.parent {
+		chain = append(chain, x)
+	}
+	var out []stagedRec
+	for i := len(chain) - 1; i >= 0; i-- {
+		out = append(out, chain[i].staged[stream]...)
+	}
+	return out
+}
+
+func (b *batch) stageRecords(recs []Append) ([]Record, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	ms := b.s.now().UnixMilli()
+	out := make([]Record, 0, len(recs))
+	var added int64
+	for _, a := range recs {
+		if err := checkAppend(a); err != nil {
+			return nil, err
+		}
+		h, ok := b.head(a.Stream)
+		if !ok {
+			h = newHead()
+		}
+		seq := h.Last + 1
+		id, err := ulid.New(uint64(ms), b.s.entropy)
+		if err != nil {
+			// The monotonic entropy overflowed within this millisecond.
+			id = ulid.Make()
+		}
+		val := encodeRecord(id, a)
+		size := uint32(len(recPrefix(a.Stream)) + 20 + len(val))
+		key := recKey(a.Stream, seq, ms, size)
+		if h.pending() == 0 {
+			h.First, h.FirstMs = seq, ms
+		}
+		h.Last = seq
+		h.Bytes += int64(size)
+		b.setHead(a.Stream, h)
+		b.put(entry{key: key, value: val})
+		b.staged[a.Stream] = append(b.staged[a.Stream], stagedRec{seq: seq, ms: ms, size: size, key: key})
+		b.total += int64(size)
+		added += int64(size)
+		b.appended = true
+		out = append(out, Record{ID: id.String(), Stream: a.Stream, Seq: seq, TS: a.TS, Function: a.Function, Data: a.Data})
+	}
+	quota := b.s.opts.MaxOutboxBytes
+	total := b.pendingTotal()
+	if total <= quota {
+		return out, nil
+	}
+	if added > quota || b.s.opts.OnFull == RejectNew {
+		b.s.countRejected(recs)
+		return nil, fmt.Errorf("%d bytes pending with %d new, quota %d: %w", total-added, added, quota, ErrFull)
+	}
+	if err := b.dropOldest(total - quota); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Store) countRejected(recs []Append) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range recs {
+		s.rejected[a.Stream]++
+	}
+}
+
+type dropCause int
+
+const (
+	causeTrim dropCause = iota // delivered to every consumer: not a drop
+	causeQuota
+	causeTTL
+)
+
+// dropOldest deletes the oldest pending records, across streams, until need
+// bytes are freed.
+func (b *batch) dropOldest(need int64) error {
+	for need > 0 {
+		oldest, next := "", ""
+		var oldestMs, nextMs int64 = math.MaxInt64, math.MaxInt64
+		for _, name := range b.streams() {
+			h, _ := b.head(name)
+			if h.pending() == 0 {
+				continue
+			}
+			switch {
+			case h.FirstMs < oldestMs || (h.FirstMs == oldestMs && name < oldest):
+				next, nextMs = oldest, oldestMs
+				oldest, oldestMs = name, h.FirstMs
+			case h.FirstMs < nextMs || (h.FirstMs == nextMs && name < next):
+				next, nextMs = name, h.FirstMs
+			}
+		}
+		if oldest == "" {
+			return fmt.Errorf("nothing left to drop, %d bytes over quota: %w", need, ErrFull)
+		}
+		var freed int64
+		n, err := b.deleteFront(oldest, causeQuota, func(_ uint64, ms int64, size uint32) bool {
+			if freed >= need || (ms > nextMs && freed > 0) {
+				return true
+			}
+			freed += int64(size)
+			return false
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("stream %s: no record to drop: %w", oldest, ErrFull)
+		}
+		need -= freed
+	}
+	return nil
+}
+
+// deleteFront deletes stream's records from the front, in seq order, until
+// stop returns true for the next one or deleteLimit is reached. It returns
+// how many it deleted.
+func (b *batch) deleteFront(stream string, cause dropCause, stop func(seq uint64, ms int64, size uint32) bool) (int, error) {
+	h, ok := b.head(stream)
+	if !ok || h.pending() == 0 {
+		return 0, nil
+	}
+	n := 0
+	done := false
+	visit := func(seq uint64, ms int64, size uint32, key []byte) {
+		if n >= deleteLimit || stop(seq, ms, size) {
+			h.FirstMs = ms
+			done = true
+			return
+		}
+		b.put(entry{key: key, del: true})
+		h.First = seq + 1
+		h.Bytes -= int64(size)
+		b.total -= int64(size)
+		switch cause {
+		case causeQuota:
+			h.DroppedQuota++
+		case causeTTL:
+			h.DroppedTTL++
+		}
+		n++
+	}
+	// Records up to the last written group's head are in the database; the
+	// rest are staged in this chain.
+	dbLast := b.s.heads[stream].Last
+	if h.First <= dbLast {
+		prefix := recPrefix(stream)
+		it := b.s.readTxn().NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Seek(recSeekKey(stream, h.First)); it.Valid() && !done; it.Next() {
+			key := it.Item().KeyCopy(nil)
+			seq, ms, size, ok := parseRecKey(key, len(prefix))
+			if !ok || seq > dbLast {
+				break
+			}
+			visit(seq, ms, size, key)
+		}
+		it.Close()
+	}
+	if !done {
+		for _, r := range b.stagedFor(stream) {
+			if r.seq < h.First {
+				continue
+			}
+			if visit(r.seq, r.ms, r.size, r.key); done {
+				break
+			}
+		}
+	}
+	if h.pending() == 0 {
+		h.FirstMs = 0
+	}
+	if n > 0 {
+		b.setHead(stream, h)
+	}
+	return n, nil
+}
+
+func (b *batch) stageAck(id cursorID, seq uint64) error {
+	if seq <= b.cursor(id) {
+		return nil
+	}
+	h, ok := b.head(id.stream)
+	if !ok || seq > h.Last {
+		return fmt.Errorf("seq %d beyond the last of %s (%d): %w", seq, id.stream, h.Last, ErrInvalid)
+	}
+	b.cursors[id] = seq
+	b.put(entry{key: cursorKey(id.consumer, id.stream), value: beUint64(seq)})
+	_, err := b.trim(id.stream)
+	return err
+}
+
+// trim deletes the records of stream every registered consumer taking it has
+// acknowledged. Streams no consumer takes are kept (until TTL or quota).
+func (b *batch) trim(stream string) (int, error) {
+	b.s.mu.RLock()
+	var consumers []string
+	for name, patterns := range b.s.consumers {
+		if matchAny(patterns, stream) {
+			consumers = append(consumers, name)
+		}
+	}
+	b.s.mu.RUnlock()
+	if len(consumers) == 0 {
+		return 0, nil
+	}
+	upto := uint64(math.MaxUint64)
+	for _, c := range consumers {
+		upto = min(upto, b.cursor(cursorID{c, stream}))
+	}
+	if upto == 0 {
+		return 0, nil
+	}
+	return b.deleteFront(stream, causeTrim, func(seq uint64, _ int64, _ uint32) bool { return seq > upto })
+}
+
+func (b *batch) stageMaintain(stream string) (int, error) {
+	cutoff := b.s.now().Add(-b.s.opts.OutboxTTL).UnixMilli()
+	n, err := b.deleteFront(stream, causeTTL, func(_ uint64, ms int64, _ uint32) bool { return ms >= cutoff })
+	if err != nil || n >= deleteLimit {
+		return n, err
+	}
+	m, err := b.trim(stream)
+	return n + m, err
+}
+
+func (b *batch) stageDeletePrefix(prefix []byte) (int, error) {
+	it := b.s.readTxn().NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	n := 0
+	for it.Rewind(); it.Valid() && n < deleteLimit; it.Next() {
+		b.put(entry{key: it.Item().KeyCopy(nil), del: true})
+		n++
+	}
+	return n, nil
+}
+
+// maintain runs the periodic work: value-log GC, then TTL expiry and trimming
+// of every stream, a bounded number of deletions per transaction.
+func (s *Store) maintain() {
+	s.gcValueLog()
+	s.mu.RLock()
+	names := make([]string, 0, len(s.heads))
+	for name := range s.heads {
+		names = append(names, name)
+	}
+	s.mu.RUnlock()
+	for _, name := range names {
+		for {
+			j := &job{kind: jobMaintain, stream: name, done: make(chan struct{})}
+			s.runGroup([]*job{j})
+			if j.err != nil {
+				s.log.Warn("store: outbox maintenance", "stream", name, "err", j.err)
+				break
+			}
+			if j.n < deleteLimit {
+				break
+			}
+		}
+	}
+}
+
+// gcValueLog rewrites value-log files that are mostly garbage. Badger deletes
+// a rewritten file right after moving its live values, which it writes without
+// a sync when SyncWrites is off; an open iterator defers that deletion (Badger
+// deletes a file only when no iterator is open), so the moved values are synced
+// first and a power loss cannot take both copies.
+func (s *Store) gcValueLog() {
+	if s.checkSpace() != nil {
+		return // a rewrite needs room; trimming will make some
+	}
+	txn := s.db.NewTransaction(false)
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false})
+	rewrote := 0
+	for rewrote < 4 {
+		if err := s.db.RunValueLogGC(0.5); err != nil {
+			break // badger.ErrNoRewrite: nothing worth rewriting
+		}
+		rewrote++
+	}
+	if rewrote > 0 {
+		err := s.db.Sync()
+		if err == nil {
+			err = syncLogFiles(s.opts.Dir, ".mem", 0)
+		}
+		if err == nil {
+			err = syncLogFiles(s.opts.Dir, ".vlog", 0)
+		}
+		if err != nil {
+			s.log.Error("store: sync after value-log GC", "err", err)
+		}
+		s.log.Debug("store: value-log GC", "files", rewrote)
+	}
+	it.Close()
+	txn.Discard()
+}
+
+func beUint64(v uint64) []byte {
+	b := make([]byte, 8)
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+	return b
+}

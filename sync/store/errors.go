@@ -1,0 +1,34 @@
+package store
+
+import "errors"
+
+// Errors returned by the store. Callers test them with errors.Is; the returned
+// errors wrap them with context.
+var (
+	// ErrClosed is returned by every call made after Close.
+	ErrClosed = errors.New("store closed")
+
+	// ErrFull is returned when a commit's records do not fit under
+	// Options.MaxOutboxBytes and the policy is RejectNew, or when a single commit
+	// is larger than the whole quota. Nothing of the commit is written.
+	ErrFull = errors.New("outbox full")
+
+	// ErrNoSpace is returned when the free space of the file system holding the
+	// store is below Options.MinFreeBytes. Nothing of the commit is written;
+	// reads keep working and writes succeed again once space returns.
+	ErrNoSpace = errors.New("disk space low")
+
+	// ErrNotFound is returned when a named item (a function version) does not exist.
+	ErrNotFound = errors.New("not found")
+
+	// ErrNotNumber is returned when an incr meets a value that is not a JSON number.
+	ErrNotNumber = errors.New("value is not a number")
+
+	// ErrTooLarge is returned for a key, value or commit beyond the store's limits
+	// (see MaxKeyLen, MaxValueLen and MaxNameLen).
+	ErrTooLarge = errors.New("too large")
+
+	// ErrInvalid is returned for a malformed argument: an empty or ill-formed
+	// name, a value that is not JSON, an unknown operation.
+	ErrInvalid = errors.New("invalid argument")
+)

@@ -1,0 +1,128 @@
+package store
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// KV is one key of a namespace with its value.
+type KV struct {
+	Key       string
+	Value     []byte    // JSON
+	ExpiresAt time.Time // zero if the key does not expire
+}
+
+// KVGet returns the value of key in namespace ns; ok is false if the key does
+// not exist or has expired.
+func (s *Store) KVGet(ns, key string) (value []byte, ok bool, err error) {
+	if err := checkName("namespace", ns); err != nil {
+		return nil, false, fmt.Errorf("kv get: %w", err)
+	}
+	if err := checkKey(key); err != nil {
+		return nil, false, fmt.Errorf("kv get: %w", err)
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(kvKey(ns, key))
+		if err == badger.ErrKeyNotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		value, err = item.ValueCopy(nil)
+		ok = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("kv get %s %q: %w", ns, key, errClosedBadger(err))
+	}
+	return value, ok, nil
+}
+
+// KVKeys returns up to limit keys of namespace ns starting with prefix, in
+// byte order. limit <= 0 means no limit.
+func (s *Store) KVKeys(ns, prefix string, limit int) ([]string, error) {
+	var keys []string
+	err := s.kvScan(ns, prefix, limit, false, func(key string, _ *badger.Item) error {
+		keys = append(keys, key)
+		return nil
+	})
+	return keys, err
+}
+
+// KVList returns up to limit keys of namespace ns starting with prefix, with
+// their values, in byte order. limit <= 0 means no limit.
+func (s *Store) KVList(ns, prefix string, limit int) ([]KV, error) {
+	var kvs []KV
+	err := s.kvScan(ns, prefix, limit, true, func(key string, item *badger.Item) error {
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		kv := KV{Key: key, Value: v}
+		if exp := item.ExpiresAt(); exp > 0 {
+			kv.ExpiresAt = time.Unix(int64(exp), 0)
+		}
+		kvs = append(kvs, kv)
+		return nil
+	})
+	return kvs, err
+}
+
+func (s *Store) kvScan(ns, prefix string, limit int, values bool, fn func(string, *badger.Item) error) error {
+	if err := checkName("namespace", ns); err != nil {
+		return fmt.Errorf("kv scan: %w", err)
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		nsLen := len(kvPrefix(ns))
+		it := txn.NewIterator(badger.IteratorOptions{
+			Prefix:         kvKey(ns, prefix),
+			PrefetchValues: values,
+			PrefetchSize:   16,
+		})
+		defer it.Close()
+		n := 0
+		for it.Rewind(); it.Valid(); it.Next() {
+			if limit > 0 && n >= limit {
+				return nil
+			}
+			item := it.Item()
+			if err := fn(string(item.Key()[nsLen:]), item); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("kv scan %s %q: %w", ns, prefix, errClosedBadger(err))
+	}
+	return nil
+}
+
+// PurgeNamespace deletes every key of namespace ns. It deletes in transactions
+// of a bounded size: a crash part way leaves part of the namespace, and
+// calling it again finishes the job.
+func (s *Store) PurgeNamespace(ns string) error {
+	if err := checkName("namespace", ns); err != nil {
+		return fmt.Errorf("purge: %w", err)
+	}
+	if err := s.deletePrefix(kvPrefix(ns)); err != nil {
+		return fmt.Errorf("purge %s: %w", ns, err)
+	}
+	return nil
+}
+
+func (s *Store) deletePrefix(prefix []byte) error {
+	for {
+		j := &job{kind: jobDelete, prefix: prefix}
+		if err := s.submit(contextBackground, j); err != nil {
+			return err
+		}
+		if j.n < deleteLimit {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,392 @@
+// Package store is the gateway's embedded database, on Badger: every
+// function's KV namespace, the outbox of records waiting for the cloud (one
+// append-only log per stream, with a cursor per consumer), function versions and
+// small metadata.
+//
+// All writes go through one goroutine, the committer, which groups concurrent
+// requests into one Badger transaction and one fsync (see Commit and
+// DURABILITY.md). Reads go straight to Badger and may run concurrently.
+package store
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/oklog/ulid/v2"
+)
+
+// OnFull says what the outbox does when a commit's records do not fit under
+// Options.MaxOutboxBytes.
+type OnFull int
+
+const (
+	// DropOldest deletes the oldest pending records, across all streams, to make
+	// room. Each dropped record is counted (Stats, cause "quota").
+	DropOldest OnFull = iota
+	// RejectNew fails the commit with ErrFull; nothing of it is written. The
+	// rejected records are counted (Stats, cause "rejected").
+	RejectNew
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultMaxOutboxBytes = 256 << 20
+	DefaultOutboxTTL      = 168 * time.Hour
+	DefaultMinFreeBytes   = 64 << 20
+	DefaultMaintenance    = time.Minute
+)
+
+// Options configure a Store. The zero value of every field but Dir is valid.
+type Options struct {
+	// Dir holds the database; it is created if missing.
+	Dir string
+
+	// MaxOutboxBytes bounds the pending outbox records of all streams together,
+	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes.
+	MaxOutboxBytes int64
+
+	// OutboxTTL is how long a record may wait in the outbox; older records are
+	// deleted by the periodic maintenance and counted (cause "ttl").
+	// 0 means DefaultOutboxTTL.
+	OutboxTTL time.Duration
+
+	// OnFull is the policy when the outbox quota is reached.
+	OnFull OnFull
+
+	// MinFreeBytes is the free space the file system must keep: below it,
+	// commits, appends and puts fail with ErrNoSpace while reads, acks and
+	// deletions go on. Badger writes its logs and tables through memory
+	// mappings, where running out of space is a SIGBUS rather than an error, so
+	// the store stops writing before the disk is full. The default leaves room
+	// for a memtable flush, a compaction and a value-log file.
+	// 0 means DefaultMinFreeBytes; a negative value disables the check.
+	MinFreeBytes int64
+
+	// Maintenance is the period of the background work: value-log GC, outbox
+	// TTL expiry, and trimming of records every consumer has acknowledged.
+	// 0 means DefaultMaintenance.
+	Maintenance time.Duration
+
+	// Logger receives the store's and Badger's messages. nil discards them.
+	Logger *slog.Logger
+
+	// Test seams, settable only from this package's tests.
+	tune       func(*badger.Options) // adjusts the Badger options before enforceArch
+	unsafeArch bool                  // skips enforceArch, to reproduce the 32-bit ARM bug
+	now        func() time.Time      // clock for record ids and TTL
+}
+
+// Store is an open database. Its methods are safe for concurrent use.
+type Store struct {
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	txnSize, txnCount int64 // how much one Badger transaction may take
+
+	// gate orders submissions against Close: a submitter holds it shared while
+	// it hands a job over, Close holds it exclusively to set closed, so every
+	// job handed over before Close is still run.
+	gate   sync.RWMutex
+	closed bool
+	jobs   chan *job
+	quit   chan struct{} // closed by Close: the committer drains jobs and stops
+	done   chan struct{} // closed by the committer when it has stopped
+
+	closeOnce sync.Once
+	closeErr  error
+
+	// mu guards the state below. The committer is its only writer.
+	mu        sync.RWMutex
+	heads     map[string]streamHead
+	cursors   map[cursorID]uint64
+	consumers map[string][]string
+	total     int64             // pending outbox bytes, all streams
+	rejected  map[string]uint64 // records refused by RejectNew, per stream
+	changed   chan struct{}
+
+	commits, groups, fsyncs atomic.Uint64
+
+	// Owned by the committer goroutine.
+	entropy *ulid.MonotonicEntropy
+	rtxn    *badger.Txn // read snapshot for the group being staged
+	maxVlog uint32      // highest value-log file id seen
+}
+
+type cursorID struct{ consumer, stream string }
+
+// Open opens (creating if needed) the store in opts.Dir and starts its
+// committer and maintenance.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, fmt.Errorf("open store: no directory: %w", ErrInvalid)
+	}
+	if opts.MaxOutboxBytes == 0 {
+		opts.MaxOutboxBytes = DefaultMaxOutboxBytes
+	}
+	if opts.OutboxTTL == 0 {
+		opts.OutboxTTL = DefaultOutboxTTL
+	}
+	if opts.MinFreeBytes == 0 {
+		opts.MinFreeBytes = DefaultMinFreeBytes
+	}
+	if opts.Maintenance == 0 {
+		opts.Maintenance = DefaultMaintenance
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	bo := badgerOptions(&opts)
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	s := &Store{
+		db:        db,
+		opts:      opts,
+		log:       opts.Logger,
+		now:       opts.now,
+		jobs:      make(chan *job, 1024),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+		heads:     make(map[string]streamHead),
+		cursors:   make(map[cursorID]uint64),
+		consumers: make(map[string][]string),
+		rejected:  make(map[string]uint64),
+		changed:   make(chan struct{}),
+		entropy:   ulid.Monotonic(rand.Reader, 0),
+	}
+	s.txnSize, s.txnCount = txnLimits(bo)
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	s.maxVlog, _ = maxLogFid(opts.Dir, ".vlog")
+	go s.run()
+	return s, nil
+}
+
+// load reads the outbox heads and the cursors into memory.
+func (s *Store) load() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagHead}})
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			stream := string(item.Key()[1:])
+			err := item.Value(func(v []byte) error {
+				h, err := decodeHead(v)
+				s.heads[stream] = h
+				s.total += h.Bytes
+				return err
+			})
+			if err != nil {
+				it.Close()
+				return fmt.Errorf("load stream %q: %w", stream, err)
+			}
+		}
+		it.Close()
+
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagCursor}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			consumer, stream, ok := splitName(item.Key()[1:])
+			if !ok {
+				continue
+			}
+			err := item.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return fmt.Errorf("cursor %s/%s: %d bytes", consumer, stream, len(v))
+				}
+				s.cursors[cursorID{consumer, stream}] = binary.BigEndian.Uint64(v)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close stops the committer after it has run every request already handed to
+// it, then closes Badger. Calls made after Close fail with ErrClosed.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.gate.Lock()
+		s.closed = true
+		s.gate.Unlock()
+		close(s.quit)
+		<-s.done
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close store %s: %w", s.opts.Dir, err)
+		}
+	})
+	return s.closeErr
+}
+
+// Changed returns a channel that is closed when records are next appended
+// (and made durable). Sinks wait on it, then call Changed again.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.changed
+}
+
+// Drops counts records removed before every consumer had them, by cause.
+type Drops struct {
+	Quota    uint64 // deleted by DropOldest to make room
+	TTL      uint64 // older than OutboxTTL
+	Rejected uint64 // refused by RejectNew (never written)
+}
+
+// StreamStats describes one stream of the outbox.
+type StreamStats struct {
+	FirstSeq, LastSeq uint64 // pending records are FirstSeq..LastSeq; none if FirstSeq > LastSeq
+	Pending           int64  // records
+	Bytes             int64  // accounted bytes (key and value)
+	OldestMs          int64  // append time (unix ms) of the oldest pending record, 0 if none
+	Dropped           Drops
+}
+
+// ConsumerStats describes one consumer's position in one stream.
+type ConsumerStats struct {
+	Cursor   uint64 // last acknowledged seq
+	Pending  int64  // records after Cursor
+	OldestMs int64  // append time (unix ms) of the first record after Cursor, 0 if none
+}
+
+// Stats is a snapshot of the store's counters.
+type Stats struct {
+	Streams        map[string]StreamStats
+	Consumers      map[string]map[string]ConsumerStats // consumer -> stream
+	PendingRecords int64
+	PendingBytes   int64
+	Dropped        Drops  // totals over all streams
+	DiskBytes      int64  // bytes allocated to the store's files
+	DiskFree       int64  // free bytes on its file system
+	Commits        uint64 // requests committed (invocations, appends, acks, puts)
+	Groups         uint64 // Badger transactions written for them
+	Fsyncs         uint64 // syncs of the logs; about one per group
+}
+
+// Stats returns a snapshot of the outbox and the store's counters.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		Streams:   make(map[string]StreamStats),
+		Consumers: make(map[string]map[string]ConsumerStats),
+		Commits:   s.commits.Load(),
+		Groups:    s.groups.Load(),
+		Fsyncs:    s.fsyncs.Load(),
+	}
+	s.mu.RLock()
+	for name, h := range s.heads {
+		ss := StreamStats{
+			FirstSeq: h.First, LastSeq: h.Last, Pending: h.pending(), Bytes: h.Bytes,
+			Dropped: Drops{Quota: h.DroppedQuota, TTL: h.DroppedTTL, Rejected: s.rejected[name]},
+		}
+		if ss.Pending > 0 {
+			ss.OldestMs = h.FirstMs
+		}
+		st.Streams[name] = ss
+		st.PendingRecords += ss.Pending
+		st.PendingBytes += h.Bytes
+		st.Dropped.Quota += ss.Dropped.Quota
+		st.Dropped.TTL += ss.Dropped.TTL
+		st.Dropped.Rejected += ss.Dropped.Rejected
+	}
+	type pos struct {
+		consumer, stream string
+		cursor           uint64
+	}
+	var positions []pos
+	for c, patterns := range s.consumers {
+		for name := range s.heads {
+			if matchAny(patterns, name) {
+				positions = append(positions, pos{c, name, s.cursors[cursorID{c, name}]})
+			}
+		}
+	}
+	s.mu.RUnlock()
+
+	for _, p := range positions {
+		ss := st.Streams[p.stream]
+		cs := ConsumerStats{Cursor: p.cursor}
+		from := max(p.cursor+1, ss.FirstSeq)
+		if from <= ss.LastSeq {
+			cs.Pending = int64(ss.LastSeq - from + 1)
+			cs.OldestMs = s.recordMs(p.stream, from)
+		}
+		if st.Consumers[p.consumer] == nil {
+			st.Consumers[p.consumer] = make(map[string]ConsumerStats)
+		}
+		st.Consumers[p.consumer][p.stream] = cs
+	}
+	st.DiskBytes, _ = diskUsage(s.opts.Dir)
+	st.DiskFree, _ = freeBytes(s.opts.Dir)
+	return st
+}
+
+// recordMs returns the append time of the first record at or after seq.
+func (s *Store) recordMs(stream string, seq uint64) int64 {
+	var ms int64
+	_ = s.db.View(func(txn *badger.Txn) error {
+		prefix := recPrefix(stream)
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		it.Seek(recSeekKey(stream, seq))
+		if it.Valid() {
+			_, ms, _, _ = parseRecKey(it.Item().Key(), len(prefix))
+		}
+		return nil
+	})
+	return ms
+}
+
+// Streams returns the names of the outbox streams, sorted.
+func (s *Store) Streams() ([]string, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	names := make([]string, 0, len(s.heads))
+	for name := range s.heads {
+		names = append(names, name)
+	}
+	s.mu.RUnlock()
+	sort.Strings(names)
+	return names, nil
+}
+
+func (s *Store) checkOpen() error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// errClosedBadger maps Badger's own closed error onto ErrClosed.
+func errClosedBadger(err error) error {
+	if errors.Is(err, badger.ErrDBClosed) {
+		return ErrClosed
+	}
+	return err
+}
