@@ -1,0 +1,418 @@
+package sink
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// HTTP responses are read whole to keep the connection in step; only this
+// much is kept, for commands and error messages.
+const maxResponseBody = 1 << 20
+
+// maxRetryAfter bounds a Retry-After, so a wrong header cannot park a sink
+// for days.
+const maxRetryAfter = 15 * time.Minute
+
+// gzip states of an HTTP sink.
+const (
+	gzipOff         int32 = iota // never
+	gzipOn                       // always
+	gzipAuto                     // auto, not yet offered by the receiver
+	gzipAutoOn                   // auto, the receiver said Accept-Encoding: gzip
+	gzipAutoRefused              // auto, the receiver refused a gzipped body with 415
+)
+
+// httpTransport posts batches as SPEC §7 requests. It writes HTTP/1.1 itself
+// (with net/http's Request.Write and ReadResponse) because net/http's client
+// never pipelines, and pipelining on one connection is what keeps several
+// batches of a stream in flight and still in order. Proxies are not used.
+type httpTransport struct {
+	cfg    *HTTPConfig
+	url    *url.URL
+	addr   string
+	tls    *tls.Config // nil for plain http
+	header http.Header
+	secret []byte
+	gzip   atomic.Int32
+	dialer net.Dialer
+}
+
+func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("url: %w", err)
+	}
+	t := &httpTransport{cfg: cfg, url: u, header: make(http.Header), secret: []byte(cfg.HMACSecret)}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	t.addr = net.JoinHostPort(u.Hostname(), port)
+	if u.Scheme == "https" {
+		t.tls, err = tlsConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
+		if err != nil {
+			return nil, err
+		}
+		t.tls.NextProtos = []string{"http/1.1"}
+	}
+	for k, v := range cfg.Headers {
+		t.header.Set(k, v)
+	}
+	t.header.Set("User-Agent", "moongate")
+	t.header.Set("Content-Type", "application/json")
+	switch cfg.Gzip {
+	case "on":
+		t.gzip.Store(gzipOn)
+	case "off":
+		t.gzip.Store(gzipOff)
+	default:
+		t.gzip.Store(gzipAuto)
+	}
+	t.dialer = net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	return t, nil
+}
+
+func (t *httpTransport) keyed() bool         { return true }
+func (t *httpTransport) run(context.Context) {}
+
+func (t *httpTransport) open(ctx context.Context, _ string) (pipe, error) {
+	dctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+	defer cancel()
+	conn, err := t.dialer.DialContext(dctx, "tcp", t.addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", t.addr, err)
+	}
+	if t.tls != nil {
+		tc := tls.Client(conn, t.tls)
+		if err := tc.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("tls %s: %w", t.addr, err)
+		}
+		conn = tc
+	}
+	p := &httpPipe{
+		t:          t,
+		conn:       conn,
+		bw:         bufio.NewWriterSize(conn, 64<<10),
+		br:         bufio.NewReaderSize(conn, 16<<10),
+		readerDone: make(chan struct{}),
+	}
+	p.stop = context.AfterFunc(ctx, func() { p.fail(ctx.Err()) })
+	go p.readLoop()
+	return p, nil
+}
+
+// request builds the request for b: the body as it goes on the wire
+// (gzipped or not) and its signature over exactly those bytes.
+func (t *httpTransport) request(b *batch) (*http.Request, bool) {
+	body, gz := b.body, false
+	switch t.gzip.Load() {
+	case gzipOn, gzipAutoOn:
+		body, gz = gzipBody(b.body), true
+	}
+	h := t.header.Clone()
+	h.Set("Idempotency-Key", b.key())
+	if gz {
+		h.Set("Content-Encoding", "gzip")
+	}
+	if len(t.secret) > 0 {
+		mac := hmac.New(sha256.New, t.secret)
+		mac.Write(body)
+		h.Set("X-Moongate-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
+	}
+	return &http.Request{
+		Method:        http.MethodPost,
+		URL:           t.url,
+		Host:          t.url.Host,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+	}, gz
+}
+
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed) // a valid level never fails
+	return w
+}}
+
+func gzipBody(b []byte) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(b)/4 + 64)
+	w := gzipWriters.Get().(*gzip.Writer)
+	w.Reset(&buf)
+	w.Write(b) // writes to a bytes.Buffer do not fail
+	w.Close()
+	gzipWriters.Put(w)
+	return buf.Bytes()
+}
+
+// classify maps a response to what the lane does next.
+func (t *httpTransport) classify(resp *http.Response, body []byte, gz bool) result {
+	if strings.Contains(strings.ToLower(resp.Header.Get("Accept-Encoding")), "gzip") {
+		t.gzip.CompareAndSwap(gzipAuto, gzipAutoOn)
+	}
+	code := resp.StatusCode
+	switch {
+	case code >= 200 && code < 300:
+		cmds, err := parseCommands(body)
+		if err != nil {
+			err = fmt.Errorf("response commands: %w", err)
+		}
+		return result{outcome: delivered, commands: cmds, err: err}
+	case code == http.StatusUnsupportedMediaType && gz && t.refuseGzip():
+		return result{outcome: resend, err: statusError(resp, body)}
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500,
+		code < 200, code < 400, // 1xx and 3xx: nothing to do with the records
+		code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound,
+		code == http.StatusMethodNotAllowed, code == http.StatusProxyAuthRequired,
+		code == http.StatusUnsupportedMediaType && gz:
+		return result{outcome: retry, err: statusError(resp, body), retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+	default:
+		return result{outcome: rejected, err: statusError(resp, body)}
+	}
+}
+
+// refuseGzip turns "auto" compression off for good after a 415 to a gzipped
+// body; it reports false in "on" mode, where the 415 stays an error to see.
+func (t *httpTransport) refuseGzip() bool {
+	for {
+		switch s := t.gzip.Load(); s {
+		case gzipAutoRefused:
+			return true
+		case gzipAutoOn:
+			if t.gzip.CompareAndSwap(s, gzipAutoRefused) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}
+
+func statusError(resp *http.Response, body []byte) error {
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	if msg == "" {
+		return fmt.Errorf("http %s", resp.Status)
+	}
+	return fmt.Errorf("http %s: %s", resp.Status, msg)
+}
+
+// retryAfter parses a Retry-After value, delay-seconds or an HTTP date
+// (RFC 9110 §10.2.3). Anything else, or a time in the past, is 0.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+		d = maxRetryAfter
+		if n < uint64(maxRetryAfter/time.Second) {
+			d = time.Duration(n) * time.Second
+		}
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// httpPipe is one HTTP/1.1 connection with pipelined requests: the lane
+// writes requests, a reader goroutine reads the responses in order.
+type httpPipe struct {
+	t    *httpTransport
+	conn net.Conn
+	bw   *bufio.Writer
+	br   *bufio.Reader
+	stop func() bool
+
+	mu       sync.Mutex
+	queue    []*inflight // written, not yet answered, in order
+	answered int         // responses read on this connection
+	closing  bool        // the last response said Connection: close
+	dead     error
+
+	readerDone chan struct{}
+}
+
+type inflight struct {
+	b   *batch
+	req *http.Request
+	gz  bool
+	// idle is true when the request went out on a connection that had
+	// answered before and was idle since: if it then fails before any byte
+	// of a response, the server probably closed the idle connection as the
+	// request left, and the request is resent at once.
+	idle bool
+}
+
+func (p *httpPipe) window() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// One request until the server has shown it keeps the connection open;
+	// a server that closes after every response then gets one at a time.
+	if p.answered == 0 || p.closing {
+		return 1
+	}
+	return math.MaxInt
+}
+
+func (p *httpPipe) alive() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.dead == nil
+}
+
+func (p *httpPipe) send(_ context.Context, b *batch) {
+	req, gz := p.t.request(b)
+	p.mu.Lock()
+	if p.dead != nil {
+		err := p.dead
+		p.mu.Unlock()
+		b.done <- result{outcome: resend, err: err}
+		return
+	}
+	f := &inflight{b: b, req: req, gz: gz, idle: len(p.queue) == 0 && p.answered > 0}
+	p.queue = append(p.queue, f)
+	if len(p.queue) == 1 {
+		p.conn.SetReadDeadline(time.Now().Add(p.t.cfg.Timeout))
+	}
+	p.mu.Unlock()
+
+	p.conn.SetWriteDeadline(time.Now().Add(p.t.cfg.Timeout))
+	err := req.Write(p.bw)
+	if err == nil {
+		err = p.bw.Flush()
+	}
+	if err != nil {
+		p.fail(fmt.Errorf("write: %w", err))
+	}
+}
+
+func (p *httpPipe) readLoop() {
+	defer close(p.readerDone)
+	for {
+		// Peek with no deadline while idle notices a server closing the
+		// connection, so the next batch opens a new one instead.
+		if _, err := p.br.Peek(1); err != nil {
+			p.fail(err)
+			return
+		}
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.mu.Unlock()
+			p.fail(errors.New("response without a request"))
+			return
+		}
+		f := p.queue[0]
+		p.mu.Unlock()
+
+		res, closing, err := p.read(f)
+		if err != nil {
+			p.fail(err)
+			return
+		}
+		p.mu.Lock()
+		if p.dead != nil { // failed meanwhile; fail has completed f
+			p.mu.Unlock()
+			return
+		}
+		p.queue = p.queue[1:]
+		p.answered++
+		p.closing = closing
+		if len(p.queue) > 0 {
+			p.conn.SetReadDeadline(time.Now().Add(p.t.cfg.Timeout))
+		} else {
+			p.conn.SetReadDeadline(time.Time{})
+		}
+		p.mu.Unlock()
+		f.b.done <- res
+		if closing {
+			p.fail(errPeerClosed)
+			return
+		}
+	}
+}
+
+// read reads f's response, skipping interim 1xx responses.
+func (p *httpPipe) read(f *inflight) (result, bool, error) {
+	for {
+		resp, err := http.ReadResponse(p.br, f.req)
+		if err != nil {
+			return result{}, false, fmt.Errorf("read response: %w", err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+		}
+		resp.Body.Close()
+		if err != nil {
+			return result{}, false, fmt.Errorf("read response body: %w", err)
+		}
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		return p.t.classify(resp, body, f.gz), resp.Close, nil
+	}
+}
+
+// fail ends the pipe: the connection is closed and every outstanding batch
+// completes with err, in order.
+func (p *httpPipe) fail(err error) {
+	p.mu.Lock()
+	if p.dead != nil {
+		p.mu.Unlock()
+		return
+	}
+	p.dead = err
+	q := p.queue
+	p.queue = nil
+	p.mu.Unlock()
+	p.conn.Close()
+	for _, f := range q {
+		f.b.done <- failure(err, f)
+	}
+}
+
+func failure(err error, f *inflight) result {
+	switch {
+	case errors.Is(err, errPeerClosed):
+		return result{outcome: resend, err: err}
+	case f.idle && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
+		return result{outcome: resend, err: err}
+	}
+	return result{outcome: unreachable, err: err}
+}
+
+func (p *httpPipe) close() {
+	p.stop()
+	p.fail(errPipeClosed)
+	<-p.readerDone
+}
