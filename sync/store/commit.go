@@ -136,6 +136,9 @@ func (s *Store) run() {
 			s.runGroup(batch)
 		case <-tick.C:
 			s.maintain()
+		case reply := <-s.maintainNow:
+			s.maintain()
+			close(reply)
 		case <-s.quit:
 			for {
 				batch = s.collect(batch[:0])
@@ -536,7 +539,7 @@ func incr(cur []byte, delta float64) ([]byte, error) {
 // formatNumber writes integral values as JSON integers, so that counters read
 // back as integers in Lua and in JSON.
 func formatNumber(f float64) []byte {
-	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+	if f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
 		return strconv.AppendInt(nil, int64(f), 10)
 	}
 	return strconv.AppendFloat(nil, f, 'g', -1, 64)

@@ -102,6 +102,8 @@ type Store struct {
 	jobs   chan *job
 	quit   chan struct{} // closed by Close: the committer drains jobs and stops
 	done   chan struct{} // closed by the committer when it has stopped
+	// maintainNow asks the committer to run maintenance at once (tests).
+	maintainNow chan chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -158,19 +160,20 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
 	s := &Store{
-		db:        db,
-		opts:      opts,
-		log:       opts.Logger,
-		now:       opts.now,
-		jobs:      make(chan *job, 1024),
-		quit:      make(chan struct{}),
-		done:      make(chan struct{}),
-		heads:     make(map[string]streamHead),
-		cursors:   make(map[cursorID]uint64),
-		consumers: make(map[string][]string),
-		rejected:  make(map[string]uint64),
-		changed:   make(chan struct{}),
-		entropy:   ulid.Monotonic(rand.Reader, 0),
+		db:          db,
+		opts:        opts,
+		log:         opts.Logger,
+		now:         opts.now,
+		jobs:        make(chan *job, 1024),
+		quit:        make(chan struct{}),
+		done:        make(chan struct{}),
+		maintainNow: make(chan chan struct{}),
+		heads:       make(map[string]streamHead),
+		cursors:     make(map[cursorID]uint64),
+		consumers:   make(map[string][]string),
+		rejected:    make(map[string]uint64),
+		changed:     make(chan struct{}),
+		entropy:     ulid.Monotonic(rand.Reader, 0),
 	}
 	s.txnSize, s.txnCount = txnLimits(bo)
 	if err := s.load(); err != nil {

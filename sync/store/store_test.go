@@ -187,3 +187,10 @@ func TestOutboxAppendReadAckTrim(t *testing.T) {
 		t.Errorf("seq after reopen = %d, want 11", out[0].Seq)
 	}
 }
+
+// maintain runs the periodic maintenance now and waits for it.
+func (s *Store) maintainSync() {
+	reply := make(chan struct{})
+	s.maintainNow <- reply
+	<-reply
+}
