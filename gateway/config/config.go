@@ -1,0 +1,286 @@
+// Package config reads moongate.yaml (SPEC §3): strict YAML, ${VAR} expansion, defaults,
+// and validation whose every error names the file, the line and the key.
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is a whole moongate.yaml.
+type Config struct {
+	Gateway   Gateway              `yaml:"gateway"`
+	MQTT      MQTT                 `yaml:"mqtt"`
+	Sensors   map[string]yaml.Node `yaml:"sensors"` // decoded by the sensors package's own type, see DecodeStrict
+	Functions []Function           `yaml:"functions"`
+	Sync      Sync                 `yaml:"sync"`
+
+	// File is the path the config was read from, "" for built-in defaults. Relative paths in
+	// the config (function sources, TLS files) are relative to its directory.
+	File string `yaml:"-"`
+	src  *source
+}
+
+// Gateway holds the gateway's own settings.
+type Gateway struct {
+	ID      string  `yaml:"id"`       // default: the hostname
+	DataDir string  `yaml:"data_dir"` // default: ./moongate-data
+	Console Console `yaml:"console"`
+	// AllowMissingHardware lets the gateway start when a sensor's bus or pin is absent; the
+	// sensor then reports its error in the console instead of stopping the start.
+	AllowMissingHardware bool   `yaml:"allow_missing_hardware"`
+	LogLevel             string `yaml:"log_level"` // debug, info (default), warn, error
+}
+
+// Console is the HTTP API and websocket listener.
+type Console struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:8080
+	// Token is the bearer token for the API. It is required whenever Listen is not a
+	// loopback address; "generate" makes the gateway create one in the data dir on first start.
+	Token string `yaml:"token"`
+}
+
+// MQTT selects the bus: the embedded broker or an external one.
+type MQTT struct {
+	Broker   string   `yaml:"broker"` // "embedded" (default) or tcp://, ssl://, ws://, wss:// URL
+	Embedded Embedded `yaml:"embedded"`
+	ClientID string   `yaml:"client_id"` // external broker: default "moongate-" + gateway id
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+	TLS      TLS      `yaml:"tls"`
+}
+
+// Embedded configures the embedded broker's listeners.
+type Embedded struct {
+	Listen   string `yaml:"listen"`    // default 0.0.0.0:1883
+	WSListen string `yaml:"ws_listen"` // optional MQTT over websocket listener
+}
+
+// TLS names PEM files; empty fields are unused.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Function is one entry of functions:.
+type Function struct {
+	Name        string            `yaml:"name"`
+	Source      string            `yaml:"source"`
+	Triggers    []string          `yaml:"triggers"`
+	Timeout     time.Duration     `yaml:"timeout"`     // default 100ms
+	Memory      Size              `yaml:"memory"`      // default 16MiB
+	Concurrency int               `yaml:"concurrency"` // default 2
+	Retries     *int              `yaml:"retries"`     // QoS 1 events: tries after the first; default 3
+	Env         map[string]string `yaml:"env"`
+	Emit        string            `yaml:"emit"`
+
+	// Parsed is Triggers, parsed and checked by Load.
+	Parsed []Trigger `yaml:"-"`
+	// Code is the content of Source, read by Load.
+	Code string `yaml:"-"`
+}
+
+// Sync configures the outbox and the sinks that drain it.
+type Sync struct {
+	Outbox Outbox `yaml:"outbox"`
+	Sinks  []Sink `yaml:"sinks"`
+}
+
+// Outbox bounds what waits for the cloud.
+type Outbox struct {
+	MaxBytes Size          `yaml:"max_bytes"` // default 256MiB
+	TTL      time.Duration `yaml:"ttl"`       // default 168h
+	OnFull   string        `yaml:"on_full"`   // drop_oldest (default) or reject_new
+}
+
+// Sink is one cloud destination; exactly one of HTTP and MQTT is set.
+type Sink struct {
+	Name    string    `yaml:"name"`
+	Streams []string  `yaml:"streams"` // default ["*"]
+	HTTP    *HTTPSink `yaml:"http"`
+	MQTT    *MQTTSink `yaml:"mqtt"`
+	Batch   Batch     `yaml:"batch"`
+}
+
+// HTTPSink posts JSON batches (SPEC §7).
+type HTTPSink struct {
+	URL        string            `yaml:"url"`
+	Headers    map[string]string `yaml:"headers"`
+	HMACSecret string            `yaml:"hmac_secret"`
+	CA         string            `yaml:"ca"`
+	Timeout    time.Duration     `yaml:"timeout"`
+	Gzip       string            `yaml:"gzip"` // auto (default), on, off
+}
+
+// MQTTSink bridges records to a cloud broker.
+type MQTTSink struct {
+	Broker   string `yaml:"broker"`
+	Topic    string `yaml:"topic"` // template: {gateway}, {stream}, {function}
+	QoS      int    `yaml:"qos"`
+	ClientID string `yaml:"client_id"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	TLS      TLS    `yaml:"tls"`
+	Window   int    `yaml:"window"` // QoS 1 messages in flight
+}
+
+// Batch bounds one delivery.
+type Batch struct {
+	MaxRecords int           `yaml:"max_records"` // default 500
+	MaxBytes   Size          `yaml:"max_bytes"`   // default 256KiB
+	Linger     time.Duration `yaml:"linger"`      // default 1s
+}
+
+// Default is the configuration used when there is no config file: an embedded broker and
+// the console, no functions.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// Load reads and validates path. On any problem it returns an ErrorList holding every
+// error found, each with file, line and key.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load on bytes already read; path names them in errors and anchors relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	src, errs := parseSource(path, data)
+	if src == nil {
+		return nil, errs.err()
+	}
+	c := &Config{File: path, src: src}
+	errs = append(errs, src.decode(src.root, "", c)...)
+	c.applyDefaults()
+	errs = append(errs, c.validate()...)
+	return c, errs.sorted().err()
+}
+
+// Resolve makes a path from the config relative to the config file's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// DecodeStrict decodes a node kept raw in the config (a sensor entry) into v, rejecting
+// unknown keys. Errors carry file, line and the key path under key.
+func (c *Config) DecodeStrict(node *yaml.Node, key string, v any) error {
+	if c.src == nil {
+		return node.Decode(v)
+	}
+	return c.src.decode(node, key, v).sorted().err()
+}
+
+// Errorf makes an error located at the key path (e.g. "functions[0].triggers[1]").
+func (c *Config) Errorf(key, format string, args ...any) error {
+	return c.errorAt(key, format, args...)
+}
+
+func (c *Config) errorAt(key, format string, args ...any) *Error {
+	e := &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+	if c.src != nil {
+		e.File = c.src.file
+		e.Line = c.src.lineOf(key)
+	}
+	return e
+}
+
+func (c *Config) applyDefaults() {
+	g := &c.Gateway
+	if g.ID == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			g.ID = h
+		} else {
+			g.ID = "moongate"
+		}
+	}
+	if g.DataDir == "" {
+		g.DataDir = "./moongate-data"
+	}
+	if g.Console.Listen == "" {
+		g.Console.Listen = "127.0.0.1:8080"
+	}
+	if g.LogLevel == "" {
+		g.LogLevel = "info"
+	}
+	if c.MQTT.Broker == "" {
+		c.MQTT.Broker = "embedded"
+	}
+	if c.MQTT.Embedded.Listen == "" {
+		c.MQTT.Embedded.Listen = "0.0.0.0:1883"
+	}
+	if c.MQTT.ClientID == "" {
+		c.MQTT.ClientID = "moongate-" + g.ID
+	}
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		if f.Timeout == 0 {
+			f.Timeout = 100 * time.Millisecond
+		}
+		if f.Memory == 0 {
+			f.Memory = 16 << 20
+		}
+		if f.Concurrency == 0 {
+			f.Concurrency = 2
+		}
+		if f.Retries == nil {
+			n := 3
+			f.Retries = &n
+		}
+	}
+	o := &c.Sync.Outbox
+	if o.MaxBytes == 0 {
+		o.MaxBytes = 256 << 20
+	}
+	if o.TTL == 0 {
+		o.TTL = 168 * time.Hour
+	}
+	if o.OnFull == "" {
+		o.OnFull = "drop_oldest"
+	}
+	for i := range c.Sync.Sinks {
+		s := &c.Sync.Sinks[i]
+		if len(s.Streams) == 0 {
+			s.Streams = []string{"*"}
+		}
+		if s.Batch.MaxRecords == 0 {
+			s.Batch.MaxRecords = 500
+		}
+		if s.Batch.MaxBytes == 0 {
+			s.Batch.MaxBytes = 256 << 10
+		}
+		if s.Batch.Linger == 0 {
+			s.Batch.Linger = time.Second
+		}
+		if s.MQTT != nil && s.MQTT.ClientID == "" {
+			s.MQTT.ClientID = "moongate-" + g.ID + "-" + s.Name
+		}
+	}
+}
+
+// IsLoopback reports whether a listen address only accepts local connections.
+func IsLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

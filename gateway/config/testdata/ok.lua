@@ -1,0 +1,1 @@
+function handle(event) return event.payload end

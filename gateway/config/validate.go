@@ -1,0 +1,163 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+)
+
+var functionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// validate checks what YAML types cannot: references, required fields, enumerations. It
+// also reads each function's source file.
+func (c *Config) validate() ErrorList {
+	var errs ErrorList
+	add := func(key, format string, args ...any) { errs = append(errs, c.errorAt(key, format, args...)) }
+
+	if !IsLoopback(c.Gateway.Console.Listen) && c.Gateway.Console.Token == "" {
+		add("gateway.console.token", "required because console.listen %q is not a loopback address: set a token (e.g. token: ${MOONGATE_TOKEN}) or token: generate", c.Gateway.Console.Listen)
+	}
+	switch c.Gateway.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("gateway.log_level", "%q is not debug, info, warn or error", c.Gateway.LogLevel)
+	}
+	if c.MQTT.Broker != "embedded" {
+		if err := checkURL(c.MQTT.Broker, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
+			add("mqtt.broker", "%v (or \"embedded\")", err)
+		}
+	}
+
+	names := map[string]bool{}
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		key := fmt.Sprintf("functions[%d]", i)
+		switch {
+		case !functionName.MatchString(f.Name):
+			add(key+".name", "%q is not a valid function name (letters, digits, _ . -; at most 64)", f.Name)
+		case names[f.Name]:
+			add(key+".name", "duplicate function %q", f.Name)
+		}
+		names[f.Name] = true
+		if f.Source == "" {
+			add(key+".source", "required: the function's .lua file")
+		} else if code, err := os.ReadFile(c.Resolve(f.Source)); err != nil {
+			add(key+".source", "cannot read %s: %v", c.Resolve(f.Source), unwrapPathError(err))
+		} else {
+			f.Code = string(code)
+		}
+		if len(f.Triggers) == 0 {
+			add(key+".triggers", "at least one trigger is required")
+		}
+		f.Parsed = f.Parsed[:0]
+		for j, spec := range f.Triggers {
+			tkey := fmt.Sprintf("%s.triggers[%d]", key, j)
+			t, err := ParseTrigger(spec)
+			if err != nil {
+				add(tkey, "%v", err)
+				continue
+			}
+			if t.Kind == TriggerSensor {
+				if _, ok := c.Sensors[t.Sensor]; !ok {
+					add(tkey, "sensor %q is not defined under sensors:", t.Sensor)
+				}
+			}
+			if t.Kind == TriggerGPIO && c.gpioSensor(t.Pin) == "" {
+				add(tkey, "pin %q is not declared under sensors: (add e.g. button: {driver: gpio, pin: %s})", t.Pin, t.Pin)
+			}
+			f.Parsed = append(f.Parsed, t)
+		}
+		if f.Timeout < 0 {
+			add(key+".timeout", "must be positive")
+		}
+		if f.Memory < 1<<20 {
+			add(key+".memory", "%s is too small: at least 1MiB", f.Memory)
+		}
+		if f.Concurrency < 1 || f.Concurrency > 256 {
+			add(key+".concurrency", "%d is not between 1 and 256", f.Concurrency)
+		}
+		if *f.Retries < 0 || *f.Retries > 100 {
+			add(key+".retries", "%d is not between 0 and 100", *f.Retries)
+		}
+	}
+
+	switch c.Sync.Outbox.OnFull {
+	case "drop_oldest", "reject_new":
+	default:
+		add("sync.outbox.on_full", "%q is not drop_oldest or reject_new", c.Sync.Outbox.OnFull)
+	}
+	sinks := map[string]bool{}
+	for i, s := range c.Sync.Sinks {
+		key := fmt.Sprintf("sync.sinks[%d]", i)
+		switch {
+		case !functionName.MatchString(s.Name):
+			add(key+".name", "%q is not a valid sink name", s.Name)
+		case sinks[s.Name]:
+			add(key+".name", "duplicate sink %q", s.Name)
+		}
+		sinks[s.Name] = true
+		if (s.HTTP == nil) == (s.MQTT == nil) {
+			add(key, "set exactly one of http: or mqtt:")
+			continue
+		}
+		if h := s.HTTP; h != nil {
+			if err := checkURL(h.URL, "http", "https"); err != nil {
+				add(key+".http.url", "%v", err)
+			}
+			switch h.Gzip {
+			case "", "auto", "on", "off":
+			default:
+				add(key+".http.gzip", "%q is not auto, on or off", h.Gzip)
+			}
+		}
+		if m := s.MQTT; m != nil {
+			if err := checkURL(m.Broker, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
+				add(key+".mqtt.broker", "%v", err)
+			}
+			if m.Topic == "" {
+				add(key+".mqtt.topic", "required, e.g. gw/{gateway}/{stream}")
+			}
+			if m.QoS < 0 || m.QoS > 1 {
+				add(key+".mqtt.qos", "%d is not 0 or 1", m.QoS)
+			}
+		}
+	}
+	return errs
+}
+
+// gpioSensor returns the name of the sensor entry that declares pin (by its sensor name or
+// its pin:), or "".
+func (c *Config) gpioSensor(pin string) string {
+	for name, n := range c.Sensors {
+		if name == pin {
+			return name
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == "pin" && n.Content[i+1].Value == pin {
+				return name
+			}
+		}
+	}
+	return ""
+}
+
+func checkURL(raw string, schemes ...string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a URL like %s://host:port", raw, schemes[0])
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("%q: scheme %q is not one of %v", raw, u.Scheme, schemes)
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
