@@ -141,7 +141,7 @@ func (c Config) Validate() error {
 		if addrs := i2cAddrs[c.Driver]; c.Addr != 0 && !slices.Contains(addrs, c.Addr) {
 			bad("addr", "%#x is not an address a %s answers on (%s)", c.Addr, c.Driver, hexList(addrs))
 		}
-		if c.Every != 0 && c.Every < minEvery {
+		if c.Every > 0 && c.Every < minEvery {
 			bad("every", "%s is shorter than %s", c.Every, minEvery)
 		}
 	case DriverDS18B20:
@@ -149,7 +149,7 @@ func (c Config) Validate() error {
 		if c.Device != "" && (!strings.HasPrefix(c.Device, "28-") || strings.ContainsAny(c.Device, "/\\") || c.Device == "28-") {
 			bad("device", "%q is not a DS18B20 id (28-xxxxxxxxxxxx)", c.Device)
 		}
-		if c.Every != 0 && c.Every < time.Second {
+		if c.Every > 0 && c.Every < time.Second {
 			// The kernel's conversion alone takes 750 ms.
 			bad("every", "%s is shorter than the 1s a DS18B20 reading takes", c.Every)
 		}
@@ -179,7 +179,7 @@ func (c Config) Validate() error {
 		default:
 			bad("mode", "%q is not in or out", c.Mode)
 		}
-		if c.Every != 0 && c.Every < minEvery {
+		if c.Every > 0 && c.Every < minEvery {
 			bad("every", "%s is shorter than %s", c.Every, minEvery)
 		}
 	case DriverSim:
@@ -201,7 +201,7 @@ func (c Config) Validate() error {
 				bad("values."+name, "%v", err)
 			}
 		}
-		if c.Every != 0 && c.Every < minEverySim {
+		if c.Every > 0 && c.Every < minEverySim {
 			bad("every", "%s is shorter than %s", c.Every, minEverySim)
 		}
 	case "":

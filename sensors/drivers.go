@@ -32,8 +32,15 @@ func (m *Manager) open(s *sensor) error {
 }
 
 // sleep waits on the Manager's clock; drivers use it between starting a
-// conversion and reading the result.
-func (m *Manager) sleep(d time.Duration) { <-m.clock.After(d) }
+// conversion and reading the result. It returns early once Run is
+// stopping, so shutdown never waits for a conversion; the reading that
+// follows is discarded anyway.
+func (m *Manager) sleep(d time.Duration) {
+	select {
+	case <-m.clock.After(d):
+	case <-m.stopping:
+	}
+}
 
 // bus returns the shared, open bus name, opening it on first use.
 func (m *Manager) bus(name string) (*i2cBus, error) {

@@ -105,6 +105,9 @@ type Manager struct {
 
 	mu      sync.Mutex // guards running and the watch lists
 	running bool
+	// stopping is Run's ctx.Done(), set before Run starts its goroutines;
+	// nil (never ready) before.
+	stopping <-chan struct{}
 }
 
 // sensor is one configured entry. The fields above mu are set by New, or
@@ -307,6 +310,7 @@ func (m *Manager) Run(ctx context.Context, h Handler) error {
 		return errors.New("sensors: Run called twice")
 	}
 	m.running = true
+	m.stopping = ctx.Done()
 	m.mu.Unlock()
 
 	var wg sync.WaitGroup
