@@ -491,4 +491,3 @@ func TestDriverPanicIsAnError(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
-
