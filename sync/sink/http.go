@@ -233,9 +233,9 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return 0
 	}
 	var d time.Duration
-	if n, err := strconv.ParseUint(v, 10, 64); err == nil {
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 		d = maxRetryAfter
-		if n < uint64(maxRetryAfter/time.Second) {
+		if err == nil && n < uint64(maxRetryAfter/time.Second) {
 			d = time.Duration(n) * time.Second
 		}
 	} else if t, err := http.ParseTime(v); err == nil {

@@ -157,7 +157,10 @@ func (l *lane) window() int {
 		return 1
 	}
 	if !l.p.alive() {
-		return 0 // the outstanding batches fail first; then a new pipe
+		if len(l.inflight) > 0 {
+			return 0 // the outstanding batches fail first; then a new pipe
+		}
+		return 1
 	}
 	return min(l.s.cfg.Window, l.p.window())
 }
@@ -332,6 +335,7 @@ func (l *lane) handle(ctx context.Context, r result) {
 			l.isolate = l.isolate[:n-1]
 		}
 		l.failures, l.resends = 0, 0
+		l.s.succeeded(l)
 		if r.err != nil {
 			l.log.Warn("delivered; response not understood", "batch", b.key(), "error", r.err)
 		}
@@ -347,7 +351,6 @@ func (l *lane) handle(ctx context.Context, r result) {
 				l.flushAck()
 			}
 		}
-		l.s.succeeded(l)
 	case resend:
 		l.resends++
 		if l.resends > maxResends {
