@@ -88,6 +88,8 @@ type Client struct {
 	state     atomic.Pointer[string]
 	lastErr   atomic.Pointer[string]
 	stop      chan struct{} // closed by Close: ends connect and subscribe waits
+	ready     chan struct{} // closed once the first connection has subscribed
+	readyOnce sync.Once
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
@@ -138,6 +140,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		log:      loggerOrDiscard(opts.Logger).With(logKeyBroker, opts.Broker),
 		inflight: newInflight(),
 		stop:     make(chan struct{}),
+		ready:    make(chan struct{}),
 	}
 	c.setState(StateNew)
 
@@ -196,7 +199,8 @@ func loadTLS(f TLSFiles) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Start implements Bus. It returns once the first connection attempt has ended. If the
+// Start implements Bus. It returns once the first connection attempt has ended, and if it
+// succeeded, once the subscriptions are made. If the
 // broker refuses the gateway (bad credentials, client id not allowed), Start returns the
 // error: retrying would not help. If the broker cannot be reached (network down, broker
 // away, TLS failing, perhaps because a board without a clock has not set its time yet),
@@ -248,6 +252,11 @@ func (c *Client) connect(first chan<- error) {
 		}
 		err := tok.Error()
 		if err == nil {
+			select {
+			case <-c.ready: // Start returns with the subscriptions in place
+			case <-c.stop:
+				return
+			}
 			if attempt == 0 {
 				first <- nil
 			}
@@ -291,19 +300,18 @@ func refused(rc byte) bool {
 // session expired) has forgotten the subscriptions. Renewing a subscription makes the
 // broker send its retained messages again.
 func (c *Client) onConnect(pc paho.Client) {
+	defer c.readyOnce.Do(func() { close(c.ready) })
 	n := c.connects.Add(1)
+	if subs := c.subs.load(); len(subs) > 0 {
+		if err := c.subscribe(pc, subs); err != nil {
+			c.log.Error("subscribe after connecting", logKeyErr, err)
+		}
+	}
 	if c.stopping.Load() {
 		return
 	}
 	c.setState(StateConnected)
 	c.log.Info("connected to the broker", "reconnect", n > 1)
-	subs := c.subs.load()
-	if len(subs) == 0 {
-		return
-	}
-	if err := c.subscribe(pc, subs); err != nil {
-		c.log.Error("subscribe after connecting", logKeyErr, err)
-	}
 }
 
 func (c *Client) onConnectionLost(_ paho.Client, err error) {

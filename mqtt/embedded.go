@@ -82,6 +82,10 @@ type Embedded struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// processing holds the clients whose QoS 1 or 2 message is between begin and the end
+	// of mochi's processing. A connection processes one packet at a time.
+	processing sync.Map // *mochi.Client -> struct{}
+
 	received, acked, published, refused atomic.Uint64
 }
 
@@ -330,7 +334,9 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 		e.refuse(cl, pk, packets.ErrServerShuttingDown)
 		return packets.ErrRejectPacket
 	}
-	defer e.inflight.end()
+	// The message counts as pending until mochi has written the PUBACK (OnPacketProcessed),
+	// so that Close does not cut the connection between the Ack and the PUBACK.
+	e.processing.Store(cl, struct{}{})
 	acked := make(chan struct{})
 	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, ack: func() { close(acked) }})
 	t := time.NewTimer(e.opts.AckTimeout)
@@ -384,7 +390,7 @@ func (h *embeddedHook) ID() string { return "moongate" }
 
 func (h *embeddedHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnWillSent:
+	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWillSent:
 		return true
 	}
 	return false
@@ -399,6 +405,16 @@ func (h *embeddedHook) OnACLCheck(*mochi.Client, string, bool) bool { return tru
 
 func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	return pk, h.e.onPublish(cl, pk)
+}
+
+// OnPacketProcessed runs after mochi has handled a packet, PUBACK written.
+func (h *embeddedHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type != packets.Publish {
+		return
+	}
+	if _, ok := h.e.processing.LoadAndDelete(cl); ok {
+		h.e.inflight.end()
+	}
 }
 
 // OnWillSent hands a device's last will to the handler: mochi publishes wills without

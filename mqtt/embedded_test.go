@@ -1,0 +1,439 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// The heart of the durability contract: a device's QoS 1 PUBACK waits for Ack, and so
+// does the forwarding of the message to the other devices.
+func TestEmbeddedPubackAfterAck(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"sensors/+/temp", 1}}, rec)
+	url := "tcp://" + e.Addr()
+	watcher := device(t, url, nil)
+	seen := make(chan paho.Message, 10)
+	wait(t, watcher.Subscribe("sensors/#", 1, func(_ paho.Client, m paho.Message) { seen <- m }))
+	dev := device(t, url, nil)
+
+	tok := dev.Publish("sensors/kitchen/temp", 1, false, "21.5")
+	m := rec.next(t)
+	if m.Topic != "sensors/kitchen/temp" || string(m.Payload) != "21.5" || m.QoS != 1 || m.Retain {
+		t.Fatalf("handler got %+v", m)
+	}
+	if tok.WaitTimeout(300 * time.Millisecond) {
+		t.Fatal("the device got its PUBACK before Ack")
+	}
+	select {
+	case <-seen:
+		t.Fatal("another device got the message before Ack")
+	default:
+	}
+	if st := e.Status(); st.Pending != 1 || st.Acked != 0 {
+		t.Fatalf("status before Ack: %+v", st)
+	}
+
+	m.Ack()
+	m.Ack() // twice is fine
+	wait(t, tok)
+	select {
+	case got := <-seen:
+		if string(got.Payload()) != "21.5" {
+			t.Fatalf("watcher got %q", got.Payload())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the message was not forwarded after Ack")
+	}
+	eventually(t, "nothing pending", func() bool { return e.Status().Pending == 0 })
+	st := e.Status()
+	if st.Received != 1 || st.Acked != 1 || st.Clients != 2 || st.State != StateServing {
+		t.Fatalf("status after Ack: %+v", st)
+	}
+	rec.none(t, 50*time.Millisecond)
+}
+
+// QoS 0 messages, and QoS 1 messages under a QoS 0 subscription, are not held.
+func TestEmbeddedQoS0NotHeld(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"a/#", 0}}, rec)
+	dev := device(t, "tcp://"+e.Addr(), nil)
+	wait(t, dev.Publish("a/1", 1, false, "x")) // PUBACK without any Ack
+	if m := rec.next(t); m.QoS != 0 || m.Topic != "a/1" {
+		t.Fatalf("got %+v", m)
+	}
+	wait(t, dev.Publish("a/2", 0, false, "y"))
+	if m := rec.next(t); m.QoS != 0 || m.Topic != "a/2" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+// A message that matches several filters reaches the handler once, with the highest QoS.
+func TestEmbeddedOverlappingFiltersDeliverOnce(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"alerts/#", 0}, {"alerts/+", 1}, {"#", 0}}, rec)
+	dev := device(t, "tcp://"+e.Addr(), nil)
+	tok := dev.Publish("alerts/fire", 1, false, "!")
+	m := rec.next(t)
+	if m.QoS != 1 {
+		t.Fatalf("QoS %d, want the highest matching subscription's, 1", m.QoS)
+	}
+	m.Ack()
+	wait(t, tok)
+
+	// The gateway's own publish: delivered once, never waited for.
+	if err := e.Publish(context.Background(), "alerts/smoke", []byte("?"), 1, false); err != nil {
+		t.Fatal(err)
+	}
+	m = rec.next(t)
+	if m.Topic != "alerts/smoke" || m.QoS != 1 {
+		t.Fatalf("got %+v", m)
+	}
+	m.Ack() // nothing to acknowledge, and no harm
+	rec.none(t, 100*time.Millisecond)
+	if st := e.Status(); st.Received != 2 || st.Published != 1 || st.Pending != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+}
+
+// A publish from inside the handler must not deadlock, even for a message that is waiting
+// for its own Ack.
+func TestEmbeddedPublishFromHandler(t *testing.T) {
+	var e *Embedded
+	rec := newRecorder()
+	h := HandlerFunc(func(m *Message) {
+		if m.Topic == "in" {
+			if err := e.Publish(context.Background(), "out", m.Payload, 1, false); err != nil {
+				t.Error(err)
+			}
+			m.Ack()
+		}
+		rec.HandleMessage(m)
+	})
+	e = startEmbedded(t, EmbeddedOptions{}, []Subscription{{"in", 1}, {"out", 1}}, h)
+	dev := device(t, "tcp://"+e.Addr(), nil)
+	wait(t, dev.Publish("in", 1, false, "ping"))
+	got := map[string]bool{}
+	for range 2 {
+		got[rec.next(t).Topic] = true
+	}
+	if !got["in"] || !got["out"] {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// Without an Ack in time, the device is disconnected without a PUBACK and sends the
+// message again when it reconnects.
+func TestEmbeddedAckTimeoutRedelivers(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{AckTimeout: 200 * time.Millisecond}, []Subscription{{"t", 1}}, rec)
+	dev := device(t, "tcp://"+e.Addr(), func(o *paho.ClientOptions) { o.SetCleanSession(false) })
+	tok := dev.Publish("t", 1, false, "once")
+	first := rec.next(t) // never acknowledged
+	second := rec.next(t)
+	if string(first.Payload) != "once" || string(second.Payload) != "once" {
+		t.Fatalf("got %q then %q", first.Payload, second.Payload)
+	}
+	second.Ack()
+	wait(t, tok)
+	first.Ack() // too late: no effect
+	eventually(t, "status", func() bool {
+		st := e.Status()
+		return st.Refused == 1 && st.Acked == 1 && st.Pending == 0
+	})
+}
+
+// Close hands back a message still waiting for Ack: the hook returns, the device gets
+// no PUBACK, and nothing is left running.
+func TestEmbeddedCloseReleasesWaitingHook(t *testing.T) {
+	before := runtime.NumGoroutine()
+	rec := newRecorder()
+	e, err := NewEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", DrainTimeout: 100 * time.Millisecond, AckTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background(), []Subscription{{"t", 1}}, rec); err != nil {
+		t.Fatal(err)
+	}
+	o := paho.NewClientOptions().AddBroker("tcp://" + e.Addr()).SetClientID("closing").SetAutoReconnect(false)
+	dev := paho.NewClient(o)
+	wait(t, dev.Connect())
+	tok := dev.Publish("t", 1, false, "x")
+	m := rec.next(t)
+
+	done := make(chan error)
+	go func() { done <- e.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hangs on a message waiting for Ack")
+	}
+	if tok.WaitTimeout(200*time.Millisecond) && tok.Error() == nil {
+		t.Fatal("the device got a PUBACK for a message that was never acknowledged")
+	}
+	m.Ack() // after Close: no effect, no panic
+	if st := e.Status(); st.State != StateClosed || st.Refused != 1 || st.Acked != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+	if err := e.Publish(context.Background(), "t", nil, 0, false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Publish after Close: %v", err)
+	}
+	dev.Disconnect(0)
+	noLeak(t, before)
+}
+
+// Close waits for messages acknowledged during the drain: they get their PUBACK.
+func TestEmbeddedCloseDrains(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{DrainTimeout: 5 * time.Second}, []Subscription{{"t", 1}}, rec)
+	dev := device(t, "tcp://"+e.Addr(), func(o *paho.ClientOptions) { o.SetAutoReconnect(false) })
+	tok := dev.Publish("t", 1, false, "x")
+	m := rec.next(t)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		m.Ack()
+	}()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, tok)
+	if st := e.Status(); st.Acked != 1 || st.Refused != 0 {
+		t.Fatalf("status: %+v", st)
+	}
+}
+
+// SPEC §2: devices are served only once Start has subscribed everything.
+func TestEmbeddedDevicesWaitForStart(t *testing.T) {
+	e, err := NewEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if st := e.Status(); st.State != StateNew {
+		t.Fatalf("state %q before Start", st.State)
+	}
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + e.Addr()).SetClientID("early"))
+	tok := dev.Connect()
+	defer dev.Disconnect(0)
+	if tok.WaitTimeout(300 * time.Millisecond) {
+		t.Fatalf("a device connected before Start (err %v)", tok.Error())
+	}
+	rec := newRecorder()
+	if err := e.Start(context.Background(), []Subscription{{"x", 1}}, rec); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, tok)
+	pub := dev.Publish("x", 1, false, "first")
+	m := rec.next(t)
+	m.Ack()
+	wait(t, pub)
+	if err := e.Start(context.Background(), nil, rec); err == nil {
+		t.Fatal("a second Start succeeded")
+	}
+}
+
+// Retained messages: a new subscription hands them to the handler, and devices keep
+// getting them as mochi gives them.
+func TestEmbeddedRetained(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, nil, rec)
+	url := "tcp://" + e.Addr()
+	dev := device(t, url, nil)
+	wait(t, dev.Publish("devices/d1/fw/state", 1, true, `{"version":"1.0"}`))
+	wait(t, dev.Publish("$SYS/forbidden", 0, true, "devices cannot write $SYS"))
+
+	if err := e.Subscribe(Subscription{"devices/+/fw/state", 1}); err != nil {
+		t.Fatal(err)
+	}
+	m := rec.next(t)
+	if !m.Retain || m.Topic != "devices/d1/fw/state" || string(m.Payload) != `{"version":"1.0"}` || m.QoS != 1 {
+		t.Fatalf("got %+v", m)
+	}
+	m.Ack()
+	if err := e.Subscribe(Subscription{"#", 0}); err != nil {
+		t.Fatal(err)
+	}
+	if m := rec.next(t); m.Topic != "devices/d1/fw/state" { // "#" does not match $SYS
+		t.Fatalf("got %+v", m)
+	}
+	rec.none(t, 50*time.Millisecond)
+
+	other := device(t, url, nil)
+	got := make(chan paho.Message, 1)
+	wait(t, other.Subscribe("devices/#", 1, func(_ paho.Client, m paho.Message) { got <- m }))
+	select {
+	case m := <-got:
+		if !m.Retained() || string(m.Payload()) != `{"version":"1.0"}` {
+			t.Fatalf("device got %v %q", m.Retained(), m.Payload())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a device did not get the retained message")
+	}
+
+	// $SYS topics are served to devices as mochi does.
+	sys := make(chan paho.Message, 100)
+	wait(t, other.Subscribe("$SYS/broker/version", 0, func(_ paho.Client, m paho.Message) { sys <- m }))
+	select {
+	case <-sys:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no $SYS/broker/version")
+	}
+}
+
+// Messages between devices that no gateway filter matches flow as in any broker, and
+// Unsubscribe stops the handler's share.
+func TestEmbeddedDeviceToDeviceAndUnsubscribe(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"chat/#", 1}}, rec)
+	url := "tcp://" + e.Addr()
+	a, b := device(t, url, nil), device(t, url, nil)
+	got := make(chan string, 10)
+	wait(t, a.Subscribe("#", 1, func(_ paho.Client, m paho.Message) { got <- m.Topic() }))
+	wait(t, b.Publish("other/1", 1, false, "x")) // not the gateway's: no Ack needed
+	if topic := <-got; topic != "other/1" {
+		t.Fatalf("got %s", topic)
+	}
+	if err := e.Unsubscribe("chat/#"); err != nil {
+		t.Fatal(err)
+	}
+	wait(t, b.Publish("chat/1", 1, false, "x"))
+	if topic := <-got; topic != "chat/1" {
+		t.Fatalf("got %s", topic)
+	}
+	rec.none(t, 50*time.Millisecond)
+}
+
+func TestEmbeddedAuth(t *testing.T) {
+	var logs logBuffer
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{Username: "dev", Password: "s3cret",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))},
+		[]Subscription{{"t", 1}}, rec)
+	url := "tcp://" + e.Addr()
+	bad := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("bad").
+		SetUsername("dev").SetPassword("wrong").SetAutoReconnect(false))
+	tok := bad.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() == nil {
+		t.Fatal("a device with a wrong password connected")
+	}
+	anon := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID("anon").SetAutoReconnect(false))
+	if tok := anon.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() == nil {
+		t.Fatal("an anonymous device connected")
+	}
+	good := device(t, url, func(o *paho.ClientOptions) { o.SetUsername("dev").SetPassword("s3cret") })
+	tok = good.Publish("t", 1, false, "x")
+	rec.next(t).Ack()
+	wait(t, tok)
+
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("options", "opts", e.opts)
+	if strings.Contains(logs.String(), "s3cret") {
+		t.Fatalf("the password is in the log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "password=REDACTED") {
+		t.Fatalf("the options were not logged redacted:\n%s", logs.String())
+	}
+}
+
+func TestEmbeddedWebsocket(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{WSListen: "127.0.0.1:0"}, []Subscription{{"ws/#", 1}}, rec)
+	if e.WSAddr() == "" || strings.HasSuffix(e.WSAddr(), ":0") {
+		t.Fatalf("WSAddr %q", e.WSAddr())
+	}
+	dev := device(t, "ws://"+e.WSAddr()+"/mqtt", nil)
+	got := make(chan paho.Message, 1)
+	wait(t, dev.Subscribe("echo", 1, func(_ paho.Client, m paho.Message) { got <- m }))
+	tok := dev.Publish("ws/1", 1, false, strings.Repeat("w", 100000)) // spans websocket frames
+	m := rec.next(t)
+	if len(m.Payload) != 100000 {
+		t.Fatalf("payload of %d bytes", len(m.Payload))
+	}
+	if tok.WaitTimeout(200 * time.Millisecond) {
+		t.Fatal("PUBACK before Ack over websocket")
+	}
+	m.Ack()
+	wait(t, tok)
+	if err := e.Publish(context.Background(), "echo", []byte("back"), 1, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if string(m.Payload()) != "back" {
+			t.Fatalf("got %q", m.Payload())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing back over websocket")
+	}
+	if !strings.Contains(e.Status().Broker, "ws://"+e.WSAddr()) {
+		t.Fatalf("status broker %q", e.Status().Broker)
+	}
+}
+
+// A device that drops its connection has its will published; the handler gets it.
+func TestEmbeddedWillReachesHandler(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"devices/+/status", 1}}, rec)
+	conn, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 4,
+		Connect: packets.ConnectParams{
+			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "raw",
+			WillFlag: true, WillTopic: "devices/raw/status", WillPayload: []byte("offline"), WillQos: 1,
+		},
+	}
+	var buf bytes.Buffer
+	if err := connect.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	connack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
+		t.Fatalf("connack %x, %v", connack, err)
+	}
+	conn.Close() // gone without DISCONNECT
+	m := rec.next(t)
+	if m.Topic != "devices/raw/status" || string(m.Payload) != "offline" {
+		t.Fatalf("got %+v", m)
+	}
+}
+
+func TestEmbeddedBadArguments(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, nil, rec)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"subscribe bad filter", e.Subscribe(Subscription{"a/#/b", 0})},
+		{"subscribe QoS 3", e.Subscribe(Subscription{"a", 3})},
+		{"publish wildcard", e.Publish(ctx, "a/+", nil, 0, false)},
+		{"publish QoS 3", e.Publish(ctx, "a", nil, 3, false)},
+	} {
+		if tc.err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+	if _, err := NewEmbedded(EmbeddedOptions{Listen: e.Addr()}); err == nil {
+		t.Error("a second broker bound a busy port")
+	}
+}
