@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -94,12 +96,18 @@ type receiver struct {
 	reqs    []*request
 	respond func(r *request) reply
 	bytesIn int64 // bytes read from connections
+	tls     *tls.Config
 	done    chan struct{}
 }
 
 func newReceiver(t testing.TB, respond func(*request) reply) *receiver {
+	return newTLSReceiver(t, respond, nil)
+}
+
+// newTLSReceiver serves HTTPS with cfg, or HTTP when cfg is nil.
+func newTLSReceiver(t testing.TB, respond func(*request) reply, cfg *tls.Config) *receiver {
 	t.Helper()
-	rc := &receiver{t: t, respond: respond}
+	rc := &receiver{t: t, respond: respond, tls: cfg}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,11 +118,19 @@ func newReceiver(t testing.TB, respond func(*request) reply) *receiver {
 	return rc
 }
 
-func (rc *receiver) url() string { return "http://" + rc.addr + "/ingest" }
+func (rc *receiver) url() string {
+	if rc.tls != nil {
+		return "https://" + rc.addr + "/ingest"
+	}
+	return "http://" + rc.addr + "/ingest"
+}
 
 func (rc *receiver) serve(ln net.Listener) {
 	rc.ln = &countingListener{Listener: ln, n: &rc.bytesIn, mu: &rc.mu}
-	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.handle), ErrorLog: nil}
+	if rc.tls != nil {
+		rc.ln = tls.NewListener(rc.ln, rc.tls)
+	}
+	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.handle), ErrorLog: log.New(io.Discard, "", 0)}
 	rc.done = make(chan struct{})
 	go func(srv *http.Server, ln net.Listener, done chan struct{}) {
 		defer close(done)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -349,5 +350,219 @@ func TestHTTPConnectionClosedMidResponse(t *testing.T) {
 	checkOrder(t, rc.requests(), "a", 20)
 	if st := s.Status(); st.Retried != 60 || st.Delivered != 20 {
 		t.Errorf("status %+v", st)
+	}
+}
+
+func TestHTTPSCustomCAAndClientCert(t *testing.T) {
+	p := newPKI(t)
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	rc := newTLSReceiver(t, nil, p.serverTLS(t, true))
+
+	// Without the CA the server is not trusted, and it stays so: offline.
+	cfg := httpConfig(rc.url())
+	cfg.Name = "untrusting"
+	s, err := New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 10)
+	stop := run(t, s)
+	eventually(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
+	if e := s.Status().LastError; !strings.Contains(e, "certificate") {
+		t.Errorf("last error %q", e)
+	}
+	stop()
+
+	cfg = httpConfig(rc.url())
+	cfg.HTTP.CAFile, cfg.HTTP.CertFile, cfg.HTTP.KeyFile = p.CA, p.ClientCert, p.ClientKey
+	s, err = New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	checkOrder(t, rc.requests(), "a", 10)
+
+	cfg.HTTP.CAFile = filepath.Join(t.TempDir(), "missing.pem")
+	if _, err := New(cfg, st, nil, nil); err == nil {
+		t.Error("New accepted a missing CA file")
+	}
+}
+
+func TestHTTPGzip(t *testing.T) {
+	signed := func(t *testing.T, r *request) {
+		mac := hmac.New(sha256.New, []byte("s3cret"))
+		mac.Write(r.wire)
+		if r.header.Get("X-Moongate-Signature") != "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+			t.Errorf("request %d: signature is not over the bytes on the wire", r.n)
+		}
+	}
+	gzipped := func(reqs []*request) (n int) {
+		for _, r := range reqs {
+			if r.header.Get("Content-Encoding") == "gzip" {
+				n++
+			}
+		}
+		return n
+	}
+	drain := func(t *testing.T, mode string, respond func(*request) reply) []*request {
+		st := openStore(t, t.TempDir())
+		defer st.Close()
+		rc := newReceiver(t, respond)
+		cfg := httpConfig(rc.url())
+		cfg.HTTP.Gzip = mode
+		cfg.Batch.MaxRecords = 10
+		s, err := New(cfg, st, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		appendN(t, st, "a", 0, 50)
+		stop := run(t, s)
+		eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+		stop()
+		reqs := rc.requests()
+		checkOrder(t, reqs, "a", 50)
+		for _, r := range reqs {
+			signed(t, r)
+		}
+		if d := s.Status().Dropped["dead_letter"]; d != 0 {
+			t.Errorf("%d dead letters", d)
+		}
+		return reqs
+	}
+	t.Run("on", func(t *testing.T) {
+		if reqs := drain(t, "on", nil); gzipped(reqs) != len(reqs) {
+			t.Errorf("%d of %d requests gzipped", gzipped(reqs), len(reqs))
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		accept := func(*request) reply {
+			return reply{status: 200, header: map[string]string{"Accept-Encoding": "gzip"}}
+		}
+		if reqs := drain(t, "off", accept); gzipped(reqs) != 0 {
+			t.Errorf("%d requests gzipped", gzipped(reqs))
+		}
+	})
+	t.Run("auto-plain-until-offered", func(t *testing.T) {
+		reqs := drain(t, "auto", nil)
+		if gzipped(reqs) != 0 {
+			t.Errorf("%d requests gzipped to a receiver that never offered it", gzipped(reqs))
+		}
+	})
+	t.Run("auto-offered", func(t *testing.T) {
+		accept := func(*request) reply {
+			return reply{status: 200, header: map[string]string{"Accept-Encoding": "gzip, br"}}
+		}
+		reqs := drain(t, "auto", accept)
+		if reqs[0].header.Get("Content-Encoding") != "" || gzipped(reqs) != len(reqs)-1 {
+			t.Errorf("%d of %d requests gzipped, want all but the first", gzipped(reqs), len(reqs))
+		}
+	})
+	t.Run("auto-refused", func(t *testing.T) {
+		// Offers gzip, then refuses it: the sink resends plainly and stays so.
+		refuse := func(r *request) reply {
+			if r.header.Get("Content-Encoding") == "gzip" {
+				return reply{status: http.StatusUnsupportedMediaType}
+			}
+			return reply{status: 200, header: map[string]string{"Accept-Encoding": "gzip"}}
+		}
+		reqs := drain(t, "auto", refuse)
+		// The requests pipelined behind the first refused one were gzipped too.
+		if n := gzipped(reqs); n < 1 || n > 4 {
+			t.Errorf("%d requests gzipped, want the window refused", n)
+		}
+		for _, r := range reqs[len(reqs)-3:] {
+			if r.header.Get("Content-Encoding") != "" {
+				t.Errorf("request %d gzipped after the refusal", r.n)
+			}
+		}
+	})
+}
+
+func TestHTTPCommands(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	rc := newReceiver(t, func(r *request) reply {
+		if r.n == 0 {
+			return reply{status: 200, body: `{"ok":true,"commands":[
+				{"topic":"dev/1/set","payload":{"on":true}},
+				{"topic":"dev/2/set","payload":"raw text","qos":0,"retain":true},
+				{"topic":"dev/#","payload":1}]}`}
+		}
+		return reply{status: 200, body: "fine"}
+	})
+	var pub publisher
+	cfg := httpConfig(rc.url())
+	cfg.Batch.MaxRecords = 5
+	s, err := New(cfg, st, &pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 20)
+	run(t, s)
+	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	got := pub.published()
+	want := []string{`dev/1/set {"on":true} 1 false`, `dev/2/set raw text 0 true`}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("published:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if n := s.Status().Commands; n != 2 {
+		t.Errorf("Commands = %d", n)
+	}
+}
+
+// A batch whose commands were applied before a crash, but whose cursor was
+// not written, is resent: its commands must not be published again. And
+// commands recorded but not marked applied are published at start.
+func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	appendN(t, st, "a", 0, 4)
+	recs, err := st.Read("a", 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := recs[0].ID + "-" + recs[3].ID
+	rc := newReceiver(t, func(r *request) reply {
+		return reply{status: 200, body: `{"commands":[{"topic":"dev/1/set","payload":"again"}]}`}
+	})
+	// The state a crash between marking the commands applied and writing
+	// the cursor leaves behind.
+	v, _ := json.Marshal(cmdState{Key: key, Done: true})
+	if err := st.PutMeta("sink/cloud/commands/a", v); err != nil {
+		t.Fatal(err)
+	}
+	var pub publisher
+	s, err := New(httpConfig(rc.url()), st, &pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, s)
+	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	stop()
+	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].header.Get("Idempotency-Key") != key {
+		t.Fatalf("want one resend of %s", key)
+	}
+	if got := pub.published(); len(got) != 0 {
+		t.Errorf("commands of an applied batch published again: %v", got)
+	}
+
+	// A crash after recording the commands, before marking them applied.
+	v, _ = json.Marshal(cmdState{Key: "x-y", Commands: []command{{Topic: "dev/9/set", Payload: []byte("late"), QoS: 1}}})
+	if err := st.PutMeta("sink/cloud/commands/a", v); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = openStore(t, dir)
+	defer st.Close()
+	s, err = New(httpConfig(rc.url()), st, &pub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, "recorded commands published", func() bool { return len(pub.published()) == 1 })
+	if got := pub.published()[0]; got != "dev/9/set late 1 false" {
+		t.Errorf("published %q", got)
 	}
 }
