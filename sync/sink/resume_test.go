@@ -1,0 +1,155 @@
+package sink
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/moongate/moongate/sync/store"
+)
+
+// Closing the store under a running sink is a crash as far as the outbox can
+// tell: acks stop reaching the disk. The next run resends from the durable
+// cursor, in order, with the same ids and keys, and delivers everything.
+func TestResumeFromCursorAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	rc := newReceiver(t, func(*request) reply { return reply{status: http.StatusOK, delay: time.Millisecond} })
+	cfg := httpConfig(rc.url())
+	cfg.Batch.MaxRecords = 50
+	s, err := New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 5000)
+	stop := run(t, s)
+	eventually(t, 10*time.Second, "a part delivered", func() bool { return len(rc.requests()) >= 20 })
+	st.Close() // the crash
+	stop()
+	first := len(rc.requests())
+
+	st = openStore(t, dir)
+	defer st.Close()
+	cursor, _ := st.Cursor("cloud", "a")
+	if cursor == 0 || cursor >= 5000 {
+		t.Fatalf("cursor %d after the crash", cursor)
+	}
+	s, err = New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 20*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
+	reqs := rc.requests()
+	total := checkOrder(t, reqs, "a", 5000)
+	// Resent: what was in flight or acknowledged after the last cursor write.
+	if dup := total - 5000; dup <= 0 || dup > 2000 {
+		t.Errorf("%d records received twice", dup)
+	}
+	keys := make(map[uint64]string)
+	for _, r := range reqs[:first] {
+		keys[r.batch.Records[0].Seq] = r.header.Get("Idempotency-Key")
+	}
+	resent := 0
+	for _, r := range reqs[first:] {
+		if k, ok := keys[r.batch.Records[0].Seq]; ok {
+			resent++
+			if k != r.header.Get("Idempotency-Key") {
+				t.Errorf("batch from seq %d resent with key %s, first sent as %s", r.batch.Records[0].Seq, r.header.Get("Idempotency-Key"), k)
+			}
+		}
+	}
+	if resent == 0 {
+		t.Error("no batch resent after the crash")
+	}
+}
+
+// A batch cut short by linger is resent after a crash with the same bounds,
+// and so the same Idempotency-Key, even though more records arrived since.
+func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(r *request) reply {
+		if r.n == 0 {
+			<-release // never answered before the crash
+		}
+		return reply{status: http.StatusOK}
+	})
+	defer close(release)
+	cfg := httpConfig(rc.url())
+	cfg.Batch.Linger = 20 * time.Millisecond
+	s, err := New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 3)
+	stop := run(t, s)
+	eventually(t, 5*time.Second, "the short batch sent", func() bool { return len(rc.requests()) == 1 })
+	st.Close()
+	stop()
+
+	st = openStore(t, dir)
+	defer st.Close()
+	appendN(t, st, "a", 3, 10)
+	s, err = New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
+	reqs := rc.requests()
+	if k0, k1 := reqs[0].header.Get("Idempotency-Key"), reqs[1].header.Get("Idempotency-Key"); k0 != k1 || len(reqs[1].batch.Records) != 3 {
+		t.Errorf("resent as %s with %d records, first sent as %s with 3", k1, len(reqs[1].batch.Records), k0)
+	}
+	reqs[0].status = 0 // never answered
+	checkOrder(t, reqs, "a", 13)
+}
+
+// The outbox fills up during an outage; drop_oldest applies. After the
+// outage the sink delivers what is left, in order, and counts what it missed.
+func TestQuotaReachedDuringOutage(t *testing.T) {
+	st := openStore(t, t.TempDir(), func(o *store.Options) { o.MaxOutboxBytes = 64 << 10 })
+	defer st.Close()
+	rc := newReceiver(t, nil)
+	cfg := httpConfig(rc.url())
+	cfg.Batch.MaxRecords = 100
+	s, err := New(cfg, st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, s)
+	appendN(t, st, "a", 0, 100)
+	eventually(t, 5*time.Second, "delivered before the outage", func() bool { return pending(st, "cloud", "a") == 0 })
+	rc.stop()
+	appendN(t, st, "a", 100, 5000)
+	stats := st.Stats().Streams["a"]
+	if stats.Dropped.Quota == 0 {
+		t.Fatalf("the quota was not reached: %+v", stats)
+	}
+	rc.restart()
+	eventually(t, 10*time.Second, "delivered after the outage", func() bool { return pending(st, "cloud", "a") == 0 })
+
+	status := s.Status()
+	got := make(map[uint64]bool)
+	for _, r := range rc.requests() {
+		if r.status == http.StatusOK {
+			for _, rec := range r.batch.Records {
+				got[rec.Seq] = true
+			}
+		}
+	}
+	missed := uint64(5100 - len(got))
+	if status.Missed != missed || status.Dropped["quota"] != st.Stats().Streams["a"].Dropped.Quota || status.Missed != status.Dropped["quota"] {
+		t.Errorf("missed %d records; status says missed %d, quota drops %d", missed, status.Missed, status.Dropped["quota"])
+	}
+	// What is left is the newest records, all of them, in order.
+	for seq := uint64(5100); seq > 5100-uint64(len(got))+100; seq-- {
+		if !got[seq] {
+			t.Fatalf("seq %d lost though a newer record was kept", seq)
+		}
+	}
+	if status.Delivered != uint64(len(got)) {
+		t.Errorf("Delivered %d, the receiver got %d distinct records", status.Delivered, len(got))
+	}
+}
