@@ -26,10 +26,11 @@ func TestI2CDriversThroughManager(t *testing.T) {
 	}
 	fc := clockwork.NewFakeClock()
 	m, err := New(map[string]Config{
-		"kitchen": {Driver: DriverBME280, Bus: "1", Every: time.Second},
-		"bath":    {Driver: DriverSHT3x, Bus: "2", Every: time.Second},
-		"light":   {Driver: DriverBH1750, Bus: "3", Every: time.Second},
-		"adc":     {Driver: DriverADS1115, Bus: "4", Every: time.Second, Channels: []int{0, 3}, Range: 4.096},
+		// Every 10s: all four first polls (within 2s) finish before any second one.
+		"kitchen": {Driver: DriverBME280, Bus: "1", Every: 10 * time.Second},
+		"bath":    {Driver: DriverSHT3x, Bus: "2", Every: 10 * time.Second},
+		"light":   {Driver: DriverBH1750, Bus: "3", Every: 10 * time.Second},
+		"adc":     {Driver: DriverADS1115, Bus: "4", Every: 10 * time.Second, Channels: []int{0, 3}, Range: 4.096},
 	}, Options{Opener: &fakeOpener{buses: map[string]i2c.BusCloser{
 		// One bus per sensor here, so that no poll goroutine waits on a bus
 		// lock instead of the clock; TestSharedBusSerialised shares one.
