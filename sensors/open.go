@@ -1,6 +1,7 @@
 package sensors
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -52,8 +53,13 @@ func (h *HostOpener) OpenI2C(name string) (i2c.BusCloser, error) {
 		for _, r := range i2creg.All() {
 			found = append(found, r.Name)
 		}
-		return nil, fmt.Errorf("i2c bus %s not found (is I2C enabled in raspi-config? buses found: %s; %s): %w",
-			name, listOrNone(found), h.drivers("i2c"), err)
+		msg := fmt.Sprintf("i2c bus %s not found (is I2C enabled in raspi-config? buses found: %s; %s)",
+			name, listOrNone(found), h.drivers("i2c"))
+		if len(found) == 0 {
+			// i2creg then suggests calling Init, which we did: leave it out.
+			return nil, errors.New(msg)
+		}
+		return nil, fmt.Errorf("%s: %w", msg, err)
 	}
 	return b, nil
 }
