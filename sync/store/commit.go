@@ -314,6 +314,9 @@ func (s *Store) apply(g *batch) {
 		s.cursors[id] = seq
 	}
 	s.total += g.total
+	for name, n := range g.freed {
+		s.freed[name] += n
+	}
 }
 
 // readTxn returns the snapshot the committer stages against: the database as
@@ -374,8 +377,9 @@ type batch struct {
 	heads   map[string]streamHead
 	cursors map[cursorID]uint64
 	staged  map[string][]stagedRec
-	total   int64 // change of pending outbox bytes
-	size    int64 // transaction bytes, as cost counts them
+	total   int64            // change of pending outbox bytes
+	freed   map[string]int64 // record bytes deleted, per stream
+	size    int64            // transaction bytes, as cost counts them
 	count   int64
 	// appended: records were added; big: a value goes to the value log.
 	appended, big bool
@@ -389,6 +393,7 @@ func (s *Store) newBatch(parent *batch) *batch {
 		heads:   make(map[string]streamHead),
 		cursors: make(map[cursorID]uint64),
 		staged:  make(map[string][]stagedRec),
+		freed:   make(map[string]int64),
 	}
 }
 
@@ -423,6 +428,9 @@ func (b *batch) merge(c *batch) {
 	}
 	for k, v := range c.staged {
 		b.staged[k] = append(b.staged[k], v...)
+	}
+	for k, v := range c.freed {
+		b.freed[k] += v
 	}
 	b.total += c.total
 	b.appended = b.appended || c.appended
@@ -764,6 +772,7 @@ func (b *batch) deleteFront(stream string, cause dropCause, stop func(seq uint64
 		h.First = seq + 1
 		h.Bytes -= int64(size)
 		b.total -= int64(size)
+		b.freed[stream] += int64(size)
 		switch cause {
 		case causeQuota:
 			h.DroppedQuota++
@@ -869,7 +878,6 @@ func (b *batch) stageDeletePrefix(prefix []byte) (int, error) {
 // maintain runs the periodic work: value-log GC, then TTL expiry and trimming
 // of every stream, a bounded number of deletions per transaction.
 func (s *Store) maintain() {
-	s.gcValueLog()
 	s.mu.RLock()
 	names := make([]string, 0, len(s.heads))
 	for name := range s.heads {
@@ -889,6 +897,53 @@ func (s *Store) maintain() {
 			}
 		}
 	}
+	s.reclaim()
+	s.gcValueLog()
+}
+
+// reclaimMin is how many record bytes drained streams must have freed before
+// reclaim compacts the database: one value-log file.
+const reclaimMin = valueLogFileSize
+
+// reclaim gives back the disk space of drained streams. Deleted records stay
+// in the tables, and their values in the value log, until a compaction merges
+// the deletions with them, which on an idle gateway may be never. Value-log GC
+// can only delete a file once compactions have counted its values as
+// discarded. So once drained streams have freed reclaimMin bytes, reclaim
+// flushes the memtable (DropPrefix of a one-key prefix does only that) and
+// merges every level (Flatten), counting the discarded values; the value-log
+// GC that follows deletes the files. DropPrefix of the stream itself would be
+// cheaper for the tables but drops whole tables without counting the values
+// they point to, and those value-log files would never be collected.
+func (s *Store) reclaim() {
+	var freed int64
+	for name, n := range s.freed {
+		if s.heads[name].pending() == 0 {
+			freed += n
+		}
+	}
+	if freed < reclaimMin {
+		return
+	}
+	start := time.Now()
+	// DropPrefix acts only on a prefix that has a key: write one.
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{tagNone}, nil) })
+	if err == nil {
+		err = s.db.DropPrefix([]byte{tagNone})
+	}
+	if err == nil {
+		err = s.db.Flatten(1)
+	}
+	if err != nil {
+		s.log.Warn("store: reclaim", "err", err)
+		return
+	}
+	for name := range s.freed {
+		if s.heads[name].pending() == 0 {
+			delete(s.freed, name)
+		}
+	}
+	s.log.Debug("store: reclaimed drained streams", "bytes", freed, "took", time.Since(start))
 }
 
 // gcValueLog rewrites value-log files that are mostly garbage. Badger deletes
@@ -905,6 +960,7 @@ func (s *Store) gcValueLog() {
 	rewrote := 0
 	for rewrote < 4 {
 		if err := s.db.RunValueLogGC(0.5); err != nil {
+			s.log.Debug("store: value-log GC", "err", err)
 			break // badger.ErrNoRewrite: nothing worth rewriting
 		}
 		rewrote++

@@ -28,6 +28,7 @@ const (
 	tagVersion = 'v' // v name 0 version                -> blob
 	tagActive  = 'a' // a name                          -> version
 	tagMeta    = 'm' // m key                           -> blob
+	tagNone    = 'z' // one empty key, written and dropped to flush the memtable
 )
 
 func checkName(kind, name string) error {

@@ -121,8 +121,9 @@ type Store struct {
 
 	// Owned by the committer goroutine.
 	entropy *ulid.MonotonicEntropy
-	rtxn    *badger.Txn // read snapshot for the group being staged
-	maxVlog uint32      // highest value-log file id seen
+	freed   map[string]int64 // record bytes deleted per stream since its last reclaim
+	rtxn    *badger.Txn      // read snapshot for the group being staged
+	maxVlog uint32           // highest value-log file id seen
 }
 
 type cursorID struct{ consumer, stream string }
@@ -174,6 +175,7 @@ func Open(opts Options) (*Store, error) {
 		rejected:    make(map[string]uint64),
 		changed:     make(chan struct{}),
 		entropy:     ulid.Monotonic(rand.Reader, 0),
+		freed:       make(map[string]int64),
 	}
 	s.txnSize, s.txnCount = txnLimits(bo)
 	if err := s.load(); err != nil {
