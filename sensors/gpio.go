@@ -124,29 +124,34 @@ func (m *Manager) watchPin(ctx context.Context, ps *pinState) {
 		}
 		got := ps.pin.WaitForEdge(timeout)
 		now = m.clock.Now()
-		var lvl gpio.Level
-		switch hw {
-		case gpio.RisingEdge:
-			lvl = gpio.High
-		case gpio.FallingEdge:
-			lvl = gpio.Low
-		default:
-			// The wait does not say which edge it saw; the level now does,
-			// unless the pin has already changed again, in which case the
-			// next wait returns at once for that change.
-			lvl = ps.pin.Read()
-		}
-		for _, w := range ps.watches {
-			if got {
+		if got {
+			lvl := edgeLevel(hw, ps.pin)
+			for _, w := range ps.watches {
 				if l, ok := w.edge(now, lvl); ok {
 					w.q.push(m.newEdge(ps, w, l, now))
 				}
 			}
+		}
+		for _, w := range ps.watches {
 			if l, ok := w.settle(now, ps.pin.Read); ok {
 				w.q.push(m.newEdge(ps, w, l, now))
 			}
 		}
 	}
+}
+
+// edgeLevel is the level an edge left the pin at. The wait does not say
+// which edge it saw; with both edges enabled the level now does, unless the
+// pin has already changed again, in which case the next wait returns at
+// once for that change.
+func edgeLevel(hw gpio.Edge, p gpio.PinIn) gpio.Level {
+	switch hw {
+	case gpio.RisingEdge:
+		return gpio.High
+	case gpio.FallingEdge:
+		return gpio.Low
+	}
+	return p.Read()
 }
 
 // edge handles one edge seen at now that left the pin at lvl.
