@@ -78,6 +78,56 @@ func TestEmbeddedQoS0NotHeld(t *testing.T) {
 	}
 }
 
+// QoS 2: the device's PUBREC waits for Ack; the message has the smaller of the two QoS.
+func TestEmbeddedQoS2(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"two/#", 2}, {"one/#", 1}}, rec)
+	dev := device(t, "tcp://"+e.Addr(), nil)
+	for _, tc := range []struct {
+		topic string
+		qos   byte
+	}{{"two/x", 2}, {"one/x", 1}} {
+		tok := dev.Publish(tc.topic, 2, false, "q")
+		m := rec.next(t)
+		if m.QoS != tc.qos {
+			t.Fatalf("%s: QoS %d, want %d", tc.topic, m.QoS, tc.qos)
+		}
+		if tok.WaitTimeout(200 * time.Millisecond) {
+			t.Fatalf("%s: QoS 2 flow completed before Ack", tc.topic)
+		}
+		m.Ack()
+		wait(t, tok)
+	}
+}
+
+// mochi's own chatter shows only at Debug; the bus's warnings show at Info.
+func TestEmbeddedQuietBrokerLog(t *testing.T) {
+	var info, debug logBuffer
+	for _, l := range []struct {
+		buf   *logBuffer
+		level slog.Level
+	}{{&info, slog.LevelInfo}, {&debug, slog.LevelDebug}} {
+		logger := slog.New(slog.NewTextHandler(l.buf, &slog.HandlerOptions{Level: l.level}))
+		e := startEmbedded(t, EmbeddedOptions{Logger: logger}, nil, newRecorder())
+		conn, err := net.Dial("tcp", e.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte{0x10, 0x00}) // a malformed CONNECT
+		conn.Close()
+		e.Close()
+	}
+	if strings.Contains(info.String(), "component=mochi") {
+		t.Errorf("mochi logs at Info level:\n%s", info.String())
+	}
+	if !strings.Contains(info.String(), "embedded broker serving") {
+		t.Errorf("the bus's own Info records are missing:\n%s", info.String())
+	}
+	if !strings.Contains(debug.String(), "component=mochi") {
+		t.Errorf("mochi's records are missing at Debug level:\n%s", debug.String())
+	}
+}
+
 // A message that matches several filters reaches the handler once, with the highest QoS.
 func TestEmbeddedOverlappingFiltersDeliverOnce(t *testing.T) {
 	rec := newRecorder()
