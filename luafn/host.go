@@ -1,0 +1,135 @@
+package luafn
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Event is what a function is invoked with; it becomes the Lua table `event` (SPEC §4).
+type Event struct {
+	ID      string // unique, sortable
+	Source  string // mqtt, gpio, sensor, timer, http, console
+	TS      int64  // unix ms
+	Topic   string
+	Payload []byte // event.payload is a table when this is a JSON object or array, else the string; event.raw is always the string
+	QoS     byte
+
+	// GPIO edges.
+	Pin       string
+	Level     int
+	Edge      string
+	Coalesced int // edges folded into this one by debouncing
+
+	// Sensor readings.
+	Sensor string
+	Values map[string]float64
+}
+
+// Result is a successful invocation, or the logs and duration of a failed one.
+type Result struct {
+	Value    any     // what handle returned, as JSON-able Go values (nil, bool, int64, float64, string, []any, map[string]any)
+	Effects  Effects // empty when the invocation failed
+	Logs     []LogEntry
+	Duration time.Duration
+}
+
+// Effects are what an invocation asks of the outside world. Nothing has happened yet:
+// the caller commits KV and Emits atomically, then does Publishes and PinWrites.
+type Effects struct {
+	KV        []KVOp // in program order
+	Emits     []Emit
+	Publishes []Publish
+	PinWrites []PinWrite
+}
+
+// Empty reports whether the invocation asked for nothing.
+func (e *Effects) Empty() bool {
+	return len(e.KV) == 0 && len(e.Emits) == 0 && len(e.Publishes) == 0 && len(e.PinWrites) == 0
+}
+
+// KVOpKind is what a KVOp does.
+type KVOpKind uint8
+
+const (
+	KVSet  KVOpKind = iota // Value is JSON; TTL > 0 expires it
+	KVDel                  // delete Key
+	KVIncr                 // add Delta to the number at Key (missing: 0), atomically at commit
+)
+
+func (k KVOpKind) String() string {
+	switch k {
+	case KVSet:
+		return "set"
+	case KVDel:
+		return "del"
+	case KVIncr:
+		return "incr"
+	}
+	return "unknown"
+}
+
+// KVOp is one write to the function's KV namespace.
+type KVOp struct {
+	Op    KVOpKind
+	Key   string
+	Value []byte // JSON, for KVSet
+	TTL   time.Duration
+	Delta float64 // for KVIncr
+}
+
+// Emit is a record for the outbox stream Stream.
+type Emit struct {
+	Stream string
+	Data   []byte // JSON
+}
+
+// Publish is an MQTT message to send after the commit.
+type Publish struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// PinWrite sets an output pin after the commit.
+type PinWrite struct {
+	Pin   string
+	Level int
+}
+
+// LogEntry is one log.* or print call.
+type LogEntry struct {
+	Level   slog.Level
+	Message string
+	Time    time.Time
+}
+
+// KVReader reads the committed state of a function's KV namespace ns. Values are JSON.
+type KVReader interface {
+	KVGet(ns, key string) (value []byte, ok bool, err error)
+	// KVKeys returns up to limit keys starting with prefix, in order.
+	KVKeys(ns, prefix string, limit int) ([]string, error)
+}
+
+// PinReader reads GPIO input levels (0 or 1).
+type PinReader interface {
+	ReadPin(pin string) (int, error)
+}
+
+// Host is what functions may reach outside their VM. Its zero value works: each
+// missing part makes the matching Lua calls fail with a clear error.
+type Host struct {
+	KV           KVReader     // nil: kv.get and kv.keys fail (writes are only recorded)
+	Pins         PinReader    // nil: gpio.read fails
+	WritablePins []string     // the pins gpio.write may drive; nil: none
+	GatewayID    string       // gateway.id
+	Logger       *slog.Logger // function logs are also written here at debug level; nil: discarded
+	Now          func() time.Time
+}
+
+func (h *Host) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,251 @@
+package luafn
+
+import (
+	"fmt"
+	"unsafe"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// The memory bound, without an allocator hook.
+//
+// Every operation that can make the VM hold more memory is charged before it runs: the
+// hook charges the VM instructions that allocate (concatenation, table construction and
+// growth, closures), and the replacement builtins charge what they are about to build
+// (string.rep, table.concat, string.format, gsub, json...). Charges only add up, so
+// v.mem is an upper bound of what the VM holds. When it passes the limit, the VM's live
+// data is measured by walking everything reachable from it; the walk resets v.mem to
+// the real figure, and the operation is refused if the real figure plus the charge is
+// past the limit. So no single operation can outrun the bound, garbage does not count,
+// and walks happen at most once per limit/16 charged bytes, which keeps them cheap.
+
+// Estimated sizes, in bytes, of gopher-lua's values on a 64-bit Go heap.
+const (
+	sizeSlot      = 16  // one LValue (interface) in an array or register
+	sizeString    = 16  // a boxed string header
+	sizeNumber    = 8   // a boxed float64
+	sizeTable     = 112 // an empty LTable
+	sizeStrEntry  = 40  // a strdict or dict entry, with map overhead
+	sizeKeyEntry  = 48  // the iteration index gopher-lua keeps per hash key (keys + k2i)
+	sizeFunction  = 96  // an LFunction
+	sizeUpvalue   = 64  // an Upvalue
+	sizeOther     = 64  // userdata, threads, channels (not creatable by sandboxed code)
+	newHashCap    = 32  // gopher-lua's capacity of a table's first string-key map
+	walkAllowance = 16  // walk again only after limit/walkAllowance more bytes are charged
+	dedupeString  = 64  // strings at least this long are counted once, however often referenced
+)
+
+// charge records that the VM is about to hold n more bytes, and trips the memory bound
+// if it would then hold more than its limit. It reports whether the VM may go on.
+func (v *vm) charge(n int64) bool {
+	v.mem += n
+	if v.mem <= v.nextWalk {
+		return true
+	}
+	return v.checkMemory(n)
+}
+
+// checkMemory measures what the VM holds and decides whether n more bytes fit.
+func (v *vm) checkMemory(n int64) bool {
+	if v.tripped.Load() != nil {
+		return false
+	}
+	if n > v.limits.Memory {
+		v.trip(ErrMemory, fmt.Sprintf("memory limit exceeded: %d bytes requested at once, limit %d", n, v.limits.Memory))
+		return false
+	}
+	live := v.measure(v.limits.Memory - n)
+	if v.inv != nil {
+		live += v.inv.held // effects and logs, held outside the VM
+	}
+	if live+n > v.limits.Memory {
+		v.trip(ErrMemory, fmt.Sprintf("memory limit exceeded: %d bytes held, %d more requested, limit %d", live, n, v.limits.Memory))
+		return false
+	}
+	v.mem = live + n
+	v.nextWalk = max(v.limits.Memory, v.mem+v.limits.Memory/walkAllowance)
+	v.walks++
+	return true
+}
+
+// chargeInstruction charges the instruction the VM is about to run, if it allocates.
+func (v *vm) chargeInstruction(cf *callFrame, inst uint32) {
+	switch int(inst >> 26) {
+	case lua.OP_CONCAT:
+		reg := stateReg(v.L)
+		b := cf.LocalBase + int(inst&0x1ff)
+		c := cf.LocalBase + int(inst>>9)&0x1ff
+		n := int64(sizeString)
+		for _, x := range reg.array[b : c+1] {
+			switch x := x.(type) {
+			case lua.LString:
+				n += int64(len(x))
+			case lua.LNumber:
+				n += 24
+			}
+		}
+		v.charge(n)
+	case lua.OP_SETTABLE, lua.OP_SETTABLEKS:
+		reg := stateReg(v.L)
+		t, ok := reg.array[cf.LocalBase+int(inst>>18)&0xff].(*lua.LTable)
+		if ok {
+			v.charge(growth(t, rk(cf, reg, int(inst&0x1ff))))
+		}
+	case lua.OP_SETGLOBAL:
+		v.charge(growth(cf.Fn.Env, cf.Fn.Proto.Constants[inst&0x3ffff]))
+	case lua.OP_NEWTABLE:
+		b, c := int64(inst&0x1ff), int64(inst>>9)&0x1ff
+		v.charge(sizeTable + b*sizeSlot + c*(sizeStrEntry+sizeKeyEntry))
+	case lua.OP_SETLIST:
+		reg := stateReg(v.L)
+		ra := cf.LocalBase + int(inst>>18)&0xff
+		n, c := int64(inst&0x1ff), int64(inst>>9)&0x1ff
+		if n == 0 {
+			n = int64(reg.top - ra - 1)
+		}
+		if c == 0 {
+			c = int64(cf.Fn.Proto.Code[cf.Pc])
+		}
+		if t, ok := reg.array[ra].(*lua.LTable); ok {
+			end := (c-1)*int64(lua.FieldsPerFlush) + n
+			v.charge(max(0, end-int64(cap(tableOf(t).array))) * sizeSlot)
+		}
+	case lua.OP_CLOSURE:
+		p := cf.Fn.Proto.FunctionPrototypes[inst&0x3ffff]
+		v.charge(sizeFunction + int64(p.NumUpvalues)*(8+sizeUpvalue))
+	}
+}
+
+// rk reads an RK operand: a constant when its high bit is set, else a register.
+func rk(cf *callFrame, reg *registry, x int) lua.LValue {
+	if x&0x100 != 0 {
+		return cf.Fn.Proto.Constants[x&0xff]
+	}
+	return reg.array[cf.LocalBase+x]
+}
+
+// growth estimates how many bytes t grows by when key is set in it.
+func growth(t *lua.LTable, key lua.LValue) int64 {
+	tb := tableOf(t)
+	if k, ok := key.(lua.LNumber); ok {
+		i := int64(k)
+		if lua.LNumber(i) == k && i >= 1 && i < int64(lua.MaxArrayIndex) {
+			if i <= int64(cap(tb.array)) {
+				return 0
+			}
+			// gopher-lua fills the gap up to i with nils, and append at least doubles.
+			return (max(i, 2*int64(cap(tb.array))) - int64(cap(tb.array))) * sizeSlot
+		}
+	}
+	n := int64(sizeStrEntry + sizeKeyEntry)
+	if _, ok := key.(lua.LString); ok && tb.strdict == nil {
+		n += newHashCap * sizeStrEntry
+	}
+	return n
+}
+
+// walker measures the data reachable from a VM. Its maps and stack are kept between
+// walks so that a walk allocates little.
+type walker struct {
+	skip    map[*lua.LTable]struct{} // the sandbox's own tables, not the function's memory
+	tables  map[*lua.LTable]struct{}
+	funcs   map[*lua.LFunction]struct{}
+	strings map[*byte]struct{}
+	stack   []lua.LValue
+}
+
+// measure returns the bytes held by the VM: its value stack, its globals and everything
+// reachable from them. It stops early once the total passes stop.
+func (v *vm) measure(stop int64) int64 {
+	w := &v.walker
+	clear(w.tables)
+	clear(w.funcs)
+	clear(w.strings)
+	w.stack = w.stack[:0]
+	reg := stateReg(v.L)
+	total := int64(cap(reg.array)) * sizeSlot
+	w.stack = append(w.stack, reg.array[:reg.top]...)
+	w.stack = append(w.stack, v.L.G.Global)
+	for cf := stateFrame(v.L); cf != nil; cf = cf.Parent {
+		w.stack = append(w.stack, cf.Fn)
+	}
+	for len(w.stack) > 0 && total <= stop {
+		x := w.stack[len(w.stack)-1]
+		w.stack = w.stack[:len(w.stack)-1]
+		total += w.size(x)
+	}
+	// Drop references so the walker does not keep the VM's garbage alive.
+	clear(w.stack[:cap(w.stack)])
+	w.stack = w.stack[:0]
+	return total
+}
+
+// size returns the size of x itself and pushes what x references.
+func (w *walker) size(x lua.LValue) int64 {
+	switch x := x.(type) {
+	case lua.LString:
+		if len(x) >= dedupeString {
+			p := unsafe.StringData(string(x))
+			if _, ok := w.strings[p]; ok {
+				return sizeString
+			}
+			w.strings[p] = struct{}{}
+		}
+		return sizeString + int64(len(x))
+	case lua.LNumber:
+		return sizeNumber
+	case *lua.LTable:
+		if x == nil {
+			return 0
+		}
+		if _, ok := w.skip[x]; ok {
+			return 0
+		}
+		if _, ok := w.tables[x]; ok {
+			return 0
+		}
+		w.tables[x] = struct{}{}
+		tb := tableOf(x)
+		n := int64(sizeTable) + int64(cap(tb.array))*sizeSlot + int64(cap(tb.keys))*sizeSlot
+		// k2i only grows (gopher-lua never removes from it), so it also reveals how
+		// large the hash maps once were: Go maps do not shrink either.
+		n += int64(len(tb.k2i)) * (sizeStrEntry + sizeKeyEntry)
+		if tb.strdict != nil {
+			n += newHashCap * sizeStrEntry
+		}
+		if x.Metatable != lua.LNil {
+			w.stack = append(w.stack, x.Metatable)
+		}
+		for _, e := range tb.array {
+			if e != lua.LNil {
+				w.stack = append(w.stack, e)
+			}
+		}
+		for k, e := range tb.strdict {
+			n += sizeString + int64(len(k))
+			w.stack = append(w.stack, e)
+		}
+		for k, e := range tb.dict {
+			w.stack = append(w.stack, k, e)
+		}
+		return n
+	case *lua.LFunction:
+		if _, ok := w.funcs[x]; ok {
+			return 0
+		}
+		w.funcs[x] = struct{}{}
+		n := int64(sizeFunction) + int64(len(x.Upvalues))*(8+sizeUpvalue)
+		if x.Env != nil {
+			w.stack = append(w.stack, x.Env)
+		}
+		for _, uv := range x.Upvalues {
+			if uv != nil {
+				w.stack = append(w.stack, uv.Value())
+			}
+		}
+		return n
+	case *lua.LNilType, lua.LBool:
+		return 0
+	}
+	return sizeOther
+}

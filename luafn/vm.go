@@ -1,0 +1,322 @@
+package luafn
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	lua "github.com/yuin/gopher-lua"
+)
+
+// vm is one warm Lua state with its sandbox, bounds and per-invocation state. Only one
+// goroutine runs it at a time (the pool hands it out), except for the watchdog timer,
+// which touches only the atomic fields and the done channel.
+//
+// vm is also the state's context.Context: gopher-lua calls Done before every
+// instruction, which is where the bounds that must see the VM run (call depth, memory
+// charges). The context is set once per VM, not per call: a context.WithTimeout per
+// invocation costs about a third of the call rate.
+type vm struct {
+	L      *lua.LState
+	prog   *Program
+	host   *Host
+	limits Limits
+
+	// done is closed when a bound trips; the VM then fails at its next instruction,
+	// and since every later instruction fails too, pcall cannot swallow the trip.
+	done    chan struct{}
+	tripped atomic.Pointer[tripError]
+
+	// Timeout watchdog: deadline is the running invocation's deadline in nanoseconds
+	// since epoch (0 when idle). The timer is re-armed lazily, so a busy VM costs one
+	// timer firing per timeout period, not one timer per invocation.
+	epoch    time.Time
+	deadline atomic.Int64
+	armed    atomic.Bool
+	timer    *time.Timer
+
+	// Memory accounting (see memory.go).
+	mem      int64
+	nextWalk int64
+	walks    int
+	walker   walker
+
+	// protected holds the read-only tables Lua can reach (library proxies); rawset,
+	// table.insert and friends refuse them.
+	protected map[*lua.LTable]struct{}
+	handleKey lua.LString
+	pcg       *rand.PCG
+	rng       *rand.Rand
+	scratch   []lua.LValue // reused by the JSON decoder
+
+	patternSteps int64 // left in the running invocation
+
+	inv *invocation // the running invocation; nil while loading the chunk
+}
+
+// tripError is the error a tripped bound raises inside the VM.
+type tripError struct {
+	kind error
+	msg  string
+}
+
+func (e *tripError) Error() string { return e.msg }
+
+// context.Context, for L.SetContext.
+
+func (v *vm) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (v *vm) Value(any) any               { return nil }
+
+func (v *vm) Err() error {
+	if t := v.tripped.Load(); t != nil {
+		return t
+	}
+	return nil
+}
+
+// Done is called by gopher-lua before every instruction, on the VM's goroutine.
+func (v *vm) Done() <-chan struct{} {
+	cf := stateFrame(v.L)
+	if cf.Idx >= v.limits.CallDepth {
+		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
+	} else {
+		v.chargeInstruction(cf, cf.Fn.Proto.Code[cf.Pc-1])
+	}
+	return v.done
+}
+
+// trip stops the VM for good: the first bound to trip wins. Safe from any goroutine.
+func (v *vm) trip(kind error, msg string) {
+	if v.tripped.CompareAndSwap(nil, &tripError{kind: kind, msg: msg}) {
+		close(v.done)
+	}
+}
+
+// raiseIfTripped is for builtins: it raises the trip as a Lua error so the builtin
+// stops at once instead of finishing its work.
+func (v *vm) raiseIfTripped() {
+	if t := v.tripped.Load(); t != nil {
+		v.L.RaiseError("%s", t.msg)
+	}
+}
+
+// mustCharge charges n bytes and raises if the memory bound trips.
+func (v *vm) mustCharge(n int64) {
+	if !v.charge(n) {
+		v.raiseIfTripped()
+	}
+}
+
+func (v *vm) now() int64 { return int64(time.Since(v.epoch)) }
+
+// arm starts the watchdog for one run starting at start.
+func (v *vm) arm(start time.Time) {
+	v.deadline.Store(int64(start.Sub(v.epoch)) + int64(v.limits.Timeout))
+	if v.armed.CompareAndSwap(false, true) {
+		v.timer.Reset(v.limits.Timeout)
+	}
+}
+
+func (v *vm) disarm() { v.deadline.Store(0) }
+
+// watch runs on the timer's goroutine.
+func (v *vm) watch() {
+	d := v.deadline.Load()
+	now := v.now()
+	switch {
+	case d != 0 && now >= d:
+		v.trip(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
+		v.armed.Store(false)
+	case d != 0:
+		v.timer.Reset(time.Duration(d - now))
+	default:
+		v.armed.Store(false)
+		// An invocation may have started between the load and the store above and
+		// seen the timer armed: re-check, so that it is watched.
+		if d = v.deadline.Load(); d != 0 && v.armed.CompareAndSwap(false, true) {
+			v.timer.Reset(time.Duration(max(0, d-v.now())))
+		}
+	}
+}
+
+// newVM creates a state, installs the sandbox and runs the chunk's top level under the
+// function's bounds.
+func newVM(p *Program, h *Host) (*vm, error) {
+	if errLayout != nil {
+		return nil, errLayout
+	}
+	lim := p.spec.Limits
+	v := &vm{
+		prog:      p,
+		host:      h,
+		limits:    lim,
+		done:      make(chan struct{}),
+		epoch:     time.Now(),
+		protected: make(map[*lua.LTable]struct{}),
+		handleKey: "handle",
+		pcg:       rand.NewPCG(rand.Uint64(), rand.Uint64()),
+		walker: walker{
+			skip:    make(map[*lua.LTable]struct{}),
+			tables:  make(map[*lua.LTable]struct{}),
+			funcs:   make(map[*lua.LFunction]struct{}),
+			strings: make(map[*byte]struct{}),
+		},
+	}
+	v.rng = rand.New(v.pcg)
+	v.nextWalk = lim.Memory
+	v.L = lua.NewState(lua.Options{
+		SkipOpenLibs: true,
+		// gopher-lua's own stack limit sits above ours so that the hook, which names
+		// the bound, trips first; the margin covers frames of Go builtins.
+		CallStackSize:       lim.CallDepth + 64,
+		RegistrySize:        256,
+		RegistryMaxSize:     lim.Registry,
+		RegistryGrowStep:    1024,
+		MinimizeStackMemory: true,
+	})
+	v.timer = time.AfterFunc(time.Hour, v.watch)
+	v.timer.Stop()
+	if err := v.openSandbox(); err != nil {
+		v.close()
+		return nil, err
+	}
+	v.L.SetContext(v)
+	fn := v.L.NewFunctionFromProto(p.proto)
+	v.L.Push(fn)
+	if err := v.run(0, 0); err != nil {
+		v.close()
+		var ie *InvokeError
+		if errors.As(err, &ie) {
+			return nil, &CompileError{Function: p.spec.Name, File: p.spec.Filename, Line: ie.Line, Message: ie.Message}
+		}
+		return nil, err
+	}
+	if _, ok := v.L.G.Global.RawGetString("handle").(*lua.LFunction); !ok {
+		v.close()
+		return nil, &CompileError{Function: p.spec.Name, File: p.spec.Filename, Message: ErrNoHandle.Error()}
+	}
+	// What the sandbox and the chunk hold counts against the limit from now on.
+	v.mem = v.measure(lim.Memory)
+	return v, nil
+}
+
+func (v *vm) close() {
+	v.timer.Stop()
+	v.L.Close()
+}
+
+// usable reports whether the VM can run again: no bound tripped.
+func (v *vm) usable() bool { return v.tripped.Load() == nil }
+
+// run calls the function on the stack with nargs arguments under the bounds and leaves
+// nret results on the stack.
+func (v *vm) run(nargs, nret int) error {
+	start := time.Now()
+	v.arm(start)
+	err := v.L.PCall(nargs, nret, nil)
+	v.disarm()
+	if err == nil {
+		// The watchdog may have fired just as the call returned: the result stands,
+		// but the VM must not be used again.
+		return nil
+	}
+	return v.invokeError(err)
+}
+
+// invokeError turns a PCall error into an *InvokeError with kind, position and a
+// short traceback. It never runs Lua code: an error object's __tostring is not called.
+func (v *vm) invokeError(err error) *InvokeError {
+	spec := &v.prog.spec
+	ie := &InvokeError{Function: spec.Name, Version: spec.Version, Kind: ErrRuntime}
+	var ae *lua.ApiError
+	if !errors.As(err, &ae) {
+		ie.Message = err.Error()
+		return ie
+	}
+	switch o := ae.Object.(type) {
+	case lua.LString:
+		ie.Message = string(o)
+	case lua.LNumber:
+		ie.Message = o.String()
+	default:
+		ie.Message = fmt.Sprintf("(error object is a %s value)", ae.Object.Type())
+	}
+	if ae.Type == lua.ApiErrorPanic {
+		ie.Message = "internal error: " + ie.Message
+	}
+	ie.Traceback, ie.File, ie.Line = shortTraceback(ae.StackTrace, spec.Filename)
+	ie.Message = trimPosition(ie.Message, spec.Filename)
+	if t := v.tripped.Load(); t != nil {
+		ie.Kind, ie.Message = t.kind, t.msg
+		return ie
+	}
+	// Bounds gopher-lua enforces itself, past ours: they leave the VM unusable too.
+	switch {
+	case strings.HasSuffix(ie.Message, "stack overflow"):
+		v.trip(ErrDepth, ie.Message)
+		ie.Kind = ErrDepth
+	case strings.HasSuffix(ie.Message, "registry overflow"):
+		v.trip(ErrRegistry, ie.Message)
+		ie.Kind = ErrRegistry
+	case ae.Type == lua.ApiErrorPanic:
+		v.trip(ErrRuntime, ie.Message)
+	}
+	return ie
+}
+
+// trimPosition removes a leading "file:line: " that names the function's own file: the
+// InvokeError carries the position separately.
+func trimPosition(msg, file string) string {
+	rest, ok := strings.CutPrefix(msg, file+":")
+	if !ok {
+		return msg
+	}
+	i := strings.Index(rest, ": ")
+	if i <= 0 || strings.Trim(rest[:i], "0123456789") != "" {
+		return msg
+	}
+	return rest[i+2:]
+}
+
+// shortTraceback keeps the Lua frames of gopher-lua's traceback, innermost first, and
+// returns the position of the innermost frame in file.
+func shortTraceback(tb, file string) (short, errFile string, line int) {
+	const maxFrames = 8
+	var out []string
+	for _, l := range strings.Split(tb, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l == "stack traceback:" || strings.HasPrefix(l, "[G]:") || l == "..." {
+			continue
+		}
+		if len(out) < maxFrames {
+			out = append(out, l)
+		}
+		if line == 0 {
+			if rest, ok := strings.CutPrefix(l, file+":"); ok {
+				if i := strings.IndexByte(rest, ':'); i > 0 {
+					if n, err := parseLine(rest[:i]); err == nil {
+						errFile, line = file, n
+					}
+				}
+			}
+		}
+	}
+	return strings.Join(out, "\n"), errFile, line
+}
+
+func parseLine(s string) (int, error) {
+	n := 0
+	if s == "" || len(s) > 9 {
+		return 0, errors.New("not a line")
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return 0, errors.New("not a line")
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, nil
+}
