@@ -33,7 +33,8 @@ type Edge struct {
 // Handler receives the Manager's events. Methods are called from several
 // goroutines at once, but in order for any one sensor or watch. A slow
 // HandleEdge makes later edges of that watch queue and then coalesce; a
-// slow HandleReading delays that sensor's next poll.
+// slow HandleReading delays that sensor's next poll. Both must return
+// promptly once Run's context is done, or Run cannot return.
 type Handler interface {
 	HandleReading(Reading)
 	HandleEdge(Edge)
