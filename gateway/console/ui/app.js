@@ -1,0 +1,97 @@
+// Moongate console entry point: routing between views, the status header, and the one
+// live websocket that feeds every view.
+
+import {$, bytes, duration, stateClass, h} from './dom.js';
+import {get} from './api.js';
+import {Live} from './live.js';
+import {LiveTable} from './livetable.js';
+import {Stats} from './stats.js';
+import {FunctionsView} from './functions.js';
+import {FunctionPage} from './fnpage.js';
+import {SyncView} from './sync.js';
+import {SensorsView} from './sensors.js';
+
+const stats = new Stats();
+const table = new LiveTable();
+const functions = new FunctionsView(stats);
+const fnPage = new FunctionPage({onDeployed: () => functions.refresh()});
+const sync = new SyncView();
+const sensors = new SensorsView();
+let view = '';
+
+function route() {
+  const hash = location.hash.replace(/^#\/?/, '');
+  const [head, ...rest] = hash.split('/');
+  let next = ['live', 'functions', 'sync', 'sensors'].includes(head) ? head : 'live';
+  if (head === 'fn' && rest.length) next = 'fn';
+  if (head === 'new') next = 'fn';
+  view = next;
+  for (const sec of document.querySelectorAll('.view')) sec.hidden = sec.id !== `view-${next}`;
+  const tab = next === 'fn' ? 'functions' : next;
+  for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('active', a.dataset.view === tab);
+  if (next === 'functions') functions.refresh();
+  if (next === 'sync') sync.refresh();
+  if (next === 'fn') fnPage.open(head === 'new' ? null : decodeURIComponent(rest.join('/')));
+  document.title = `Moongate · ${next === 'fn' ? (fnPage.name ?? 'new function') : next}`;
+}
+
+function chip(id, label, value, cls) {
+  const el = $(id);
+  el.replaceChildren(`${label} `, h('b', {class: cls ? `state-${cls}` : ''}, value));
+}
+
+async function status() {
+  try {
+    const s = await get('status');
+    $('gw-id').textContent = s.gateway_id || '';
+    if (s.broker) {
+      const clients = s.broker.clients ? ` · ${s.broker.clients}` : '';
+      chip('st-broker', 'broker', `${s.broker.state}${clients}`, stateClass(s.broker.state));
+    }
+    chip('st-outbox', 'outbox', String(s.outbox_depth ?? 0), s.outbox_depth > 1000 ? 'warn' : '');
+    chip('st-uptime', 'up', duration(s.uptime_s || 0));
+    chip('st-mem', 'mem', bytes(s.memory_bytes));
+    $('status').title = `Moongate ${s.version || ''}`;
+  } catch {
+    // The live-state chip already shows when the gateway is unreachable.
+  }
+}
+
+let syncTimer = 0;
+const live = new Live({
+  onState: (state) => {
+    const el = $('live-state');
+    el.dataset.state = state;
+    el.lastElementChild.textContent = state === 'open' ? 'live' : state === 'closed' ? 'offline' : 'connecting';
+  },
+  onMessage: (m) => {
+    table.push(m);
+    switch (m.type) {
+      case 'invocation': stats.record(m); break;
+      case 'sensor': sensors.live(m); break;
+      case 'sync':
+        sync.live(m);
+        // Coalesce a burst of transitions into one refresh.
+        if (view === 'sync' && !syncTimer) syncTimer = setTimeout(() => { syncTimer = 0; sync.refresh(); }, 300);
+        break;
+    }
+    if (view === 'fn') fnPage.live(m);
+  },
+});
+
+function layout() {
+  document.documentElement.style.setProperty('--header-h', `${document.querySelector('.top').offsetHeight}px`);
+}
+
+window.addEventListener('hashchange', route);
+window.addEventListener('resize', layout);
+layout();
+route();
+// The socket opens at once; if it is refused for want of a token, Live asks through
+// an API call (a 401 shows the token prompt) and retries.
+live.connect();
+status();
+setInterval(status, 5000);
+setInterval(() => { if (view === 'functions') functions.tick(); }, 2000);
+setInterval(() => { if (view === 'functions') functions.refresh(); }, 15000);
+setInterval(() => { if (view === 'sync') sync.refresh(); }, 5000);

@@ -1,0 +1,300 @@
+// One function: edit, deploy, invoke with a test event, versions and rollback, KV, and
+// its live logs.
+
+import {$, h, ago, bytes, clock, micros, toast} from './dom.js';
+import {api, get, fnPath, ApiError} from './api.js';
+import {Editor} from './editor.js';
+
+const TEMPLATE = `-- handle runs for every event that matches one of the triggers.
+function handle(event)
+  local n = kv.incr("count")
+  log.info("event " .. n .. " on " .. tostring(event.topic))
+  if type(event.payload) == "table" and (event.payload.temp or 0) > 30 then
+    mqtt.publish("alerts/hot", {topic = event.topic, temp = event.payload.temp})
+  end
+  return {count = n}
+end
+`;
+
+// sampleTopic turns the first MQTT trigger's filter into a topic that matches it.
+function sampleTopic(triggers) {
+  const t = triggers.find((s) => s.startsWith('mqtt:'));
+  if (!t) return 'test/topic';
+  return t.slice(5).replace(/@\d$/, '').replace(/\+/g, 'test').replace(/#$/, 'test');
+}
+
+function lines(s) {
+  return s.split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+export class FunctionPage {
+  constructor({onDeployed}) {
+    this.name = null;
+    this.doc = null;
+    this.onDeployed = onDeployed;
+    this.editor = new Editor({onSave: () => this.deploy(), onRun: () => this.invoke()});
+    $('deploy').addEventListener('click', () => this.deploy());
+    $('invoke').addEventListener('click', () => this.invoke());
+    $('kv-refresh').addEventListener('click', () => this.loadKV());
+    $('kv-prefix').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') this.loadKV(); });
+  }
+
+  async open(name) {
+    this.name = name;
+    this.doc = null;
+    // data-loaded tells tests (and CSS) when the editor holds this function's source.
+    delete $('view-fn').dataset.loaded;
+    this.status('');
+    $('invoke-result').hidden = true;
+    $('fn-logs').replaceChildren(h('li', {class: 'muted'}, 'Logs of this function appear here live.'));
+    $('fn-name').hidden = name !== null;
+    $('fn-title').textContent = name ?? 'New function';
+    $('fn-version').textContent = '';
+    if (name === null) {
+      $('fn-name').value = '';
+      this.editor.value = TEMPLATE;
+      this.fill({triggers: ['mqtt:sensors/+/temp'], timeout: '100ms', memory: '16MiB', concurrency: 1, env: {}, emit: ''});
+      $('versions').replaceChildren(h('li', {class: 'muted'}, 'Deploy to create version 1.'));
+      $('kv-table').replaceChildren();
+      $('fn-name').focus();
+      $('view-fn').dataset.loaded = '';
+      return;
+    }
+    try {
+      const doc = await get(fnPath(name));
+      if (this.name !== name) return;
+      this.show(doc);
+      this.editor.value = doc.source || '';
+      this.fill(doc);
+      $('view-fn').dataset.loaded = name;
+      this.loadKV();
+    } catch (err) {
+      this.status(err.status === 404 ? `No function named ${name}.` : err.message, 'err');
+    }
+  }
+
+  show(doc) {
+    this.doc = doc;
+    $('fn-version').textContent = `v${doc.version}`;
+    this.versions(doc);
+  }
+
+  fill(doc) {
+    $('fn-triggers').value = (doc.triggers || []).join('\n');
+    $('fn-timeout').value = doc.timeout || '';
+    $('fn-memory').value = doc.memory || '';
+    $('fn-concurrency').value = doc.concurrency || '';
+    $('fn-emit').value = doc.emit || '';
+    $('fn-env').value = Object.entries(doc.env || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+    const ev = $('invoke-event');
+    if (!ev.dataset.touched) {
+      ev.value = JSON.stringify({topic: sampleTopic(doc.triggers || []), payload: {temp: 31.5}}, null, 2);
+      ev.addEventListener('input', () => { ev.dataset.touched = '1'; }, {once: true});
+    }
+  }
+
+  body() {
+    const env = {};
+    for (const l of lines($('fn-env').value)) {
+      const i = l.indexOf('=');
+      if (i > 0) env[l.slice(0, i).trim()] = l.slice(i + 1).trim();
+    }
+    const conc = parseInt($('fn-concurrency').value, 10);
+    return {
+      source: this.editor.value,
+      triggers: lines($('fn-triggers').value),
+      timeout: $('fn-timeout').value.trim() || null,
+      memory: $('fn-memory').value.trim() || null,
+      concurrency: Number.isFinite(conc) ? conc : null,
+      env,
+      emit: $('fn-emit').value.trim(),
+    };
+  }
+
+  status(msg, cls) {
+    const s = $('deploy-status');
+    s.textContent = msg;
+    s.className = `deploy-status${cls ? ` ${cls}` : ''}`;
+  }
+
+  async deploy() {
+    const name = this.name ?? $('fn-name').value.trim();
+    if (!name) {
+      this.status('Name the function first.', 'err');
+      $('fn-name').focus();
+      $('view-fn').dataset.loaded = '';
+      return;
+    }
+    const btn = $('deploy');
+    btn.disabled = true;
+    this.status('Deploying…');
+    this.editor.clearError();
+    try {
+      const doc = await api('PUT', fnPath(name), this.body());
+      this.status(`Deployed v${doc.version}`, 'ok');
+      this.show(doc);
+      if (this.name === null) {
+        this.name = name;
+        $('fn-name').hidden = true;
+        $('fn-title').textContent = name;
+        history.replaceState(null, '', `#/fn/${encodeURIComponent(name)}`);
+      }
+      this.onDeployed();
+    } catch (err) {
+      this.failed(err, 'Deploy failed');
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  failed(err, what) {
+    if (!(err instanceof ApiError)) {
+      this.status(`${what}: ${err.message}`, 'err');
+      return;
+    }
+    const {line, field} = err.body;
+    if (line) {
+      this.editor.setError(line, err.message);
+      this.status(`${what}: error at line ${line}`, 'err');
+    } else {
+      this.status(`${what}: ${err.message}`, 'err');
+      if (field) $(`fn-${field}`)?.focus();
+    }
+  }
+
+  async invoke() {
+    if (this.name === null) {
+      this.status('Deploy the function before invoking it.', 'err');
+      return;
+    }
+    let event;
+    try {
+      event = JSON.parse($('invoke-event').value || '{}');
+    } catch (err) {
+      this.result({error: `The test event is not valid JSON: ${err.message}`});
+      return;
+    }
+    const btn = $('invoke');
+    btn.disabled = true;
+    try {
+      const res = await api('POST', `${fnPath(this.name)}/invoke`, event);
+      this.result(res);
+      if (res.error && res.line) this.editor.setError(res.line, res.error);
+      else this.editor.clearError();
+      this.loadKV();
+    } catch (err) {
+      this.result({error: err.message});
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  result(res) {
+    const box = $('invoke-result');
+    const ok = !res.error;
+    const parts = [h('div', {class: 'res-head'},
+      h('span', {class: `pill ${ok ? 'ok' : 'err'}`, 'data-testid': 'invoke-state'}, ok ? 'ok' : 'error'),
+      res.duration_us != null ? h('span', {'data-testid': 'invoke-duration'}, micros(res.duration_us)) : null,
+      res.version ? h('span', {class: 'muted'}, `v${res.version}`) : null)];
+    if (!ok) parts.push(h('pre', {class: 'res-err', 'data-testid': 'invoke-error'}, res.line ? `line ${res.line}: ${res.error}` : res.error));
+    if (ok || res.result != null) {
+      parts.push(h('div', {class: 'muted'}, 'Result'), h('pre', {'data-testid': 'invoke-value'}, JSON.stringify(res.result ?? null, null, 2)));
+    }
+    if (res.logs && res.logs.length) {
+      parts.push(h('div', {class: 'muted'}, 'Logs'),
+        h('pre', {'data-testid': 'invoke-logs'}, res.logs.map((l) => `${(l.level || 'info').padEnd(5)} ${l.msg}`).join('\n')));
+    }
+    box.replaceChildren(...parts);
+    box.hidden = false;
+  }
+
+  versions(doc) {
+    const items = (doc.versions || []).map((v) => {
+      const current = v.version === doc.version;
+      return h('li', {'data-testid': 'version', dataset: {version: v.version}},
+        h('span', {class: 'vnum'}, `v${v.version}`),
+        h('span', {class: 'vdate', title: v.created || ''},
+          `${ago(v.created)}${v.size ? ` · ${bytes(v.size)}` : ''}${v.rollback_of ? ` · from v${v.rollback_of}` : ''}`),
+        current ? h('span', {class: 'pill ok'}, 'current') : [
+          h('button', {class: 'btn small ghost', onclick: () => this.view(v.version)}, 'View'),
+          h('button', {class: 'btn small', 'data-testid': `rollback-${v.version}`, onclick: (ev) => this.armRollback(ev.currentTarget, v.version)}, 'Roll back'),
+        ]);
+    });
+    $('versions').replaceChildren(...(items.length ? items : [h('li', {class: 'muted'}, 'No history.')]));
+  }
+
+  async view(version) {
+    try {
+      const doc = await get(`${fnPath(this.name)}?version=${version}`);
+      this.editor.value = doc.source || '';
+      this.fill(doc);
+      this.status(`Viewing v${version}: deploy to make it current, or roll back.`);
+    } catch (err) {
+      toast(`Version ${version}: ${err.message}`);
+    }
+  }
+
+  // armRollback asks for a second click instead of a blocking confirm() dialog.
+  armRollback(btn, version) {
+    if (btn.dataset.armed) {
+      this.rollback(version);
+      return;
+    }
+    btn.dataset.armed = '1';
+    btn.textContent = `Confirm v${version}?`;
+    btn.classList.add('danger');
+    setTimeout(() => {
+      delete btn.dataset.armed;
+      btn.textContent = 'Roll back';
+      btn.classList.remove('danger');
+    }, 4000);
+  }
+
+  async rollback(version) {
+    try {
+      const doc = await api('POST', `${fnPath(this.name)}/rollback`, {version});
+      this.show(doc);
+      this.editor.value = doc.source || this.editor.value;
+      this.fill(doc);
+      this.status(`Rolled back: v${doc.version} runs v${version}'s code`, 'ok');
+      this.onDeployed();
+    } catch (err) {
+      this.status(`Rollback failed: ${err.message}`, 'err');
+    }
+  }
+
+  async loadKV() {
+    if (this.name === null) return;
+    const prefix = $('kv-prefix').value;
+    const box = $('kv-table');
+    try {
+      const data = await get(`${fnPath(this.name)}/kv?prefix=${encodeURIComponent(prefix)}`);
+      const items = (data && data.items) || [];
+      if (!items.length) {
+        box.replaceChildren(h('p', {class: 'muted'}, prefix ? `No keys start with “${prefix}”.` : 'No keys stored yet.'));
+        return;
+      }
+      const table = h('table', {}, h('tbody', {}, items.map((it) =>
+        h('tr', {'data-testid': 'kv-row'}, h('td', {}, it.key), h('td', {title: it.expires ? `expires ${it.expires}` : ''}, JSON.stringify(it.value))))));
+      box.replaceChildren(table);
+      if (data.truncated) box.append(h('p', {class: 'muted'}, 'More keys match: narrow the prefix.'));
+    } catch (err) {
+      box.replaceChildren(h('p', {class: 'muted'}, `KV: ${err.message}`));
+    }
+  }
+
+  // live receives every live message while the page is open.
+  live(m) {
+    if (this.name === null || m.function !== this.name) return;
+    const list = $('fn-logs');
+    list.querySelector('.muted')?.remove();
+    const add = (level, text, ts) => {
+      list.prepend(h('li', {class: `lvl-${level}`}, h('span', {class: 'time'}, clock(ts)), text));
+    };
+    if (m.type === 'log') add(m.level, m.msg, m.ts);
+    else if (m.type === 'invocation') {
+      add(m.error ? 'error' : 'debug', m.error ? `✖ ${m.error}` : `✓ v${m.version} in ${micros(m.duration_us)}`, m.ts);
+    }
+    while (list.childElementCount > 200) list.lastElementChild.remove();
+  }
+}
