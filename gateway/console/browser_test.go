@@ -74,7 +74,7 @@ func (f *fakeAPI) handler() http.Handler {
 	}))
 	api.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, 200, map[string]any{"version": "0.1.0", "gateway_id": "pi-kitchen", "uptime_s": 273840,
-			"broker": map[string]any{"state": "running", "addr": "0.0.0.0:1883", "clients": 4},
+			"broker":       map[string]any{"state": "running", "addr": "0.0.0.0:1883", "clients": 4},
 			"outbox_depth": 17, "memory_bytes": 38 << 20, "functions": 2})
 	})
 	api.HandleFunc("GET /api/v1/functions", func(w http.ResponseWriter, r *http.Request) {
