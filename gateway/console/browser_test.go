@@ -24,7 +24,8 @@ const testToken = "t0k3n-Abc_123"
 // fakeAPI is the part of the gateway's HTTP API (API_SHAPES.md) the console calls,
 // kept in memory. The real API has its own tests; this one lets the UI be driven alone.
 type fakeAPI struct {
-	hub *console.Hub
+	hub  *console.Hub
+	open bool // no token needed, as on a loopback listener without one
 
 	mu        sync.Mutex
 	fns       map[string]map[string]any
@@ -56,7 +57,7 @@ func newFakeAPI(hub *console.Hub) *fakeAPI {
 }
 
 func (f *fakeAPI) authorized(r *http.Request) bool {
-	return subtle.ConstantTimeCompare([]byte(console.BearerToken(r)), []byte(testToken)) == 1
+	return f.open || subtle.ConstantTimeCompare([]byte(console.BearerToken(r)), []byte(testToken)) == 1
 }
 
 func (f *fakeAPI) handler() http.Handler {
@@ -113,12 +114,19 @@ func (f *fakeAPI) handler() http.Handler {
 				return
 			}
 		}
-		fn := f.fns[r.PathValue("name")]
+		status, fn := 200, f.fns[r.PathValue("name")]
+		if fn == nil {
+			status, fn = 201, map[string]any{"name": r.PathValue("name"), "version": 0, "versions": []map[string]any{}}
+			f.fns[r.PathValue("name")] = fn
+		}
+		for k, v := range body {
+			fn[k] = v
+		}
 		v := fn["version"].(int) + 1
-		fn["version"], fn["source"] = v, src
+		fn["version"] = v
 		fn["versions"] = append([]map[string]any{{"version": v, "created": time.Now().UTC().Format(time.RFC3339), "size": len(src)}},
 			fn["versions"].([]map[string]any)...)
-		reply(w, 200, fn)
+		reply(w, status, fn)
 	})
 	api.HandleFunc("POST /api/v1/functions/{name}/invoke", func(w http.ResponseWriter, r *http.Request) {
 		var ev map[string]any
@@ -360,6 +368,33 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("rollback requests %v", rb)
 	}
 
+	// A new function: named in the page, created by its first deploy.
+	b.Click(id("tab-functions"))
+	b.Click(id("fn-new"))
+	b.WaitVisible(`[data-testid="view-fn"][data-loaded=""]`)
+	b.Type(id("fn-name"), "hello")
+	b.SetValue(id("fn-triggers"), "every:30s")
+	b.Click(id("deploy"))
+	b.WaitText(id("deploy-status"), "Deployed v1")
+	b.WaitText(id("fn-title"), "hello")
+	if u := b.Eval(`location.hash`); u != "#/fn/hello" {
+		t.Errorf("after creating, the page is at %q", u)
+	}
+	fake.mu.Lock()
+	created := fake.deploys[len(fake.deploys)-1]
+	fake.mu.Unlock()
+	if src, _ := created["source"].(string); !strings.Contains(src, "function handle(event)") ||
+		!reflect.DeepEqual(created["triggers"], []any{"every:30s"}) {
+		t.Errorf("new function deployed with %v", created)
+	}
+
+	// Long brackets and comments, the tricky parts of Lua highlighting.
+	b.SetValue(id("editor-input"), "--[==[ a\n]] still comment ]==]\nlocal s = [[x\n-- not a comment]] .. 'q\\'s'\nlocal n = 0x1F + 1e-3 -- done")
+	if got := b.Eval(`[...document.querySelectorAll("#editor-hl span")].map(s => s.className + ":" + s.textContent).join("|")`); got !=
+		`com:--[==[ a|com:]] still comment ]==]|kw:local|op:=|str:[[x|str:-- not a comment]]|str:'q\'s'|kw:local|op:=|num:0x1F|op:+|num:1e-3|com:-- done` {
+		t.Errorf("highlighting: %s", got)
+	}
+
 	b.Click(id("tab-sync"))
 	b.WaitText(`[data-testid="sink-card"][data-name="iot-core"]`, "no such host")
 	if state := b.Eval(`document.querySelector('[data-name="iot-core"] [data-testid="sink-state"]').textContent`); state != "backoff" {
@@ -404,4 +439,44 @@ func TestConsoleInBrowser(t *testing.T) {
 	if errs := b.JSErrors(); len(errs) > 0 {
 		t.Errorf("errors in the page: %q", errs)
 	}
+}
+
+// TestConsoleShowsSkippedMarker: when the browser cannot keep up, the gap is shown in
+// the table, with the number of messages the hub dropped for it.
+func TestConsoleShowsSkippedMarker(t *testing.T) {
+	fake := newFakeAPI(nil)
+	fake.open = true
+	hub := console.NewHub(console.HubOptions{Logger: slog.New(slog.DiscardHandler), ClientBuffer: 1})
+	fake.hub = hub
+	srv := httptest.NewServer(fake.handler())
+	t.Cleanup(func() {
+		hub.Close()
+		srv.Close()
+	})
+	b := consoletest.New(t, consoletest.Options{})
+	b.Open(srv.URL)
+	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
+	waitFor(t, "browser on the live stream", func() bool { return hub.Stats().Clients == 1 })
+
+	// With a one-message buffer, a burst outruns the socket at once.
+	payload := []byte(`"` + strings.Repeat("z", 8000) + `"`)
+	for i := 0; hub.Stats().Skipped == 0; i++ {
+		if i == 20 {
+			t.Fatal("nothing skipped after 20 bursts")
+		}
+		for range 100 {
+			hub.Publish(console.Event{Source: "mqtt", Topic: "burst", Payload: payload})
+		}
+	}
+	hub.Publish(console.Event{Source: "mqtt", Topic: "the-end"})
+	b.WaitText(consoletest.TestID("live-table"), "the-end")
+	b.WaitVisible(consoletest.TestID("live-skipped"))
+	sum := b.Eval(`String([...document.querySelectorAll('[data-testid="live-skipped"]')].reduce((n, e) => n + Number(e.dataset.count), 0))`)
+	if want := fmt.Sprint(hub.Stats().Skipped); sum != want {
+		t.Errorf("markers in the table add up to %s skipped, the hub skipped %s", sum, want)
+	}
+	if text := b.Text(consoletest.TestID("live-skipped")); !strings.Contains(text, "skipped") {
+		t.Errorf("marker reads %q", text)
+	}
+	b.Screenshot("skipped-marker")
 }

@@ -56,7 +56,8 @@ export async function api(method, path, body) {
   }
   const res = await fetch(new URL(`api/v1/${path}`, document.baseURI), init);
   if (res.status === 401) {
-    await askToken(sent !== '');
+    // A request that left before the user gave a token just retries with it.
+    if (token() === sent) await askToken(sent !== '');
     return api(method, path, body);
   }
   const text = await res.text();

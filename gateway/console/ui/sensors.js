@@ -39,7 +39,9 @@ export class SensorsView {
       const vals = [...s.series.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, arr]) =>
         h('div', {class: 'sensor-val'},
           h('div', {}, h('div', {class: 'v', 'data-testid': `sensor-${name}-${k}`}, fmt(arr[arr.length - 1])), h('div', {class: 'k'}, k)),
-          spark(arr, {label: `${name} ${k}`})));
+          spark(arr, {label: `${name} ${k}`}),
+          h('div', {class: 'range'}, h('span', {}, `min ${fmt(Math.min(...arr))}`), h('span', {}, `${arr.length} readings`),
+            h('span', {}, `max ${fmt(Math.max(...arr))}`))));
       const el = h('div', {class: 'card', 'data-testid': 'sensor-card', dataset: {name}},
         h('div', {class: 'card-head'}, h('span', {class: 'card-title'}, name), h('span', {class: 'grow'}),
           h('span', {class: 'muted'}, clock(s.ts).slice(0, 8))),
