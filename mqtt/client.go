@@ -242,7 +242,7 @@ func (c *Client) Start(ctx context.Context, subs []Subscription, h Handler) erro
 // broker refused the gateway, which ends the attempts.
 func (c *Client) connect(first chan<- error) {
 	defer c.wg.Done()
-	wait := time.Second
+	wait := max(min(time.Second, c.opts.MaxReconnectInterval), minRetryWait)
 	for attempt := 0; ; attempt++ {
 		tok := c.pc.Connect()
 		select {
@@ -272,8 +272,9 @@ func (c *Client) connect(first chan<- error) {
 			first <- nil
 		}
 		c.log.Warn("cannot connect to the broker, will retry", logKeyErr, err, "in", wait)
-		// The wait also lets paho finish the failed attempt: Connect called while paho
-		// still counts itself as connecting would report a success it did not make.
+		// The wait (at least minRetryWait) also lets paho finish the failed attempt:
+		// it completes the token just before it stops counting itself as connecting,
+		// and Connect called in between would report a success it did not make.
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
@@ -281,9 +282,11 @@ func (c *Client) connect(first chan<- error) {
 			t.Stop()
 			return
 		}
-		wait = min(2*wait, c.opts.MaxReconnectInterval)
+		wait = max(min(2*wait, c.opts.MaxReconnectInterval), minRetryWait)
 	}
 }
+
+const minRetryWait = 100 * time.Millisecond
 
 // refused reports whether a CONNACK return code is a refusal that retrying cannot fix.
 func refused(rc byte) bool {

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -70,7 +69,7 @@ type Embedded struct {
 	opts     EmbeddedOptions
 	log      *slog.Logger
 	srv      *mochi.Server
-	tcp      *listeners.TCP
+	tcp      *tcpListener
 	ws       *wsListener
 	subs     subscriptions
 	handler  atomic.Pointer[handlerRef]
@@ -144,7 +143,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
-	e.tcp = listeners.NewTCP(listeners.Config{Type: listeners.TypeTCP, ID: "tcp", Address: opts.Listen})
+	e.tcp = newTCPListener("tcp", opts.Listen)
 	if err := e.srv.AddListener(e.tcp); err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
 	}

@@ -245,6 +245,55 @@ func TestEmbeddedCloseReleasesWaitingHook(t *testing.T) {
 	noLeak(t, before)
 }
 
+// Connections accepted while the broker closes are ended too: nothing outlives Close.
+func TestEmbeddedCloseWhileConnecting(t *testing.T) {
+	before := runtime.NumGoroutine()
+	for range 10 {
+		e, err := NewEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", WSListen: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(context.Background(), nil, newRecorder()); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.Dial("tcp", e.Addr())
+				if err != nil {
+					continue
+				}
+				held = append(held, c)
+				c.Write([]byte{0x10}) // half a CONNECT: the broker waits for the rest
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+		closed := make(chan struct{})
+		go func() { e.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Close hangs")
+		}
+		close(stop)
+		<-done
+	}
+	noLeak(t, before)
+}
+
 // Close waits for messages acknowledged during the drain: they get their PUBACK.
 func TestEmbeddedCloseDrains(t *testing.T) {
 	rec := newRecorder()

@@ -23,6 +23,7 @@ type wsListener struct {
 	log       *slog.Logger
 	establish listeners.EstablishFn
 	upgrader  websocket.Upgrader
+	conns     conns
 }
 
 func newWSListener(id, address string) *wsListener {
@@ -67,9 +68,10 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	_ = l.srv.Close() // upgraded connections are not the server's: closeClients ends them
+	_ = l.srv.Close() // upgraded connections are not the server's: conns ends them
 	_ = l.ln.Close()  // in case Serve never ran
 	closeClients(l.id)
+	l.conns.closeAll()
 }
 
 func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -77,8 +79,13 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade has answered with an HTTP error
 	}
+	conn := &wsConn{Conn: c.NetConn(), ws: c}
+	if !l.conns.add(conn) {
+		return
+	}
+	defer l.conns.done(conn)
 	defer c.Close()
-	if err := l.establish(l.id, &wsConn{Conn: c.NetConn(), ws: c}); err != nil {
+	if err := l.establish(l.id, conn); err != nil {
 		l.log.Debug("websocket client ended", logKeyErr, err)
 	}
 }

@@ -1,0 +1,118 @@
+package mqtt
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// conns tracks the connections a listener hands to mochi, so that closing the listener
+// ends all of them and waits until mochi is done with each. mochi's own listeners start
+// a connection on a goroutine that registers with the server's WaitGroup only once
+// running: one accepted just as the broker closes escapes Close and lives on.
+type conns struct {
+	mu     sync.Mutex
+	closed bool
+	open   map[net.Conn]struct{}
+	wg     sync.WaitGroup
+}
+
+// add registers c, or closes it and returns false once the listener is closed.
+func (t *conns) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		c.Close()
+		return false
+	}
+	if t.open == nil {
+		t.open = make(map[net.Conn]struct{})
+	}
+	t.open[c] = struct{}{}
+	t.wg.Add(1)
+	return true
+}
+
+func (t *conns) done(c net.Conn) {
+	t.mu.Lock()
+	delete(t.open, c)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+// closeAll refuses new connections, closes the open ones and waits for their handlers.
+func (t *conns) closeAll() {
+	t.mu.Lock()
+	t.closed = true
+	for c := range t.open {
+		c.Close()
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// tcpListener is mochi's TCP listener with conns: it binds in Init, so that NewEmbedded
+// reports a busy port and knows the port picked for ":0".
+type tcpListener struct {
+	id      string
+	address string
+	ln      net.Listener
+	log     *slog.Logger
+	conns   conns
+}
+
+func newTCPListener(id, address string) *tcpListener {
+	return &tcpListener{id: id, address: address}
+}
+
+func (l *tcpListener) ID() string       { return l.id }
+func (l *tcpListener) Protocol() string { return "tcp" }
+
+func (l *tcpListener) Address() string {
+	if l.ln != nil {
+		return l.ln.Addr().String()
+	}
+	return l.address
+}
+
+func (l *tcpListener) Init(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", l.address)
+	if err != nil {
+		return err
+	}
+	l.log, l.ln = log, ln
+	return nil
+}
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		c, err := l.ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil { // out of file descriptors, say: wait for some to free up
+			l.log.Warn("tcp listener: accept", logKeyErr, err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if !l.conns.add(c) {
+			return
+		}
+		go func() {
+			defer l.conns.done(c)
+			if err := establish(l.id, c); err != nil {
+				l.log.Debug("client ended", logKeyErr, err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	_ = l.ln.Close()
+	closeClients(l.id) // DISCONNECT to the v5 clients, while their connections are open
+	l.conns.closeAll()
+}
