@@ -58,7 +58,7 @@ func (ms *matchState) check() {
 
 func (ms *matchState) error(format string, args ...any) {
 	ms.done()
-	ms.v.L.RaiseError(format, args...)
+	ms.v.L.RaiseError("%s", fmt.Sprintf(format, args...))
 }
 
 func (ms *matchState) classEnd(p int) int {

@@ -230,7 +230,7 @@ func scanFormat(L *lua.LState, f string, i int) (fmtSpec, byte, int) {
 	for i < len(f) && strings.IndexByte(flags, f[i]) >= 0 {
 		i++
 	}
-	if i-start >= len(flags) {
+	if i-start > len(flags) {
 		L.RaiseError("invalid format (repeated flags)")
 	}
 	spec := fmtSpec{flags: f[start:i], precision: -1}
@@ -251,7 +251,7 @@ func scanFormat(L *lua.LState, f string, i int) (fmtSpec, byte, int) {
 		L.RaiseError("invalid format (width or precision too long)")
 	}
 	if i >= len(f) {
-		L.RaiseError("invalid option '%%' to 'format'")
+		L.RaiseError("%s", "invalid option '%' to 'format'")
 	}
 	return spec, f[i], i + 1
 }
