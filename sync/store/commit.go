@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -351,12 +352,6 @@ func (e entry) cost() int64 {
 	return n + 12
 }
 
-type kvVal struct {
-	value     []byte
-	expiresAt uint64
-	del       bool
-}
-
 // stagedRec is a record written by a group and not yet in the database.
 type stagedRec struct {
 	seq  uint64
@@ -367,13 +362,13 @@ type stagedRec struct {
 
 // batch holds staged writes and the state they lead to. A job is staged into a
 // child batch of the group, so that a failing job can be dropped whole; reads
-// look through the chain, then into the store's state and the database.
+// look through the chain, then into the store's state and the database. The
+// maps are made on first use: most jobs touch one or two keys.
 type batch struct {
 	s       *Store
 	parent  *batch
 	ents    []entry
-	index   map[string]int
-	kv      map[string]kvVal
+	index   map[string]int // position in ents by key, once ents is long
 	heads   map[string]streamHead
 	cursors map[cursorID]uint64
 	staged  map[string][]stagedRec
@@ -385,27 +380,44 @@ type batch struct {
 	appended, big bool
 }
 
-func (s *Store) newBatch(parent *batch) *batch {
-	return &batch{
-		s: s, parent: parent,
-		index:   make(map[string]int),
-		kv:      make(map[string]kvVal),
-		heads:   make(map[string]streamHead),
-		cursors: make(map[cursorID]uint64),
-		staged:  make(map[string][]stagedRec),
-		freed:   make(map[string]int64),
+// indexFrom is the length of ents from which a batch indexes them in a map.
+const indexFrom = 16
+
+func (s *Store) newBatch(parent *batch) *batch { return &batch{s: s, parent: parent} }
+
+// find returns the position of key's entry in b.ents, or -1.
+func (b *batch) find(key []byte) int {
+	if b.index != nil {
+		if i, ok := b.index[string(key)]; ok {
+			return i
+		}
+		return -1
 	}
+	for i := range b.ents {
+		if bytes.Equal(b.ents[i].key, key) {
+			return i
+		}
+	}
+	return -1
 }
 
 func (b *batch) put(e entry) {
-	if i, ok := b.index[string(e.key)]; ok {
+	if i := b.find(e.key); i >= 0 {
 		b.size += e.cost() - b.ents[i].cost()
 		b.ents[i] = e
 	} else {
-		b.index[string(e.key)] = len(b.ents)
 		b.ents = append(b.ents, e)
 		b.size += e.cost()
 		b.count++
+		switch {
+		case b.index != nil:
+			b.index[string(e.key)] = len(b.ents) - 1
+		case len(b.ents) > indexFrom:
+			b.index = make(map[string]int, 2*len(b.ents))
+			for i, e := range b.ents {
+				b.index[string(e.key)] = i
+			}
+		}
 	}
 	if !e.del && len(e.value) >= valueThreshold {
 		b.big = true
@@ -417,24 +429,29 @@ func (b *batch) merge(c *batch) {
 	for _, e := range c.ents {
 		b.put(e)
 	}
-	for k, v := range c.kv {
-		b.kv[k] = v
-	}
 	for k, v := range c.heads {
-		b.heads[k] = v
+		setMap(&b.heads, k, v)
 	}
 	for k, v := range c.cursors {
-		b.cursors[k] = v
+		setMap(&b.cursors, k, v)
 	}
 	for k, v := range c.staged {
-		b.staged[k] = append(b.staged[k], v...)
+		setMap(&b.staged, k, append(b.staged[k], v...))
 	}
 	for k, v := range c.freed {
-		b.freed[k] += v
+		setMap(&b.freed, k, b.freed[k]+v)
 	}
 	b.total += c.total
 	b.appended = b.appended || c.appended
 	b.big = b.big || c.big
+}
+
+// setMap sets m[k] = v, making the map first if needed.
+func setMap[K comparable, V any](m *map[K]V, k K, v V) {
+	if *m == nil {
+		*m = make(map[K]V)
+	}
+	(*m)[k] = v
 }
 
 func (b *batch) stage(j *job) error {
@@ -489,9 +506,9 @@ func (b *batch) stageCommit(c Commit) ([]Record, error) {
 			if op.TTL < 0 {
 				return nil, fmt.Errorf("set %q: negative ttl: %w", op.Key, ErrInvalid)
 			}
-			b.setKV(k, kvVal{value: op.Value, expiresAt: expiry(now, op.TTL)})
+			b.put(entry{key: k, value: op.Value, expiresAt: expiry(now, op.TTL)})
 		case OpDel:
-			b.setKV(k, kvVal{del: true})
+			b.put(entry{key: k, del: true})
 		case OpIncr:
 			cur, ok, err := b.kvGet(k)
 			if err != nil {
@@ -506,7 +523,7 @@ func (b *batch) stageCommit(c Commit) ([]Record, error) {
 				return nil, fmt.Errorf("incr %q: %w", op.Key, err)
 			}
 			// Like Redis INCR, an incr keeps the key's expiry.
-			b.setKV(k, kvVal{value: n, expiresAt: cur.expiresAt})
+			b.put(entry{key: k, value: n, expiresAt: cur.expiresAt})
 		default:
 			return nil, fmt.Errorf("kv op %d on %q: %w", op.Kind, op.Key, ErrInvalid)
 		}
@@ -553,26 +570,23 @@ func formatNumber(f float64) []byte {
 	return strconv.AppendFloat(nil, f, 'g', -1, 64)
 }
 
-func (b *batch) setKV(k []byte, v kvVal) {
-	b.kv[string(k)] = v
-	b.put(entry{key: k, value: v.value, expiresAt: v.expiresAt, del: v.del})
-}
-
-func (b *batch) kvGet(k []byte) (kvVal, bool, error) {
+// kvGet returns the staged or stored value of KV key k.
+func (b *batch) kvGet(k []byte) (entry, bool, error) {
 	for x := b; x != nil; x = x.parent {
-		if v, ok := x.kv[string(k)]; ok {
-			return v, !v.del, nil
+		if i := x.find(k); i >= 0 {
+			e := x.ents[i]
+			return e, !e.del, nil
 		}
 	}
 	item, err := b.s.readTxn().Get(k)
 	if err == badger.ErrKeyNotFound {
-		return kvVal{}, false, nil
+		return entry{}, false, nil
 	}
 	if err != nil {
-		return kvVal{}, false, err
+		return entry{}, false, err
 	}
 	v, err := item.ValueCopy(nil)
-	return kvVal{value: v, expiresAt: item.ExpiresAt()}, err == nil, err
+	return entry{key: k, value: v, expiresAt: item.ExpiresAt()}, err == nil, err
 }
 
 func (b *batch) head(stream string) (streamHead, bool) {
@@ -587,7 +601,7 @@ func (b *batch) head(stream string) (streamHead, bool) {
 }
 
 func (b *batch) setHead(stream string, h streamHead) {
-	b.heads[stream] = h
+	setMap(&b.heads, stream, h)
 	b.put(entry{key: headKey(stream), value: h.encode()})
 }
 
@@ -674,7 +688,7 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 		h.Bytes += int64(size)
 		b.setHead(a.Stream, h)
 		b.put(entry{key: key, value: val})
-		b.staged[a.Stream] = append(b.staged[a.Stream], stagedRec{seq: seq, ms: ms, size: size, key: key})
+		setMap(&b.staged, a.Stream, append(b.staged[a.Stream], stagedRec{seq: seq, ms: ms, size: size, key: key}))
 		b.total += int64(size)
 		added += int64(size)
 		b.appended = true
@@ -772,7 +786,7 @@ func (b *batch) deleteFront(stream string, cause dropCause, stop func(seq uint64
 		h.First = seq + 1
 		h.Bytes -= int64(size)
 		b.total -= int64(size)
-		b.freed[stream] += int64(size)
+		setMap(&b.freed, stream, b.freed[stream]+int64(size))
 		switch cause {
 		case causeQuota:
 			h.DroppedQuota++
@@ -824,7 +838,7 @@ func (b *batch) stageAck(id cursorID, seq uint64) error {
 	if !ok || seq > h.Last {
 		return fmt.Errorf("seq %d beyond the last of %s (%d): %w", seq, id.stream, h.Last, ErrInvalid)
 	}
-	b.cursors[id] = seq
+	setMap(&b.cursors, id, seq)
 	b.put(entry{key: cursorKey(id.consumer, id.stream), value: beUint64(seq)})
 	_, err := b.trim(id.stream)
 	return err
