@@ -97,11 +97,28 @@ type receiver struct {
 	respond func(r *request) reply
 	bytesIn int64 // bytes read from connections
 	tls     *tls.Config
+	idle    time.Duration // the server's IdleTimeout
+	close   bool          // answer every request with Connection: close
 	done    chan struct{}
 }
 
 func newReceiver(t testing.TB, respond func(*request) reply) *receiver {
 	return newTLSReceiver(t, respond, nil)
+}
+
+// newReceiverWith starts a receiver after setup has adjusted it.
+func newReceiverWith(t testing.TB, respond func(*request) reply, setup func(*receiver)) *receiver {
+	t.Helper()
+	rc := &receiver{t: t, respond: respond}
+	setup(rc)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.addr = ln.Addr().String()
+	rc.serve(ln)
+	t.Cleanup(rc.stop)
+	return rc
 }
 
 // newTLSReceiver serves HTTPS with cfg, or HTTP when cfg is nil.
@@ -130,7 +147,7 @@ func (rc *receiver) serve(ln net.Listener) {
 	if rc.tls != nil {
 		rc.ln = tls.NewListener(rc.ln, rc.tls)
 	}
-	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.handle), ErrorLog: log.New(io.Discard, "", 0)}
+	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.handle), ErrorLog: log.New(io.Discard, "", 0), IdleTimeout: rc.idle}
 	rc.done = make(chan struct{})
 	go func(srv *http.Server, ln net.Listener, done chan struct{}) {
 		defer close(done)
@@ -210,6 +227,9 @@ func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range rep.header {
 		w.Header().Set(k, v)
+	}
+	if rc.close {
+		w.Header().Set("Connection", "close")
 	}
 	rc.mu.Lock()
 	req.status = rep.status

@@ -256,7 +256,6 @@ type httpPipe struct {
 	mu       sync.Mutex
 	queue    []*inflight // written, not yet answered, in order
 	answered int         // responses read on this connection
-	closing  bool        // the last response said Connection: close
 	dead     error
 
 	readerDone chan struct{}
@@ -278,7 +277,7 @@ func (p *httpPipe) window() int {
 	defer p.mu.Unlock()
 	// One request until the server has shown it keeps the connection open;
 	// a server that closes after every response then gets one at a time.
-	if p.answered == 0 || p.closing {
+	if p.answered == 0 {
 		return 1
 	}
 	return math.MaxInt
@@ -346,7 +345,6 @@ func (p *httpPipe) readLoop() {
 		}
 		p.queue = p.queue[1:]
 		p.answered++
-		p.closing = closing
 		if len(p.queue) > 0 {
 			p.conn.SetReadDeadline(time.Now().Add(p.t.cfg.Timeout))
 		} else {

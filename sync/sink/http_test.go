@@ -566,3 +566,94 @@ func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 		t.Errorf("published %q", got)
 	}
 }
+
+func TestHTTPSlowReceiverTimesOut(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	rc := newReceiver(t, func(r *request) reply {
+		if r.n < 2 {
+			return reply{status: http.StatusOK, delay: 500 * time.Millisecond}
+		}
+		return reply{status: http.StatusOK}
+	})
+	var logs logBuffer
+	cfg := httpConfig(rc.url())
+	cfg.HTTP.Timeout = 100 * time.Millisecond
+	s, err := New(cfg, st, nil, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 10)
+	run(t, s)
+	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	reqs := rc.requests()
+	// The slow answers came too late: the same batch was sent three times.
+	if len(reqs) != 3 || reqs[0].header.Get("Idempotency-Key") != reqs[2].header.Get("Idempotency-Key") {
+		t.Errorf("%d requests", len(reqs))
+	}
+	if logs.count("to=offline") != 1 || !strings.Contains(logs.buf.String(), "timeout") {
+		t.Errorf("logs:\n%s", logs.buf.String())
+	}
+}
+
+// Auth and URL errors are the configuration's fault, not the records': they
+// are retried, never dead-lettered.
+func TestHTTPAuthErrorIsNotPoison(t *testing.T) {
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	rc := newReceiver(t, func(r *request) reply {
+		if r.n < 4 {
+			return reply{status: []int{401, 403, 404, 301}[r.n]}
+		}
+		return reply{status: http.StatusOK}
+	})
+	var logs logBuffer
+	s, err := New(httpConfig(rc.url()), st, nil, logs.logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 0, 10)
+	run(t, s)
+	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	if dead, _ := st.Read(DeadStream, 0, 0, 0); len(dead) != 0 {
+		t.Errorf("%d records dead-lettered", len(dead))
+	}
+	if len(rc.requests()) != 5 || logs.count("to=backing_off") != 1 {
+		t.Errorf("%d requests; logs:\n%s", len(rc.requests()), logs.buf.String())
+	}
+}
+
+// Servers that close the connection after every response, or close idle
+// connections quickly, cost reconnects but are no failures.
+func TestHTTPServerClosingConnections(t *testing.T) {
+	for name, setup := range map[string]func(*receiver){
+		"connection-close": func(rc *receiver) { rc.close = true },
+		"idle-timeout":     func(rc *receiver) { rc.idle = 20 * time.Millisecond },
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := openStore(t, t.TempDir())
+			defer st.Close()
+			rc := newReceiverWith(t, nil, setup)
+			var logs logBuffer
+			cfg := httpConfig(rc.url())
+			cfg.Batch.MaxRecords = 10
+			s, err := New(cfg, st, nil, logs.logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, s)
+			for i := range 5 {
+				appendN(t, st, "a", i*30, 30)
+				eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+				time.Sleep(50 * time.Millisecond)
+			}
+			checkOrder(t, rc.requests(), "a", 150)
+			if n := len(rc.requests()); n != 15 {
+				t.Errorf("%d requests for 15 batches", n)
+			}
+			if st := s.Status(); st.Retried != 0 || logs.count("sink state") != 0 {
+				t.Errorf("retried %d; logs:\n%s", st.Retried, logs.buf.String())
+			}
+		})
+	}
+}

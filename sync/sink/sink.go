@@ -175,7 +175,7 @@ func New(cfg Config, out Outbox, pub Publisher, logger *slog.Logger) (*Sink, err
 
 // scanEvery bounds how often Run lists the streams: new streams are rare,
 // appends are not.
-const scanEvery = 250 * time.Millisecond
+const scanEvery = 50 * time.Millisecond
 
 // Run drains the sink's streams until ctx ends, then writes the cursors and
 // returns nil. Each stream gets a lane when it first appears.
@@ -210,17 +210,20 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 		}
+		last := time.Now()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
-		t := time.NewTimer(scanEvery)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
+		if d := scanEvery - time.Since(last); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
 		}
 	}
 }
