@@ -20,8 +20,10 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // Options configures a Browser. The zero value is a 1280x800 desktop window.
@@ -256,6 +258,9 @@ func (b *Browser) WaitText(sel, want string) string {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	if len(last) > 400 {
+		last = last[:400] + "…"
+	}
 	b.fail(fmt.Sprintf("wait for %q in %s", want, sel), fmt.Errorf("text is %q", last))
 	return ""
 }
@@ -284,10 +289,37 @@ func (b *Browser) Count(sel string) int {
 	return run(b, "count "+sel, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelectorAll(%q).length`, sel)))
 }
 
-// Type sends key strokes to the element, as a user typing would.
+// Type focuses the element and sends key strokes, as a user typing would: "\n" is
+// Enter, "\t" is Tab. Each key is a keyDown that carries its text, so a page that
+// calls preventDefault on keydown (the editor's Enter and Tab) stops the text as
+// with a real keyboard; chromedp's SendKeys sends the text as a separate char event
+// that no keydown handler can stop.
 func (b *Browser) Type(sel, keys string) {
 	b.t.Helper()
-	b.do("type into "+sel, chromedp.SendKeys(chromedp.CSS(sel), keys, chromedp.NodeVisible))
+	b.do("type into "+sel, chromedp.Focus(chromedp.CSS(sel), chromedp.NodeVisible),
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			for _, r := range keys {
+				var down, up *input.DispatchKeyEventParams
+				text := ""
+				for _, k := range kb.Encode(r) {
+					switch k.Type {
+					case kb.KeyDown:
+						down = k
+					case kb.KeyUp:
+						up = k
+					case kb.KeyChar:
+						text = k.Text
+					}
+				}
+				down.Text, down.UnmodifiedText = text, text
+				for _, k := range []*input.DispatchKeyEventParams{down, up} {
+					if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, *k); err != nil {
+						return fmt.Errorf("key %q: %w", r, err)
+					}
+				}
+			}
+			return nil
+		}))
 }
 
 // SetValue replaces the value of an input or textarea and fires an input event, so
