@@ -48,7 +48,8 @@ type HubOptions struct {
 	// WriteTimeout bounds one write to a client; a client whose TCP window stays closed
 	// that long is dropped. Zero means 10 s.
 	WriteTimeout time.Duration
-	// Logger receives connection errors. Nil means slog.Default().
+	// Logger receives connection errors; scope it (With) before passing it. Nil means
+	// slog.Default().
 	Logger *slog.Logger
 }
 
@@ -107,7 +108,7 @@ func NewHub(opts HubOptions) *Hub {
 	opts.ensureDefaults()
 	h := &Hub{
 		opts:    opts,
-		log:     opts.Logger.With("component", "live"),
+		log:     opts.Logger,
 		clients: make(map[*client]struct{}),
 	}
 	h.upgrader = websocket.Upgrader{
