@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/moongate/moongate/gateway"
+	"github.com/moongate/moongate/gateway/config"
+)
+
+const defaultConfig = "moongate.yaml"
+
+// loadConfig reads -c, or ./moongate.yaml when present, else the built-in defaults. Any
+// config error is a usage error (exit 2) naming file, line and key.
+func loadConfig(path string, explicit bool) (*config.Config, error) {
+	if !explicit {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return config.Default(), nil
+		}
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if err := gateway.Check(c); err != nil {
+		return nil, usageError{err}
+	}
+	return c, nil
+}
+
+func configFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "c", defaultConfig, "config file")
+}
+
+func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	var path string
+	configFlag(fs, &path)
+	allowMissing := fs.Bool("allow-missing-hardware", false, "start even when a sensor's bus or pin is missing")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path, flagSet(fs, "c"))
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Gateway.LogLevel)); err != nil {
+		return usagef("gateway.log_level: %v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.File == "" {
+		logger.Info("no config file: embedded broker and console only", "looked_for", path)
+	}
+	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing})
+	if err := g.Run(ctx); err != nil {
+		var list config.ErrorList
+		if errors.As(err, &list) {
+			return usageError{err}
+		}
+		return fmt.Errorf("%w", err)
+	}
+	return nil
+}
+
+func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	var path string
+	configFlag(fs, &path)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path, true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d functions, %d sensors, %d sinks)\n", cfg.File, len(cfg.Functions), len(cfg.Sensors), len(cfg.Sync.Sinks))
+	return nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

@@ -1,0 +1,512 @@
+package gateway
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/dustin/go-humanize"
+
+	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/luafn"
+)
+
+// maxBody bounds API request bodies: a function's source and settings, or a test event.
+const maxBody = 1 << 20
+
+func (g *Gateway) handler() http.Handler {
+	mux := http.NewServeMux()
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, g.requireToken(h)) }
+	api("GET /api/v1/status", g.getStatus)
+	api("GET /api/v1/functions", g.listFunctions)
+	api("GET /api/v1/functions/{name}", g.getFunction)
+	api("PUT /api/v1/functions/{name}", g.putFunction)
+	api("DELETE /api/v1/functions/{name}", g.deleteFunction)
+	api("POST /api/v1/functions/{name}/invoke", g.invokeFunction)
+	api("POST /api/v1/functions/{name}/rollback", g.rollbackFunction)
+	api("GET /api/v1/functions/{name}/kv", g.getKV)
+	api("GET /api/v1/sync", g.getSync)
+	api("GET /metrics", g.metrics.handler().ServeHTTP)
+	mux.Handle("GET /api/v1/live", g.hub) // the hub checks the token itself (browsers can't send headers)
+	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	}))
+	mux.Handle("/", console.Handler())
+	return mux
+}
+
+// authorized compares the request's bearer token in constant time. With no token set (a
+// loopback listener), every request is allowed.
+func (g *Gateway) authorized(r *http.Request) bool {
+	if g.token == "" {
+		return true
+	}
+	got := console.BearerToken(r)
+	return subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1
+}
+
+func (g *Gateway) requireToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !g.authorized(r) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			writeError(w, http.StatusUnauthorized, "unauthorized")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client went away; nothing to do
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decodeBody reads a size-limited JSON body; an empty body leaves v as it is.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	err := json.NewDecoder(r.Body).Decode(v)
+	var tooBig *http.MaxBytesError
+	switch {
+	case err == nil || errors.Is(err, io.EOF): // an empty body keeps the defaults
+		return true
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", maxBody))
+	default:
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+	}
+	return false
+}
+
+type brokerDoc struct {
+	State   string `json:"state"`
+	Addr    string `json:"addr"`
+	Clients int    `json:"clients"`
+}
+
+type statusDoc struct {
+	Version     string      `json:"version"`
+	GatewayID   string      `json:"gateway_id"`
+	UptimeS     int64       `json:"uptime_s"`
+	Broker      brokerDoc   `json:"broker"`
+	Sinks       []sinkState `json:"sinks"`
+	OutboxDepth int64       `json:"outbox_depth"`
+	MemoryBytes uint64      `json:"memory_bytes"` // Go runtime memory obtained from the OS (MemStats.Sys)
+	Functions   int         `json:"functions"`
+	Sensors     []sensorDoc `json:"sensors,omitempty"`
+}
+
+type sinkState struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+}
+
+func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	bs := g.bus.Status()
+	doc := statusDoc{
+		Version: g.opts.Version, GatewayID: g.cfg.Gateway.ID, UptimeS: int64(time.Since(g.started).Seconds()),
+		Broker:      brokerDoc{State: bs.State, Addr: bs.Broker, Clients: bs.Clients},
+		OutboxDepth: g.store.Stats().PendingRecords, MemoryBytes: ms.Sys, Functions: len(g.registry.all()),
+		Sinks: []sinkState{}, Sensors: g.sensorDocs(),
+	}
+	for _, s := range g.sinks {
+		st := s.Status()
+		doc.Sinks = append(doc.Sinks, sinkState{Name: st.Name, State: string(st.State)})
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+type countersDoc struct {
+	Invocations   int64 `json:"invocations"`
+	Errors        int64 `json:"errors"`
+	DurationUSSum int64 `json:"duration_us_sum"`
+}
+
+type versionDoc struct {
+	Version    int       `json:"version"`
+	Created    time.Time `json:"created"`
+	Size       int       `json:"size"`
+	SHA256     string    `json:"sha256"`
+	RollbackOf int       `json:"rollback_of,omitempty"`
+}
+
+type functionDoc struct {
+	Name        string            `json:"name"`
+	Version     int               `json:"version"`
+	Viewing     int               `json:"viewing,omitempty"`
+	Source      string            `json:"source,omitempty"`
+	Triggers    []string          `json:"triggers"`
+	Timeout     string            `json:"timeout"`
+	Memory      string            `json:"memory"`
+	Concurrency int               `json:"concurrency"`
+	Env         map[string]string `json:"env,omitempty"`
+	Emit        string            `json:"emit"`
+	Created     time.Time         `json:"created"`
+	Counters    countersDoc       `json:"counters"`
+	Versions    []versionDoc      `json:"versions,omitempty"`
+}
+
+func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) functionDoc {
+	d := functionDoc{
+		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
+		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
+		Created: spec.Created,
+		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
+			DurationUSSum: v.stats.durationUS.Load()},
+	}
+	if d.Triggers == nil {
+		d.Triggers = []string{}
+	}
+	if full {
+		d.Source, d.Env = spec.Source, spec.Env
+	}
+	return d
+}
+
+func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
+	docs := []functionDoc{}
+	for _, v := range g.registry.all() {
+		docs = append(docs, g.functionDoc(v, v.spec, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"functions": docs})
+}
+
+func (g *Gateway) fullDoc(v *version, viewing int) (functionDoc, error) {
+	vs, err := g.versions(v.name)
+	if err != nil {
+		return functionDoc{}, err
+	}
+	spec := v.spec
+	if viewing != 0 {
+		found := false
+		for _, s := range vs {
+			if s.Version == viewing {
+				spec, found = s, true
+			}
+		}
+		if !found {
+			return functionDoc{}, errNotFound
+		}
+	}
+	d := g.functionDoc(v, spec, true)
+	d.Viewing = viewing
+	for i := len(vs) - 1; i >= 0; i-- {
+		s := vs[i]
+		d.Versions = append(d.Versions, versionDoc{Version: s.Version, Created: s.Created, Size: len(s.Source),
+			SHA256: s.sha256(), RollbackOf: s.RollbackOf})
+	}
+	return d, nil
+}
+
+func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
+	v := g.registry.current(r.PathValue("name"))
+	if v == nil {
+		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(r.PathValue("name")))
+		return
+	}
+	viewing := 0
+	if q := r.URL.Query().Get("version"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "version must be a number")
+			return
+		}
+		viewing = n
+	}
+	d, err := g.fullDoc(v, viewing)
+	switch {
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored", viewing, v.name))
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, d)
+	}
+}
+
+// deployRequest is the PUT body; absent fields keep the current version's value.
+type deployRequest struct {
+	Source      *string           `json:"source"`
+	Triggers    []string          `json:"triggers"`
+	Timeout     *string           `json:"timeout"`
+	Memory      *string           `json:"memory"`
+	Concurrency *int              `json:"concurrency"`
+	Retries     *int              `json:"retries"`
+	Env         map[string]string `json:"env"`
+	Emit        *string           `json:"emit"`
+}
+
+func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req deployRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Source == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "source is required", "field": "source"})
+		return
+	}
+	spec := FunctionSpec{Name: name, Timeout: 100 * time.Millisecond, Memory: 16 << 20, Concurrency: 2, Retries: 3}
+	cur := g.registry.current(name)
+	if cur != nil {
+		spec = cur.spec
+		spec.ConfigHash, spec.RollbackOf, spec.Created = "", 0, time.Time{}
+	}
+	spec.Source = *req.Source
+	if req.Triggers != nil {
+		spec.Triggers = req.Triggers
+	}
+	if req.Env != nil {
+		spec.Env = req.Env
+	}
+	if req.Emit != nil {
+		spec.Emit = *req.Emit
+	}
+	if req.Concurrency != nil {
+		spec.Concurrency = *req.Concurrency
+	}
+	if req.Retries != nil {
+		spec.Retries = *req.Retries
+	}
+	if req.Timeout != nil {
+		d, err := time.ParseDuration(*req.Timeout)
+		if err != nil || d <= 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad timeout " + strconv.Quote(*req.Timeout), "field": "timeout"})
+			return
+		}
+		spec.Timeout = d
+	}
+	if req.Memory != nil {
+		n, err := humanize.ParseBytes(*req.Memory)
+		if err != nil || n < 1<<20 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad memory " + strconv.Quote(*req.Memory) + " (at least 1MiB)", "field": "memory"})
+			return
+		}
+		spec.Memory = int64(n)
+	}
+	if spec.Concurrency < 1 || spec.Concurrency > 256 {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "concurrency must be between 1 and 256", "field": "concurrency"})
+		return
+	}
+	if len(spec.Triggers) == 0 {
+		spec.Triggers = []string{}
+	}
+	g.deployAndRespond(w, spec, cur == nil)
+}
+
+func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created bool) {
+	v, err := g.registry.deploy(spec)
+	var ce *CompileError
+	switch {
+	case errors.As(err, &ce):
+		body := map[string]any{"error": ce.Error()}
+		if ce.Line > 0 {
+			body["line"] = ce.Line
+		}
+		if ce.Field != "" {
+			body["field"] = ce.Field
+		}
+		writeJSON(w, http.StatusBadRequest, body)
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	g.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers)
+	d, err := g.fullDoc(v, 0)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, d)
+}
+
+func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	err := g.registry.remove(name, r.URL.Query().Get("purge") == "1")
+	switch {
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	default:
+		g.logger.Info("function deleted", "function", name)
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// invokeRequest is a test event; every field is optional.
+type invokeRequest struct {
+	ID      string             `json:"id"`
+	Source  string             `json:"source"`
+	TS      int64              `json:"ts"`
+	Topic   string             `json:"topic"`
+	Payload json.RawMessage    `json:"payload"`
+	QoS     byte               `json:"qos"`
+	Pin     string             `json:"pin"`
+	Level   int                `json:"level"`
+	Edge    string             `json:"edge"`
+	Sensor  string             `json:"sensor"`
+	Values  map[string]float64 `json:"values"`
+}
+
+type invokeResponse struct {
+	Result     any               `json:"result"`
+	Logs       []console.LogLine `json:"logs"`
+	Error      string            `json:"error,omitempty"`
+	Line       int               `json:"line,omitempty"`
+	DurationUS int64             `json:"duration_us"`
+	Version    int               `json:"version"`
+	EventID    string            `json:"event_id"`
+}
+
+// invokeFunction runs the function once on a test event, for real: its effects commit like
+// any other invocation's, so what the console shows is what the function does.
+func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
+	v := g.registry.current(r.PathValue("name"))
+	if v == nil {
+		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(r.PathValue("name")))
+		return
+	}
+	var req invokeRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	ev := &luafn.Event{ID: req.ID, Source: req.Source, TS: req.TS, Topic: req.Topic, QoS: req.QoS,
+		Pin: req.Pin, Level: req.Level, Edge: req.Edge, Sensor: req.Sensor, Values: req.Values}
+	if ev.ID == "" {
+		ev.ID = newEventID()
+	}
+	if ev.Source == "" {
+		ev.Source = "console"
+	}
+	if ev.TS == 0 {
+		ev.TS = time.Now().UnixMilli()
+	}
+	if len(req.Payload) > 0 {
+		var s string
+		if json.Unmarshal(req.Payload, &s) == nil {
+			ev.Payload = []byte(s) // a JSON string is the payload's text
+		} else {
+			ev.Payload = req.Payload
+		}
+	}
+	res, err := g.invoke(v, ev)
+	if err == nil {
+		if err = g.commit(v, ev, res); err == nil {
+			g.afterCommit(v, ev, res)
+		}
+	}
+	out := invokeResponse{Logs: []console.LogLine{}, Version: v.number, EventID: ev.ID}
+	if res != nil {
+		out.Result = res.Value
+		out.DurationUS = res.Duration.Microseconds()
+		for _, l := range res.Logs {
+			out.Logs = append(out.Logs, console.LogLine{Level: levelName(l.Level), Msg: l.Message})
+		}
+	}
+	if err != nil {
+		out.Error = err.Error()
+		var ie *luafn.InvokeError
+		if errors.As(err, &ie) {
+			out.Line = ie.Line
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	cur := g.registry.current(name)
+	if cur == nil {
+		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
+		return
+	}
+	var req struct {
+		Version int `json:"version"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	vs, err := g.versions(name)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	target := req.Version
+	if target == 0 {
+		target = cur.number - 1
+		if target < 1 {
+			writeError(w, http.StatusConflict, name+" has no previous version")
+			return
+		}
+	}
+	for _, s := range vs {
+		if s.Version == target {
+			s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
+			g.deployAndRespond(w, s, false)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored", target, name))
+}
+
+type kvItem struct {
+	Key     string          `json:"key"`
+	Value   json.RawMessage `json:"value"`
+	Expires *time.Time      `json:"expires,omitempty"`
+}
+
+func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if g.registry.current(name) == nil {
+		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
+		return
+	}
+	limit := 1000
+	if q := r.URL.Query().Get("limit"); q != "" {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "limit must be between 1 and 10000")
+			return
+		}
+		limit = n
+	}
+	kvs, err := g.store.KVList(name, r.URL.Query().Get("prefix"), limit+1)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	items := []kvItem{}
+	for i, kv := range kvs {
+		if i == limit {
+			break
+		}
+		it := kvItem{Key: kv.Key, Value: kv.Value}
+		if !kv.ExpiresAt.IsZero() {
+			t := kv.ExpiresAt.UTC()
+			it.Expires = &t
+		}
+		items = append(items, it)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })
+	writeJSON(w, http.StatusOK, map[string]any{"items": items, "truncated": len(kvs) > limit})
+}

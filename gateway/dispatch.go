@@ -1,0 +1,265 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/moongate/moongate/luafn"
+)
+
+// A task is one event for one function. done is called exactly once: after the
+// invocation's effects are durable (or the event went to $dead), or with errAbandoned when
+// the gateway stops before it ran, so the source can leave it unacknowledged.
+type task struct {
+	ev      *luafn.Event
+	key     string // ordering key: events with the same key run one after another
+	durable bool   // QoS 1: retried on failure, acknowledged only after commit
+	done    func(error)
+}
+
+var errAbandoned = errors.New("gateway stopping: event handed back unacknowledged")
+
+// maxQueued bounds the events waiting per function. Durable events wait for room (the
+// broker or device then holds them); others are dropped and counted.
+const maxQueued = 16384
+
+// executor runs the events of one function: in arrival order per key, different keys in
+// parallel (bounded by the function's warm VM pool), each invocation committed before the
+// next event of its key starts, so a function always sees its own previous state.
+type executor struct {
+	name string
+	g    *Gateway
+
+	mu      sync.Mutex
+	queues  map[string][]*task // per key; present while a runner owns the key
+	queued  int
+	room    *sync.Cond
+	stopped bool
+	running sync.WaitGroup
+}
+
+func newExecutor(g *Gateway, name string) *executor {
+	e := &executor{name: name, g: g, queues: map[string][]*task{}}
+	e.room = sync.NewCond(&e.mu)
+	return e
+}
+
+// enqueue hands t to the function. It blocks for room only for durable events.
+func (e *executor) enqueue(t *task) {
+	e.mu.Lock()
+	for e.queued >= maxQueued && t.durable && !e.stopped {
+		e.room.Wait()
+	}
+	if e.stopped {
+		e.mu.Unlock()
+		t.done(errAbandoned)
+		return
+	}
+	if e.queued >= maxQueued {
+		e.mu.Unlock()
+		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
+		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
+		return
+	}
+	q, busy := e.queues[t.key]
+	e.queues[t.key] = append(q, t)
+	e.queued++
+	if !busy {
+		e.running.Add(1)
+		go e.run(t.key)
+	}
+	e.mu.Unlock()
+}
+
+// run owns one key until its queue is empty.
+func (e *executor) run(key string) {
+	defer e.running.Done()
+	for {
+		e.mu.Lock()
+		q := e.queues[key]
+		if len(q) == 0 || e.stopped {
+			delete(e.queues, key)
+			e.mu.Unlock()
+			for _, t := range q { // stopped: hand back what never started
+				t.done(errAbandoned)
+			}
+			return
+		}
+		t := q[0]
+		q[0] = nil
+		e.queues[key] = q[1:]
+		e.queued--
+		e.room.Signal()
+		e.mu.Unlock()
+		t.done(e.g.process(e.name, t))
+	}
+}
+
+// stop finishes the invocation each key is running, hands back the rest, and waits.
+func (e *executor) stop() {
+	e.mu.Lock()
+	e.stopped = true
+	e.room.Broadcast()
+	e.mu.Unlock()
+	e.running.Wait()
+}
+
+// process runs one task to its end: invoke, commit, then the effects that touch the world.
+// It returns errAbandoned if the gateway stopped before the task's effects were durable.
+func (g *Gateway) process(fnName string, t *task) error {
+	tries := 1
+	backoff := g.opts.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		v := g.registry.current(fnName)
+		if v == nil { // deleted meanwhile: nothing to run
+			return nil
+		}
+		if t.durable {
+			tries = 1 + v.retries
+		}
+		res, err := g.invoke(v, t.ev)
+		if err == nil {
+			err = g.commit(v, t.ev, res)
+			if err == nil {
+				g.afterCommit(v, t.ev, res)
+				return nil
+			}
+			if errors.Is(err, errStopping) {
+				return errAbandoned
+			}
+		}
+		if attempt >= tries {
+			return g.deadLetter(v, t.ev, err, attempt)
+		}
+		g.logger.Warn("invocation failed, retrying", "function", fnName, "version", v.number,
+			"event", t.ev.ID, "attempt", attempt, "err", err)
+		select {
+		case <-g.stopping:
+			return errAbandoned
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+var errStopping = errors.New("gateway stopping")
+
+// invoke runs the function and reports the invocation to metrics and the live console.
+func (g *Gateway) invoke(v *version, ev *luafn.Event) (*luafn.Result, error) {
+	start := time.Now()
+	res, err := v.fn.Invoke(g.runCtx, ev)
+	d := time.Since(start)
+	if res != nil && res.Duration > 0 {
+		d = res.Duration
+	}
+	v.stats.observe(d, err)
+	g.metrics.observeInvocation(v.name, d, err)
+	g.live.invocation(v, ev, res, d, err)
+	if err != nil {
+		g.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)
+	}
+	return res, err
+}
+
+// commit makes an invocation's KV writes and emitted records durable in one transaction.
+func (g *Gateway) commit(v *version, ev *luafn.Event, res *luafn.Result) error {
+	c := commitOf(v, ev, res)
+	if c.empty() {
+		return nil
+	}
+	if err := g.store.Commit(g.runCtx, c.store()); err != nil {
+		if g.runCtx.Err() != nil {
+			return errStopping
+		}
+		g.metrics.commitErrors.Inc()
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// afterCommit applies what must not happen unless the commit did: publishes and pin writes.
+func (g *Gateway) afterCommit(v *version, ev *luafn.Event, res *luafn.Result) {
+	ctx := context.WithoutCancel(g.runCtx)
+	for _, p := range res.Effects.Publishes {
+		if err := g.bus.Publish(ctx, p.Topic, p.Payload, p.QoS, p.Retain); err != nil {
+			g.logger.Warn("publish after commit failed", "function", v.name, "topic", p.Topic, "err", err)
+			g.metrics.publishErrors.Inc()
+		}
+	}
+	for _, w := range res.Effects.PinWrites {
+		if err := g.pins.WritePin(w.Pin, w.Level); err != nil {
+			g.logger.Warn("gpio write after commit failed", "function", v.name, "pin", w.Pin, "err", err)
+		}
+	}
+}
+
+// deadRecord is what $dead holds for an event that failed every try.
+type deadRecord struct {
+	Function string      `json:"function"`
+	Version  int         `json:"version"`
+	Error    string      `json:"error"`
+	Tries    int         `json:"tries"`
+	Event    eventRecord `json:"event"`
+}
+
+// deadLetter records the failed event in $dead. The event then counts as handled: its
+// source is acknowledged, so a poison message cannot block its topic forever.
+func (g *Gateway) deadLetter(v *version, ev *luafn.Event, cause error, tries int) error {
+	data, err := json.Marshal(deadRecord{Function: v.name, Version: v.number, Error: cause.Error(), Tries: tries, Event: recordOf(ev)})
+	if err != nil {
+		return fmt.Errorf("encode dead letter: %w", err)
+	}
+	c := commitSet{ns: v.name, records: []appendRec{{stream: DeadStream, function: v.name, data: data}}}
+	if err := g.store.Commit(g.runCtx, c.store()); err != nil {
+		if g.runCtx.Err() != nil {
+			return errAbandoned
+		}
+		// Neither committed nor dead-lettered: leave the event unacknowledged for redelivery.
+		g.logger.Error("dead letter not stored", "function", v.name, "event", ev.ID, "err", err)
+		return fmt.Errorf("dead letter: %w", err)
+	}
+	g.metrics.deadLetters.WithLabelValues(v.name).Inc()
+	return nil
+}
+
+// DeadStream is the outbox stream of events that failed every try (SPEC §5).
+const DeadStream = "$dead"
+
+// eventRecord is an event as JSON, for $dead and the live console.
+type eventRecord struct {
+	ID      string             `json:"id"`
+	Source  string             `json:"source"`
+	TS      int64              `json:"ts"`
+	Topic   string             `json:"topic,omitempty"`
+	Payload json.RawMessage    `json:"payload,omitempty"`
+	Raw     string             `json:"raw,omitempty"`
+	QoS     byte               `json:"qos,omitempty"`
+	Pin     string             `json:"pin,omitempty"`
+	Level   int                `json:"level,omitempty"`
+	Edge    string             `json:"edge,omitempty"`
+	Sensor  string             `json:"sensor,omitempty"`
+	Values  map[string]float64 `json:"values,omitempty"`
+}
+
+func recordOf(ev *luafn.Event) eventRecord {
+	r := eventRecord{ID: ev.ID, Source: ev.Source, TS: ev.TS, Topic: ev.Topic, QoS: ev.QoS,
+		Pin: ev.Pin, Level: ev.Level, Edge: ev.Edge, Sensor: ev.Sensor, Values: ev.Values}
+	if json.Valid(ev.Payload) {
+		r.Payload = ev.Payload
+	} else if len(ev.Payload) > 0 {
+		r.Raw = string(ev.Payload)
+	}
+	return r
+}
+
+// logAbandon is used by sources that hand an event back.
+func logAbandon(l *slog.Logger, what string, err error) {
+	if err != nil && !errors.Is(err, errAbandoned) {
+		l.Warn("event not acknowledged", "source", what, "err", err)
+	}
+}

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/sensors"
+)
+
+// live feeds the console's websocket stream. Every method is on a hot path, so each
+// returns at once when no console is watching.
+type live struct {
+	hub *console.Hub
+}
+
+func (l *live) watching() bool { return l != nil && l.hub.Stats().Clients > 0 }
+
+func (l *live) event(ev *luafn.Event) {
+	if !l.watching() {
+		return
+	}
+	l.hub.Publish(console.Event{TS: ev.TS, ID: ev.ID, Source: ev.Source, Topic: eventTopic(ev), Payload: ev.Payload, QoS: ev.QoS})
+}
+
+// eventTopic names non-MQTT events in the console's topic column.
+func eventTopic(ev *luafn.Event) string {
+	switch {
+	case ev.Topic != "":
+		return ev.Topic
+	case ev.Pin != "":
+		return "gpio/" + ev.Pin
+	case ev.Sensor != "":
+		return "sensor/" + ev.Sensor
+	}
+	return ""
+}
+
+func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time.Duration, err error) {
+	if !l.watching() {
+		return
+	}
+	m := console.Invocation{TS: time.Now().UnixMilli(), Function: v.name, Version: v.number, EventID: ev.ID,
+		Topic: eventTopic(ev), DurationUS: d.Microseconds()}
+	if err != nil {
+		m.Error = err.Error()
+	}
+	if res != nil {
+		if res.Value != nil {
+			m.Result, _ = json.Marshal(res.Value)
+		}
+		for _, lg := range res.Logs {
+			m.Logs = append(m.Logs, console.LogLine{Level: levelName(lg.Level), Msg: lg.Message})
+		}
+	}
+	l.hub.Publish(m)
+}
+
+func (l *live) sensor(rd sensors.Reading) {
+	if !l.watching() {
+		return
+	}
+	l.hub.Publish(console.Sensor{TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values})
+}
+
+func (l *live) sync(name, state, errMsg string, lag time.Duration, pending int64) {
+	if !l.watching() {
+		return
+	}
+	l.hub.Publish(console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending})
+}
+
+func levelName(l slog.Level) string {
+	switch {
+	case l >= slog.LevelError:
+		return "error"
+	case l >= slog.LevelWarn:
+		return "warn"
+	case l >= slog.LevelInfo:
+		return "info"
+	}
+	return "debug"
+}

@@ -1,0 +1,120 @@
+package gateway
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the gateway's Prometheus series, on a registry of its own (no global state:
+// tests run several gateways in one process).
+type metrics struct {
+	reg           *prometheus.Registry
+	invocations   *prometheus.CounterVec
+	durations     *prometheus.HistogramVec
+	events        *prometheus.CounterVec
+	dropped       *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	commitErrors  prometheus.Counter
+	publishErrors prometheus.Counter
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_invocations_total", Help: "Function invocations by result (ok or error).",
+		}, []string{"function", "result"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "moongate_invocation_duration_seconds", Help: "Wall time of function invocations.",
+			Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 100e-3, 1},
+		}, []string{"function"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_events_total", Help: "Events received, by source.",
+		}, []string{"source"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_events_dropped_total", Help: "Events dropped before they ran, by function and reason.",
+		}, []string{"function", "reason"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_dead_letters_total", Help: "Events that failed every try and went to $dead.",
+		}, []string{"function"}),
+		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moongate_commit_errors_total", Help: "Invocation commits the store refused (e.g. disk full).",
+		}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moongate_publish_errors_total", Help: "MQTT publishes from functions that failed after commit.",
+		}),
+	}
+	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.commitErrors, m.publishErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{g: g})
+	return m
+}
+
+func (m *metrics) observeInvocation(fn string, d time.Duration, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.invocations.WithLabelValues(fn, result).Inc()
+	m.durations.WithLabelValues(fn).Observe(d.Seconds())
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// stateCollector reads the outbox, the sinks and the broker when scraped, so the hot paths
+// keep no gauges up to date.
+type stateCollector struct{ g *Gateway }
+
+var (
+	descOutboxPending = prometheus.NewDesc("moongate_outbox_pending_records", "Records waiting in the outbox.", nil, nil)
+	descOutboxBytes   = prometheus.NewDesc("moongate_outbox_pending_bytes", "Bytes waiting in the outbox.", nil, nil)
+	descOutboxDropped = prometheus.NewDesc("moongate_outbox_dropped_total", "Outbox records dropped, by cause.", []string{"cause"}, nil)
+	descSinkLag       = prometheus.NewDesc("moongate_sink_lag_seconds", "Age of the oldest record a sink has not delivered.", []string{"sink"}, nil)
+	descSinkPending   = prometheus.NewDesc("moongate_sink_pending_records", "Records a sink still has to deliver.", []string{"sink"}, nil)
+	descSinkDelivered = prometheus.NewDesc("moongate_sink_delivered_total", "Records a sink delivered.", []string{"sink"}, nil)
+	descSinkRetried   = prometheus.NewDesc("moongate_sink_retried_total", "Deliveries a sink retried.", []string{"sink"}, nil)
+	descSinkUp        = prometheus.NewDesc("moongate_sink_online", "1 when the sink's last delivery succeeded.", []string{"sink"}, nil)
+	descBrokerClients = prometheus.NewDesc("moongate_broker_clients", "Devices connected to the embedded broker.", nil, nil)
+	descFunctions     = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descFunctions} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	if g.store != nil {
+		st := g.store.Stats()
+		ch <- prometheus.MustNewConstMetric(descOutboxPending, prometheus.GaugeValue, float64(st.PendingRecords))
+		ch <- prometheus.MustNewConstMetric(descOutboxBytes, prometheus.GaugeValue, float64(st.PendingBytes))
+		for cause, n := range dropsByCause(st.Dropped) {
+			ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
+		}
+	}
+	for _, s := range g.sinks {
+		st := s.Status()
+		ch <- prometheus.MustNewConstMetric(descSinkLag, prometheus.GaugeValue, st.Lag.Seconds(), st.Name)
+		ch <- prometheus.MustNewConstMetric(descSinkPending, prometheus.GaugeValue, float64(st.PendingRecords), st.Name)
+		ch <- prometheus.MustNewConstMetric(descSinkDelivered, prometheus.CounterValue, float64(st.Delivered), st.Name)
+		ch <- prometheus.MustNewConstMetric(descSinkRetried, prometheus.CounterValue, float64(st.Retried), st.Name)
+		up := 0.0
+		if st.State == "online" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, up, st.Name)
+	}
+	if g.bus != nil {
+		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(g.bus.Status().Clients))
+	}
+	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
+}

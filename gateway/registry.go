@@ -1,0 +1,268 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/luafn"
+)
+
+// FunctionSpec is a deployable function: what the config's functions: entry and the API's
+// PUT body describe. It is stored, one per version, as JSON.
+type FunctionSpec struct {
+	Name        string            `json:"name"`
+	Version     int               `json:"version"`
+	Source      string            `json:"source"`
+	Filename    string            `json:"filename,omitempty"`
+	Triggers    []string          `json:"triggers"`
+	Timeout     time.Duration     `json:"timeout"`
+	Memory      int64             `json:"memory"`
+	Concurrency int               `json:"concurrency"`
+	Retries     int               `json:"retries"`
+	Env         map[string]string `json:"env,omitempty"`
+	Emit        string            `json:"emit,omitempty"`
+	Created     time.Time         `json:"created"`
+	RollbackOf  int               `json:"rollback_of,omitempty"`
+	// ConfigHash is set on versions deployed from moongate.yaml: a restart redeploys the
+	// config's function only when its entry changed, so console deploys survive restarts.
+	ConfigHash string `json:"config_hash,omitempty"`
+}
+
+func (s *FunctionSpec) sha256() string {
+	h := sha256.Sum256([]byte(s.Source))
+	return hex.EncodeToString(h[:])
+}
+
+// version is one deployed version of a function: compiled, with its warm VM pool.
+type version struct {
+	name     string
+	number   int
+	spec     FunctionSpec
+	fn       *luafn.Function
+	triggers []config.Trigger
+	emit     string
+	retries  int
+	stats    *fnStats // shared by every version of a function
+}
+
+// fnStats counts invocations since start, for the API and the console cards.
+type fnStats struct {
+	invocations, errors, durationUS atomic.Int64
+}
+
+func (s *fnStats) observe(d time.Duration, err error) {
+	s.invocations.Add(1)
+	s.durationUS.Add(d.Microseconds())
+	if err != nil {
+		s.errors.Add(1)
+	}
+}
+
+// entry is a function name: its executor (ordering, queues) outlives versions.
+type entry struct {
+	exec  *executor
+	cur   atomic.Pointer[version]
+	stats fnStats
+}
+
+// registry holds the deployed functions. Deploys swap a version pointer: in-flight
+// invocations finish on the version they started with, later events get the new one.
+type registry struct {
+	g  *Gateway
+	mu sync.Mutex // serialises deploys and deletes
+	m  sync.Map   // name -> *entry
+}
+
+func (r *registry) current(name string) *version {
+	e, ok := r.m.Load(name)
+	if !ok {
+		return nil
+	}
+	return e.(*entry).cur.Load()
+}
+
+func (r *registry) entry(name string) *entry {
+	e, ok := r.m.Load(name)
+	if !ok {
+		return nil
+	}
+	return e.(*entry)
+}
+
+// all returns the current versions sorted by name.
+func (r *registry) all() []*version {
+	var out []*version
+	r.m.Range(func(_, e any) bool {
+		if v := e.(*entry).cur.Load(); v != nil {
+			out = append(out, v)
+		}
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// CompileError is a deploy refused because the source does not compile, or its settings
+// are invalid; the old version keeps running.
+type CompileError struct {
+	Line  int    // 1-based line in the source, 0 when not about the source
+	Field string // the setting at fault when not the source
+	Err   error
+}
+
+func (e *CompileError) Error() string { return e.Err.Error() }
+func (e *CompileError) Unwrap() error { return e.Err }
+
+// build compiles spec and warms its VM pool, without touching what runs.
+func (r *registry) build(spec FunctionSpec, stats *fnStats) (*version, error) {
+	var triggers []config.Trigger
+	for _, s := range spec.Triggers {
+		t, err := config.ParseTrigger(s)
+		if err != nil {
+			return nil, &CompileError{Field: "triggers", Err: err}
+		}
+		if err := r.g.checkTrigger(t); err != nil {
+			return nil, &CompileError{Field: "triggers", Err: err}
+		}
+		triggers = append(triggers, t)
+	}
+	filename := spec.Filename
+	if filename == "" {
+		filename = spec.Name + ".lua"
+	}
+	prog, err := luafn.Compile(luafn.Spec{
+		Name: spec.Name, Version: spec.Version, Filename: filename, Source: spec.Source, Env: spec.Env,
+		Limits: luafn.Limits{Timeout: spec.Timeout, Memory: spec.Memory, Concurrency: spec.Concurrency},
+	})
+	if err != nil {
+		var ce *luafn.CompileError
+		if errors.As(err, &ce) {
+			return nil, &CompileError{Line: ce.Line, Err: err}
+		}
+		return nil, &CompileError{Err: err}
+	}
+	fn, err := luafn.New(prog, r.g.luaHost(spec.Name))
+	if err != nil {
+		return nil, &CompileError{Err: err}
+	}
+	return &version{name: spec.Name, number: spec.Version, spec: spec, fn: fn, triggers: triggers,
+		emit: spec.Emit, retries: spec.Retries, stats: stats}, nil
+}
+
+// deploy stores spec as the function's next version and makes it current. It returns the
+// new version; on error the old version keeps running.
+func (r *registry) deploy(spec FunctionSpec) (*version, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.entry(spec.Name)
+	var stats *fnStats
+	next := 1
+	if e != nil {
+		stats = &e.stats
+	} else {
+		stats = new(fnStats)
+	}
+	if vs, err := r.g.versions(spec.Name); err == nil && len(vs) > 0 {
+		next = vs[len(vs)-1].Version + 1
+	}
+	spec.Version = next
+	if spec.Created.IsZero() {
+		spec.Created = time.Now().UTC()
+	}
+	v, err := r.build(spec, stats)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := json.Marshal(spec)
+	if err != nil {
+		v.fn.Close()
+		return nil, fmt.Errorf("encode version: %w", err)
+	}
+	if err := r.g.store.PutVersion(spec.Name, spec.Version, blob); err != nil {
+		v.fn.Close()
+		return nil, fmt.Errorf("store version %d of %s: %w", spec.Version, spec.Name, err)
+	}
+	if err := r.g.store.SetActive(spec.Name, spec.Version); err != nil {
+		v.fn.Close()
+		return nil, fmt.Errorf("activate version %d of %s: %w", spec.Version, spec.Name, err)
+	}
+	r.activate(spec.Name, v, e)
+	return v, nil
+}
+
+// activate makes v current without storing anything (start-up restores from the store).
+func (r *registry) activate(name string, v *version, e *entry) {
+	if e == nil {
+		e = &entry{exec: newExecutor(r.g, name)}
+		v.stats = &e.stats
+		r.m.Store(name, e)
+	}
+	old := e.cur.Swap(v)
+	r.g.triggersChanged()
+	if old != nil {
+		go old.fn.Close() // waits for its in-flight invocations
+	}
+}
+
+// remove deletes a function; its KV stays unless purge.
+func (r *registry) remove(name string, purge bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.entry(name)
+	if e == nil {
+		return errNotFound
+	}
+	if err := r.g.store.DeleteFunction(name, purge); err != nil {
+		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	r.m.Delete(name)
+	old := e.cur.Swap(nil)
+	r.g.triggersChanged()
+	go func() {
+		e.exec.stop()
+		if old != nil {
+			old.fn.Close()
+		}
+	}()
+	return nil
+}
+
+var errNotFound = errors.New("not found")
+
+// versions returns every stored version of a function, oldest first.
+func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
+	blobs, err := g.store.Versions(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]FunctionSpec, 0, len(blobs))
+	for _, b := range blobs {
+		var s FunctionSpec
+		if err := json.Unmarshal(b, &s); err != nil {
+			return nil, fmt.Errorf("decode stored version of %s: %w", name, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// specFromConfig turns a functions: entry into a spec.
+func specFromConfig(c *config.Config, f config.Function) FunctionSpec {
+	s := FunctionSpec{
+		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
+		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,
+		Env: f.Env, Emit: f.Emit,
+	}
+	h, _ := json.Marshal(s)
+	sum := sha256.Sum256(h)
+	s.ConfigHash = hex.EncodeToString(sum[:8])
+	return s
+}

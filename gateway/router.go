@@ -1,0 +1,248 @@
+package gateway
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/mqtt"
+	"github.com/moongate/moongate/sensors"
+)
+
+// routes is a snapshot of which function each trigger starts, rebuilt on every deploy.
+type routes struct {
+	mqtt   []mqttRoute
+	sensor map[string][]string        // sensor name -> functions
+	gpio   map[sensors.Watch][]string // edges are selected and debounced per watch by sensors
+	subs   map[string]byte            // filter -> highest QoS asked for
+}
+
+type mqttRoute struct {
+	filter string
+	qos    byte
+	fn     string
+}
+
+// router turns messages, readings, edges and ticks into tasks for the functions.
+type router struct {
+	g      *Gateway
+	routes atomic.Pointer[routes]
+
+	mu         sync.Mutex
+	running    bool
+	subscribed map[string]byte
+	timers     map[string]func() // "function|spec" -> stop
+	stopped    atomic.Bool
+}
+
+func newRouter(g *Gateway) *router {
+	r := &router{g: g, timers: map[string]func(){}}
+	r.routes.Store(&routes{})
+	return r
+}
+
+func newEventID() string { return ulid.Make().String() }
+
+// rebuild computes the routes from the current versions; after start it also brings the
+// bus subscriptions and the timers in line.
+func (g *Gateway) triggersChanged() {
+	r := g.router
+	rt := &routes{sensor: map[string][]string{}, gpio: map[sensors.Watch][]string{}, subs: map[string]byte{}}
+	for _, v := range g.registry.all() {
+		for _, t := range v.triggers {
+			switch t.Kind {
+			case config.TriggerMQTT:
+				rt.mqtt = append(rt.mqtt, mqttRoute{filter: t.Filter, qos: t.QoS, fn: v.name})
+				if q, ok := rt.subs[t.Filter]; !ok || t.QoS > q {
+					rt.subs[t.Filter] = t.QoS
+				}
+			case config.TriggerSensor:
+				rt.sensor[t.Sensor] = append(rt.sensor[t.Sensor], v.name)
+			case config.TriggerGPIO:
+				rt.gpio[t.Watch] = append(rt.gpio[t.Watch], v.name)
+			}
+		}
+	}
+	r.routes.Store(rt)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		r.syncSubscriptions(rt)
+		r.syncTimers()
+	}
+}
+
+func (r *router) subscriptions() []mqtt.Subscription {
+	rt := r.routes.Load()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.subscribed = map[string]byte{}
+	var subs []mqtt.Subscription
+	for f, q := range rt.subs {
+		subs = append(subs, mqtt.Subscription{Filter: f, QoS: q})
+		r.subscribed[f] = q
+	}
+	return subs
+}
+
+// started is called once the bus has subscribed the initial routes.
+func (r *router) started() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running = true
+	r.syncSubscriptions(r.routes.Load())
+	r.syncTimers()
+}
+
+func (r *router) stop() {
+	r.stopped.Store(true)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.running = false
+	for k, stop := range r.timers {
+		stop()
+		delete(r.timers, k)
+	}
+}
+
+func (r *router) syncSubscriptions(rt *routes) {
+	for f, q := range rt.subs {
+		if old, ok := r.subscribed[f]; ok && old == q {
+			continue
+		}
+		if err := r.g.bus.Subscribe(mqtt.Subscription{Filter: f, QoS: q}); err != nil {
+			r.g.logger.Error("subscribe", "filter", f, "err", err)
+			continue
+		}
+		r.subscribed[f] = q
+	}
+	for f := range r.subscribed {
+		if _, ok := rt.subs[f]; ok {
+			continue
+		}
+		if err := r.g.bus.Unsubscribe(f); err != nil {
+			r.g.logger.Warn("unsubscribe", "filter", f, "err", err)
+		}
+		delete(r.subscribed, f)
+	}
+}
+
+// syncTimers starts the every: triggers of current versions and stops the others.
+func (r *router) syncTimers() {
+	want := map[string]config.Trigger{}
+	for _, v := range r.g.registry.all() {
+		for _, t := range v.triggers {
+			if t.Kind == config.TriggerEvery {
+				want[v.name+"|"+t.Spec] = t
+			}
+		}
+	}
+	for k, stop := range r.timers {
+		if _, ok := want[k]; !ok {
+			stop()
+			delete(r.timers, k)
+		}
+	}
+	for k, t := range want {
+		if _, ok := r.timers[k]; ok {
+			continue
+		}
+		fn := k[:len(k)-len(t.Spec)-1]
+		ticker := time.NewTicker(t.Every)
+		done := make(chan struct{})
+		r.timers[k] = func() { ticker.Stop(); close(done) }
+		go func() {
+			for {
+				select {
+				case <-done:
+					return
+				case now := <-ticker.C:
+					ev := &luafn.Event{ID: newEventID(), Source: "timer", TS: now.UnixMilli(), Topic: t.Spec}
+					r.dispatch(fn, ev, "timer:"+t.Spec, false, func(error) {})
+				}
+			}
+		}()
+	}
+}
+
+// dispatch hands one event to one function.
+func (r *router) dispatch(fn string, ev *luafn.Event, key string, durable bool, done func(error)) {
+	e := r.g.registry.entry(fn)
+	if e == nil {
+		done(nil)
+		return
+	}
+	e.exec.enqueue(&task{ev: ev, key: key, durable: durable, done: done})
+}
+
+// HandleMessage implements mqtt.Handler: every function whose trigger matches gets the
+// message; it is acknowledged once all of them have committed.
+func (r *router) HandleMessage(m *mqtt.Message) {
+	if r.stopped.Load() {
+		return // not acknowledged: redelivered after restart
+	}
+	rt := r.routes.Load()
+	var fns []string
+	for _, rt := range rt.mqtt {
+		if mqtt.Match(rt.filter, m.Topic) && !slices.Contains(fns, rt.fn) {
+			fns = append(fns, rt.fn)
+		}
+	}
+	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: time.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
+	r.g.metrics.events.WithLabelValues("mqtt").Inc()
+	r.g.live.event(ev)
+	if len(fns) == 0 {
+		m.Ack()
+		return
+	}
+	var pending atomic.Int32
+	pending.Store(int32(len(fns)))
+	var failed atomic.Bool
+	done := func(err error) {
+		if err != nil {
+			failed.Store(true)
+			logAbandon(r.g.logger, "mqtt", err)
+		}
+		if pending.Add(-1) == 0 && !failed.Load() {
+			m.Ack()
+		}
+	}
+	for _, fn := range fns {
+		r.dispatch(fn, ev, "mqtt:"+m.Topic, m.QoS > 0, done)
+	}
+}
+
+// HandleReading implements sensors.Handler.
+func (r *router) HandleReading(rd sensors.Reading) {
+	if r.stopped.Load() {
+		return
+	}
+	r.g.metrics.events.WithLabelValues("sensor").Inc()
+	r.g.live.sensor(rd)
+	fns := r.routes.Load().sensor[rd.Sensor]
+	if len(fns) == 0 {
+		return
+	}
+	ev := &luafn.Event{ID: newEventID(), Source: "sensor", TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values}
+	for _, fn := range fns {
+		r.dispatch(fn, ev, "sensor:"+rd.Sensor, false, func(error) {})
+	}
+}
+
+// HandleEdge implements sensors.Handler.
+func (r *router) HandleEdge(e sensors.Edge) {
+	if r.stopped.Load() {
+		return
+	}
+	r.g.metrics.events.WithLabelValues("gpio").Inc()
+	ev := &luafn.Event{ID: newEventID(), Source: "gpio", TS: e.TS.UnixMilli(), Pin: e.Pin, Level: e.Level, Edge: e.Edge, Coalesced: e.Coalesced}
+	r.g.live.event(ev)
+	for _, fn := range r.routes.Load().gpio[e.Watch] {
+		r.dispatch(fn, ev, "gpio:"+e.Pin, false, func(error) {})
+	}
+}
