@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/sensors"
 )
 
 func write(t *testing.T, body string) string {
@@ -67,7 +69,7 @@ sync:
 		{Kind: TriggerMQTT, Spec: "mqtt:sensors/+/temp", Filter: "sensors/+/temp"},
 		{Kind: TriggerMQTT, Spec: "mqtt:alarms/#@1", Filter: "alarms/#", QoS: 1},
 		{Kind: TriggerSensor, Spec: "sensor:kitchen", Sensor: "kitchen"},
-		{Kind: TriggerGPIO, Spec: "gpio:GPIO17:falling:50ms", Pin: "GPIO17", Edge: "falling", Debounce: 50 * time.Millisecond},
+		{Kind: TriggerGPIO, Spec: "gpio:GPIO17:falling:50ms", Watch: sensors.Watch{Pin: "GPIO17", Edge: "falling", Debounce: 50 * time.Millisecond}},
 		{Kind: TriggerEvery, Spec: "every:30s", Every: 30 * time.Second},
 	}
 	for i, w := range want {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/mqtt"
+	"github.com/moongate/moongate/sensors"
 )
 
 // TriggerKind is what starts a function.
@@ -21,15 +22,14 @@ const (
 )
 
 // Trigger is a parsed trigger SPEC string: mqtt:sensors/+/temp, mqtt:alarms/#@1,
-// gpio:GPIO17:falling:50ms, sensor:kitchen, every:30s.
+// gpio:GPIO17:falling:50ms, sensor:kitchen, every:30s. The gpio part is the sensors
+// package's Watch syntax, so the two can never disagree.
 type Trigger struct {
 	Kind     TriggerKind
 	Spec     string        // the string as written
 	Filter   string        // mqtt
 	QoS      byte          // mqtt
-	Pin      string        // gpio
-	Edge     string        // gpio: rising, falling, both (default both)
-	Debounce time.Duration // gpio
+	Watch    sensors.Watch // gpio: pin, edge, debounce
 	Sensor   string        // sensor
 	Every    time.Duration // every
 }
@@ -55,26 +55,11 @@ func ParseTrigger(spec string) (Trigger, error) {
 			return Trigger{}, fmt.Errorf("trigger %q: %w", spec, err)
 		}
 	case TriggerGPIO:
-		parts := strings.Split(rest, ":")
-		if len(parts) > 3 || parts[0] == "" {
-			return Trigger{}, fmt.Errorf("trigger %q: want gpio:PIN[:rising|falling|both[:DEBOUNCE]]", spec)
+		w, err := sensors.ParseWatch(rest)
+		if err != nil {
+			return Trigger{}, fmt.Errorf("trigger %q: %w", spec, err)
 		}
-		t.Pin, t.Edge = parts[0], "both"
-		if len(parts) > 1 {
-			switch parts[1] {
-			case "rising", "falling", "both":
-				t.Edge = parts[1]
-			default:
-				return Trigger{}, fmt.Errorf("trigger %q: edge %q is not rising, falling or both", spec, parts[1])
-			}
-		}
-		if len(parts) > 2 {
-			d, err := time.ParseDuration(parts[2])
-			if err != nil || d < 0 {
-				return Trigger{}, fmt.Errorf("trigger %q: bad debounce %q", spec, parts[2])
-			}
-			t.Debounce = d
-		}
+		t.Watch = w
 	case TriggerSensor:
 		t.Sensor = rest
 	case TriggerEvery:

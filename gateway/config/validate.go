@@ -63,8 +63,8 @@ func (c *Config) validate() ErrorList {
 					add(tkey, "sensor %q is not defined under sensors:", t.Sensor)
 				}
 			}
-			if t.Kind == TriggerGPIO && c.gpioSensor(t.Pin) == "" {
-				add(tkey, "pin %q is not declared under sensors: (add e.g. button: {driver: gpio, pin: %s})", t.Pin, t.Pin)
+			if t.Kind == TriggerGPIO && c.gpioSensor(t.Watch.Pin) == "" {
+				add(tkey, "pin %q is not declared under sensors: (add e.g. button: {driver: gpio, pin: %s})", t.Watch.Pin, t.Watch.Pin)
 			}
 			f.Parsed = append(f.Parsed, t)
 		}
