@@ -25,13 +25,13 @@ const (
 // gpio:GPIO17:falling:50ms, sensor:kitchen, every:30s. The gpio part is the sensors
 // package's Watch syntax, so the two can never disagree.
 type Trigger struct {
-	Kind     TriggerKind
-	Spec     string        // the string as written
-	Filter   string        // mqtt
-	QoS      byte          // mqtt
-	Watch    sensors.Watch // gpio: pin, edge, debounce
-	Sensor   string        // sensor
-	Every    time.Duration // every
+	Kind   TriggerKind
+	Spec   string        // the string as written
+	Filter string        // mqtt
+	QoS    byte          // mqtt
+	Watch  sensors.Watch // gpio: pin, edge, debounce
+	Sensor string        // sensor
+	Every  time.Duration // every
 }
 
 // ParseTrigger parses one trigger SPEC string.
