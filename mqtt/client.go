@@ -80,7 +80,8 @@ type Client struct {
 	log      *slog.Logger
 	pc       paho.Client
 	subs     subscriptions
-	handler  Handler // set by Start before the first connection
+	unsubs   sync.Map // filters unsubscribed while disconnected: string -> struct{}
+	handler  Handler  // set by Start before the first connection
 	inflight *inflight
 
 	started   atomic.Bool
@@ -310,6 +311,9 @@ func (c *Client) onConnect(pc paho.Client) {
 			c.log.Error("subscribe after connecting", logKeyErr, err)
 		}
 	}
+	if err := c.unsubscribePending(pc); err != nil {
+		c.log.Warn("unsubscribe after connecting", logKeyErr, err)
+	}
 	if c.stopping.Load() {
 		return
 	}
@@ -380,6 +384,7 @@ func (c *Client) Subscribe(s Subscription) error {
 		return ErrClosed
 	}
 	c.subs.add(s)
+	c.unsubs.Delete(s.Filter)
 	if !c.pc.IsConnectionOpen() {
 		return nil
 	}
@@ -393,18 +398,46 @@ func (c *Client) Subscribe(s Subscription) error {
 	return nil
 }
 
-// Unsubscribe implements Bus.
+// Unsubscribe implements Bus. While disconnected, the broker's session keeps the
+// subscription until the next connection unsubscribes it; its messages may still come.
 func (c *Client) Unsubscribe(filter string) error {
 	if c.stopping.Load() {
 		return ErrClosed
 	}
-	if !c.subs.remove(filter) || !c.pc.IsConnectionOpen() {
-		// While disconnected the persistent session keeps the subscription; its
-		// messages still come, and the handler acknowledges them.
+	if !c.subs.remove(filter) {
+		return nil
+	}
+	c.unsubs.Store(filter, struct{}{})
+	if !c.pc.IsConnectionOpen() {
 		return nil
 	}
 	if err := c.wait(c.pc.Unsubscribe(filter)); err != nil {
 		return fmt.Errorf("unsubscribe %q: %w", filter, err)
+	}
+	c.unsubs.Delete(filter)
+	return nil
+}
+
+// unsubscribePending sends the unsubscriptions that could not be sent while disconnected.
+func (c *Client) unsubscribePending(pc paho.Client) error {
+	var filters []string
+	subs := c.subs.load()
+	c.unsubs.Range(func(k, _ any) bool {
+		if _, again := subs[k.(string)]; again {
+			c.unsubs.Delete(k) // subscribed again meanwhile
+		} else {
+			filters = append(filters, k.(string))
+		}
+		return true
+	})
+	if len(filters) == 0 {
+		return nil
+	}
+	if err := c.wait(pc.Unsubscribe(filters...)); err != nil {
+		return err
+	}
+	for _, f := range filters {
+		c.unsubs.Delete(f)
 	}
 	return nil
 }

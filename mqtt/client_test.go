@@ -190,6 +190,32 @@ func TestClientBrokerRestart(t *testing.T) {
 	}
 }
 
+// A filter unsubscribed while the broker is away is unsubscribed on the next connection,
+// even though the broker kept the session (and its subscriptions) across its restart.
+func TestClientUnsubscribeWhileDisconnected(t *testing.T) {
+	t.Parallel()
+	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Persistence: true})
+	rec := newRecorder()
+	c := startClient(t, clientOpts(m.URL, "gw-u"), []Subscription{{"gone/#", 1}, {"kept/#", 1}}, rec)
+	connected(t, c)
+	m.Stop()
+	eventually(t, "disconnected", func() bool { return c.Status().State == StateConnecting })
+	if err := c.Unsubscribe("gone/#"); err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	eventually(t, "reconnected", func() bool { return c.Status().State == StateConnected })
+	dev := device(t, m.URL, nil)
+	wait(t, dev.Publish("gone/1", 1, false, "x"))
+	wait(t, dev.Publish("kept/1", 1, false, "y"))
+	got := rec.next(t)
+	if got.Topic != "kept/1" {
+		t.Fatalf("got %s: the unsubscription was not sent on reconnect", got.Topic)
+	}
+	got.Ack()
+	rec.none(t, 200*time.Millisecond)
+}
+
 // The broker is down when the gateway starts: Start does not fail, and the client
 // connects once the broker is up.
 func TestClientStartsWhileBrokerDown(t *testing.T) {
