@@ -115,6 +115,7 @@ func (v *vm) invoke(ev *Event) (*Result, error) {
 	inv := &invocation{}
 	v.inv = inv
 	v.patternSteps = v.limits.PatternSteps
+	v.pending = 0
 	defer func() {
 		v.inv = nil
 		v.L.SetTop(0)

@@ -40,6 +40,7 @@ var errCycle = errors.New("cycle in table")
 // jsonDecoder builds Lua values straight from JSON text.
 type jsonDecoder struct {
 	v       *vm
+	pend    *building // what is decoded is held here until the whole value is built
 	s       string
 	pos     int
 	scratch []lua.LValue // pending keys and values of the tables being built
@@ -47,7 +48,8 @@ type jsonDecoder struct {
 
 // decodeJSON decodes s into a Lua value.
 func (v *vm) decodeJSON(s string) (lua.LValue, error) {
-	d := jsonDecoder{v: v, s: s, scratch: v.scratch[:0]}
+	d := jsonDecoder{v: v, s: s, scratch: v.scratch[:0], pend: v.build()}
+	defer d.pend.release()
 	val, err := d.value(0)
 	if err == nil {
 		d.space()
@@ -76,7 +78,7 @@ func (d *jsonDecoder) space() {
 }
 
 func (d *jsonDecoder) charge(n int64) error {
-	if !d.v.charge(n) {
+	if !d.pend.add(n) {
 		return d.v.tripped.Load()
 	}
 	return nil
@@ -500,13 +502,15 @@ func appendString(b []byte, s string) []byte {
 // jsonEncoder writes Lua values as JSON, charging the output as it grows.
 type jsonEncoder struct {
 	v       *vm
+	pend    *building // the output, until it is returned
 	buf     []byte
 	charged int
 	path    []*lua.LTable // tables being encoded, to find cycles
 }
 
 func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
-	e := jsonEncoder{v: v}
+	e := jsonEncoder{v: v, pend: v.build()}
+	defer e.pend.release()
 	if err := e.value(x, 0); err != nil {
 		return nil, err
 	}
@@ -517,7 +521,7 @@ func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
 func (e *jsonEncoder) flush() error {
 	if n := len(e.buf) - e.charged; n > 0 {
 		e.charged = len(e.buf)
-		if !e.v.charge(int64(n)) {
+		if !e.pend.add(int64(n)) {
 			return e.v.tripped.Load()
 		}
 	}
@@ -537,11 +541,11 @@ func (e *jsonEncoder) value(x lua.LValue, depth int) error {
 		}
 	case lua.LString:
 		// Charge before writing: the string itself may be large.
-		if !e.v.charge(int64(len(x)) + 2) {
+		if !e.pend.add(int64(len(x)) + 2) {
 			return e.v.tripped.Load()
 		}
 		e.buf = appendString(e.buf, string(x))
-		e.charged = len(e.buf)
+		e.charged += len(x) + 2 // escapes, if any, are charged by the next flush
 	case *lua.LTable:
 		return e.table(x, depth+1)
 	default:

@@ -55,6 +55,7 @@ func (v *vm) checkMemory(n int64) bool {
 		return false
 	}
 	live := v.measure(v.limits.Memory - n)
+	live += v.pending // results being built by a builtin
 	if v.inv != nil {
 		live += v.inv.held // effects and logs, held outside the VM
 	}
@@ -66,6 +67,36 @@ func (v *vm) checkMemory(n int64) bool {
 	v.nextWalk = max(v.limits.Memory, v.mem+v.limits.Memory/walkAllowance)
 	v.walks++
 	return true
+}
+
+// building accounts for the bytes a builtin holds outside the VM while it builds a
+// result (a gsub buffer, a JSON text, a decoded table not yet on the stack): the memory
+// walk cannot see them, so without this a walk would forget them and a long build
+// could grow past the limit. release must run when the builtin ends, even by an error.
+type building struct {
+	v *vm
+	n int64
+}
+
+func (v *vm) build() *building { return &building{v: v} }
+
+// add charges n more bytes, reporting whether the memory bound allows them.
+func (b *building) add(n int64) bool {
+	b.n += n
+	b.v.pending += n
+	return b.v.charge(n)
+}
+
+// mustAdd is add for builtins: it raises when the bound trips.
+func (b *building) mustAdd(n int64) {
+	if !b.add(n) {
+		b.v.raiseIfTripped()
+	}
+}
+
+func (b *building) release() {
+	b.v.pending -= b.n
+	b.n = 0
 }
 
 // chargeInstruction charges the instruction the VM is about to run, if it allocates.

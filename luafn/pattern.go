@@ -537,8 +537,10 @@ func (v *vm) strGsub(L *lua.LState) int {
 	}
 	ms := v.newMatch(src, pat)
 	var b strings.Builder
+	pend := v.build()
+	defer pend.release()
 	add := func(s string) {
-		v.mustCharge(int64(len(s)))
+		pend.mustAdd(int64(len(s)))
 		b.WriteString(s)
 	}
 	n := int64(0)

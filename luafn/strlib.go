@@ -184,8 +184,10 @@ func (v *vm) strFormat(L *lua.LState) int {
 	top := L.GetTop()
 	arg := 1
 	var b strings.Builder
+	pend := v.build()
+	defer pend.release()
 	add := func(s string) {
-		v.mustCharge(int64(len(s)))
+		pend.mustAdd(int64(len(s)))
 		b.WriteString(s)
 	}
 	for i := 0; i < len(f); {

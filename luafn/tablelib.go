@@ -107,7 +107,9 @@ func (v *vm) tabConcat(L *lua.LState) int {
 			break // mustCharge below trips with the real figures
 		}
 	}
-	v.mustCharge(total)
+	pend := v.build()
+	defer pend.release()
+	pend.mustAdd(total)
 	buf := make([]byte, 0, total-sizeString)
 	for k := i; k <= j; k++ {
 		buf = append(buf, lua.LVAsString(t.RawGetInt(int(k)))...)
@@ -127,7 +129,9 @@ func (v *vm) tabSort(L *lua.LState) int {
 		cmp = L.CheckFunction(2)
 	}
 	n := t.Len()
-	v.mustCharge(int64(n) * sizeSlot)
+	pend := v.build()
+	defer pend.release()
+	pend.mustAdd(int64(n) * sizeSlot)
 	vals := make([]lua.LValue, n)
 	for i := range vals {
 		vals[i] = t.RawGetInt(i + 1)

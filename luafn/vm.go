@@ -41,6 +41,7 @@ type vm struct {
 	// Memory accounting (see memory.go).
 	mem      int64
 	nextWalk int64
+	pending  int64 // held by builtins building results (see building)
 	walks    int
 	walker   walker
 

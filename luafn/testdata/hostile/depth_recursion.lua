@@ -1,0 +1,3 @@
+-- want: depth
+local function f(n) return 1 + f(n + 1) end
+function handle() return f(1) end

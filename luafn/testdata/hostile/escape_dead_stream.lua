@@ -1,0 +1,2 @@
+-- want: runtime: reserved
+function handle() cloud.emit("$dead", {forged = true}) end

@@ -1,0 +1,2 @@
+-- want: runtime: not writable
+function handle() gpio.write("GPIO4", 1) end

@@ -1,0 +1,2 @@
+-- want: memory
+function handle() return #string.rep("x", 1e9) end

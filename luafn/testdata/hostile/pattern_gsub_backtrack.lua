@@ -1,0 +1,2 @@
+-- want: pattern
+function handle() return string.gsub(string.rep("a", 3000), "a*a*a*b", "") end

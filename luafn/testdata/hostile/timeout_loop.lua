@@ -1,0 +1,2 @@
+-- want: timeout
+function handle() while true do end end
