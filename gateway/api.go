@@ -17,6 +17,7 @@ import (
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/sensors"
 )
 
 // maxBody bounds API request bodies: a function's source and settings, or a test event.
@@ -34,6 +35,7 @@ func (g *Gateway) handler() http.Handler {
 	api("POST /api/v1/functions/{name}/rollback", g.rollbackFunction)
 	api("GET /api/v1/functions/{name}/kv", g.getKV)
 	api("GET /api/v1/sync", g.getSync)
+	api("POST /api/v1/gpio/{pin}", g.simulateEdge)
 	api("GET /metrics", g.metrics.handler().ServeHTTP)
 	mux.Handle("GET /api/v1/live", g.hub) // the hub checks the token itself (browsers can't send headers)
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -509,4 +511,28 @@ func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].Key < items[j].Key })
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "truncated": len(kvs) > limit})
+}
+
+// simulateEdge drives a simulated GPIO input (driver: gpio, sim: true): the console's
+// button, for testing button logic without hardware.
+func (g *Gateway) simulateEdge(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Level *int `json:"level"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if req.Level == nil || (*req.Level != 0 && *req.Level != 1) {
+		writeError(w, http.StatusBadRequest, `want {"level": 0} or {"level": 1}`)
+		return
+	}
+	if err := g.sensors.SimulateEdge(r.PathValue("pin"), *req.Level); err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, sensors.ErrNotDeclared) {
+			status = http.StatusNotFound
+		}
+		writeError(w, status, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }

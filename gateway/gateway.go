@@ -47,17 +47,20 @@ type Gateway struct {
 	logger  *slog.Logger
 	started time.Time
 
-	store    *store.Store
-	bus      mqtt.Bus
-	sensors  *sensors.Manager
-	pins     pinIO
-	sinks    []*sink.Sink
-	registry *registry
-	router   *router
-	live     *live
-	metrics  *metrics
-	hub      *console.Hub
-	token    string
+	store   *store.Store
+	bus     mqtt.Bus
+	sensors *sensors.Manager
+	pins    pinIO
+	// outputPins are the pins (and their sensor names) declared mode: out: the only ones
+	// gpio.write may drive.
+	outputPins []string
+	sinks      []*sink.Sink
+	registry   *registry
+	router     *router
+	live       *live
+	metrics    *metrics
+	hub        *console.Hub
+	token      string
 
 	// runCtx is cancelled when the gateway stops taking events; stopping is closed then.
 	runCtx   context.Context

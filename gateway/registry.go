@@ -149,7 +149,7 @@ func (r *registry) build(spec FunctionSpec, stats *fnStats) (*version, error) {
 		}
 		return nil, &CompileError{Err: err}
 	}
-	fn, err := luafn.New(prog, r.g.luaHost(spec.Name))
+	fn, err := luafn.New(prog, r.g.luaHost())
 	if err != nil {
 		return nil, &CompileError{Err: err}
 	}

@@ -28,6 +28,9 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 		b, err := mqtt.NewEmbedded(mqtt.EmbeddedOptions{
 			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen,
 			Username: m.Username, Password: m.Password, Logger: logger,
+			// The gateway finishes what it runs before closing the bus; anything still
+			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
+			DrainTimeout: -1,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)
@@ -37,7 +40,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 	c, err := mqtt.NewClient(mqtt.ClientOptions{
 		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
 		TLS:    mqtt.TLSFiles{CA: g.cfg.Resolve(m.TLS.CA), Cert: g.cfg.Resolve(m.TLS.Cert), Key: g.cfg.Resolve(m.TLS.Key)},
-		Logger: logger,
+		Logger: logger, DrainTimeout: -1,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mqtt client: %w", err)
@@ -61,6 +64,11 @@ func (g *Gateway) openSensors() error {
 		return fmt.Errorf("sensors: %w", err)
 	}
 	g.sensors, g.pins = m, m
+	for name, c := range cfgs {
+		if c.Mode == sensors.ModeOut {
+			g.outputPins = append(g.outputPins, name, c.Pin)
+		}
+	}
 	return nil
 }
 
@@ -179,14 +187,11 @@ func (g *Gateway) checkTrigger(t config.Trigger) error {
 	return nil
 }
 
-// luaHost gives a function what it may reach: its KV namespace, the pins, the gateway id.
-func (g *Gateway) luaHost(fn string) luafn.Host {
-	return luafn.Host{
-		KV:        g.store,
-		Pins:      g.pins,
-		GatewayID: g.cfg.Gateway.ID,
-		Logger:    g.logger.With("function", fn),
-	}
+// luaHost gives a function what it may reach: its KV namespace, the pins (writing only
+// those declared as outputs), the gateway id. Its log lines are logged by invoke, at their
+// own level.
+func (g *Gateway) luaHost() luafn.Host {
+	return luafn.Host{KV: g.store, Pins: g.pins, WritablePins: g.outputPins, GatewayID: g.cfg.Gateway.ID}
 }
 
 func (g *Gateway) openSinks() error {
