@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -39,6 +40,9 @@ func TestCrashKill9(t *testing.T) {
 		}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
+			if errors.Is(err, syscall.ENOEXEC) {
+				t.Skipf("cannot run the test binary as a child (%v): under an emulator such as qemu-arm without binfmt", err)
+			}
 			t.Fatal(err)
 		}
 		// Kill at a random point: during open and replay, or in full flow.
