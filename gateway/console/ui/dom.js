@@ -75,8 +75,8 @@ export function short(v, max = 160) {
 
 // stateClass maps a sink or broker state word to a colour (API_SHAPES.md).
 export function stateClass(state) {
-  if (['ok', 'idle', 'delivering', 'connected', 'running'].includes(state)) return 'ok';
-  if (['backoff', 'retrying', 'connecting'].includes(state)) return 'warn';
+  if (['ok', 'online', 'idle', 'delivering', 'connected', 'running', 'serving'].includes(state)) return 'ok';
+  if (['backoff', 'backing_off', 'retrying', 'connecting'].includes(state)) return 'warn';
   if (['error', 'failed', 'offline', 'disconnected'].includes(state)) return 'err';
   return 'idle';
 }
