@@ -49,8 +49,10 @@ type Commit struct {
 // incr on a value that is not a number, ErrFull, an invalid argument) is left
 // out of its group and does not fail the others. A commit is never split across
 // transactions; a group that would exceed Badger's transaction size is written
-// and synced in several pieces, in order. See DURABILITY.md for the failure
-// cases (kill -9, power loss, full disk).
+// and synced in several pieces, in order. One commit must fit in a transaction
+// (about 140 KiB of keys and values under 1 KiB, larger values counting 12
+// bytes, and about 1400 writes), else it fails with ErrTooLarge. See
+// DURABILITY.md for the failure cases (kill -9, power loss, full disk).
 //
 // ctx bounds the wait for the committer to accept c; once accepted, Commit
 // waits for the outcome, so that the caller always knows it. The store does not

@@ -124,7 +124,7 @@ func checkAppend(a Append) error {
 
 // Append adds records to the outbox, outside any invocation (the gateway's own
 // records, such as $dead entries). The records are durable when Append returns
-// nil, with the same guarantees as Commit.
+// nil, with the same guarantees and limits as Commit.
 func (s *Store) Append(ctx context.Context, recs ...Append) ([]Record, error) {
 	j := &job{kind: jobAppend, recs: recs}
 	if err := s.submit(ctx, j); err != nil {
