@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +72,7 @@ type wireRec struct {
 type request struct {
 	n      int // arrival number
 	at     time.Time
+	conn   string // the client's address
 	header http.Header
 	wire   []byte // body as received
 	batch  wireBatch
@@ -187,7 +190,7 @@ func (rc *receiver) handle(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	req := &request{header: r.Header.Clone(), wire: raw, at: time.Now()}
+	req := &request{header: r.Header.Clone(), wire: raw, at: time.Now(), conn: r.RemoteAddr}
 	body := raw
 	if r.Header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(bytes.NewReader(raw))
@@ -295,6 +298,11 @@ func checkOrder(t testing.TB, reqs []*request, stream string, want uint64, skip 
 			t.Fatalf("request %d: empty batch", r.n)
 		}
 		if recs[0].Seq > high+1 {
+			for _, r := range reqs[max(0, r.n-12) : r.n+1] {
+				if len(r.batch.Records) > 0 {
+					t.Logf("request %d from %s at %s: seqs %d-%d, answered %d", r.n, r.conn, r.at.Format("05.000000"), r.batch.Records[0].Seq, r.batch.Records[len(r.batch.Records)-1].Seq, r.status)
+				}
+			}
 			t.Fatalf("request %d starts at seq %d, but the highest seq sent before was %d: a gap", r.n, recs[0].Seq, high)
 		}
 		for i, rec := range recs {
@@ -416,4 +424,43 @@ var fast = Backoff{Base: 5 * time.Millisecond, Cap: 50 * time.Millisecond}
 
 func appendRec(stream, data string) store.Append {
 	return store.Append{Stream: stream, Function: "fn", Data: []byte(data), TS: time.Now().UnixMilli()}
+}
+
+// crashable is the real store, until crash: from then on every call fails
+// as if the process had died, so nothing more reaches the disk. (Closing the
+// store under a running sink would do too, but Badger panics on reads after
+// Close.)
+type crashable struct {
+	*store.Store
+	crashed atomic.Bool
+}
+
+var errCrashed = errors.New("crashed")
+
+func (c *crashable) Read(stream string, after uint64, n, b int) ([]store.Record, error) {
+	if c.crashed.Load() {
+		return nil, errCrashed
+	}
+	return c.Store.Read(stream, after, n, b)
+}
+
+func (c *crashable) Ack(consumer, stream string, seq uint64) error {
+	if c.crashed.Load() {
+		return errCrashed
+	}
+	return c.Store.Ack(consumer, stream, seq)
+}
+
+func (c *crashable) PutMeta(k string, v []byte) error {
+	if c.crashed.Load() {
+		return errCrashed
+	}
+	return c.Store.PutMeta(k, v)
+}
+
+func (c *crashable) Append(ctx context.Context, recs ...store.Append) ([]store.Record, error) {
+	if c.crashed.Load() {
+		return nil, errCrashed
+	}
+	return c.Store.Append(ctx, recs...)
 }

@@ -203,7 +203,10 @@ func (l *lane) fill(ctx context.Context) (time.Duration, error) {
 }
 
 func (l *lane) ensurePipe(ctx context.Context) error {
-	if l.p != nil && l.p.alive() {
+	// A pipe that died under batches in flight is kept until their failure
+	// has been handled: a new connection now would let the next batch
+	// overtake them. Sent on the dead pipe, it just fails after them.
+	if l.p != nil && (l.p.alive() || len(l.inflight) > 0) {
 		return nil
 	}
 	if l.p != nil {

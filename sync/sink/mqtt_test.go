@@ -125,7 +125,8 @@ func TestMQTTBrokerRestartMidDrain(t *testing.T) {
 	b.start()
 	eventually(t, 30*time.Second, "acknowledged", func() bool { return pending(st, "iot", "telemetry") == 0 })
 	eventually(t, 10*time.Second, "received", func() bool {
-		return len(sub.received()) > 0 && strings.Contains(string(sub.received()[len(sub.received())-1].Payload()), `"seq":20000`)
+		msgs := sub.received()
+		return len(msgs) > 0 && strings.Contains(string(msgs[len(msgs)-1].Payload()), `"seq":20000`)
 	})
 	n := checkMQTTOrder(t, sub.received(), "telemetry", 20000)
 	t.Logf("%d messages for 20000 records", n)

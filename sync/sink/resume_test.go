@@ -8,12 +8,12 @@ import (
 	"github.com/moongate/moongate/sync/store"
 )
 
-// Closing the store under a running sink is a crash as far as the outbox can
-// tell: acks stop reaching the disk. The next run resends from the durable
-// cursor, in order, with the same ids and keys, and delivers everything.
+// A crash mid-drain: acks stop reaching the disk, the store is closed and
+// reopened. The next run resends from the durable cursor, in order, with the
+// same ids and keys, and delivers everything.
 func TestResumeFromCursorAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	st := openStore(t, dir)
+	st := &crashable{Store: openStore(t, dir)}
 	rc := newReceiver(t, func(*request) reply { return reply{status: http.StatusOK, delay: time.Millisecond} })
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 50
@@ -21,25 +21,26 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, st, "a", 0, 5000)
+	appendN(t, st.Store, "a", 0, 5000)
 	stop := run(t, s)
 	eventually(t, 10*time.Second, "a part delivered", func() bool { return len(rc.requests()) >= 20 })
-	st.Close() // the crash
+	st.crashed.Store(true)
 	stop()
+	st.Close()
 	first := len(rc.requests())
 
-	st = openStore(t, dir)
-	defer st.Close()
-	cursor, _ := st.Cursor("cloud", "a")
+	st2 := openStore(t, dir)
+	defer st2.Close()
+	cursor, _ := st2.Cursor("cloud", "a")
 	if cursor == 0 || cursor >= 5000 {
 		t.Fatalf("cursor %d after the crash", cursor)
 	}
-	s, err = New(cfg, st, nil, nil)
+	s, err = New(cfg, st2, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, s)
-	eventually(t, 20*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
+	eventually(t, 20*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	total := checkOrder(t, reqs, "a", 5000)
 	// Resent: what was in flight or acknowledged after the last cursor write.
@@ -68,7 +69,7 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 // and so the same Idempotency-Key, even though more records arrived since.
 func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	dir := t.TempDir()
-	st := openStore(t, dir)
+	st := &crashable{Store: openStore(t, dir)}
 	release := make(chan struct{})
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n == 0 {
@@ -83,21 +84,22 @@ func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	appendN(t, st, "a", 0, 3)
+	appendN(t, st.Store, "a", 0, 3)
 	stop := run(t, s)
 	eventually(t, 5*time.Second, "the short batch sent", func() bool { return len(rc.requests()) == 1 })
-	st.Close()
+	st.crashed.Store(true)
 	stop()
+	st.Close()
 
-	st = openStore(t, dir)
-	defer st.Close()
-	appendN(t, st, "a", 3, 10)
-	s, err = New(cfg, st, nil, nil)
+	st2 := openStore(t, dir)
+	defer st2.Close()
+	appendN(t, st2, "a", 3, 10)
+	s, err = New(cfg, st2, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run(t, s)
-	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
+	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	if k0, k1 := reqs[0].header.Get("Idempotency-Key"), reqs[1].header.Get("Idempotency-Key"); k0 != k1 || len(reqs[1].batch.Records) != 3 {
 		t.Errorf("resent as %s with %d records, first sent as %s with 3", k1, len(reqs[1].batch.Records), k0)
@@ -122,7 +124,9 @@ func TestQuotaReachedDuringOutage(t *testing.T) {
 	appendN(t, st, "a", 0, 100)
 	eventually(t, 5*time.Second, "delivered before the outage", func() bool { return pending(st, "cloud", "a") == 0 })
 	rc.stop()
-	appendN(t, st, "a", 100, 5000)
+	for i := 100; i < 5100; i += 100 {
+		appendN(t, st, "a", i, 100)
+	}
 	stats := st.Stats().Streams["a"]
 	if stats.Dropped.Quota == 0 {
 		t.Fatalf("the quota was not reached: %+v", stats)

@@ -312,13 +312,18 @@ func (s *Sink) succeeded(l *lane) {
 	s.settle()
 }
 
-// failedWith records a failed attempt by l.
+// failedWith records a failed attempt by l. The MQTT bridge's lanes only
+// fail when the shared connection does, and the connection's own state says
+// that already: a lane still finishing with the old connection must not
+// turn a bridge that has reconnected back to offline.
 func (s *Sink) failedWith(l *lane, st State, err error) {
 	s.mu.Lock()
 	if err != nil {
 		s.lastError, s.lastErrorAt = err.Error(), time.Now()
 	}
-	l.state = st
+	if s.kind != "mqtt" {
+		l.state = st
+	}
 	s.settle()
 }
 
