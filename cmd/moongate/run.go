@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/gateway/config"
@@ -56,6 +57,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.File == "" {
 		logger.Info("no config file: embedded broker and console only", "looked_for", path)
+	}
+	if lim := *cfg.Gateway.MemoryLimit; lim > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(lim))
 	}
 	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing})
 	if err := g.Run(ctx); err != nil {

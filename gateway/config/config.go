@@ -35,6 +35,10 @@ type Gateway struct {
 	// sensor then reports its error in the console instead of stopping the start.
 	AllowMissingHardware bool   `yaml:"allow_missing_hardware"`
 	LogLevel             string `yaml:"log_level"` // debug, info (default), warn, error
+	// MemoryLimit is the Go runtime's soft memory limit. The store's pooled table buffers
+	// otherwise let RSS grow past what a Pi Zero can spare; the GOMEMLIMIT environment
+	// variable overrides it. Default 32MiB; "0" turns it off.
+	MemoryLimit *Size `yaml:"memory_limit"`
 }
 
 // Console is the HTTP API and websocket listener.
@@ -216,6 +220,10 @@ func (c *Config) applyDefaults() {
 	}
 	if g.LogLevel == "" {
 		g.LogLevel = "info"
+	}
+	if g.MemoryLimit == nil {
+		l := Size(32 << 20)
+		g.MemoryLimit = &l
 	}
 	if c.MQTT.Broker == "" {
 		c.MQTT.Broker = "embedded"
