@@ -286,3 +286,31 @@ end
 		t.Errorf("dead letter: %+v %v", d, err)
 	}
 }
+
+// token: generate creates a token on first start, mode 0600 in the data dir, and keeps it.
+func TestGeneratedToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := strings.Replace(baseConfig(dir, ""), "console: {listen: 127.0.0.1:0}", "console: {listen: 127.0.0.1:0, token: generate}", 1)
+	tg := startTest(t, dir, cfg)
+	path := filepath.Join(dir, "data", "console.token")
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v, mode %v", err, fi.Mode())
+	}
+	b, _ := os.ReadFile(path)
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 32 {
+		t.Fatalf("token too short: %q", tok)
+	}
+	if r := call(t, "GET", tg.api+"/api/v1/status", "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("status without token: %d", r.status)
+	}
+	if r := call(t, "GET", tg.api+"/api/v1/status", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("status with the generated token: %d %s", r.status, r.raw)
+	}
+	tg.stop(t)
+	tg = startTest(t, dir, cfg)
+	if r := call(t, "GET", tg.api+"/api/v1/status", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("the token changed across a restart: %d", r.status)
+	}
+}
