@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,7 +27,7 @@ func benchData(i int) []byte {
 func appendBench(b *testing.B, st *store.Store, stream string, n int) {
 	b.Helper()
 	for i := 0; i < n; {
-		k := min(1000, n-i)
+		k := min(200, n-i)
 		recs := make([]store.Append, k)
 		for j := range recs {
 			recs[j] = store.Append{Stream: stream, Function: "env", Data: benchData(i + j), TS: time.Now().UnixMilli()}
@@ -171,5 +172,85 @@ func BenchmarkBacklogWithLiveTraffic(b *testing.B) {
 		st.Close()
 		b.ReportMetric(d.Seconds(), "s/backlog")
 		b.ReportMetric(float64(live.Load())/d.Seconds(), "live-records/s")
+	}
+}
+
+// BenchmarkHTTPDrainRTT drains through a proxy that delays every chunk by
+// 10ms each way (a 20ms round trip, a nearby cloud region), with one batch
+// in flight and with the default window of 4 pipelined on one connection.
+// Batches of 100 records, so that the round trip dominates.
+func BenchmarkHTTPDrainRTT(b *testing.B) {
+	for _, window := range []int{1, 4} {
+		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
+			st := openStore(b, b.TempDir())
+			defer st.Close()
+			url, _ := sinkServer(b)
+			url = delayProxy(b, strings.TrimPrefix(strings.TrimSuffix(url, "/ingest"), "http://"), 10*time.Millisecond)
+			s, err := New(Config{Name: "cloud", GatewayID: "pi-kitchen", Window: window, Batch: Batch{MaxRecords: 100},
+				HTTP: &HTTPConfig{URL: url + "/ingest"}}, st, nil, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			appendBench(b, st, "telemetry", b.N)
+			b.ResetTimer()
+			d := drain(b, s, st, "cloud", "telemetry")
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/d.Seconds(), "records/s")
+		})
+	}
+}
+
+// delayProxy forwards TCP to upstream, delivering every chunk delay after
+// it was read, in order, in both directions.
+func delayProxy(b *testing.B, upstream string, delay time.Duration) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipeDelayed(c, u, delay)
+			go pipeDelayed(u, c, delay)
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+func pipeDelayed(from, to net.Conn, delay time.Duration) {
+	type chunk struct {
+		data []byte
+		due  time.Time
+	}
+	q := make(chan chunk, 1024)
+	go func() {
+		defer to.Close()
+		for c := range q {
+			time.Sleep(time.Until(c.due))
+			if _, err := to.Write(c.data); err != nil {
+				return
+			}
+		}
+	}()
+	defer close(q)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			q <- chunk{append([]byte(nil), buf[:n]...), time.Now().Add(delay)}
+		}
+		if err != nil {
+			return
+		}
 	}
 }

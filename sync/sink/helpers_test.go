@@ -36,12 +36,12 @@ func openStore(t testing.TB, dir string, opts ...func(*store.Options)) *store.St
 	return st
 }
 
-// appendN appends n records to stream, in commits of up to 1000, with data
+// appendN appends n records to stream, in commits of up to 200, with data
 // {"n": i} counting on from start.
 func appendN(t testing.TB, st *store.Store, stream string, start, n int) {
 	t.Helper()
 	for i := 0; i < n; {
-		k := min(1000, n-i)
+		k := min(200, n-i)
 		recs := make([]store.Append, k)
 		for j := range recs {
 			recs[j] = store.Append{Stream: stream, Function: "fn", Data: fmt.Appendf(nil, `{"n":%d}`, start+i+j), TS: time.Now().UnixMilli()}

@@ -263,7 +263,9 @@ func (l *lane) cut() (*batch, time.Duration, error) {
 		body, n = l.enc.pack(recs, cfg.MaxBytes)
 	}
 	full := n < len(recs) || n == cfg.MaxRecords
-	if !full && cfg.Linger > 0 {
+	if !full && (cfg.Linger > 0 || l.s.tr.keyed()) {
+		// Read may have stopped at its byte bound: a next record means
+		// the batch is as full as it gets.
 		more, err := l.s.out.Read(l.stream, recs[n-1].Seq, 1, math.MaxInt32)
 		if err != nil {
 			return nil, 0, fmt.Errorf("read %s: %w", l.stream, err)
