@@ -345,6 +345,20 @@ func (p *httpPipe) readLoop() {
 		}
 		p.queue = p.queue[1:]
 		p.answered++
+		if closing {
+			// Dead before the lane hears of f, so that it does not send
+			// another request on a connection the server is closing.
+			p.dead = errPeerClosed
+			rest := p.queue
+			p.queue = nil
+			p.mu.Unlock()
+			p.conn.Close()
+			f.b.done <- res
+			for _, f := range rest {
+				f.b.done <- result{outcome: resend, err: errPeerClosed}
+			}
+			return
+		}
 		if len(p.queue) > 0 {
 			p.conn.SetReadDeadline(time.Now().Add(p.t.cfg.Timeout))
 		} else {
@@ -352,10 +366,6 @@ func (p *httpPipe) readLoop() {
 		}
 		p.mu.Unlock()
 		f.b.done <- res
-		if closing {
-			p.fail(errPeerClosed)
-			return
-		}
 	}
 }
 
@@ -401,8 +411,6 @@ func (p *httpPipe) fail(err error) {
 
 func failure(err error, f *inflight) result {
 	switch {
-	case errors.Is(err, errPeerClosed):
-		return result{outcome: resend, err: err}
 	case f.idle && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
 		return result{outcome: resend, err: err}
 	}
