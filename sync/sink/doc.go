@@ -18,11 +18,13 @@
 //
 // Per stream, records reach the receiver in seq order, also with several
 // batches in flight. That is why a lane uses one connection: HTTP requests are
-// pipelined on a single HTTP/1.1 connection (RFC 9112 §9.3.2; servers answer
-// pipelined requests in order, and net/http, nginx and the cloud front ends
-// handle them one after another), MQTT PUBLISHes share one connection and
-// brokers keep their order (MQTT 3.1.1 §4.6). Parallel connections would let
-// batch k+1 overtake batch k.
+// pipelined on a single HTTP/1.1 connection (RFC 9112 §9.3.2: a server
+// answers pipelined requests in the order received; net/http's server, like
+// most, handles them one after another), and the MQTT bridge's PUBLISHes
+// share one connection, whose order brokers keep (MQTT 3.1.1 §4.6). Parallel
+// connections would let batch k+1 overtake batch k. A new HTTP connection
+// carries one request until the server has answered it without closing, so
+// a server that closes after every response simply gets one at a time.
 //
 // Pipelining has one consequence a receiver must accept: when batch k fails
 // (5xx, timeout, connection lost), batches k+1.. were already sent and may
@@ -49,24 +51,35 @@
 //
 // # HTTP
 //
-// The body is signed as sent: X-Moongate-Signature is the HMAC-SHA256 of the
-// exact bytes on the wire, the gzipped bytes when the body is gzipped, so a
-// receiver verifies before it decompresses or parses anything. Gzip "auto"
-// (the default) starts uncompressed and compresses once a response carries
-// Accept-Encoding with gzip (RFC 7694 §3); a 415 to a gzipped request turns
-// compression off and resends the batch uncompressed. "on" always compresses,
-// "off" never does.
+// The client is HTTP/1.1 written with net/http's Request.Write and
+// ReadResponse, because net/http's client never pipelines. It does not use
+// HTTP proxies. The body is signed as sent: X-Moongate-Signature is the
+// HMAC-SHA256 of the exact bytes on the wire, the gzipped bytes when the body
+// is gzipped, so a receiver verifies before it decompresses or parses
+// anything. Gzip "auto" (the default) starts uncompressed and compresses once
+// a response carries Accept-Encoding with gzip (RFC 7694 §3); a 415 to a
+// gzipped request turns compression off for good and resends the batch
+// uncompressed. "on" always compresses, "off" never does.
 //
 // 2xx acknowledges the batch. 408, 429 and 5xx are retried with exponential
 // backoff and full jitter, capped, or after Retry-After when the response
-// carries it (seconds or an HTTP date). 3xx, 401, 403, 404, 405 and 407 are
-// retried the same way: they mean a wrong URL or credentials, and sending
-// every record to $dead because a token expired would empty the outbox into
-// the dead-letter stream. Any other 4xx rejects content: the batch is split
-// in halves until the rejected record is alone, and that record goes to the
-// $dead stream with the status and response; the rest is delivered.
+// carries it (seconds or an HTTP date, at most 15 minutes). 101, 3xx, 401,
+// 403, 404, 405 and 407 are retried the same way: they mean a wrong URL or
+// credentials, and sending every record to $dead because a token
+// expired would empty the outbox into the dead-letter stream. Any other 4xx
+// rejects content: the batch is split in halves until the rejected record is
+// alone (about 2*log2(MaxRecords) requests), and that record is appended to
+// the $dead stream, function kept, with data
 //
-// A 2xx body may carry {"commands": [{"topic", "payload", "qos", "retain"}]}.
+//	{"sink": "cloud", "stream": "alerts", "id": "..", "seq": 42, "ts": 1732400000000,
+//	 "error": "http 422 Unprocessable Entity: ..", "data": <the record's data>}
+//
+// and the rest is delivered. A sink that takes $dead itself drops (and
+// counts) a $dead record its receiver rejects, rather than looping.
+//
+// A 2xx body may carry {"commands": [{"topic", "payload", "qos", "retain"}]}:
+// a string payload is published as its text, any other JSON value as JSON;
+// qos (0 or 1) defaults to 1, retain to false.
 // Commands are published through the Publisher once per batch: before
 // publishing, the lane writes {batch key, commands} to store meta, publishes,
 // marks them applied, and only then moves the cursor. A batch resent after a
@@ -75,11 +88,26 @@
 // response's commands are published at least once, and twice only if the
 // gateway dies between publishing and recording it.
 //
+// # MQTT bridge
+//
+// Every record is one QoS 1 PUBLISH, not retained, on the topic template
+// with {gateway}, {stream} and {function} filled in, with the payload
+//
+//	{"gateway": "pi-kitchen", "stream": "telemetry", "id": "..", "seq": 42,
+//	 "ts": 1732400000000, "function": "env", "data": <the record's data>}
+//
+// The session is clean: the outbox is the session, and resends come from the
+// cursor. Up to MQTTConfig.Window PUBLISHes are outstanding on the
+// connection; a batch is acknowledged when every record's PUBACK is in. A
+// missing PUBACK (Timeout) ends the connection, and every lane resends from
+// its cursor on the next one. A keeper goroutine reconnects with backoff.
+//
 // # States
 //
 // A sink is online after a delivery, backing_off after the receiver answered
 // with a retryable status, offline when it could not be reached (dial, TLS,
-// timeout, connection lost, MQTT not connected), and disabled when configured
-// so. The state of a sink is the worst state of its lanes. Every change is
-// logged once and passed to Config.OnTransition; retries are not logged.
+// timeout, connection lost; for the MQTT bridge, whenever its connection is
+// down), and disabled when configured so. The state of a sink is the worst
+// state of its lanes and its connection. Every change is logged once and
+// passed to Config.OnTransition; retries are not logged.
 package sink
