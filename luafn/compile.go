@@ -3,6 +3,7 @@ package luafn
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	lua "github.com/yuin/gopher-lua"
@@ -24,6 +25,9 @@ type Spec struct {
 type Program struct {
 	spec  Spec // Limits with defaults filled in
 	proto *lua.FunctionProto
+	// unbounded runs without the hook and the watchdog: only benchmarks set it, to
+	// measure what the bounds cost.
+	unbounded bool
 }
 
 // Spec returns the program's spec, with every limit's default filled in.
@@ -83,7 +87,24 @@ func Compile(spec Spec) (*Program, error) {
 		}
 		return nil, cerr(0, "%v", err)
 	}
+	compact(proto)
 	return &Program{spec: spec, proto: proto}, nil
+}
+
+// compact copies the compiled prototypes' slices to their length. gopher-lua's
+// compiler gives every Lua function 1024-entry code and line buffers and more, and
+// keeps them: some 16 KiB per Lua function, which made a 200-line program weigh 300 KiB.
+func compact(p *lua.FunctionProto) {
+	p.Code = slices.Clone(p.Code)
+	p.DbgSourcePositions = slices.Clone(p.DbgSourcePositions)
+	p.Constants = slices.Clone(p.Constants)
+	p.FunctionPrototypes = slices.Clone(p.FunctionPrototypes)
+	p.DbgLocals = slices.Clone(p.DbgLocals)
+	p.DbgCalls = slices.Clone(p.DbgCalls)
+	p.DbgUpvalues = slices.Clone(p.DbgUpvalues)
+	for _, c := range p.FunctionPrototypes {
+		compact(c)
+	}
 }
 
 // compileChunk turns a compiler panic (a compiler bug, not a user error) into an error

@@ -175,8 +175,8 @@ func growth(t *lua.LTable, key lua.LValue) int64 {
 	return n
 }
 
-// walker measures the data reachable from a VM. Its maps and stack are kept between
-// walks so that a walk allocates little.
+// walker measures the data reachable from a VM. Its maps are made for each walk, so a
+// VM does not keep the capacity its largest walk needed.
 type walker struct {
 	skip    map[*lua.LTable]struct{} // the sandbox's own tables, not the function's memory
 	tables  map[*lua.LTable]struct{}
@@ -188,11 +188,12 @@ type walker struct {
 // measure returns the bytes held by the VM: its value stack, its globals and everything
 // reachable from them. It stops early once the total passes stop.
 func (v *vm) measure(stop int64) int64 {
-	w := &v.walker
-	clear(w.tables)
-	clear(w.funcs)
-	clear(w.strings)
-	w.stack = w.stack[:0]
+	w := &walker{
+		skip:    v.skip,
+		tables:  make(map[*lua.LTable]struct{}),
+		funcs:   make(map[*lua.LFunction]struct{}),
+		strings: make(map[*byte]struct{}),
+	}
 	reg := stateReg(v.L)
 	total := int64(cap(reg.array)) * sizeSlot
 	w.stack = append(w.stack, reg.array[:reg.top]...)
@@ -205,9 +206,6 @@ func (v *vm) measure(stop int64) int64 {
 		w.stack = w.stack[:len(w.stack)-1]
 		total += w.size(x)
 	}
-	// Drop references so the walker does not keep the VM's garbage alive.
-	clear(w.stack[:cap(w.stack)])
-	w.stack = w.stack[:0]
 	return total
 }
 

@@ -116,13 +116,16 @@ func (v *vm) newLib(funcs map[string]lua.LGFunction) *lua.LTable {
 }
 
 // skipTable excludes a sandbox table from memory walks: it is not the function's data.
-func (v *vm) skipTable(t *lua.LTable) { v.walker.skip[t] = struct{}{} }
+func (v *vm) skipTable(t *lua.LTable) { v.skip[t] = struct{}{} }
 
 // readOnly returns a read-only proxy for t.
 func (v *vm) readOnly(t *lua.LTable) *lua.LTable {
 	meta := v.L.CreateTable(0, 3)
 	meta.RawSetString("__index", t)
-	meta.RawSetString("__newindex", v.L.NewFunction(refuseWrite))
+	if v.refuse == nil {
+		v.refuse = v.L.NewFunction(refuseWrite)
+	}
+	meta.RawSetString("__newindex", v.refuse)
 	meta.RawSetString("__metatable", lua.LFalse)
 	proxy := v.L.CreateTable(0, 0)
 	proxy.Metatable = meta
