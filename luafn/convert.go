@@ -9,45 +9,59 @@ import (
 	lua "github.com/yuin/gopher-lua"
 )
 
+// Keys of the event table, in the order eventTable fills them.
+var eventKeyNames = [...]string{"id", "source", "ts", "topic", "raw", "qos", "payload", "pin", "level", "edge", "coalesced", "sensor", "values"}
+
+const (
+	keyID = iota
+	keySource
+	keyTS
+	keyTopic
+	keyRaw
+	keyQoS
+	keyPayload
+	keyPin
+	keyLevel
+	keyEdge
+	keyCoalesced
+	keySensor
+	keyValues
+)
+
 // eventTable builds the Lua event for ev (SPEC §4), charging it to the memory bound.
 func (v *vm) eventTable(ev *Event) *lua.LTable {
 	L := v.L
-	n := 3
-	if ev.Topic != "" || ev.Payload != nil {
-		n += 4
-	}
-	if ev.Pin != "" {
-		n += 4
-	}
-	if ev.Sensor != "" {
-		n += 2
-	}
-	v.charge(sizeTable + int64(n)*(sizeStrEntry+sizeKeyEntry) + int64(len(ev.ID)+len(ev.Topic)+2*len(ev.Payload)))
-	t := L.CreateTable(0, n)
-	t.RawSetString("id", lua.LString(ev.ID))
-	t.RawSetString("source", lua.LString(ev.Source))
-	t.RawSetString("ts", lua.LNumber(ev.TS))
+	k := &v.eventKeys
+	pairs := v.eventPairs[:0]
+	v.charge(sizeTable + int64(len(eventKeyNames))*(sizeStrEntry+sizeKeyEntry) + int64(len(ev.ID)+len(ev.Topic)+2*len(ev.Payload)))
+	pairs = append(pairs, k[keyID], lua.LString(ev.ID))
+	pairs = append(pairs, k[keySource], lua.LString(ev.Source))
+	pairs = append(pairs, k[keyTS], lua.LNumber(ev.TS))
 	if ev.Topic != "" || ev.Payload != nil {
 		raw := lua.LString(ev.Payload)
-		t.RawSetString("topic", lua.LString(ev.Topic))
-		t.RawSetString("raw", raw)
-		t.RawSetString("qos", lua.LNumber(ev.QoS))
-		t.RawSetString("payload", v.payloadValue(raw))
+		pairs = append(pairs, k[keyTopic], lua.LString(ev.Topic))
+		pairs = append(pairs, k[keyRaw], raw)
+		pairs = append(pairs, k[keyQoS], lua.LNumber(ev.QoS))
+		pairs = append(pairs, k[keyPayload], v.payloadValue(raw))
 	}
 	if ev.Pin != "" {
-		t.RawSetString("pin", lua.LString(ev.Pin))
-		t.RawSetString("level", lua.LNumber(ev.Level))
-		t.RawSetString("edge", lua.LString(ev.Edge))
-		t.RawSetString("coalesced", lua.LNumber(ev.Coalesced))
+		pairs = append(pairs, k[keyPin], lua.LString(ev.Pin))
+		pairs = append(pairs, k[keyLevel], lua.LNumber(ev.Level))
+		pairs = append(pairs, k[keyEdge], lua.LString(ev.Edge))
+		pairs = append(pairs, k[keyCoalesced], lua.LNumber(ev.Coalesced))
 	}
 	if ev.Sensor != "" {
-		t.RawSetString("sensor", lua.LString(ev.Sensor))
+		pairs = append(pairs, k[keySensor], lua.LString(ev.Sensor))
 		vals := L.CreateTable(0, len(ev.Values))
-		for k, x := range ev.Values {
-			vals.RawSetString(k, lua.LNumber(x))
+		for name, x := range ev.Values {
+			vals.RawSetString(name, lua.LNumber(x))
 		}
-		t.RawSetString("values", vals)
+		pairs = append(pairs, k[keyValues], vals)
 	}
+	t := L.CreateTable(0, 0)
+	fillStrTable(t, pairs)
+	clear(pairs)
+	v.eventPairs = pairs[:0]
 	return t
 }
 
@@ -104,7 +118,12 @@ func (c *goConverter) table(t *lua.LTable, depth int) (any, error) {
 		return nil, fmt.Errorf("cannot convert to JSON: %w", errCycle)
 	}
 	c.path = append(c.path, t)
-	defer func() { c.path = c.path[:len(c.path)-1] }()
+	x, err := c.convert(t, depth)
+	c.path = c.path[:len(c.path)-1]
+	return x, err
+}
+
+func (c *goConverter) convert(t *lua.LTable, depth int) (any, error) {
 	if n, ok := tableShape(t); ok {
 		out := make([]any, n)
 		for i := range out {
@@ -116,21 +135,39 @@ func (c *goConverter) table(t *lua.LTable, depth int) (any, error) {
 		}
 		return out, nil
 	}
-	out := make(map[string]any)
-	var err error
-	t.ForEach(func(k, val lua.LValue) {
+	tb := tableOf(t)
+	out := make(map[string]any, len(tb.strdict)+len(tb.dict)+len(tb.array))
+	for k, val := range tb.strdict {
+		if err := c.put(out, k, val, depth); err != nil {
+			return nil, err
+		}
+	}
+	for i, val := range tb.array {
+		if val == lua.LNil {
+			continue
+		}
+		k, _ := objectKey(lua.LNumber(i + 1))
+		if err := c.put(out, k, val, depth); err != nil {
+			return nil, err
+		}
+	}
+	for k, val := range tb.dict {
+		ks, err := objectKey(k)
 		if err != nil {
-			return
+			return nil, fmt.Errorf("cannot convert to JSON: %w", err)
 		}
-		var ks string
-		if ks, err = objectKey(k); err != nil {
-			err = fmt.Errorf("cannot convert to JSON: %w", err)
-			return
+		if err := c.put(out, ks, val, depth); err != nil {
+			return nil, err
 		}
-		out[ks], err = c.value(val, depth)
-	})
-	if err != nil {
-		return nil, err
 	}
 	return out, nil
+}
+
+func (c *goConverter) put(out map[string]any, k string, val lua.LValue, depth int) error {
+	if val == lua.LNil {
+		return nil
+	}
+	x, err := c.value(val, depth)
+	out[k] = x
+	return err
 }

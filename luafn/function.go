@@ -128,7 +128,7 @@ func (v *vm) invoke(ev *Event) (*Result, error) {
 	}
 	L.Push(handle)
 	L.Push(v.eventTable(ev))
-	err := v.run(1, 1)
+	err := v.run(1, 1, start)
 	res := &Result{Logs: inv.logs}
 	if inv.dropped > 0 {
 		res.Logs = append(res.Logs, LogEntry{Level: slog.LevelWarn, Message: fmt.Sprintf("%d more log entries dropped", inv.dropped), Time: v.host.now()})

@@ -162,12 +162,8 @@ func (d *jsonDecoder) object(depth int) (lua.LValue, error) {
 	if err := d.charge(sizeTable + int64(n)*(sizeStrEntry+sizeKeyEntry)); err != nil {
 		return nil, err
 	}
-	t := d.v.L.CreateTable(0, n)
-	for i := 0; i < len(pairs); i += 2 {
-		if pairs[i+1] != lua.LNil {
-			t.RawSetString(string(pairs[i].(lua.LString)), pairs[i+1])
-		}
-	}
+	t := d.v.L.CreateTable(0, 0)
+	fillStrTable(t, pairs)
 	d.scratch = d.scratch[:base]
 	return t, nil
 }

@@ -53,6 +53,9 @@ type vm struct {
 	pcg       *rand.PCG
 	rng       *rand.Rand
 	scratch   []lua.LValue // reused by the JSON decoder
+	// The event's keys, boxed once, and the pairs eventTable fills the event from.
+	eventKeys  [len(eventKeyNames)]lua.LValue
+	eventPairs []lua.LValue
 
 	patternSteps int64 // left in the running invocation
 
@@ -163,6 +166,9 @@ func newVM(p *Program, h *Host) (*vm, error) {
 		skip:      make(map[*lua.LTable]struct{}),
 	}
 	v.rng = rand.New(v.pcg)
+	for i, name := range eventKeyNames {
+		v.eventKeys[i] = lua.LString(name)
+	}
 	v.nextWalk = lim.Memory
 	v.L = lua.NewState(lua.Options{
 		SkipOpenLibs: true,
@@ -185,7 +191,7 @@ func newVM(p *Program, h *Host) (*vm, error) {
 	}
 	fn := v.L.NewFunctionFromProto(p.proto)
 	v.L.Push(fn)
-	if err := v.run(0, 0); err != nil {
+	if err := v.run(0, 0, time.Now()); err != nil {
 		v.close()
 		var ie *InvokeError
 		if errors.As(err, &ie) {
@@ -212,11 +218,11 @@ func (v *vm) usable() bool { return v.tripped.Load() == nil }
 
 // run calls the function on the stack with nargs arguments under the bounds and leaves
 // nret results on the stack.
-func (v *vm) run(nargs, nret int) error {
+func (v *vm) run(nargs, nret int, start time.Time) error {
 	if v.prog.unbounded {
 		return v.L.PCall(nargs, nret, nil)
 	}
-	v.arm(time.Now())
+	v.arm(start)
 	err := v.L.PCall(nargs, nret, nil)
 	v.disarm()
 	if err == nil {
