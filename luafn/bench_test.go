@@ -202,3 +202,23 @@ func BenchmarkMemory(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkTimeoutStop reports how long after its 10ms timeout a busy loop is stopped.
+func BenchmarkTimeoutStop(b *testing.B) {
+	const timeout = 10 * time.Millisecond
+	p, err := Compile(Spec{Name: "loop", Source: "function handle() while true do end end", Limits: Limits{Timeout: timeout}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := New(p, Host{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var over time.Duration
+	for b.Loop() {
+		res, _ := f.Invoke(context.Background(), &Event{})
+		over = max(over, res.Duration-timeout)
+	}
+	b.ReportMetric(float64(over.Microseconds()), "max-overshoot-us")
+}

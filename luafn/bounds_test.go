@@ -1,39 +1,153 @@
 package luafn
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestBoundsQuick(t *testing.T) {
+// TestBoundsConfigurable checks that each bound is the function's own setting and that
+// its error names the bound and the function.
+func TestBoundsConfigurable(t *testing.T) {
 	cases := []struct {
-		name string
-		src  string
-		kind error
+		name, src string
+		lim       Limits
+		kind      error
+		msg       string
 	}{
-		{"loop", `while true do end`, ErrTimeout},
-		{"rep", `local s = string.rep("x", 1e9)`, ErrMemory},
-		{"doubling", `local s = "x" for i = 1, 40 do s = s .. s end`, ErrMemory},
-		{"tablegrow", `local t = {} for i = 1, 1e8 do t[i] = i end`, ErrMemory},
-		{"sparse", `local t = {} t[60000000] = 1`, ErrMemory},
-		{"concat", `local t = {} for i = 1, 100 do t[i] = string.rep("x", 100000) end local s = table.concat(t, string.rep("y", 1000000))`, ErrMemory},
-		{"format", `local s = string.format("%099999d", 1)`, ErrRuntime},
-		{"recursion", `local function f() return 1 + f() end f()`, ErrDepth},
-		{"pattern", `string.find(string.rep("a", 400), ".-.-.-b")`, ErrPattern},
-		{"unpack", `local t = {} unpack(t, 1, 1e8)`, ErrRegistry},
-		{"strkeys", `local t = {} for i = 1, 1e8 do t["k" .. i] = true end`, ErrMemory},
-		{"manyconcat", `local s = string.rep("x", 1e6) local t = s..s..s..s..s..s..s..s..s..s..s..s..s..s..s..s..s..s..s..s`, ErrMemory},
-		{"globals", `for i = 1, 1e8 do _G["g" .. i] = {} end`, ErrMemory},
-		{"closures", `local t = {} for i = 1, 1e8 do t[i] = function() return i end end`, ErrMemory},
-		{"pcall_loop", `while true do pcall(string.rep, "x", 1e10) end`, ErrMemory},
+		{"timeout", `while true do end`, Limits{Timeout: 30 * time.Millisecond}, ErrTimeout, "timeout: still running after 30ms"},
+		{"depth", `local function f(n) if n == 0 then return 0 end return 1 + f(n - 1) end return f(60)`,
+			Limits{CallDepth: 50}, ErrDepth, "call depth limit exceeded (50)"},
+		{"registry", `return select("#", unpack({}, 1, 5000))`, Limits{Registry: 4096}, ErrRegistry, "limit 4096"},
+		{"pattern", `return string.find(string.rep("a", 100), ".-.-b")`, Limits{PatternSteps: 5000}, ErrPattern, "more than 5000 steps"},
+		{"memory", `return #string.rep("x", 2e6)`, Limits{Memory: 1 << 20}, ErrMemory, "limit 1048576"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFn(t, "function handle(event) "+c.src+" end", Limits{Timeout: 2 * time.Second}, Host{})
-			start := time.Now()
+			f := newFn(t, "function handle() "+c.src+" end", c.lim, Host{})
 			ie := callErr(t, f, nil, c.kind)
-			t.Logf("%v in %v (%v)", ie, time.Since(start), strings.ReplaceAll(ie.Traceback, "\n", " | "))
+			if !strings.Contains(ie.Message, c.msg) || !strings.HasPrefix(ie.Error(), "fn v1: fn.lua:1: ") {
+				t.Errorf("got %q, want it to contain %q", ie.Error(), c.msg)
+			}
+			// The same source runs under the defaults: the bound was this function's.
+			g := newFn(t, "function handle() "+c.src+" end", Limits{Timeout: 20 * time.Millisecond}, Host{})
+			if _, err := g.Invoke(t.Context(), &Event{}); err != nil && c.kind != ErrTimeout {
+				t.Errorf("under the defaults: %v", err)
+			}
 		})
+	}
+}
+
+func TestTimeoutStopsPromptly(t *testing.T) {
+	const timeout = 50 * time.Millisecond
+	f := newFn(t, `function handle() while true do end end`, Limits{Timeout: timeout}, Host{})
+	res, err := f.Invoke(t.Context(), &Event{})
+	if ie := (*InvokeError)(nil); err == nil || !errors.As(err, &ie) || ie.Kind != ErrTimeout {
+		t.Fatalf("got %v", err)
+	}
+	// The issue asks for 2x; the check is loose because CI machines are shared. The
+	// figure itself is reported by BenchmarkTimeoutStop.
+	if res.Duration > 20*timeout {
+		t.Fatalf("stopped after %v", res.Duration)
+	}
+	t.Logf("timeout %v: stopped after %v", timeout, res.Duration)
+}
+
+// TestMemoryNearLimit: live data near the limit is fine, past it is not, and garbage
+// does not count however much of it there is.
+func TestMemoryNearLimit(t *testing.T) {
+	lim := Limits{Memory: 2 << 20, Timeout: 10 * time.Second}
+	f := newFn(t, `function handle(e)
+		local n = tonumber(e.topic)
+		if e.source == "string" then return #string.rep("x", n) end
+		if e.source == "table" then
+			local t = {}
+			for i = 1, n do t[i] = i end
+			return #t
+		end
+		-- garbage: 40 MB of short-lived strings and tables, little kept
+		local keep = 0
+		for i = 1, n do local s = string.rep("y", 1000) .. i local t = {s, i} keep = keep + #t[1] end
+		return keep
+	end`, lim, Host{})
+	for _, c := range []struct {
+		source, n string
+		ok        bool
+	}{
+		{"string", "1500000", true},
+		{"string", "2200000", false},
+		{"table", "50000", true},
+		{"table", "150000", false},
+		{"garbage", "40000", true},
+	} {
+		_, err := f.Invoke(t.Context(), &Event{Source: c.source, Topic: c.n})
+		if c.ok && err != nil {
+			t.Errorf("%s %s: %v", c.source, c.n, err)
+		}
+		if !c.ok && !errors.Is(err, ErrMemory) {
+			t.Errorf("%s %s: got %v, want the memory bound", c.source, c.n, err)
+		}
+	}
+}
+
+// TestMemoryAcrossInvocations: globals kept between invocations count, so a function
+// that grows them trips the bound in time, and runs again on a fresh VM.
+func TestMemoryAcrossInvocations(t *testing.T) {
+	f := newFn(t, `keep = {}
+	function handle()
+		keep[#keep + 1] = string.rep("x", 300000)
+		return #keep
+	end`, Limits{Memory: 1 << 20}, Host{})
+	var tripped bool
+	for i := 0; i < 10 && !tripped; i++ {
+		_, err := f.Invoke(t.Context(), &Event{})
+		tripped = errors.Is(err, ErrMemory)
+	}
+	if !tripped {
+		t.Fatal("growing globals never tripped the memory bound")
+	}
+	if got := call(t, f, nil).Value; got != int64(1) {
+		t.Fatalf("after the trip, #keep = %v: not a fresh VM", got)
+	}
+}
+
+// TestRandomIsolation: math.randomseed in one function does not steer another's draws.
+func TestRandomIsolation(t *testing.T) {
+	a := newFn(t, `function handle() math.randomseed(7) return math.random(1, 1e9) end`, Limits{}, Host{})
+	b := newFn(t, `function handle() return math.random(1, 1e9) end`, Limits{}, Host{})
+	first := call(t, a, nil).Value
+	if call(t, a, nil).Value != first {
+		t.Fatal("randomseed does not seed")
+	}
+	seen := map[any]bool{}
+	for range 5 {
+		call(t, a, nil)
+		seen[call(t, b, nil).Value] = true
+	}
+	if len(seen) < 4 {
+		t.Fatalf("the other function drew %v after the first reseeded", seen)
+	}
+	for _, expr := range []string{"math.random(0)", "math.random(3, 1)", "math.random(1, 2, 3)"} {
+		f := newFn(t, "function handle() return "+expr+" end", Limits{}, Host{})
+		callErr(t, f, nil, ErrRuntime)
+	}
+}
+
+// TestLibrariesPristineAcrossInvocations: what one invocation tries on the shared
+// libraries, the next one does not see (the trap: getmetatable("").__index).
+func TestLibrariesPristineAcrossInvocations(t *testing.T) {
+	f := newFn(t, `function handle(e)
+		if e.topic == "attack" then
+			pcall(function() getmetatable("").__index.upper = function() return "evil" end end)
+			pcall(rawset, string, "upper", nil)
+			pcall(function() string.format = nil end)
+			return "attacked"
+		end
+		return ("x"):upper() .. string.format("%d", 1) .. tostring(getmetatable("").__index == string)
+	end`, Limits{}, Host{})
+	call(t, f, &Event{Topic: "attack"})
+	if got := call(t, f, nil).Value; got != "X1true" {
+		t.Fatalf("after the attack: %v", got)
 	}
 }
