@@ -188,10 +188,13 @@ func (v *vm) baseSetmetatable(L *lua.LState) int {
 // baseUnpack is unpack with the registry bound checked before anything is pushed.
 func (v *vm) baseUnpack(L *lua.LState) int {
 	t := L.CheckTable(1)
-	i := int64(L.OptInt(2, 1))
-	j := int64(L.OptInt(3, t.Len()))
+	i := argInt(L, 2, 1)
+	j := argInt(L, 3, int64(t.Len()))
 	if i > j {
 		return 0
+	}
+	if j-i < 0 || j-i >= int64(v.limits.Registry) { // j-i < 0: it overflowed
+		v.reserve(int64(v.limits.Registry) + 1)
 	}
 	v.reserve(j - i + 1)
 	for k := i; k <= j; k++ {

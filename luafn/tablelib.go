@@ -46,6 +46,11 @@ func (v *vm) tabInsert(L *lua.LState) int {
 	case 2:
 	case 3:
 		pos = checkInt(L, 2)
+		if pos < 1 {
+			// Lua 5.1 would shift every slot from #t down to pos: 2^63 of them for
+			// a very negative pos. Lua 5.2's rule instead.
+			L.ArgError(2, "position out of bounds")
+		}
 		e = max(e, pos) // "grow" the array if necessary
 	default:
 		L.RaiseError("wrong number of arguments to 'insert'")

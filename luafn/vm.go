@@ -166,6 +166,7 @@ func newVM(p *Program, h *Host) (*vm, error) {
 		skip:      make(map[*lua.LTable]struct{}),
 	}
 	v.rng = rand.New(v.pcg)
+	v.patternSteps = lim.PatternSteps // for the chunk's top level
 	for i, name := range eventKeyNames {
 		v.eventKeys[i] = lua.LString(name)
 	}
