@@ -131,7 +131,7 @@ func (d *jsonDecoder) object(depth int) (lua.LValue, error) {
 			if d.pos >= len(d.s) || d.s[d.pos] != '"' {
 				return nil, d.errorf("expected a string key")
 			}
-			k, err := d.str()
+			k, err := d.key()
 			if err != nil {
 				return nil, err
 			}
@@ -144,7 +144,7 @@ func (d *jsonDecoder) object(depth int) (lua.LValue, error) {
 			if err != nil {
 				return nil, err
 			}
-			d.scratch = append(d.scratch, lua.LString(k), val)
+			d.scratch = append(d.scratch, k, val)
 			d.space()
 			if d.pos < len(d.s) && d.s[d.pos] == ',' {
 				d.pos++
@@ -252,6 +252,44 @@ func (d *jsonDecoder) number() (lua.LValue, error) {
 		return nil, err
 	}
 	return lua.LNumber(f), nil
+}
+
+// Object keys repeat from one payload to the next: a small per-VM cache of boxed keys
+// saves two allocations per key. It only holds short keys without escapes.
+const (
+	maxCachedKeys   = 256
+	maxCachedKeyLen = 32
+)
+
+// key reads an object key at d.pos (which is '"').
+func (d *jsonDecoder) key() (lua.LValue, error) {
+	s := d.s
+	end := d.pos + 1
+	for end < len(s) && end-d.pos <= maxCachedKeyLen+1 && s[end] != '"' && s[end] != '\\' && s[end] >= 0x20 {
+		end++
+	}
+	if end < len(s) && s[end] == '"' {
+		raw := s[d.pos+1 : end]
+		if k, ok := d.v.keys[raw]; ok {
+			d.pos = end + 1
+			if err := d.charge(sizeString + int64(len(raw))); err != nil {
+				return nil, err
+			}
+			return k, nil
+		}
+	}
+	str, err := d.str()
+	if err != nil {
+		return nil, err
+	}
+	k := lua.LValue(lua.LString(str))
+	if len(str) <= maxCachedKeyLen && len(d.v.keys) < maxCachedKeys {
+		if d.v.keys == nil {
+			d.v.keys = make(map[string]lua.LValue)
+		}
+		d.v.keys[str] = k
+	}
+	return k, nil
 }
 
 // str reads a JSON string at d.pos (which is '"') and returns its value, a copy that

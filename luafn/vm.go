@@ -52,7 +52,8 @@ type vm struct {
 	handleKey lua.LString
 	pcg       *rand.PCG
 	rng       *rand.Rand
-	scratch   []lua.LValue // reused by the JSON decoder
+	scratch   []lua.LValue          // reused by the JSON decoder
+	keys      map[string]lua.LValue // object keys the JSON decoder has boxed (see key)
 	// The event's keys, boxed once, and the pairs eventTable fills the event from.
 	eventKeys  [len(eventKeyNames)]lua.LValue
 	eventPairs []lua.LValue
