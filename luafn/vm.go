@@ -37,6 +37,7 @@ type vm struct {
 	deadline atomic.Int64
 	armed    atomic.Bool
 	timer    *time.Timer
+	ticks    uint32 // instructions, to read the clock every 1024 of them
 
 	// Memory accounting (see memory.go).
 	mem      int64
@@ -85,6 +86,13 @@ func (v *vm) Err() error {
 
 // Done is called by gopher-lua before every instruction, on the VM's goroutine.
 func (v *vm) Done() <-chan struct{} {
+	// The VM also reads the clock itself now and then: a watchdog timer needs its
+	// goroutine scheduled, which a loaded machine can delay by tens of milliseconds.
+	if v.ticks++; v.ticks&1023 == 0 {
+		if d := v.deadline.Load(); d != 0 && v.now() >= d {
+			v.trip(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
+		}
+	}
 	cf := stateFrame(v.L)
 	if cf.Idx >= v.limits.CallDepth {
 		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
