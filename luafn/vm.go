@@ -96,11 +96,15 @@ func (v *vm) Done() <-chan struct{} {
 	cf := stateFrame(v.L)
 	if cf.Idx >= v.limits.CallDepth {
 		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
-	} else {
-		v.chargeInstruction(cf, cf.Fn.Proto.Code[cf.Pc-1])
+	} else if inst := cf.Fn.Proto.Code[cf.Pc-1]; allocatingOps&(1<<(inst>>26)) != 0 {
+		v.chargeInstruction(cf, inst)
 	}
 	return v.done
 }
+
+// allocatingOps are the opcodes chargeInstruction charges, as a bit set.
+const allocatingOps = 1<<lua.OP_CONCAT | 1<<lua.OP_SETTABLE | 1<<lua.OP_SETTABLEKS | 1<<lua.OP_SETGLOBAL |
+	1<<lua.OP_NEWTABLE | 1<<lua.OP_SETLIST | 1<<lua.OP_CLOSURE
 
 // trip stops the VM for good: the first bound to trip wins. Safe from any goroutine.
 func (v *vm) trip(kind error, msg string) {
