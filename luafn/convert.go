@@ -79,7 +79,8 @@ func (v *vm) payloadValue(raw lua.LString) lua.LValue {
 
 // toGo converts what handle returned to JSON-able Go values, with the rules of json.go.
 func toGo(x lua.LValue) (any, error) {
-	c := goConverter{}
+	var path [8]*lua.LTable
+	c := goConverter{path: path[:0]}
 	return c.value(x, 0)
 }
 
@@ -97,7 +98,8 @@ func (c *goConverter) value(x lua.LValue, depth int) (any, error) {
 		return string(x), nil
 	case lua.LNumber:
 		f := float64(x)
-		if _, err := appendNumber(nil, f); err != nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			_, err := appendNumber(nil, f) // for its error naming the value
 			return nil, err
 		}
 		if f == math.Trunc(f) && math.Abs(f) <= maxSafeInt {

@@ -40,7 +40,7 @@ var errCycle = errors.New("cycle in table")
 // jsonDecoder builds Lua values straight from JSON text.
 type jsonDecoder struct {
 	v       *vm
-	pend    *building // what is decoded is held here until the whole value is built
+	pend    building // what is decoded is held here until the whole value is built
 	s       string
 	pos     int
 	scratch []lua.LValue // pending keys and values of the tables being built
@@ -48,7 +48,7 @@ type jsonDecoder struct {
 
 // decodeJSON decodes s into a Lua value.
 func (v *vm) decodeJSON(s string) (lua.LValue, error) {
-	d := jsonDecoder{v: v, s: s, scratch: v.scratch[:0], pend: v.build()}
+	d := jsonDecoder{v: v, s: s, scratch: v.scratch[:0], pend: building{v: v}}
 	defer d.pend.release()
 	val, err := d.value(0)
 	if err == nil {
@@ -536,14 +536,14 @@ func appendString(b []byte, s string) []byte {
 // jsonEncoder writes Lua values as JSON, charging the output as it grows.
 type jsonEncoder struct {
 	v       *vm
-	pend    *building // the output, until it is returned
+	pend    building // the output, until it is returned
 	buf     []byte
 	charged int
 	path    []*lua.LTable // tables being encoded, to find cycles
 }
 
 func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
-	e := jsonEncoder{v: v, pend: v.build()}
+	e := jsonEncoder{v: v, pend: building{v: v}}
 	defer e.pend.release()
 	if err := e.value(x, 0); err != nil {
 		return nil, err
