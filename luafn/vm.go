@@ -96,14 +96,14 @@ func (v *vm) Done() <-chan struct{} {
 	cf := stateFrame(v.L)
 	if cf.Idx >= v.limits.CallDepth {
 		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
-	} else if inst := cf.Fn.Proto.Code[cf.Pc-1]; allocatingOps&(1<<(inst>>26)) != 0 {
+	} else if inst := cf.Fn.Proto.Code[cf.Pc-1]; allocatingOps&(uint64(1)<<(inst>>26)) != 0 {
 		v.chargeInstruction(cf, inst)
 	}
 	return v.done
 }
 
 // allocatingOps are the opcodes chargeInstruction charges, as a bit set.
-const allocatingOps = 1<<lua.OP_CONCAT | 1<<lua.OP_SETTABLE | 1<<lua.OP_SETTABLEKS | 1<<lua.OP_SETGLOBAL |
+const allocatingOps uint64 = 1<<lua.OP_CONCAT | 1<<lua.OP_SETTABLE | 1<<lua.OP_SETTABLEKS | 1<<lua.OP_SETGLOBAL |
 	1<<lua.OP_NEWTABLE | 1<<lua.OP_SETLIST | 1<<lua.OP_CLOSURE
 
 // trip stops the VM for good: the first bound to trip wins. Safe from any goroutine.
