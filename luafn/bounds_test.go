@@ -154,3 +154,34 @@ func TestLibrariesPristineAcrossInvocations(t *testing.T) {
 		t.Fatalf("after the attack: %v", got)
 	}
 }
+
+// TestMemoryUpdatesAreFree: a function holding data near its limit that updates it in
+// a loop is not slowed by memory walks: updates of existing keys are not charged.
+func TestMemoryUpdatesAreFree(t *testing.T) {
+	f := newFn(t, `
+	list = {}
+	for i = 1, 2000 do list[i] = {n = i, name = "item" .. i} end
+	function handle()
+		for round = 1, 50 do
+			for i = 1, 2000 do
+				local s = list[i]
+				s.n = s.n + 1
+				list.last = i
+			end
+		end
+		return list[1].n
+	end`, Limits{Memory: 4 << 20, Timeout: 10 * time.Second}, Host{})
+	v := <-f.pool
+	f.pool <- v
+	if v.mem < 2<<20 {
+		t.Fatalf("the state holds %d bytes: too little to test walks near the limit", v.mem)
+	}
+	before := v.walks
+	if got := call(t, f, nil).Value; got != int64(51) {
+		t.Fatalf("got %v", got)
+	}
+	// Charged at 88 bytes each, the 200000 updates would walk the heap every 256 KiB.
+	if w := v.walks - before; w > 2 {
+		t.Fatalf("%d memory walks for 200000 updates", w)
+	}
+}

@@ -168,11 +168,19 @@ func growth(t *lua.LTable, key lua.LValue) int64 {
 			return (max(i, 2*int64(cap(tb.array))) - int64(cap(tb.array))) * sizeSlot
 		}
 	}
-	n := int64(sizeStrEntry + sizeKeyEntry)
-	if _, ok := key.(lua.LString); ok && tb.strdict == nil {
-		n += newHashCap * sizeStrEntry
+	// Updating a key that exists costs nothing: charging it would make a function that
+	// keeps much data and updates it in a loop walk its heap over and over.
+	if s, ok := key.(lua.LString); ok {
+		if tb.strdict == nil {
+			return newHashCap*sizeStrEntry + sizeStrEntry + sizeKeyEntry
+		}
+		if _, exists := tb.strdict[string(s)]; exists {
+			return 0
+		}
+	} else if _, exists := tb.dict[key]; exists {
+		return 0
 	}
-	return n
+	return sizeStrEntry + sizeKeyEntry
 }
 
 // walker measures the data reachable from a VM. Its maps are made for each walk, so a
