@@ -110,7 +110,10 @@ func (e *executor) stop() {
 }
 
 // process runs one task to its end: invoke, commit, then the effects that touch the world.
-// It returns errAbandoned if the gateway stopped before the task's effects were durable.
+// Tries count the function's failures only. A commit that fails (disk full, I/O error) is
+// not the function's fault: the same effects are committed again until the store takes
+// them, holding the event's key, so later events of that key never overtake it. It returns
+// errAbandoned if the gateway stopped before the task's effects were durable.
 func (g *Gateway) process(fnName string, t *task) error {
 	tries := 1
 	backoff := g.opts.RetryBackoff
@@ -124,30 +127,64 @@ func (g *Gateway) process(fnName string, t *task) error {
 		}
 		res, err := g.invoke(v, t.ev)
 		if err == nil {
-			err = g.commit(v, t.ev, res)
-			if err == nil {
-				g.afterCommit(v, t.ev, res)
-				return nil
+			c := commitOf(v, t.ev, res)
+			if err := g.commitUntilStored(v, t.ev, c); err != nil {
+				return err
 			}
-			if errors.Is(err, errStopping) {
-				return errAbandoned
-			}
+			g.afterCommit(v, t.ev, res)
+			return nil
 		}
 		if attempt >= tries {
 			return g.deadLetter(v, t.ev, err, attempt)
 		}
 		g.logger.Warn("invocation failed, retrying", "function", fnName, "version", v.number,
 			"event", t.ev.ID, "attempt", attempt, "err", err)
-		select {
-		case <-g.stopping:
+		if !g.sleep(backoff) {
 			return errAbandoned
-		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
-var errStopping = errors.New("gateway stopping")
+// commitUntilStored commits c, retrying with capped backoff while the store refuses it.
+// It logs the first failure of a streak and the recovery, not every retry.
+func (g *Gateway) commitUntilStored(v *version, ev *luafn.Event, c commitSet) error {
+	if c.empty() {
+		return nil
+	}
+	backoff := g.opts.RetryBackoff
+	for failures := 0; ; failures++ {
+		err := g.store.Commit(g.runCtx, c.store())
+		if err == nil {
+			if failures > 0 {
+				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
+			}
+			return nil
+		}
+		if g.runCtx.Err() != nil {
+			return errAbandoned
+		}
+		g.metrics.commitErrors.Inc()
+		if failures == 0 {
+			g.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
+				"function", v.name, "event", ev.ID, "err", err)
+		}
+		if !g.sleep(backoff) {
+			return errAbandoned
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// sleep waits d, or reports false at once when the gateway stops.
+func (g *Gateway) sleep(d time.Duration) bool {
+	select {
+	case <-g.stopping:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
 
 // invoke runs the function and reports the invocation to metrics and the live console.
 func (g *Gateway) invoke(v *version, ev *luafn.Event) (*luafn.Result, error) {
@@ -169,22 +206,6 @@ func (g *Gateway) invoke(v *version, ev *luafn.Event) (*luafn.Result, error) {
 		g.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)
 	}
 	return res, err
-}
-
-// commit makes an invocation's KV writes and emitted records durable in one transaction.
-func (g *Gateway) commit(v *version, ev *luafn.Event, res *luafn.Result) error {
-	c := commitOf(v, ev, res)
-	if c.empty() {
-		return nil
-	}
-	if err := g.store.Commit(g.runCtx, c.store()); err != nil {
-		if g.runCtx.Err() != nil {
-			return errStopping
-		}
-		g.metrics.commitErrors.Inc()
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 // afterCommit applies what must not happen unless the commit did: publishes and pin writes.
@@ -220,13 +241,8 @@ func (g *Gateway) deadLetter(v *version, ev *luafn.Event, cause error, tries int
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
 	c := commitSet{ns: v.name, records: []appendRec{{stream: DeadStream, function: v.name, data: data}}}
-	if err := g.store.Commit(g.runCtx, c.store()); err != nil {
-		if g.runCtx.Err() != nil {
-			return errAbandoned
-		}
-		// Neither committed nor dead-lettered: leave the event unacknowledged for redelivery.
-		g.logger.Error("dead letter not stored", "function", v.name, "event", ev.ID, "err", err)
-		return fmt.Errorf("dead letter: %w", err)
+	if err := g.commitUntilStored(v, ev, c); err != nil {
+		return err
 	}
 	g.metrics.deadLetters.WithLabelValues(v.name).Inc()
 	return nil
