@@ -4,6 +4,7 @@
 //
 //	devsim -broker tcp://127.0.0.1:1883 -devices 5 -rate 2
 //	devsim -devices 50 -rate 0 -qos 1 -duration 10s -watch 'alerts/#'   # full rate
+//	devsim -devices 50 -rate 0 -qos 1 -duration 10s -latency            # and ack latency percentiles
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +40,7 @@ type options struct {
 	base     float64
 	amp      float64
 	period   int
+	latency  bool
 }
 
 func main() {
@@ -55,6 +58,7 @@ func main() {
 	flag.Float64Var(&o.base, "base", 25, "mean temperature")
 	flag.Float64Var(&o.amp, "amp", 8, "temperature swing around the mean")
 	flag.IntVar(&o.period, "period", 20, "readings per full swing")
+	flag.BoolVar(&o.latency, "latency", false, "also print percentiles of the QoS 1 ack latency (publish to PUBACK)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -87,6 +91,10 @@ func (o options) temperature(seq int) float64 {
 
 func run(ctx context.Context, o options, logger *slog.Logger) error {
 	var sent, acked, failed, watched atomic.Int64
+	var lat *latencies
+	if o.latency {
+		lat = &latencies{}
+	}
 	start := time.Now()
 
 	if o.watch != "" {
@@ -113,7 +121,7 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		go func() {
 			defer wg.Done()
 			defer c.Disconnect(250)
-			if err := o.device(ctx, c, id, &sent, &acked, &failed); err != nil {
+			if err := o.device(ctx, c, id, &sent, &acked, &failed, lat); err != nil {
 				errs <- err
 			}
 		}()
@@ -137,6 +145,9 @@ loop:
 	el := time.Since(start).Seconds()
 	fmt.Printf("devices=%d sent=%d acked=%d failed=%d watched=%d seconds=%.2f rate=%.0f/s\n",
 		o.devices, sent.Load(), acked.Load(), failed.Load(), watched.Load(), el, float64(acked.Load())/el)
+	if lat != nil {
+		fmt.Println(lat.summary())
+	}
 	close(errs)
 	return <-errs
 }
@@ -157,7 +168,7 @@ func connect(broker, id string) (paho.Client, error) {
 	return c, nil
 }
 
-func (o options) device(ctx context.Context, c paho.Client, id string, sent, acked, failed *atomic.Int64) error {
+func (o options) device(ctx context.Context, c paho.Client, id string, sent, acked, failed *atomic.Int64, lat *latencies) error {
 	topic := strings.ReplaceAll(o.topic, "{device}", id)
 	var tick <-chan time.Time
 	if o.rate > 0 {
@@ -186,6 +197,7 @@ func (o options) device(ctx context.Context, c paho.Client, id string, sent, ack
 		if err != nil {
 			return err
 		}
+		at := time.Now()
 		tok := c.Publish(topic, byte(o.qos), false, body)
 		sent.Add(1)
 		inflight.Add(1)
@@ -199,7 +211,35 @@ func (o options) device(ctx context.Context, c paho.Client, id string, sent, ack
 				return
 			}
 			acked.Add(1)
+			if lat != nil {
+				lat.add(time.Since(at))
+			}
 		}()
 	}
 	return ctx.Err() // nil when count was reached
+}
+
+// latencies collects ack latencies, for percentiles at the end.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return "latency: no acks"
+	}
+	slices.Sort(l.d)
+	p := func(q float64) time.Duration {
+		return l.d[min(len(l.d)-1, int(q*float64(len(l.d))))].Round(10 * time.Microsecond)
+	}
+	return fmt.Sprintf("latency acks=%d p50=%v p90=%v p99=%v max=%v", len(l.d), p(0.50), p(0.90), p(0.99), l.d[len(l.d)-1].Round(10*time.Microsecond))
 }

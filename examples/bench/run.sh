@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# End-to-end figures of the real binary (issues 2 and 4). It prints numbers and asserts
+# nothing: the machine's load changes them. Everything listens on 127.0.0.1 free ports and
+# lives in a temporary directory.
+#
+#   examples/bench/run.sh [SECONDS]          (default 10; DEVICES=50 by default)
+#
+# 1. quickstart: messages/s through examples/quickstart's function with examples/devsim at
+#    full rate (-rate 0 -qos 1), on the embedded broker and on Mosquitto, and the alerts
+#    that came back (devsim -watch 'alerts/#'). "gateway/s" is what the gateway invoked and
+#    committed per second (from /metrics); with Mosquitto, devsim's acks come from the
+#    broker, so only the gateway line measures the gateway. Mosquitto keeps its default
+#    in-flight window of 20 toward the gateway (see TestBrokerBacklog for why not more).
+# 2. durable: invocations/s of a function doing kv.incr + cloud.emit (fsync on, QoS 1) on
+#    the embedded broker, where a device's PUBACK waits for the commit: devsim's ack
+#    latency is the durable ack latency (at saturation, with devsim's 32 messages in
+#    flight per device, and with one in flight per device).
+# 3. idle RSS of `moongate run` on the quickstart after 5 s, on x86-64 and under
+#    qemu-aarch64 / qemu-arm (there the RSS is qemu's, emulator included).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-10}
+DEVICES=${DEVICES:-50}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+export CGO_ENABLED=0
+go build -o "$WORK/moongate" ./cmd/moongate
+go build -o "$WORK/devsim" ./examples/devsim
+
+free_port() {
+	local p
+	while :; do
+		p=$(shuf -i 20000-60000 -n 1)
+		ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
+	done
+}
+
+# gateway DIR BROKER FUNCTION TRIGGER [EXTRA]: writes DIR/moongate.yaml, starts the
+# gateway, waits for its API; sets API, MQTT and GW_PID.
+gateway() {
+	local dir=$1 broker=$2 fn=$3 trigger=$4 extra=${5:-} bin=${BIN:-$WORK/moongate} exec=${EXEC:-}
+	API=http://127.0.0.1:$(free_port)
+	MQTT=$(free_port)
+	mkdir -p "$dir/functions"
+	cp "$fn" "$dir/functions/"
+	cat >"$dir/moongate.yaml" <<YAML
+gateway:
+  id: bench
+  data_dir: ./data
+  console: {listen: ${API#http://}}
+mqtt:
+  broker: $broker
+  embedded: {listen: 127.0.0.1:$MQTT}
+$extra
+functions:
+  - name: f
+    source: functions/$(basename "$fn")
+    triggers: ["$trigger"]
+    env: {THRESHOLD: "30"}
+YAML
+	(cd "$dir" && exec $exec "$bin" run -c moongate.yaml >gateway.log 2>&1) &
+	GW_PID=$!
+	PIDS+=("$GW_PID")
+	for _ in $(seq 600); do
+		curl -fs "$API/api/v1/status" >/dev/null 2>&1 && return
+		sleep 0.1
+	done
+	echo "gateway did not start:" >&2
+	cat "$dir/gateway.log" >&2
+	exit 1
+}
+
+invocations() {
+	curl -fs "$API/metrics" | awk '/^moongate_invocations_total\{function="f",result="ok"\}/ {s += $2} END {printf "%d", s}'
+}
+
+# load NAME DEVSIM_BROKER [DEVSIM FLAGS]: runs devsim at full rate, then waits until the
+# gateway has invoked everything, and prints both sides.
+load() {
+	local name=$1 broker=$2
+	shift 2
+	local before start out after last now n t_last
+	before=$(invocations)
+	start=$(date +%s.%N)
+	out=$("$WORK/devsim" -broker "$broker" -devices "$DEVICES" -rate 0 -qos 1 -duration "${SECS}s" "$@" 2>/dev/null)
+	# The gateway may still be working through what a broker queued.
+	last=$before t_last=$(date +%s.%N)
+	for _ in $(seq 600); do
+		sleep 0.1
+		n=$(invocations)
+		if [ "$n" != "$last" ]; then last=$n t_last=$(date +%s.%N); fi
+		now=$(date +%s.%N)
+		if awk -v a="$now" -v b="$t_last" 'BEGIN {exit !(a - b > 1)}'; then break; fi
+	done
+	after=$last
+	printf '%-22s devsim: %s\n' "$name" "$(echo "$out" | head -1)"
+	[ "$(echo "$out" | wc -l)" -gt 1 ] && printf '%-22s devsim: %s\n' "" "$(echo "$out" | tail -1)"
+	awk -v n="$((after - before))" -v a="$t_last" -v b="$start" -v name="$name" \
+		'BEGIN {printf "%-22s gateway: invoked and committed %d in %.2fs = %.0f/s\n", name, n, a - b, n / (a - b)}'
+}
+
+echo "== 1. quickstart function, $DEVICES devices, ${SECS}s at full rate (QoS 1)"
+gateway "$WORK/qs-embedded" embedded examples/quickstart/functions/temp_alert.lua 'mqtt:sensors/+/temp@1'
+load "embedded broker" "tcp://127.0.0.1:$MQTT" -watch 'alerts/#'
+kill "$GW_PID"; wait "$GW_PID" || true
+
+MQ=$(free_port)
+cat >"$WORK/mosquitto.conf" <<CONF
+listener $MQ 127.0.0.1
+user $(id -un)
+allow_anonymous true
+persistence false
+max_queued_messages 0
+CONF
+/usr/sbin/mosquitto -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+gateway "$WORK/qs-mosquitto" "tcp://127.0.0.1:$MQ" examples/quickstart/functions/temp_alert.lua 'mqtt:sensors/+/temp@1'
+load "mosquitto" "tcp://127.0.0.1:$MQ" -watch 'alerts/#'
+kill "$GW_PID"; wait "$GW_PID" || true
+
+echo "== 2. durable invocations (kv.incr + cloud.emit, fsync on), $DEVICES devices, QoS 1, embedded broker"
+gateway "$WORK/durable" embedded examples/bench/functions/durable.lua 'mqtt:sensors/+/temp@1'
+load "durable" "tcp://127.0.0.1:$MQTT" -latency
+# One message in flight per device: the latency of a commit, not of a queue.
+load "durable, window 1" "tcp://127.0.0.1:$MQTT" -latency -window 1
+kill "$GW_PID"; wait "$GW_PID" || true
+
+echo "== 3. idle RSS of moongate run on the quickstart, after 5 s (VmRSS)"
+rss() {
+	local name=$1 dir=$WORK/rss-$1 bin=${BIN:-$WORK/moongate} exec=${EXEC:-}
+	API=http://127.0.0.1:$(free_port)
+	cp -r examples/quickstart "$dir"
+	sed -i "s/127.0.0.1:8080/${API#http://}/; s/127.0.0.1:1883/127.0.0.1:$(free_port)/" "$dir/moongate.yaml"
+	(cd "$dir" && exec $exec "$bin" run -c moongate.yaml >gateway.log 2>&1) &
+	GW_PID=$!
+	PIDS+=("$GW_PID")
+	for _ in $(seq 600); do
+		curl -fs "$API/api/v1/status" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	sleep 5
+	printf '%-22s %s\n' "$name" "$(grep VmRSS /proc/"$GW_PID"/status)"
+	kill "$GW_PID"; wait "$GW_PID" || true
+}
+rss x86-64
+GOOS=linux GOARCH=arm64 go build -o "$WORK/moongate-arm64" ./cmd/moongate
+BIN=$WORK/moongate-arm64 EXEC=qemu-aarch64 rss arm64-qemu-aarch64
+GOOS=linux GOARCH=arm GOARM=7 go build -o "$WORK/moongate-armv7" ./cmd/moongate
+BIN=$WORK/moongate-armv7 EXEC=qemu-arm rss armv7-qemu-arm
