@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,6 +53,7 @@ func BenchmarkInvoke(b *testing.B) {
 	ctx := context.Background()
 	lat := make([]time.Duration, 0, 1<<20)
 	b.ReportAllocs()
+	cpu := startCPU(b)
 	for b.Loop() {
 		start := time.Now()
 		if _, err := f.Invoke(ctx, ev); err != nil {
@@ -61,6 +63,7 @@ func BenchmarkInvoke(b *testing.B) {
 			lat = append(lat, time.Since(start))
 		}
 	}
+	cpu.report()
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "p99-ns")
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
@@ -76,11 +79,13 @@ func BenchmarkBoundsOverhead(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			f := deployBench(b, smallHandler, c.unbounded)
 			ev := fiveFields()
+			cpu := startCPU(b)
 			for b.Loop() {
 				if _, err := f.Invoke(context.Background(), ev); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report()
 		})
 	}
 }
@@ -94,11 +99,13 @@ func BenchmarkBoundsOverheadLoop(b *testing.B) {
 	}{{"bounds", false}, {"none", true}} {
 		b.Run(c.name, func(b *testing.B) {
 			f := deployBench(b, `function handle() local s = 0 for i = 1, 1000 do s = s + i % 7 end return s end`, c.unbounded)
+			cpu := startCPU(b)
 			for b.Loop() {
 				if _, err := f.Invoke(context.Background(), &Event{}); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report()
 		})
 	}
 }
@@ -224,4 +231,26 @@ func BenchmarkTimeoutStop(b *testing.B) {
 	slices.Sort(over)
 	b.ReportMetric(float64(over[len(over)/2].Microseconds()), "p50-overshoot-us")
 	b.ReportMetric(float64(over[len(over)-1].Microseconds()), "max-overshoot-us")
+}
+
+// cpuMeter reports the process's CPU time per operation (user + system, GC included):
+// on a shared machine it is steadier than wall time, and 1e9 / cpu-ns is the rate one
+// core sustains.
+type cpuMeter struct {
+	b     *testing.B
+	start time.Duration
+}
+
+func startCPU(b *testing.B) cpuMeter { return cpuMeter{b: b, start: cpuTime()} }
+
+func (m cpuMeter) report() {
+	m.b.ReportMetric(float64(cpuTime()-m.start)/float64(m.b.N), "cpu-ns/op")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
