@@ -41,9 +41,10 @@
 // of ErrTimeout, ErrMemory, ErrDepth, ErrRegistry or ErrPattern. A tripped bound cannot
 // be caught by pcall: every later instruction fails too.
 //
-//   - Timeout: wall time. A per-VM watchdog timer cancels the VM's own long-lived
-//     context, which gopher-lua checks before every instruction; builtins that loop in
-//     Go (pattern matching, sort, JSON) check it as they go.
+//   - Timeout: wall time. The hook reads the deadline every 1024 instructions, and a
+//     per-VM watchdog timer (for calls stuck in Go) closes the Done channel of the VM's
+//     one long-lived context, which gopher-lua checks before every instruction;
+//     builtins that loop in Go (pattern matching, sort, JSON encoding) check it too.
 //   - Memory: what the VM holds (see memory.go): every allocating instruction and
 //     builtin is charged before it runs, and the live data is measured when the charges
 //     pass the limit, so one operation cannot outrun the bound and garbage is free.
