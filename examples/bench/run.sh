@@ -5,12 +5,14 @@
 #
 #   examples/bench/run.sh [SECONDS]          (default 10; DEVICES=50 by default)
 #
+# 0. sizes of the three ARM binaries, built as `make cross` builds them.
 # 1. quickstart: messages/s through examples/quickstart's function with examples/devsim at
-#    full rate (-rate 0 -qos 1), on the embedded broker and on Mosquitto, and the alerts
-#    that came back (devsim -watch 'alerts/#'). "gateway/s" is what the gateway invoked and
-#    committed per second (from /metrics); with Mosquitto, devsim's acks come from the
-#    broker, so only the gateway line measures the gateway. Mosquitto keeps its default
-#    in-flight window of 20 toward the gateway (see TestBrokerBacklog for why not more).
+#    full rate (-rate 0 -qos 1), on the embedded broker and on Mosquitto, and how many of
+#    the alerts the function published came back (devsim -watch 'alerts/#'). The gateway
+#    line is what the gateway invoked and committed per second (from /metrics); with
+#    Mosquitto, devsim's acks come from the broker, so only that line measures the
+#    gateway. Mosquitto keeps its default in-flight window of 20 toward the gateway (see
+#    TestBrokerBacklog in cmd/moongate for why not more).
 # 2. durable: invocations/s of a function doing kv.incr + cloud.emit (fsync on, QoS 1) on
 #    the embedded broker, where a device's PUBACK waits for the commit: devsim's ack
 #    latency is the durable ack latency (at saturation, with devsim's 32 messages in
@@ -31,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 export CGO_ENABLED=0
-go build -o "$WORK/moongate" ./cmd/moongate
+go build -trimpath -ldflags '-s -w' -o "$WORK/moongate" ./cmd/moongate
 go build -o "$WORK/devsim" ./examples/devsim
 
 free_port() {
@@ -64,6 +66,7 @@ functions:
     source: functions/$(basename "$fn")
     triggers: ["$trigger"]
     env: {THRESHOLD: "30"}
+    emit: alerts
 YAML
 	(cd "$dir" && exec $exec "$bin" run -c moongate.yaml >gateway.log 2>&1) &
 	GW_PID=$!
@@ -82,33 +85,48 @@ invocations() {
 }
 
 # load NAME DEVSIM_BROKER [DEVSIM FLAGS]: runs devsim at full rate, then waits until the
-# gateway has invoked everything, and prints both sides.
+# gateway has invoked everything, and prints both sides. The gateway's rate runs from
+# devsim's start to the moment its invocation count reached its final value.
 load() {
 	local name=$1 broker=$2
 	shift 2
-	local before start out after last now n t_last
+	local before start out final t_last poll
 	before=$(invocations)
+	(while :; do echo "$(date +%s.%N) $(invocations)"; sleep 0.1; done) >"$WORK/poll" &
+	poll=$!
 	start=$(date +%s.%N)
 	out=$("$WORK/devsim" -broker "$broker" -devices "$DEVICES" -rate 0 -qos 1 -duration "${SECS}s" "$@" 2>/dev/null)
-	# The gateway may still be working through what a broker queued.
-	last=$before t_last=$(date +%s.%N)
-	for _ in $(seq 600); do
-		sleep 0.1
-		n=$(invocations)
-		if [ "$n" != "$last" ]; then last=$n t_last=$(date +%s.%N); fi
-		now=$(date +%s.%N)
-		if awk -v a="$now" -v b="$t_last" 'BEGIN {exit !(a - b > 1)}'; then break; fi
+	# The gateway may still be working through what a broker queued: wait until its
+	# count has not moved for 2 s.
+	while :; do
+		sleep 1
+		final=$(tail -1 "$WORK/poll" | cut -d' ' -f2)
+		[ "$(tail -21 "$WORK/poll" | head -1 | cut -d' ' -f2)" = "$final" ] && [ "$(wc -l <"$WORK/poll")" -gt 21 ] && break
 	done
-	after=$last
+	kill "$poll"; wait "$poll" 2>/dev/null || true
+	t_last=$(awk -v f="$final" '$2 == f {print $1; exit}' "$WORK/poll")
 	printf '%-22s devsim: %s\n' "$name" "$(echo "$out" | head -1)"
 	[ "$(echo "$out" | wc -l)" -gt 1 ] && printf '%-22s devsim: %s\n' "" "$(echo "$out" | tail -1)"
-	awk -v n="$((after - before))" -v a="$t_last" -v b="$start" -v name="$name" \
+	awk -v n="$((final - before))" -v a="$t_last" -v b="$start" -v name="$name" \
 		'BEGIN {printf "%-22s gateway: invoked and committed %d in %.2fs = %.0f/s\n", name, n, a - b, n / (a - b)}'
 }
 
+# alerts: every alert the function published is also in the outbox (emit: alerts).
+alerts() {
+	printf '%-22s alerts published (outbox): %s\n' "" "$(curl -fs "$API/metrics" | awk '/^moongate_outbox_pending_records / {print $2}')"
+}
+
+echo "== 0. binary sizes (as make cross builds them)"
+for t in arm:6 arm:7 arm64:; do
+	arch=${t%%:*} arm=${t#*:}
+	GOOS=linux GOARCH=$arch GOARM=$arm go build -trimpath -ldflags '-s -w' -o "$WORK/size" ./cmd/moongate
+	printf '%-22s %s bytes (%.1f MiB)\n' "linux/$arch${arm:+v$arm}" "$(stat -c %s "$WORK/size")" "$(echo "$(stat -c %s "$WORK/size") / 1048576" | bc -l)"
+done
+
 echo "== 1. quickstart function, $DEVICES devices, ${SECS}s at full rate (QoS 1)"
 gateway "$WORK/qs-embedded" embedded examples/quickstart/functions/temp_alert.lua 'mqtt:sensors/+/temp@1'
-load "embedded broker" "tcp://127.0.0.1:$MQTT" -watch 'alerts/#'
+load "embedded broker" "tcp://127.0.0.1:$MQTT" -watch 'alerts/#' -linger 2s
+alerts
 kill "$GW_PID"; wait "$GW_PID" || true
 
 MQ=$(free_port)
@@ -123,7 +141,8 @@ CONF
 PIDS+=($!)
 sleep 0.5
 gateway "$WORK/qs-mosquitto" "tcp://127.0.0.1:$MQ" examples/quickstart/functions/temp_alert.lua 'mqtt:sensors/+/temp@1'
-load "mosquitto" "tcp://127.0.0.1:$MQ" -watch 'alerts/#'
+load "mosquitto" "tcp://127.0.0.1:$MQ" -watch 'alerts/#' -linger 2s
+alerts
 kill "$GW_PID"; wait "$GW_PID" || true
 
 echo "== 2. durable invocations (kv.incr + cloud.emit, fsync on), $DEVICES devices, QoS 1, embedded broker"
@@ -151,7 +170,7 @@ rss() {
 	kill "$GW_PID"; wait "$GW_PID" || true
 }
 rss x86-64
-GOOS=linux GOARCH=arm64 go build -o "$WORK/moongate-arm64" ./cmd/moongate
+GOOS=linux GOARCH=arm64 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-arm64" ./cmd/moongate
 BIN=$WORK/moongate-arm64 EXEC=qemu-aarch64 rss arm64-qemu-aarch64
-GOOS=linux GOARCH=arm GOARM=7 go build -o "$WORK/moongate-armv7" ./cmd/moongate
+GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-armv7" ./cmd/moongate
 BIN=$WORK/moongate-armv7 EXEC=qemu-arm rss armv7-qemu-arm

@@ -41,6 +41,7 @@ type options struct {
 	amp      float64
 	period   int
 	latency  bool
+	linger   time.Duration
 }
 
 func main() {
@@ -58,6 +59,7 @@ func main() {
 	flag.Float64Var(&o.base, "base", 25, "mean temperature")
 	flag.Float64Var(&o.amp, "amp", 8, "temperature swing around the mean")
 	flag.IntVar(&o.period, "period", 20, "readings per full swing")
+	flag.DurationVar(&o.linger, "linger", 0, "with -watch: after publishing, count what arrives until nothing did for this long (0: wait 500ms); the rate excludes it")
 	flag.BoolVar(&o.latency, "latency", false, "also print percentiles of the QoS 1 ack latency (publish to PUBACK)")
 	flag.Parse()
 
@@ -91,6 +93,7 @@ func (o options) temperature(seq int) float64 {
 
 func run(ctx context.Context, o options, logger *slog.Logger) error {
 	var sent, acked, failed, watched atomic.Int64
+	var lastWatched atomic.Int64 // unix ns of the last message watched
 	var lat *latencies
 	if o.latency {
 		lat = &latencies{}
@@ -103,7 +106,10 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 			return err
 		}
 		defer w.Disconnect(250)
-		t := w.Subscribe(o.watch, 1, func(paho.Client, paho.Message) { watched.Add(1) })
+		t := w.Subscribe(o.watch, 1, func(paho.Client, paho.Message) {
+			watched.Add(1)
+			lastWatched.Store(time.Now().UnixNano())
+		})
 		if t.Wait(); t.Error() != nil {
 			return fmt.Errorf("subscribe %s: %w", o.watch, t.Error())
 		}
@@ -139,10 +145,17 @@ loop:
 			logger.Info("devsim", "sent", sent.Load(), "acked", acked.Load(), "watched", watched.Load())
 		}
 	}
-	if o.watch != "" {
-		time.Sleep(500 * time.Millisecond) // let the last replies arrive
-	}
 	el := time.Since(start).Seconds()
+	if o.watch != "" && o.linger > 0 {
+		// A gateway behind an external broker may still be working through its queue.
+		ended := time.Now().UnixNano()
+		for time.Since(time.Unix(0, max(lastWatched.Load(), ended))) < o.linger {
+			time.Sleep(o.linger / 10)
+		}
+	} else if o.watch != "" {
+		time.Sleep(500 * time.Millisecond) // let the last replies arrive
+		el = time.Since(start).Seconds()
+	}
 	fmt.Printf("devices=%d sent=%d acked=%d failed=%d watched=%d seconds=%.2f rate=%.0f/s\n",
 		o.devices, sent.Load(), acked.Load(), failed.Load(), watched.Load(), el, float64(acked.Load())/el)
 	if lat != nil {
