@@ -453,7 +453,7 @@ func TestConsoleInBrowser(t *testing.T) {
 func TestConsoleShowsSkippedMarker(t *testing.T) {
 	fake := newFakeAPI(nil)
 	fake.open = true
-	hub := console.NewHub(console.HubOptions{Logger: slog.New(slog.DiscardHandler), ClientBuffer: 1})
+	hub := console.NewHub(console.HubOptions{Logger: slog.New(slog.DiscardHandler), ClientBuffer: 1, MaxRate: -1})
 	fake.hub = hub
 	srv := httptest.NewServer(fake.handler())
 	t.Cleanup(func() {

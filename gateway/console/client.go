@@ -8,6 +8,10 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// markerDelay is how long a skipped count for the rate cap may wait for a frame to carry
+// it before the writer sends it alone.
+const markerDelay = time.Second
+
 // frame is one queued message and the number of messages dropped just before it, so
 // that the "skipped" marker lands where the gap is.
 type frame struct {
@@ -28,17 +32,47 @@ type client struct {
 	wake     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+
+	// The rate cap counts messages per wall-clock second: the first maxRate of a second
+	// go out, the rest are skipped. Whole runs of messages and at most a marker or two
+	// per second read better in a table than one marker between every two rows, which a
+	// smooth token bucket would produce under a steady overload.
+	maxRate int64 // <= 0: no cap
+	second  atomic.Int64
+	sent    atomic.Int64
 }
 
-func newClient(conn *websocket.Conn, f filter, buffer int) *client {
+func newClient(conn *websocket.Conn, f filter, buffer, maxRate int) *client {
 	return &client{
-		conn:   conn,
-		filter: f,
-		queue:  make(chan frame, buffer),
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
+		conn:    conn,
+		filter:  f,
+		queue:   make(chan frame, buffer),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		maxRate: int64(maxRate),
 	}
 }
+
+// allow reports whether the client may take one more message in the given second. Two
+// publishers crossing into a new second together may both reset the count: the cap is
+// approximate by a message or two, never unbounded.
+func (c *client) allow(second int64) bool {
+	if c.maxRate <= 0 {
+		return true
+	}
+	if c.second.Load() != second {
+		c.second.Store(second)
+		c.sent.Store(0)
+	} else if c.sent.Load() >= c.maxRate {
+		return false // over: no write, so publishers on other cores keep the line shared
+	}
+	return c.sent.Add(1) <= c.maxRate
+}
+
+// skip counts a message dropped for the rate cap. The writer is not woken: the count
+// rides on the next frame that gets through, where the gap is, or goes out with the
+// writer's next idle flush.
+func (c *client) skip() { c.pending.Add(1) }
 
 // offer queues data without blocking; it reports false when the queue was full and the
 // message was dropped and counted.
@@ -87,6 +121,9 @@ func (c *client) write(pingInterval, writeTimeout time.Duration) error {
 	defer c.conn.Close()
 	ping := time.NewTicker(pingInterval)
 	defer ping.Stop()
+	// A stream that stops while over the rate cap still gets its last marker.
+	idle := time.NewTicker(markerDelay)
+	defer idle.Stop()
 	for {
 		select {
 		case f := <-c.queue:
@@ -102,6 +139,10 @@ func (c *client) write(pingInterval, writeTimeout time.Duration) error {
 				return err
 			}
 		case <-c.wake:
+			if err := c.flushSkipped(writeTimeout); err != nil {
+				return err
+			}
+		case <-idle.C:
 			if err := c.flushSkipped(writeTimeout); err != nil {
 				return err
 			}

@@ -10,8 +10,9 @@
 //
 // and calls hub.Publish on its hot path for every event, invocation, log line, sink
 // transition, sensor reading and firmware step. Publish never blocks: each client has
-// a bounded queue; what a slow client cannot take is dropped and counted, and the
-// client gets a "skipped" message where the gap is.
+// a bounded queue and a rate cap (HubOptions.MaxRate); what a slow client cannot take,
+// or what exceeds its rate, is dropped and counted, and the client gets a "skipped"
+// message where the gap is. A message no client takes is never encoded.
 //
 // The JSON the UI expects from the rest of the HTTP API is fixed in API_SHAPES.md.
 // The UI is plain ES modules and CSS under ui/, embedded as written: no build step,

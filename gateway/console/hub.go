@@ -37,6 +37,12 @@ type HubOptions struct {
 	// ClientBuffer is the number of messages queued per client before new ones are
 	// dropped and counted. Zero means 256.
 	ClientBuffer int
+	// MaxRate caps the messages sent to one client per second; past it, the rest of
+	// that second's messages are dropped and counted like a slow client's. Nobody reads
+	// thousands of rows a second, and the cap bounds what consoles cost a busy gateway:
+	// a message no client takes is never even encoded. Zero means 1000; negative means
+	// no cap.
+	MaxRate int
 	// MaxPayload cuts event payloads and results longer than this many bytes. Zero
 	// means 16 KiB.
 	MaxPayload int
@@ -59,6 +65,9 @@ func (o *HubOptions) ensureDefaults() {
 	}
 	if o.ClientBuffer <= 0 {
 		o.ClientBuffer = 256
+	}
+	if o.MaxRate == 0 {
+		o.MaxRate = 1000
 	}
 	if o.MaxPayload <= 0 {
 		o.MaxPayload = 16 << 10
@@ -95,6 +104,10 @@ type Hub struct {
 	clients map[*client]struct{}
 	closed  bool
 	wg      sync.WaitGroup
+	// published is the clients as Publish sees them, replaced under mu on every change:
+	// a read lock per message would bounce its cache line between the cores that
+	// publish.
+	published atomic.Pointer[[]*client]
 }
 
 // HubStats is a snapshot for metrics.
@@ -111,6 +124,7 @@ func NewHub(opts HubOptions) *Hub {
 		log:     opts.Logger,
 		clients: make(map[*client]struct{}),
 	}
+	h.published.Store(&[]*client{})
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		Subprotocols:     []string{Subprotocol},
@@ -124,28 +138,46 @@ func NewHub(opts HubOptions) *Hub {
 
 // Publish sends m to every connected client whose filters accept it. It is safe for
 // concurrent use, never blocks, and costs one atomic load when no client is connected.
-// The message is encoded once, whatever the number of clients.
+// The message is encoded once, whatever the number of clients, and not at all when every
+// client is over its rate.
 func (h *Hub) Publish(m Message) {
 	if h.active.Load() == 0 {
 		return
 	}
 	typ, function, topic := m.keys()
+	// The rate cap's clock is the message's own timestamp, which the gateway sets on
+	// every message it publishes: a clock read per message is a measurable share of a
+	// busy gateway's time on some boards and VMs.
+	ts := m.timestamp()
+	if ts == 0 {
+		ts = time.Now().UnixMilli()
+	}
+	second := ts / 1000
 	var data []byte
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for c := range h.clients {
+	var skipped uint64
+	defer func() {
+		if skipped > 0 {
+			h.skipped.Add(skipped)
+		}
+	}()
+	for _, c := range *h.published.Load() {
 		if !c.filter.accepts(typ, function, topic, h.opts.Matcher) {
+			continue
+		}
+		if !c.allow(second) {
+			c.skip()
+			skipped++
 			continue
 		}
 		if data == nil {
 			var err error
-			if data, err = encode(m, h.opts.MaxPayload, time.Now); err != nil {
+			if data, err = encode(m, h.opts.MaxPayload, func() time.Time { return time.UnixMilli(ts) }); err != nil {
 				h.log.Warn("drop live message", "err", err)
 				return
 			}
 		}
 		if !c.offer(data) {
-			h.skipped.Add(1)
+			skipped++
 		}
 	}
 }
@@ -222,7 +254,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("live upgrade", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	c := newClient(conn, f, h.opts.ClientBuffer)
+	c := newClient(conn, f, h.opts.ClientBuffer, h.opts.MaxRate)
 	if !h.add(c) {
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "shutting down"),
@@ -255,14 +287,25 @@ func (h *Hub) add(c *client) bool {
 		return false
 	}
 	h.clients[c] = struct{}{}
+	h.publishClients()
 	h.active.Add(1)
 	h.wg.Add(1)
 	return true
 }
 
+// publishClients makes the current client set the one Publish sees; call it with mu held.
+func (h *Hub) publishClients() {
+	cs := make([]*client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.published.Store(&cs)
+}
+
 func (h *Hub) remove(c *client) {
 	h.mu.Lock()
 	delete(h.clients, c)
+	h.publishClients()
 	h.active.Add(-1)
 	h.mu.Unlock()
 	h.wg.Done()

@@ -10,8 +10,9 @@ import (
 )
 
 // BenchmarkPublish measures what the gateway's hot path pays per live message: with no
-// console open, and with five consoles of which one has stopped reading. The stalled
-// client must cost no more than a reading one (its messages are dropped and counted).
+// console open, and with five consoles of which one has stopped reading, with and
+// without the rate cap. The stalled client must cost no more than a reading one (its
+// messages are dropped and counted); past the cap, messages are not even encoded.
 func BenchmarkPublish(b *testing.B) {
 	ev := console.Event{ID: "01JD4Q7W6X3N1ZB5V8K2M9P0RS", Source: "mqtt", Topic: "sensors/kitchen/temp",
 		Payload: []byte(`{"temp":21.5,"humidity":40.2,"battery":3.01}`), QoS: 1}
@@ -26,9 +27,14 @@ func BenchmarkPublish(b *testing.B) {
 			s.hub.Publish(inv)
 		}
 	})
-	for _, stalled := range []int{0, 1} {
-		b.Run(fmt.Sprintf("clients=5,stalled=%d", stalled), func(b *testing.B) {
-			s := startHub(b, console.HubOptions{})
+	for _, tc := range []struct{ stalled, maxRate int }{{0, -1}, {1, -1}, {1, 0}} {
+		rate := "none"
+		if tc.maxRate == 0 {
+			rate = "default"
+		}
+		stalled := tc.stalled
+		b.Run(fmt.Sprintf("clients=5,stalled=%d,cap=%s", stalled, rate), func(b *testing.B) {
+			s := startHub(b, console.HubOptions{MaxRate: tc.maxRate})
 			for range 5 - stalled {
 				c := s.dial(b, "", nil, nil)
 				go drain(c)

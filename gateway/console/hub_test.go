@@ -291,7 +291,7 @@ func smallWindowDialer() (d *websocket.Dialer, widen func()) {
 }
 
 func TestHubSkippedMarker(t *testing.T) {
-	s := startHub(t, console.HubOptions{ClientBuffer: 8})
+	s := startHub(t, console.HubOptions{ClientBuffer: 8, MaxRate: -1})
 	d, widen := smallWindowDialer()
 	c := s.dial(t, "", d, nil)
 
@@ -368,7 +368,7 @@ func TestHubPingKeepalive(t *testing.T) {
 
 func TestHubCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
-	hub := console.NewHub(console.HubOptions{Logger: slog.New(slog.DiscardHandler), ClientBuffer: 4})
+	hub := console.NewHub(console.HubOptions{Logger: slog.New(slog.DiscardHandler), ClientBuffer: 4, MaxRate: -1})
 	srv := httptest.NewServer(hub)
 	s := &liveServer{hub: hub, srv: srv, url: "ws" + strings.TrimPrefix(srv.URL, "http")}
 	reading := s.dial(t, "", nil, nil)
@@ -402,4 +402,49 @@ func TestHubCloseLeavesNoGoroutines(t *testing.T) {
 	stalled.Close()
 	srv.Close()
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// Past MaxRate a second, a client's messages are skipped without being encoded for it, in
+// whole runs with a marker each, and every message stays accounted for.
+func TestHubRateCap(t *testing.T) {
+	s := startHub(t, console.HubOptions{MaxRate: 100})
+	c := s.dial(t, "", nil, nil)
+	const n = 1000
+	for i := range n {
+		s.hub.Publish(console.Event{ID: strconv.Itoa(i), Payload: []byte("1")})
+	}
+	// Within a second or two every message is either delivered or in a marker.
+	received, reported, markers, next := 0, 0, 0, 0
+	for next < n {
+		m := readMsg(t, c)
+		switch m.Type {
+		case console.TypeSkipped:
+			markers++
+			reported += int(m.Count)
+			next += int(m.Count)
+		case console.TypeEvent:
+			if m.ID != strconv.Itoa(next) {
+				t.Fatalf("got event %s, want %d", m.ID, next)
+			}
+			received++
+			next++
+		}
+	}
+	// The burst may straddle a second boundary: at most two seconds' worth got through.
+	if received < 100 || received > 200 || markers > 3 || uint64(reported) != s.hub.Stats().Skipped {
+		t.Errorf("%d received, %d skipped in %d markers (hub counted %d); want 100-200 received in runs",
+			received, reported, markers, s.hub.Stats().Skipped)
+	}
+
+	// A negative MaxRate means no cap.
+	s = startHub(t, console.HubOptions{MaxRate: -1, ClientBuffer: n})
+	c = s.dial(t, "", nil, nil)
+	for i := range n {
+		s.hub.Publish(console.Event{ID: strconv.Itoa(i)})
+	}
+	for i := range n {
+		if m := readMsg(t, c); m.Type != console.TypeEvent || m.ID != strconv.Itoa(i) {
+			t.Fatalf("uncapped: message %d is %+v", i, m)
+		}
+	}
 }

@@ -36,7 +36,7 @@ function round(v) {
 function row(m, fresh) {
   if (m.type === 'skipped') {
     return h('div', {class: 'lrow skipped', role: 'row', 'data-testid': 'live-skipped', dataset: {count: m.count}},
-      `⚠ ${m.count.toLocaleString('en-US')} message${m.count === 1 ? '' : 's'} skipped: this browser fell behind the gateway`);
+      `⚠ ${m.count.toLocaleString('en-US')} message${m.count === 1 ? '' : 's'} skipped: the stream ran faster than this console takes`);
   }
   const [source, topic, detail, bad] = cells(m);
   const el = h('div', {class: `lrow t-${m.type}${fresh ? ' new' : ''}`, role: 'row', 'data-testid': 'live-row', dataset: {type: m.type}},
