@@ -24,8 +24,12 @@ type task struct {
 
 var errAbandoned = errors.New("gateway stopping: event handed back unacknowledged")
 
-// maxQueued bounds the events waiting per function. Durable events wait for room (the
-// broker or device then holds them); others are dropped and counted.
+// maxQueued bounds the non-durable events waiting per function; past it they are dropped
+// and counted. Durable (QoS 1) events are always queued: the bus's handler must never block
+// (paho reads PUBACKs on the goroutine that delivers messages, so blocking it while
+// invocations wait for PUBACKs would deadlock), and they are bounded already by the
+// broker's window of unacknowledged messages: one per device on the embedded broker,
+// max_inflight_messages on Mosquitto.
 const maxQueued = 16384
 
 // executor runs the events of one function: in arrival order per key, different keys in
@@ -38,29 +42,23 @@ type executor struct {
 	mu      sync.Mutex
 	queues  map[string][]*task // per key; present while a runner owns the key
 	queued  int
-	room    *sync.Cond
 	stopped bool
 	running sync.WaitGroup
 }
 
 func newExecutor(g *Gateway, name string) *executor {
-	e := &executor{name: name, g: g, queues: map[string][]*task{}}
-	e.room = sync.NewCond(&e.mu)
-	return e
+	return &executor{name: name, g: g, queues: map[string][]*task{}}
 }
 
-// enqueue hands t to the function. It blocks for room only for durable events.
+// enqueue hands t to the function. It never blocks.
 func (e *executor) enqueue(t *task) {
 	e.mu.Lock()
-	for e.queued >= maxQueued && t.durable && !e.stopped {
-		e.room.Wait()
-	}
 	if e.stopped {
 		e.mu.Unlock()
 		t.done(errAbandoned)
 		return
 	}
-	if e.queued >= maxQueued {
+	if e.queued >= maxQueued && !t.durable {
 		e.mu.Unlock()
 		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
 		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
@@ -94,7 +92,6 @@ func (e *executor) run(key string) {
 		q[0] = nil
 		e.queues[key] = q[1:]
 		e.queued--
-		e.room.Signal()
 		e.mu.Unlock()
 		t.done(e.g.process(e.name, t))
 	}
@@ -104,7 +101,6 @@ func (e *executor) run(key string) {
 func (e *executor) stop() {
 	e.mu.Lock()
 	e.stopped = true
-	e.room.Broadcast()
 	e.mu.Unlock()
 	e.running.Wait()
 }
@@ -126,6 +122,12 @@ func (g *Gateway) process(fnName string, t *task) error {
 			tries = 1 + v.retries
 		}
 		res, err := g.invoke(v, t.ev)
+		if errors.Is(err, luafn.ErrClosed) {
+			// Swapped out by a redeploy before it ran: the event goes to the new version,
+			// without spending a try.
+			attempt--
+			continue
+		}
 		if err == nil {
 			c := commitOf(v, t.ev, res)
 			if err := g.commitUntilStored(v, t.ev, c); err != nil {
