@@ -55,8 +55,11 @@ dist/moongate-linux-arm64: FORCE
 	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -o $@ ./cmd/moongate
 FORCE:
 
-bench:
+# Go benchmarks of every package, then the end-to-end load run (devsim against the real
+# binary, embedded broker and Mosquitto, durable invocations with ack latency).
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	examples/bench/run.sh 10
 
 clean:
 	rm -rf bin dist moongate-data
