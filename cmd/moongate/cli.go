@@ -39,6 +39,7 @@ func commands() []command {
 		{"rollback", "NAME [VERSION]", "deploy an earlier version again", rollbackCmd},
 		{"logs", "[-f] [NAME]", "stream invocations and logs", logsCmd},
 		{"status", "", "uptime, broker, sinks, outbox depth, memory", statusCmd},
+		{"firmware", "keygen|sign|verify ...", "sign firmware images and check them", firmwareCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "moongate", version)
 			return nil
