@@ -39,6 +39,11 @@ type Event struct {
 	Topic   string
 	Payload []byte // sent as JSON when it is valid JSON, else as a string
 	QoS     byte
+	// A GPIO edge's pin, the level it left, and "rising" or "falling"; Pin empty for
+	// other events.
+	Pin   string
+	Level int
+	Edge  string
 }
 
 // LogLine is one log call made by a function during an invocation.
@@ -125,8 +130,15 @@ func (m Event) wire(ts int64, maxPayload int) any {
 		Truncated bool   `json:"truncated,omitempty"`
 		QoS       byte   `json:"qos"`
 		Size      int    `json:"size"`
-	}{Type: TypeEvent, TS: ts, ID: m.ID, Source: m.Source, Topic: m.Topic, QoS: m.QoS, Size: len(m.Payload)}
+		Pin       string `json:"pin,omitempty"`
+		Level     *int   `json:"level,omitempty"`
+		Edge      string `json:"edge,omitempty"`
+	}{Type: TypeEvent, TS: ts, ID: m.ID, Source: m.Source, Topic: m.Topic, QoS: m.QoS, Size: len(m.Payload),
+		Pin: m.Pin, Edge: m.Edge}
 	w.Payload, w.Truncated = payloadValue(m.Payload, maxPayload)
+	if m.Pin != "" {
+		w.Level = &m.Level // 0 is a level, not an absent one
+	}
 	return w
 }
 

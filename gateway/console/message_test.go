@@ -24,6 +24,8 @@ func TestEncode(t *testing.T) {
 			`{"type":"event","ts":1732400000000,"id":"e2","source":"","topic":"","payload":"on","qos":0,"size":2}`},
 		{"cut payload", Event{TS: 1, Payload: []byte(`"` + strings.Repeat("é", 10) + `"`)},
 			`{"type":"event","ts":1,"id":"","source":"","topic":"","payload":"\"éééé","truncated":true,"qos":0,"size":22}`},
+		{"gpio edge", Event{TS: 1, ID: "e3", Source: "gpio", Topic: "gpio/GPIO17", Pin: "GPIO17", Level: 0, Edge: "falling"},
+			`{"type":"event","ts":1,"id":"e3","source":"gpio","topic":"gpio/GPIO17","payload":"","qos":0,"size":0,"pin":"GPIO17","level":0,"edge":"falling"}`},
 		{"invocation", Invocation{TS: 1, Function: "f", Version: 2, EventID: "e1", DurationUS: 80, Result: json.RawMessage(`[1,2]`)},
 			`{"type":"invocation","ts":1,"function":"f","version":2,"event_id":"e1","duration_us":80,"result":[1,2],"error":"","logs":[]}`},
 		{"invocation without result", Invocation{TS: 1, Function: "f", Error: "boom", Logs: []LogLine{{"info", "hi"}}},

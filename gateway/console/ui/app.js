@@ -16,7 +16,7 @@ const table = new LiveTable();
 const functions = new FunctionsView(stats);
 const fnPage = new FunctionPage({onDeployed: () => functions.refresh()});
 const sync = new SyncView();
-const sensors = new SensorsView();
+const sensors = new SensorsView({onStale: () => status()});
 let view = '';
 
 function route() {
@@ -31,6 +31,7 @@ function route() {
   for (const a of document.querySelectorAll('#tabs a')) a.classList.toggle('active', a.dataset.view === tab);
   if (next === 'functions') functions.refresh();
   if (next === 'sync') sync.refresh();
+  if (next === 'sensors') status();
   if (next === 'fn') fnPage.open(head === 'new' ? null : decodeURIComponent(rest.join('/')));
   document.title = `Moongate · ${next === 'fn' ? (fnPage.name ?? 'new function') : next}`;
 }
@@ -51,6 +52,7 @@ async function status() {
     chip('st-outbox', 'outbox', String(s.outbox_depth ?? 0), s.outbox_depth > 1000 ? 'warn' : '');
     chip('st-uptime', 'up', duration(s.uptime_s || 0));
     chip('st-mem', 'mem', bytes(s.memory_bytes));
+    sensors.status(s.sensors);
     $('status').title = `Moongate ${s.version || ''}`;
   } catch {
     // The live-state chip already shows when the gateway is unreachable.
@@ -67,7 +69,13 @@ const live = new Live({
   onMessage: (m) => {
     table.push(m);
     switch (m.type) {
-      case 'invocation': stats.record(m); break;
+      case 'invocation':
+        stats.record(m);
+        sensors.invocation(m);
+        break;
+      case 'event':
+        if (m.source === 'gpio') sensors.event(m);
+        break;
       case 'sensor': sensors.live(m); break;
       case 'sync':
         sync.live(m);

@@ -10,6 +10,7 @@ const SHOWN = 400; // rows in the DOM
 function cells(m) {
   switch (m.type) {
     case 'event':
+      if (m.pin) return [m.source, m.topic, `${m.edge || 'edge'} · level ${m.level}`, false];
       return [m.source, m.topic, (m.truncated ? '(cut) ' : '') + short(m.payload, 300), false];
     case 'invocation':
       return [`v${m.version}`, m.function,
