@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/gateway/config"
-	"github.com/moongate/moongate/mqtt"
 )
 
 // testGateway is an in-process gateway on free loopback ports with its data in a temp dir.
@@ -42,27 +40,7 @@ func startTest(t *testing.T, dir, yaml string) *testGateway {
 	if err := Check(cfg); err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	g := New(cfg, Options{Version: "test", Logger: logger, RetryBackoff: time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	tg := &testGateway{g: g, cancel: cancel, done: make(chan error, 1)}
-	go func() { tg.done <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-tg.done:
-		t.Fatalf("gateway stopped at start: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway not ready")
-	}
-	tg.api = "http://" + g.HTTPAddr()
-	if e, ok := g.bus.(*mqtt.Embedded); ok {
-		tg.broker = "tcp://" + e.Addr()
-	}
-	t.Cleanup(func() { tg.stop(t) })
-	return tg
+	return startConfig(t, cfg)
 }
 
 func (tg *testGateway) stop(t *testing.T) {
