@@ -101,5 +101,5 @@ live.connect();
 status();
 setInterval(status, 5000);
 setInterval(() => { if (view === 'functions') functions.tick(); }, 2000);
-setInterval(() => { if (view === 'functions') functions.refresh(); }, 15000);
+setInterval(() => { if (view === 'functions') functions.refresh(); }, 5000);
 setInterval(() => { if (view === 'sync') sync.refresh(); }, 5000);

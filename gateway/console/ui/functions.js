@@ -1,5 +1,6 @@
 // Function cards: counters from GET /api/v1/functions, the rate, error share and
-// latency sparkline from the live invocations (stats.js).
+// latency sparkline from the live invocations (stats.js); the rate and error share from
+// the counters once two samples of them are in.
 
 import {$, h, micros, num, toast} from './dom.js';
 import {get} from './api.js';
@@ -10,6 +11,9 @@ export class FunctionsView {
     this.stats = stats;
     this.list = [];
     this.cards = new Map();
+    // Counter samples per function, for rates the live stream cannot give once the
+    // gateway skips messages for this browser (its per-console rate cap).
+    this.samples = new Map(); // name -> {t, inv, err, rate, errRate}
   }
 
   async refresh() {
@@ -19,6 +23,18 @@ export class FunctionsView {
     } catch (err) {
       toast(`Functions: ${err.message}`);
       return;
+    }
+    const now = Date.now();
+    for (const fn of this.list) {
+      const c = fn.counters || {};
+      const prev = this.samples.get(fn.name);
+      const cur = {t: now, inv: c.invocations || 0, err: c.errors || 0};
+      if (prev && now - prev.t >= 1000 && cur.inv >= prev.inv) {
+        const d = cur.inv - prev.inv;
+        cur.rate = d / ((now - prev.t) / 1000);
+        cur.errRate = d ? (cur.err - prev.err) / d : 0;
+      }
+      this.samples.set(fn.name, cur);
     }
     const root = $('fn-cards');
     this.cards.clear();
@@ -46,6 +62,13 @@ export class FunctionsView {
     for (const {fn, metrics, chart, foot} of this.cards.values()) {
       const s = this.stats.summary(fn.name);
       const c = fn.counters || {};
+      // The counters see every invocation; the live stream may be thinned out by the
+      // gateway's rate cap for this browser.
+      const sample = this.samples.get(fn.name);
+      if (sample && sample.rate != null) {
+        s.rate = sample.rate;
+        s.errRate = sample.errRate;
+      }
       metrics.replaceChildren(
         metric(s.rate < 10 ? s.rate.toFixed(2) : s.rate.toFixed(0), 'per second', false, 'fn-rate'),
         metric(`${(s.errRate * 100).toFixed(s.errRate && s.errRate < 0.1 ? 1 : 0)}%`, 'errors', s.errRate > 0, 'fn-errors'),
