@@ -1,14 +1,10 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,7 +14,6 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/gateway/config"
-	"github.com/moongate/moongate/mqtt"
 )
 
 // exampleConfigs are the configs under examples/, each checked as `moongate check -c` does.
@@ -88,32 +83,8 @@ func onLoopback(t *testing.T, cfg *config.Config) {
 	cfg.MQTT.Embedded.Listen = "127.0.0.1:0"
 }
 
-// startConfig runs a gateway in-process from an already loaded config; startTest's
-// counterpart for configs that live in the repository.
-func startConfig(t *testing.T, cfg *config.Config) *testGateway {
-	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	g := New(cfg, Options{Version: "test", Logger: logger, RetryBackoff: time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	tg := &testGateway{g: g, cancel: cancel, done: make(chan error, 1)}
-	go func() { tg.done <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-tg.done:
-		t.Fatalf("gateway stopped at start: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("gateway not ready")
-	}
-	tg.api = "http://" + g.HTTPAddr()
-	if e, ok := g.bus.(*mqtt.Embedded); ok {
-		tg.broker = "tcp://" + e.Addr()
-	}
-	t.Cleanup(func() { tg.stop(t) })
-	return tg
-}
+// startConfig runs a gateway in-process from an already loaded config until the test ends.
+func startConfig(t *testing.T, cfg *config.Config) *testGateway { return startTB(t, cfg) }
 
 // eventually polls cond for up to 10 s.
 func eventually(t *testing.T, what string, cond func() bool) {

@@ -38,32 +38,36 @@ func startYAML(tb testing.TB, dir, yaml string) *testGateway {
 	return startTB(tb, cfg)
 }
 
-// startTB runs a gateway from a loaded config until the test ends.
+// startTB runs a gateway from a loaded config until the test (or benchmark) ends, on the
+// config's listeners: tests give it loopback ports 0.
 func startTB(tb testing.TB, cfg *config.Config) *testGateway {
 	tb.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() && os.Getenv("MOONGATE_TEST_LOG") != "" {
+	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	g := New(cfg, Options{Version: "test", Logger: logger, RetryBackoff: time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	tg := &testGateway{g: g, cancel: cancel, done: make(chan error, 1)}
+	go func() { tg.done <- g.Run(ctx) }()
 	select {
 	case <-g.Ready():
-	case err := <-done:
+	case err := <-tg.done:
 		tb.Fatalf("gateway stopped at start: %v", err)
 	case <-time.After(20 * time.Second):
 		tb.Fatal("gateway not ready")
 	}
-	tg := &testGateway{g: g, api: "http://" + g.HTTPAddr()}
+	tg.api = "http://" + g.HTTPAddr()
 	if e, ok := g.bus.(*mqtt.Embedded); ok {
 		tg.broker = "tcp://" + e.Addr()
 	}
 	tb.Cleanup(func() {
-		cancel()
+		if tg.cancel == nil { // stopped by the test
+			return
+		}
+		tg.cancel()
 		select {
-		case err := <-done:
+		case err := <-tg.done:
 			if err != nil {
 				tb.Errorf("gateway run: %v", err)
 			}
