@@ -310,7 +310,8 @@ func TestStalledConsoleKeepsGatewayRunning(t *testing.T) {
 // the broker to a finished invocation, with no console attached and with five (four
 // reading, one stalled). Events go through the embedded broker in process.
 //
-//	go test -run '^$' -bench ThroughputConsoles -benchtime 20000x ./gateway
+//	go test -run '^$' -bench 'ThroughputConsoles/fn=pure' -benchtime 300000x ./gateway
+//	go test -run '^$' -bench 'ThroughputConsoles/fn=kv' -benchtime 30000x ./gateway
 func BenchmarkThroughputConsoles(b *testing.B) {
 	fns := []struct{ name, source string }{
 		{"fn=pure", pureFunction}, // no effects, no commit: the console's share is largest
