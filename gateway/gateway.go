@@ -50,7 +50,9 @@ type Gateway struct {
 	store   *store.Store
 	bus     mqtt.Bus
 	sensors *sensors.Manager
-	pins    pinIO
+	// sensorCfgs are the decoded sensors: entries, for the status API's pin details.
+	sensorCfgs map[string]sensors.Config
+	pins       pinIO
 	// outputPins are the pins (and their sensor names) declared mode: out: the only ones
 	// gpio.write may drive.
 	outputPins []string

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"log/slog"
 	"time"
 
@@ -22,7 +21,8 @@ func (l *live) event(ev *luafn.Event) {
 	if !l.watching() {
 		return
 	}
-	l.hub.Publish(console.Event{TS: ev.TS, ID: ev.ID, Source: ev.Source, Topic: eventTopic(ev), Payload: ev.Payload, QoS: ev.QoS})
+	l.hub.Publish(console.Event{TS: ev.TS, ID: ev.ID, Source: ev.Source, Topic: eventTopic(ev), Payload: ev.Payload, QoS: ev.QoS,
+		Pin: ev.Pin, Level: ev.Level, Edge: ev.Edge})
 }
 
 // eventTopic names non-MQTT events in the console's topic column.
@@ -48,9 +48,7 @@ func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time
 		m.Error = err.Error()
 	}
 	if res != nil {
-		if res.Value != nil {
-			m.Result, _ = json.Marshal(res.Value)
-		}
+		m.Value = res.Value // encoded by the hub only if a console takes the message
 		for _, lg := range res.Logs {
 			m.Logs = append(m.Logs, console.LogLine{Level: levelName(lg.Level), Msg: lg.Message})
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -63,7 +64,7 @@ func (g *Gateway) openSensors() error {
 	if err != nil {
 		return fmt.Errorf("sensors: %w", err)
 	}
-	g.sensors, g.pins = m, m
+	g.sensors, g.pins, g.sensorCfgs = m, m, cfgs
 	for name, c := range cfgs {
 		if c.Mode == sensors.ModeOut {
 			g.outputPins = append(g.outputPins, name, c.Pin)
@@ -293,6 +294,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 type sensorDoc struct {
 	Name      string             `json:"name"`
 	Driver    string             `json:"driver"`
+	Pin       string             `json:"pin,omitempty"`
+	Mode      string             `json:"mode,omitempty"` // gpio: in or out
+	Pull      string             `json:"pull,omitempty"`
+	Sim       bool               `json:"sim,omitempty"`
+	State     string             `json:"state,omitempty"`
 	Values    map[string]float64 `json:"values,omitempty"`
 	LastError string             `json:"last_error,omitempty"`
 	At        time.Time          `json:"at,omitzero"`
@@ -304,7 +310,12 @@ func (g *Gateway) sensorDocs() []sensorDoc {
 	}
 	var out []sensorDoc
 	for _, s := range g.sensors.Status() {
-		out = append(out, sensorDoc{Name: s.Name, Driver: s.Driver, Values: s.Values, LastError: s.LastError, At: s.LastReading})
+		d := sensorDoc{Name: s.Name, Driver: s.Driver, Pin: s.Pin, State: s.State, Values: s.Values,
+			LastError: s.LastError, At: s.LastReading}
+		if c := g.sensorCfgs[s.Name]; c.Driver == sensors.DriverGPIO {
+			d.Mode, d.Pull, d.Sim = cmp.Or(c.Mode, sensors.ModeIn), c.Pull, c.Sim
+		}
+		out = append(out, d)
 	}
 	return out
 }
