@@ -33,7 +33,7 @@ func (s *Store) Versions(name string) ([][]byte, error) {
 		return nil, fmt.Errorf("versions: %w", err)
 	}
 	var out [][]byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: versionPrefix(name), PrefetchValues: true, PrefetchSize: 8})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -57,7 +57,7 @@ func (s *Store) SetActive(name string, version int) error {
 	if err := checkName("function", name); err != nil {
 		return fmt.Errorf("set active: %w", err)
 	}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		_, err := txn.Get(versionKey(name, version))
 		return err
 	})
@@ -74,7 +74,7 @@ func (s *Store) SetActive(name string, version int) error {
 // Active returns the active version of every function.
 func (s *Store) Active() (map[string]int, error) {
 	out := make(map[string]int)
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagActive}, PrefetchValues: true})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -123,7 +123,7 @@ func (s *Store) GetMeta(key string) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("get meta: %w", err)
 	}
 	var v []byte
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(metaKey(key))
 		if err != nil {
 			return err

@@ -23,7 +23,7 @@ func (s *Store) KVGet(ns, key string) (value []byte, ok bool, err error) {
 	if err := checkKey(key); err != nil {
 		return nil, false, fmt.Errorf("kv get: %w", err)
 	}
-	err = s.db.View(func(txn *badger.Txn) error {
+	err = s.view(func(txn *badger.Txn) error {
 		item, err := txn.Get(kvKey(ns, key))
 		if err == badger.ErrKeyNotFound {
 			return nil
@@ -75,7 +75,7 @@ func (s *Store) kvScan(ns, prefix string, limit int, values bool, fn func(string
 	if err := checkName("namespace", ns); err != nil {
 		return fmt.Errorf("kv scan: %w", err)
 	}
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		nsLen := len(kvPrefix(ns))
 		it := txn.NewIterator(badger.IteratorOptions{
 			Prefix:         kvKey(ns, prefix),

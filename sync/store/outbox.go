@@ -142,7 +142,7 @@ func (s *Store) Read(stream string, afterSeq uint64, maxRecords, maxBytes int) (
 		return nil, fmt.Errorf("read: %w", err)
 	}
 	var out []Record
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(txn *badger.Txn) error {
 		prefix := recPrefix(stream)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()

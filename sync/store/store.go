@@ -99,9 +99,14 @@ type Store struct {
 	// job handed over before Close is still run.
 	gate   sync.RWMutex
 	closed bool
-	jobs   chan *job
-	quit   chan struct{} // closed by Close: the committer drains jobs and stops
-	done   chan struct{} // closed by the committer when it has stopped
+	// dbUse guards reads against Close: Badger panics on a read after its Close
+	// instead of returning an error, so reads hold dbUse shared and Close takes
+	// it exclusively to close Badger.
+	dbUse    sync.RWMutex
+	dbClosed bool
+	jobs     chan *job
+	quit     chan struct{} // closed by Close: the committer drains jobs and stops
+	done     chan struct{} // closed by the committer when it has stopped
 	// maintainNow asks the committer to run maintenance at once (tests).
 	maintainNow chan chan struct{}
 
@@ -189,7 +194,7 @@ func Open(opts Options) (*Store, error) {
 
 // load reads the outbox heads and the cursors into memory.
 func (s *Store) load() error {
-	return s.db.View(func(txn *badger.Txn) error {
+	return s.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagHead}})
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
@@ -239,9 +244,12 @@ func (s *Store) Close() error {
 		s.gate.Unlock()
 		close(s.quit)
 		<-s.done
+		s.dbUse.Lock()
+		s.dbClosed = true
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("close store %s: %w", s.opts.Dir, err)
 		}
+		s.dbUse.Unlock()
 	})
 	return s.closeErr
 }
@@ -351,7 +359,7 @@ func (s *Store) Stats() Stats {
 // recordMs returns the append time of the first record at or after seq.
 func (s *Store) recordMs(stream string, seq uint64) int64 {
 	var ms int64
-	_ = s.db.View(func(txn *badger.Txn) error {
+	_ = s.view(func(txn *badger.Txn) error {
 		prefix := recPrefix(stream)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
@@ -377,6 +385,16 @@ func (s *Store) Streams() ([]string, error) {
 	s.mu.RUnlock()
 	sort.Strings(names)
 	return names, nil
+}
+
+// view runs fn in a read transaction, or fails with ErrClosed once the store is closed.
+func (s *Store) view(fn func(*badger.Txn) error) error {
+	s.dbUse.RLock()
+	defer s.dbUse.RUnlock()
+	if s.dbClosed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
 }
 
 func (s *Store) checkOpen() error {

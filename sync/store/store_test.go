@@ -194,3 +194,20 @@ func (s *Store) maintainSync() {
 	s.maintainNow <- reply
 	<-reply
 }
+
+// Reads after Close fail with ErrClosed; Badger itself would panic.
+func TestReadAfterClose(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read("a", 0, 10, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("Read after Close: %v, want ErrClosed", err)
+	}
+	if _, _, err := s.KVGet("f", "k"); !errors.Is(err, ErrClosed) {
+		t.Errorf("KVGet after Close: %v, want ErrClosed", err)
+	}
+}
