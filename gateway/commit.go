@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/moongate/moongate/luafn"
@@ -32,9 +31,7 @@ func commitOf(v *version, ev *luafn.Event, res *luafn.Result) commitSet {
 	}
 	// emit: a returned value goes to the function's stream (SPEC §3).
 	if v.emit != "" && res.Value != nil {
-		if data, err := json.Marshal(res.Value); err == nil {
-			c.records = append(c.records, appendRec{stream: v.emit, function: v.name, data: data})
-		}
+		c.records = append(c.records, appendRec{stream: v.emit, function: v.name, data: res.Value})
 	}
 	return c
 }

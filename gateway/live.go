@@ -48,7 +48,7 @@ func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time
 		m.Error = err.Error()
 	}
 	if res != nil {
-		m.Value = res.Value // encoded by the hub only if a console takes the message
+		m.Result = res.Value
 		for _, lg := range res.Logs {
 			m.Logs = append(m.Logs, console.LogLine{Level: levelName(lg.Level), Msg: lg.Message})
 		}

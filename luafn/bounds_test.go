@@ -110,7 +110,7 @@ func TestMemoryAcrossInvocations(t *testing.T) {
 	if !tripped {
 		t.Fatal("growing globals never tripped the memory bound")
 	}
-	if got := call(t, f, nil).Value; got != int64(1) {
+	if got := call(t, f, nil).value(); got != int64(1) {
 		t.Fatalf("after the trip, #keep = %v: not a fresh VM", got)
 	}
 }
@@ -119,14 +119,14 @@ func TestMemoryAcrossInvocations(t *testing.T) {
 func TestRandomIsolation(t *testing.T) {
 	a := newFn(t, `function handle() math.randomseed(7) return math.random(1, 1e9) end`, Limits{}, Host{})
 	b := newFn(t, `function handle() return math.random(1, 1e9) end`, Limits{}, Host{})
-	first := call(t, a, nil).Value
-	if call(t, a, nil).Value != first {
+	first := call(t, a, nil).value()
+	if call(t, a, nil).value() != first {
 		t.Fatal("randomseed does not seed")
 	}
 	seen := map[any]bool{}
 	for range 5 {
 		call(t, a, nil)
-		seen[call(t, b, nil).Value] = true
+		seen[call(t, b, nil).value()] = true
 	}
 	if len(seen) < 4 {
 		t.Fatalf("the other function drew %v after the first reseeded", seen)
@@ -150,7 +150,7 @@ func TestLibrariesPristineAcrossInvocations(t *testing.T) {
 		return ("x"):upper() .. string.format("%d", 1) .. tostring(getmetatable("").__index == string)
 	end`, Limits{}, Host{})
 	call(t, f, &Event{Topic: "attack"})
-	if got := call(t, f, nil).Value; got != "X1true" {
+	if got := call(t, f, nil).value(); got != "X1true" {
 		t.Fatalf("after the attack: %v", got)
 	}
 }
@@ -177,7 +177,7 @@ func TestMemoryUpdatesAreFree(t *testing.T) {
 		t.Fatalf("the state holds %d bytes: too little to test walks near the limit", v.mem)
 	}
 	before := v.walks
-	if got := call(t, f, nil).Value; got != int64(51) {
+	if got := call(t, f, nil).value(); got != int64(51) {
 		t.Fatalf("got %v", got)
 	}
 	// Charged at 88 bytes each, the 200000 updates would walk the heap every 256 KiB.

@@ -137,13 +137,19 @@ func (v *vm) invoke(ev *Event) (*Result, error) {
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	val, err := toGo(L.Get(-1))
+	if ret := L.Get(-1); ret != lua.LNil {
+		res.Value, err = v.encodeJSON(ret)
+	}
 	res.Duration = time.Since(start)
 	if err != nil {
 		spec := &v.prog.spec
-		return res, &InvokeError{Function: spec.Name, Version: spec.Version, Kind: ErrResult, Message: "handle's result: " + err.Error()}
+		ie := &InvokeError{Function: spec.Name, Version: spec.Version, Kind: ErrResult, Message: "handle's result: " + err.Error()}
+		if te, ok := err.(*tripError); ok {
+			ie.Kind, ie.Message = te.kind, te.msg
+		}
+		res.Value = nil
+		return res, ie
 	}
-	res.Value = val
 	res.Effects = inv.effects
 	return res, nil
 }

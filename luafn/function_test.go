@@ -120,8 +120,8 @@ func TestEventTable(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			res := call(t, f, &c.ev)
-			if !reflect.DeepEqual(res.Value, c.want) {
-				t.Fatalf("got  %#v\nwant %#v", res.Value, c.want)
+			if !reflect.DeepEqual(res.value(), c.want) {
+				t.Fatalf("got  %#v\nwant %#v", res.value(), c.want)
 			}
 		})
 	}
@@ -178,7 +178,7 @@ func TestFailedInvocationHasNoEffects(t *testing.T) {
 	if !errors.Is(err, ErrRuntime) {
 		t.Fatalf("err %v", err)
 	}
-	if res == nil || !res.Effects.Empty() || res.Value != nil {
+	if res == nil || !res.Effects.Empty() || res.value() != nil {
 		t.Fatalf("failed invocation returned %+v", res)
 	}
 	if len(res.Logs) != 1 || res.Logs[0].Message != "before" || res.Duration <= 0 {
@@ -215,13 +215,13 @@ func TestGlobalsPersistUntilABoundTrips(t *testing.T) {
 		return count
 	end`, Limits{Timeout: 20 * time.Millisecond}, Host{})
 	for want := int64(1); want <= 3; want++ {
-		if got := call(t, f, nil).Value; got != want {
+		if got := call(t, f, nil).value(); got != want {
 			t.Fatalf("invocation %d saw count %v", want, got)
 		}
 	}
 	callErr(t, f, &Event{Topic: "loop"}, ErrTimeout)
 	// The VM that timed out was replaced: a fresh state, fresh globals.
-	if got := call(t, f, nil).Value; got != int64(1) {
+	if got := call(t, f, nil).value(); got != int64(1) {
 		t.Fatalf("after a timeout count = %v, want 1 (fresh VM)", got)
 	}
 }
@@ -253,7 +253,7 @@ func TestConcurrencyAndClose(t *testing.T) {
 		slow <- err
 	}()
 	<-pins.entered
-	if got := call(t, f, nil).Value; got != "fast" {
+	if got := call(t, f, nil).value(); got != "fast" {
 		t.Fatalf("got %v", got)
 	}
 
@@ -326,7 +326,7 @@ func TestRedeploySwap(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					ran[res.Value.(int64)].Add(1)
+					ran[res.value().(int64)].Add(1)
 					break
 				}
 			}

@@ -1,7 +1,9 @@
 package luafn
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -129,5 +131,40 @@ func callErr(t testing.TB, f *Function, ev *Event, kind error) *InvokeError {
 func eval(t testing.TB, expr string) any {
 	t.Helper()
 	f := newFn(t, "function handle(event) return "+expr+" end", Limits{}, Host{})
-	return call(t, f, nil).Value
+	return call(t, f, nil).value()
+}
+
+// value decodes the result's JSON the way the tests compare it: integers as int64, other
+// numbers as float64, objects and arrays as map[string]any and []any.
+func (r *Result) value() any {
+	if r.Value == nil {
+		return nil
+	}
+	d := json.NewDecoder(bytes.NewReader(r.Value))
+	d.UseNumber()
+	var x any
+	if err := d.Decode(&x); err != nil {
+		panic(fmt.Sprintf("result %q: %v", r.Value, err))
+	}
+	return fromJSON(x)
+}
+
+func fromJSON(x any) any {
+	switch x := x.(type) {
+	case json.Number:
+		if i, err := x.Int64(); err == nil {
+			return i
+		}
+		f, _ := x.Float64()
+		return f
+	case map[string]any:
+		for k, v := range x {
+			x[k] = fromJSON(v)
+		}
+	case []any:
+		for i, v := range x {
+			x[i] = fromJSON(v)
+		}
+	}
+	return x
 }

@@ -1,6 +1,7 @@
 package luafn
 
 import (
+	"encoding/json"
 	"log/slog"
 	"time"
 )
@@ -27,8 +28,8 @@ type Event struct {
 
 // Result is a successful invocation, or the logs and duration of a failed one.
 type Result struct {
-	Value    any     // what handle returned, as JSON-able Go values (nil, bool, int64, float64, string, []any, map[string]any)
-	Effects  Effects // empty when the invocation failed
+	Value    json.RawMessage // what handle returned, as JSON (SPEC §4 conversions); nil when it returned nil
+	Effects  Effects         // empty when the invocation failed
 	Logs     []LogEntry
 	Duration time.Duration
 }

@@ -58,7 +58,7 @@ func loadHostile(t *testing.T) []hostileCase {
 // check compares one outcome with what the case demands.
 func (c hostileCase) check(res *Result, err error) error {
 	if c.kind == nil {
-		if err != nil || res.Value != "contained" {
+		if err != nil || res.value() != "contained" {
 			return fmt.Errorf("want contained, got %v, %v", res, err)
 		}
 		return nil
@@ -118,7 +118,7 @@ func TestHostileCorpus(t *testing.T) {
 					t.Errorf("well-behaved function failed: %v", err)
 					return
 				}
-				m := res.Value.(map[string]any)
+				m := res.value().(map[string]any)
 				if m["id"] != id || m["sum"] != float64(a+b)+0.5 {
 					t.Errorf("well-behaved function returned %v for %s", m, id)
 					return

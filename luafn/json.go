@@ -1,6 +1,7 @@
 package luafn
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -31,8 +32,9 @@ import (
 // JSON text cannot expand into a large heap unnoticed.
 
 const (
-	maxDepth   = 128     // nesting of tables in both directions
-	maxSafeInt = 1 << 53 // integers beyond this are not exact in a float64
+	maxDepth   = 128      // nesting of tables in both directions
+	maxSafeInt = 1 << 53  // integers beyond this are not exact in a float64
+	maxScratch = 64 << 10 // bytes of scratch a VM keeps between conversions
 )
 
 var errCycle = errors.New("cycle in table")
@@ -58,7 +60,9 @@ func (v *vm) decodeJSON(s string) (lua.LValue, error) {
 		}
 	}
 	clear(d.scratch[:cap(d.scratch)])
-	v.scratch = d.scratch[:0]
+	if cap(d.scratch) <= maxScratch/16 {
+		v.scratch = d.scratch[:0]
+	}
 	return val, err
 }
 
@@ -159,11 +163,13 @@ func (d *jsonDecoder) object(depth int) (lua.LValue, error) {
 	}
 	pairs := d.scratch[base:]
 	n := len(pairs) / 2
-	if err := d.charge(sizeTable + int64(n)*(sizeStrEntry+sizeKeyEntry)); err != nil {
+	if err := d.charge(sizeTable + int64(n)*sizeStrEntry); err != nil {
 		return nil, err
 	}
-	t := d.v.L.CreateTable(0, 0)
-	fillStrTable(t, pairs)
+	t := d.v.L.CreateTable(0, n)
+	for i := 0; i < len(pairs); i += 2 {
+		t.RawSetString(string(pairs[i].(lua.LString)), pairs[i+1])
+	}
 	d.scratch = d.scratch[:base]
 	return t, nil
 }
@@ -540,15 +546,30 @@ type jsonEncoder struct {
 	buf     []byte
 	charged int
 	path    []*lua.LTable // tables being encoded, to find cycles
+	fields  []field       // fields of the string-keyed objects being encoded, sorted per object
 }
 
+type field struct {
+	key string
+	val lua.LValue
+}
+
+// encodeJSON returns x as JSON, in a slice of its own and of its exact size. It writes
+// into the VM's scratch buffer first: growing a fresh slice by appending cost as many
+// allocations as doublings, on every result and every kv.set.
 func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
-	e := jsonEncoder{v: v, pend: building{v: v}}
+	e := jsonEncoder{v: v, pend: building{v: v}, buf: v.jsonBuf[:0], fields: v.jsonFields[:0]}
 	defer e.pend.release()
-	if err := e.value(x, 0); err != nil {
+	err := e.value(x, 0)
+	if cap(e.buf) <= maxScratch {
+		v.jsonBuf = e.buf[:0]
+	}
+	clear(e.fields[:cap(e.fields)])
+	v.jsonFields = e.fields[:0]
+	if err != nil {
 		return nil, err
 	}
-	return e.buf, nil
+	return bytes.Clone(e.buf), nil
 }
 
 // flush charges output written since the last charge.
@@ -617,6 +638,9 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 		e.buf = append(e.buf, ']')
 		return nil
 	}
+	if tb := tableOf(t); len(tb.array) == 0 && len(tb.dict) == 0 {
+		return e.stringKeyed(tb.strdict, depth)
+	}
 	e.buf = append(e.buf, '{')
 	for i, k := range sortedKeys(t) {
 		ks, err := objectKey(k)
@@ -633,5 +657,33 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 		}
 	}
 	e.buf = append(e.buf, '}')
+	return nil
+}
+
+// stringKeyed writes the common object, one with only string keys, sorting its fields
+// in the encoder's reused slice rather than boxing each key into a fresh one as
+// sortedKeys does.
+func (e *jsonEncoder) stringKeyed(m map[string]lua.LValue, depth int) error {
+	base := len(e.fields)
+	for k, val := range m {
+		if val != lua.LNil {
+			e.fields = append(e.fields, field{k, val})
+		}
+	}
+	fields := e.fields[base:]
+	slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
+	e.buf = append(e.buf, '{')
+	for i, f := range fields {
+		if i > 0 {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = appendString(e.buf, f.key)
+		e.buf = append(e.buf, ':')
+		if err := e.value(f.val, depth); err != nil {
+			return err
+		}
+	}
+	e.buf = append(e.buf, '}')
+	e.fields = e.fields[:base]
 	return nil
 }

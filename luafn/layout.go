@@ -17,8 +17,7 @@ import (
 //
 // The mirrors are checked field by field (name, offset, type) against the real types when
 // the package is used (checkLayout), so a gopher-lua upgrade that moves a field makes New
-// fail loudly instead of reading garbage. The only write through a mirror is
-// fillStrTable, which fills a table no Lua code has seen yet.
+// fail loudly instead of reading garbage. Nothing is written through a mirror.
 
 // callFrame mirrors lua.callFrame.
 type callFrame struct {
@@ -48,6 +47,7 @@ type ltable struct {
 	strdict   map[string]lua.LValue
 	keys      []lua.LValue
 	k2i       map[lua.LValue]int
+	hashPeak  int
 }
 
 // Offsets of the lua.LState fields the hook reads.
@@ -116,28 +116,3 @@ func stateFrame(L *lua.LState) *callFrame {
 }
 
 func tableOf(t *lua.LTable) *ltable { return (*ltable)(unsafe.Pointer(t)) }
-
-// fillStrTable fills t, new and empty, with string keys and their values, given as
-// pairs (key, value, key, value...; keys are LStrings). It keeps the invariant
-// RawSetString keeps (strdict, and keys/k2i for next) but sizes the three structures
-// once: RawSetString grows them key by key and boxes each key again, which made building
-// the event and its payload 40% of an invocation.
-func fillStrTable(t *lua.LTable, pairs []lua.LValue) {
-	tb := tableOf(t)
-	n := len(pairs) / 2
-	tb.strdict = make(map[string]lua.LValue, n)
-	tb.keys = make([]lua.LValue, 0, n)
-	tb.k2i = make(map[lua.LValue]int, n)
-	for i := 0; i+1 < len(pairs); i += 2 {
-		k, val := pairs[i], pairs[i+1]
-		if val == lua.LNil {
-			continue
-		}
-		s := string(k.(lua.LString))
-		if _, dup := tb.strdict[s]; !dup {
-			tb.k2i[k] = len(tb.keys)
-			tb.keys = append(tb.keys, k)
-		}
-		tb.strdict[s] = val
-	}
-}

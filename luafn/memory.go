@@ -26,7 +26,7 @@ const (
 	sizeNumber    = 8   // a boxed float64
 	sizeTable     = 112 // an empty LTable
 	sizeStrEntry  = 40  // a strdict or dict entry, with map overhead
-	sizeKeyEntry  = 48  // the iteration index gopher-lua keeps per hash key (keys + k2i)
+	sizeKeyEntry  = 48  // the iteration index per hash key (keys + k2i), built by the first next
 	sizeFunction  = 96  // an LFunction
 	sizeUpvalue   = 64  // an Upvalue
 	sizeOther     = 64  // userdata, threads, channels (not creatable by sandboxed code)
@@ -126,7 +126,7 @@ func (v *vm) chargeInstruction(cf *callFrame, inst uint32) {
 		v.charge(growth(cf.Fn.Env, cf.Fn.Proto.Constants[inst&0x3ffff]))
 	case lua.OP_NEWTABLE:
 		b, c := int64(inst&0x1ff), int64(inst>>9)&0x1ff
-		v.charge(sizeTable + b*sizeSlot + c*(sizeStrEntry+sizeKeyEntry))
+		v.charge(sizeTable + b*sizeSlot + c*sizeStrEntry)
 	case lua.OP_SETLIST:
 		reg := stateReg(v.L)
 		ra := cf.LocalBase + int(inst>>18)&0xff
@@ -172,7 +172,7 @@ func growth(t *lua.LTable, key lua.LValue) int64 {
 	// keeps much data and updates it in a loop walk its heap over and over.
 	if s, ok := key.(lua.LString); ok {
 		if tb.strdict == nil {
-			return newHashCap*sizeStrEntry + sizeStrEntry + sizeKeyEntry
+			return newHashCap*sizeStrEntry + sizeStrEntry
 		}
 		if _, exists := tb.strdict[string(s)]; exists {
 			return 0
@@ -180,7 +180,7 @@ func growth(t *lua.LTable, key lua.LValue) int64 {
 	} else if _, exists := tb.dict[key]; exists {
 		return 0
 	}
-	return sizeStrEntry + sizeKeyEntry
+	return sizeStrEntry
 }
 
 // walker measures the data reachable from a VM. Its maps are made for each walk, so a
@@ -244,9 +244,9 @@ func (w *walker) size(x lua.LValue) int64 {
 		w.tables[x] = struct{}{}
 		tb := tableOf(x)
 		n := int64(sizeTable) + int64(cap(tb.array))*sizeSlot + int64(cap(tb.keys))*sizeSlot
-		// k2i only grows (gopher-lua never removes from it), so it also reveals how
-		// large the hash maps once were: Go maps do not shrink either.
-		n += int64(len(tb.k2i)) * (sizeStrEntry + sizeKeyEntry)
+		// Go maps do not shrink: the hash part holds what it held at its peak. The
+		// iteration index exists once the table has been walked, and only grows.
+		n += int64(tb.hashPeak)*sizeStrEntry + int64(len(tb.k2i))*sizeKeyEntry
 		if tb.strdict != nil {
 			n += newHashCap * sizeStrEntry
 		}

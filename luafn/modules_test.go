@@ -45,8 +45,8 @@ func TestKVOverlay(t *testing.T) {
 		"incr_set": int64(2), "incr_after_set": int64(8), "incr_after_del": int64(3),
 		"keys": []any{"d", "fresh", "n", "obj", "s", "s2"},
 	}
-	if !reflect.DeepEqual(res.Value, want) {
-		t.Fatalf("got  %#v\nwant %#v", res.Value, want)
+	if !reflect.DeepEqual(res.value(), want) {
+		t.Fatalf("got  %#v\nwant %#v", res.value(), want)
 	}
 	wantOps := []KVOp{
 		{Op: KVIncr, Key: "n", Delta: 5},
@@ -66,7 +66,7 @@ func TestKVOverlay(t *testing.T) {
 	// Committed as the store would, the next invocation sees what this one saw.
 	kv.apply(t, "fn", res.Effects.KV)
 	g := newFn(t, `function handle() return {n = kv.get("n"), s2 = kv.get("s2"), d = kv.get("d"), gone = kv.get("gone")} end`, Limits{}, Host{KV: kv})
-	if got, want := call(t, g, nil).Value, map[string]any{"n": int64(15), "s2": int64(8), "d": int64(3)}; !reflect.DeepEqual(got, want) {
+	if got, want := call(t, g, nil).value(), map[string]any{"n": int64(15), "s2": int64(8), "d": int64(3)}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("after commit %v, want %v", got, want)
 	}
 }
@@ -83,7 +83,7 @@ func TestKVKeysCapAndOverlay(t *testing.T) {
 		return {n = #keys, first = keys[1], second = keys[2], last = keys[#keys], none = #kv.keys("zzz")}
 	end`, Limits{}, Host{KV: kv})
 	want := map[string]any{"n": int64(1000), "first": "k0000x", "second": "k0001", "last": "k0999", "none": int64(0)}
-	if got := call(t, f, nil).Value; !reflect.DeepEqual(got, want) {
+	if got := call(t, f, nil).value(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
@@ -185,8 +185,8 @@ func TestGPIO(t *testing.T) {
 		return {gpio.read("GPIO4"), gpio.read("GPIO5")}
 	end`, Limits{}, host)
 	res := call(t, f, nil)
-	if want := []any{int64(1), int64(0)}; !reflect.DeepEqual(res.Value, want) {
-		t.Fatalf("reads %v", res.Value)
+	if want := []any{int64(1), int64(0)}; !reflect.DeepEqual(res.value(), want) {
+		t.Fatalf("reads %v", res.value())
 	}
 	if want := []PinWrite{{"GPIO17", 1}, {"GPIO18", 0}, {"GPIO17", 1}}; !reflect.DeepEqual(res.Effects.PinWrites, want) {
 		t.Fatalf("writes %+v", res.Effects.PinWrites)
@@ -232,8 +232,8 @@ func TestLogs(t *testing.T) {
 		return time.now()
 	end`, Limits{}, host)
 	res := call(t, f, nil)
-	if res.Value != clock.UnixMilli() {
-		t.Errorf("time.now() = %v", res.Value)
+	if res.value() != clock.UnixMilli() {
+		t.Errorf("time.now() = %v", res.value())
 	}
 	want := []LogEntry{
 		{slog.LevelDebug, "d 1 nil true", clock},
@@ -278,7 +278,7 @@ func TestEnvGatewayJSON(t *testing.T) {
 		"enc": `{"a":"x\n\"y\"","b":[1,2,{"c":"d"}],"e":{},"f":1e+21,"g":0.5}`,
 		"dec": map[string]any{"a": map[string]any{"1": int64(1), "2": 2.5, "3": "three", "5": true}, "b": map[string]any{"c": "é😀"}},
 	}
-	if got := call(t, f, nil).Value; !reflect.DeepEqual(got, want) {
+	if got := call(t, f, nil).value(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %#v\nwant %#v", got, want)
 	}
 	g := newFn(t, `function handle() return json.decode("[1,") end`, Limits{}, Host{})

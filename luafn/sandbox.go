@@ -27,7 +27,7 @@ import (
 
 // Base functions kept from gopher-lua as they are.
 var keptBase = []string{
-	"assert", "error", "getmetatable", "ipairs", "next", "pairs", "pcall", "rawequal",
+	"assert", "error", "getmetatable", "ipairs", "pcall", "rawequal",
 	"rawget", "select", "tonumber", "tostring", "type", "xpcall", "_G", "_VERSION",
 }
 
@@ -60,6 +60,9 @@ func (v *vm) openSandbox() error {
 	// gopher-lua's module registry keeps the original tables; nothing reads it.
 	L.G.Registry.RawSetString("_LOADED", lua.LNil)
 
+	next := L.NewFunction(v.baseNext)
+	globals.RawSetString("next", next)
+	globals.RawSetString("pairs", L.NewClosure(basePairs, next))
 	for name, fn := range map[string]lua.LGFunction{
 		"rawset":       v.baseRawset,
 		"setmetatable": v.baseSetmetatable,
@@ -148,6 +151,35 @@ func (v *vm) checkWritable(t *lua.LTable, fn string) {
 }
 
 // baseRawset is rawset, refusing library tables and charging growth.
+// baseNext is gopher-lua's next, charging the memory bound for the iteration index a
+// table gets on its first walk (third_party/gopher-lua/MOONGATE.md): up to 48 bytes a
+// key, more than the entries themselves.
+func (v *vm) baseNext(L *lua.LState) int {
+	t := L.CheckTable(1)
+	if tb := tableOf(t); tb.k2i == nil {
+		if n := len(tb.strdict) + len(tb.dict); n > 0 && !v.charge(int64(n)*sizeKeyEntry) {
+			v.raiseIfTripped()
+		}
+	}
+	key, val := t.Next(L.Get(2))
+	if key == lua.LNil {
+		L.Push(lua.LNil)
+		return 1
+	}
+	L.Push(key)
+	L.Push(val)
+	return 2
+}
+
+// basePairs is gopher-lua's pairs, with baseNext as its iterator.
+func basePairs(L *lua.LState) int {
+	t := L.CheckTable(1)
+	L.Push(L.Get(lua.UpvalueIndex(1)))
+	L.Push(t)
+	L.Push(lua.LNil)
+	return 3
+}
+
 func (v *vm) baseRawset(L *lua.LState) int {
 	t := L.CheckTable(1)
 	key := L.CheckAny(2)

@@ -48,16 +48,15 @@ type vm struct {
 
 	// protected holds the read-only tables Lua can reach (library proxies); rawset,
 	// table.insert and friends refuse them.
-	protected map[*lua.LTable]struct{}
-	refuse    *lua.LFunction // the __newindex of every read-only proxy
-	handleKey lua.LString
-	pcg       *rand.PCG
-	rng       *rand.Rand
-	scratch   []lua.LValue          // reused by the JSON decoder
-	keys      map[string]lua.LValue // object keys the JSON decoder has boxed (see key)
-	// The event's keys, boxed once, and the pairs eventTable fills the event from.
-	eventKeys  [len(eventKeyNames)]lua.LValue
-	eventPairs []lua.LValue
+	protected  map[*lua.LTable]struct{}
+	refuse     *lua.LFunction // the __newindex of every read-only proxy
+	handleKey  lua.LString
+	pcg        *rand.PCG
+	rng        *rand.Rand
+	scratch    []lua.LValue          // reused by the JSON decoder
+	jsonBuf    []byte                // reused by the JSON encoder
+	jsonFields []field               // reused by the JSON encoder
+	keys       map[string]lua.LValue // object keys the JSON decoder has boxed (see key)
 
 	patternSteps int64 // left in the running invocation
 
@@ -180,9 +179,6 @@ func newVM(p *Program, h *Host) (*vm, error) {
 	}
 	v.rng = rand.New(v.pcg)
 	v.patternSteps = lim.PatternSteps // for the chunk's top level
-	for i, name := range eventKeyNames {
-		v.eventKeys[i] = lua.LString(name)
-	}
 	v.nextWalk = lim.Memory
 	v.L = lua.NewState(lua.Options{
 		SkipOpenLibs: true,

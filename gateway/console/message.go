@@ -61,12 +61,8 @@ type Invocation struct {
 	Topic      string
 	DurationUS int64
 	Result     json.RawMessage // nil means the function returned nothing
-	// Value is the returned value before encoding, used when Result is nil: the hub
-	// encodes it only for a message some client takes, which keeps a marshal per
-	// invocation off the gateway's hot path while consoles are over their rate.
-	Value any
-	Error string
-	Logs  []LogLine
+	Error      string
+	Logs       []LogLine
 }
 
 // Log is one log line of a function, published as it happens.
@@ -156,16 +152,8 @@ func (m Invocation) wire(ts int64, maxPayload int) any {
 		Logs       []LogLine `json:"logs"`
 	}{Type: TypeInvocation, TS: ts, Function: m.Function, Version: m.Version, EventID: m.EventID,
 		Topic: m.Topic, DurationUS: m.DurationUS, Error: m.Error, Logs: m.Logs}
-	switch {
-	case m.Result != nil:
+	if m.Result != nil {
 		w.Result, _ = payloadValue(m.Result, maxPayload)
-	case m.Value != nil:
-		// A value JSON cannot carry shows as its Go form rather than losing the message.
-		if b, err := json.Marshal(m.Value); err == nil {
-			w.Result, _ = payloadValue(b, maxPayload)
-		} else {
-			w.Result = fmt.Sprint(m.Value)
-		}
 	}
 	if w.Logs == nil {
 		w.Logs = []LogLine{}
