@@ -14,11 +14,11 @@ func (v *vm) eventTable(ev *Event) *lua.LTable {
 	v.charge(sizeTable + eventFields*sizeStrEntry + int64(len(ev.ID)+len(ev.Topic)+2*len(ev.Payload)))
 	t := v.L.CreateTable(0, eventFields)
 	t.RawSetString("id", lua.LString(ev.ID))
-	t.RawSetString("source", lua.LString(ev.Source))
+	t.RawSetString("source", boxed(&v.source, ev.Source))
 	t.RawSetString("ts", lua.LNumber(ev.TS))
 	if ev.Topic != "" || ev.Payload != nil {
 		raw := lua.LString(ev.Payload)
-		t.RawSetString("topic", lua.LString(ev.Topic))
+		t.RawSetString("topic", boxed(&v.topic, ev.Topic))
 		t.RawSetString("raw", raw)
 		t.RawSetString("qos", lua.LNumber(ev.QoS))
 		t.RawSetString("payload", v.payloadValue(raw))
@@ -50,4 +50,14 @@ func (v *vm) payloadValue(raw lua.LString) lua.LValue {
 		}
 	}
 	return raw
+}
+
+// boxed returns s as a Lua value, reusing *last when it holds the same string: boxing
+// allocates, and a VM sees the same source and topic event after event.
+func boxed(last *lua.LValue, s string) lua.LValue {
+	if l, ok := (*last).(lua.LString); ok && string(l) == s {
+		return *last // the interface itself: returning l would box it again
+	}
+	*last = lua.LString(s)
+	return *last
 }

@@ -112,7 +112,8 @@ func (f *Function) Close() {
 // invoke runs one invocation on v.
 func (v *vm) invoke(ev *Event) (*Result, error) {
 	start := time.Now()
-	inv := &invocation{}
+	v.current = invocation{} // reused in place: its slices go to the Result, not back
+	inv := &v.current
 	v.inv = inv
 	v.patternSteps = v.limits.PatternSteps
 	v.pending = 0

@@ -558,7 +558,7 @@ type field struct {
 // into the VM's scratch buffer first: growing a fresh slice by appending cost as many
 // allocations as doublings, on every result and every kv.set.
 func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
-	e := jsonEncoder{v: v, pend: building{v: v}, buf: v.jsonBuf[:0], fields: v.jsonFields[:0]}
+	e := jsonEncoder{v: v, pend: building{v: v}, buf: v.jsonBuf[:0], fields: v.jsonFields[:0], path: v.jsonPath[:0]}
 	defer e.pend.release()
 	err := e.value(x, 0)
 	if cap(e.buf) <= maxScratch {
@@ -566,6 +566,8 @@ func (v *vm) encodeJSON(x lua.LValue) ([]byte, error) {
 	}
 	clear(e.fields[:cap(e.fields)])
 	v.jsonFields = e.fields[:0]
+	clear(e.path[:cap(e.path)])
+	v.jsonPath = e.path[:0]
 	if err != nil {
 		return nil, err
 	}

@@ -53,14 +53,18 @@ type vm struct {
 	handleKey  lua.LString
 	pcg        *rand.PCG
 	rng        *rand.Rand
-	scratch    []lua.LValue          // reused by the JSON decoder
-	jsonBuf    []byte                // reused by the JSON encoder
-	jsonFields []field               // reused by the JSON encoder
-	keys       map[string]lua.LValue // object keys the JSON decoder has boxed (see key)
+	scratch    []lua.LValue  // reused by the JSON decoder
+	jsonBuf    []byte        // reused by the JSON encoder
+	jsonFields []field       // reused by the JSON encoder
+	jsonPath   []*lua.LTable // reused by the JSON encoder
+	// The last event source and topic, boxed: events keep coming from the same ones.
+	source, topic lua.LValue
+	keys          map[string]lua.LValue // object keys the JSON decoder has boxed (see key)
 
 	patternSteps int64 // left in the running invocation
 
-	inv *invocation // the running invocation; nil while loading the chunk
+	inv     *invocation // the running invocation (&current); nil while loading the chunk
+	current invocation
 }
 
 // tripError is the error a tripped bound raises inside the VM.
