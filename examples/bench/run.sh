@@ -4,6 +4,7 @@
 # lives in a temporary directory.
 #
 #   examples/bench/run.sh [SECONDS]          (default 10; DEVICES=50 by default)
+#   SECTIONS="2" examples/bench/run.sh       (only the sections named, of 0 1 2 3)
 #
 # 0. sizes of the three ARM binaries, built as `make cross` builds them.
 # 1. quickstart: messages/s through examples/quickstart's function with examples/devsim at
@@ -23,6 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
 DEVICES=${DEVICES:-50}
+SECTIONS=" ${SECTIONS:-0 1 2 3} "
+section() { [[ $SECTIONS == *" $1 "* ]]; }
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -116,6 +119,7 @@ alerts() {
 	printf '%-22s alerts published (outbox): %s\n' "" "$(curl -fs "$API/metrics" | awk '/^moongate_outbox_pending_records / {print $2}')"
 }
 
+if section 0; then
 echo "== 0. binary sizes (as make cross builds them)"
 for t in arm:6 arm:7 arm64:; do
 	arch=${t%%:*} arm=${t#*:}
@@ -123,6 +127,9 @@ for t in arm:6 arm:7 arm64:; do
 	printf '%-22s %s bytes (%.1f MiB)\n' "linux/$arch${arm:+v$arm}" "$(stat -c %s "$WORK/size")" "$(echo "$(stat -c %s "$WORK/size") / 1048576" | bc -l)"
 done
 
+fi
+
+if section 1; then
 echo "== 1. quickstart function, $DEVICES devices, ${SECS}s at full rate (QoS 1)"
 gateway "$WORK/qs-embedded" embedded examples/quickstart/functions/temp_alert.lua 'mqtt:sensors/+/temp@1'
 load "embedded broker" "tcp://127.0.0.1:$MQTT" -watch 'alerts/#' -linger 2s
@@ -145,6 +152,9 @@ load "mosquitto" "tcp://127.0.0.1:$MQ" -watch 'alerts/#' -linger 2s
 alerts
 kill "$GW_PID"; wait "$GW_PID" || true
 
+fi
+
+if section 2; then
 echo "== 2. durable invocations (kv.incr + cloud.emit, fsync on), $DEVICES devices, QoS 1, embedded broker"
 gateway "$WORK/durable" embedded examples/bench/functions/durable.lua 'mqtt:sensors/+/temp@1'
 load "durable" "tcp://127.0.0.1:$MQTT" -latency
@@ -152,6 +162,9 @@ load "durable" "tcp://127.0.0.1:$MQTT" -latency
 load "durable, window 1" "tcp://127.0.0.1:$MQTT" -latency -window 1
 kill "$GW_PID"; wait "$GW_PID" || true
 
+fi
+
+if section 3; then
 echo "== 3. idle RSS of moongate run on the quickstart, after 5 s (VmRSS)"
 rss() {
 	local name=$1 dir=$WORK/rss-$1 bin=${BIN:-$WORK/moongate} exec=${EXEC:-}
@@ -174,3 +187,4 @@ GOOS=linux GOARCH=arm64 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-a
 BIN=$WORK/moongate-arm64 EXEC=qemu-aarch64 rss arm64-qemu-aarch64
 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-armv7" ./cmd/moongate
 BIN=$WORK/moongate-armv7 EXEC=qemu-arm rss armv7-qemu-arm
+fi

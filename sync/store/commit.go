@@ -273,6 +273,7 @@ func (s *Store) flush(g *batch) error {
 	// The transaction is visible from here on, synced or not: the in-memory
 	// state must follow it, or the next group would reuse its seqs.
 	s.apply(g)
+	s.recent.written(g.ents)
 	s.groups.Add(1)
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
@@ -579,6 +580,9 @@ func (b *batch) kvGet(k []byte) (entry, bool, error) {
 			e := x.ents[i]
 			return e, !e.del, nil
 		}
+	}
+	if r, ok := b.s.recent.get(k); ok {
+		return entry{key: k, value: r.value, expiresAt: r.expiresAt}, r.value != nil, nil
 	}
 	item, err := b.s.readTxn().Get(k)
 	if err == badger.ErrKeyNotFound {

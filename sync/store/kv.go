@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -23,8 +24,15 @@ func (s *Store) KVGet(ns, key string) (value []byte, ok bool, err error) {
 	if err := checkKey(key); err != nil {
 		return nil, false, fmt.Errorf("kv get: %w", err)
 	}
+	k := kvKey(ns, key)
+	if r, ok := s.recent.get(k); ok {
+		if err := s.checkOpen(); err != nil {
+			return nil, false, fmt.Errorf("kv get %s %q: %w", ns, key, err)
+		}
+		return bytes.Clone(r.value), r.value != nil, nil
+	}
 	err = s.view(func(txn *badger.Txn) error {
-		item, err := txn.Get(kvKey(ns, key))
+		item, err := txn.Get(k)
 		if err == badger.ErrKeyNotFound {
 			return nil
 		}

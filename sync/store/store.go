@@ -124,6 +124,8 @@ type Store struct {
 
 	commits, groups, fsyncs atomic.Uint64
 
+	recent recentKV // committed values of KV keys written lately
+
 	// Owned by the committer goroutine.
 	entropy *ulid.MonotonicEntropy
 	freed   map[string]int64 // record bytes deleted per stream since its last reclaim
