@@ -172,7 +172,11 @@ func (s *Store) collect(batch []*job) []*job {
 func (s *Store) runGroup(jobs []*job) {
 	defer s.resetRead()
 	noSpace := s.checkSpace()
-	g := s.newBatch(nil)
+	// The group and the job's batch are the committer's own, reused: their maps and
+	// slices keep their capacity from one group (and job) to the next, which under load
+	// was most of the store's allocation.
+	g := s.group.reset(nil)
+	c := s.job.reset(g)
 	var merged []*job
 	var failed error // once a write fails, later jobs may depend on it: fail them too
 	finish := func(err error) {
@@ -196,7 +200,7 @@ func (s *Store) runGroup(jobs []*job) {
 			close(j.done)
 			continue
 		}
-		c := s.newBatch(g)
+		c.reset(g)
 		if err := c.stage(j); err != nil {
 			j.err = err
 			close(j.done)
@@ -217,8 +221,7 @@ func (s *Store) runGroup(jobs []*job) {
 				continue
 			}
 			finish(nil)
-			g = s.newBatch(nil)
-			c.parent = g
+			g.reset(nil)
 		}
 		g.merge(c)
 		merged = append(merged, j)
@@ -386,7 +389,24 @@ type batch struct {
 // indexFrom is the length of ents from which a batch indexes them in a map.
 const indexFrom = 16
 
-func (s *Store) newBatch(parent *batch) *batch { return &batch{s: s, parent: parent} }
+// reset empties b for reuse on top of parent, keeping what it has allocated unless a
+// large group (a purge, a backlog trim) grew it: clearing a map costs its capacity.
+func (b *batch) reset(parent *batch) *batch {
+	const keep = 4096
+	ents, index := b.ents, b.index
+	if cap(ents) > keep || len(index) > keep {
+		ents, index = nil, nil
+	}
+	clear(ents)
+	clear(index)
+	clear(b.heads)
+	clear(b.cursors)
+	clear(b.staged)
+	clear(b.freed)
+	*b = batch{s: b.s, parent: parent, ents: ents[:0], index: index, heads: b.heads,
+		cursors: b.cursors, staged: b.staged, freed: b.freed}
+	return b
+}
 
 // find returns the position of key's entry in b.ents, or -1.
 func (b *batch) find(key []byte) int {

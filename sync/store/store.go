@@ -130,6 +130,8 @@ type Store struct {
 	entropy *ulid.MonotonicEntropy
 	freed   map[string]int64 // record bytes deleted per stream since its last reclaim
 	rtxn    *badger.Txn      // read snapshot for the group being staged
+	group   batch            // the group being staged, reused (see runGroup)
+	job     batch            // the job being staged on top of it, reused
 	maxVlog uint32           // highest value-log file id seen
 }
 
@@ -184,6 +186,7 @@ func Open(opts Options) (*Store, error) {
 		entropy:     ulid.Monotonic(rand.Reader, 0),
 		freed:       make(map[string]int64),
 	}
+	s.group.s, s.job.s = s, s
 	s.txnSize, s.txnCount = txnLimits(bo)
 	if err := s.load(); err != nil {
 		db.Close()
