@@ -148,7 +148,6 @@ func (v *vm) invoke(ev *Event) (*Result, error) {
 		if te, ok := err.(*tripError); ok {
 			ie.Kind, ie.Message = te.kind, te.msg
 		}
-		res.Value = nil
 		return res, ie
 	}
 	res.Effects = inv.effects

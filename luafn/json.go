@@ -546,7 +546,7 @@ type jsonEncoder struct {
 	buf     []byte
 	charged int
 	path    []*lua.LTable // tables being encoded, to find cycles
-	fields  []field       // fields of the string-keyed objects being encoded, sorted per object
+	fields  []field       // fields of the objects being encoded, in output order
 }
 
 type field struct {
@@ -640,42 +640,28 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 		e.buf = append(e.buf, ']')
 		return nil
 	}
-	if tb := tableOf(t); len(tb.array) == 0 && len(tb.dict) == 0 {
-		return e.stringKeyed(tb.strdict, depth)
-	}
-	e.buf = append(e.buf, '{')
-	for i, k := range sortedKeys(t) {
-		ks, err := objectKey(k)
-		if err != nil {
-			return fmt.Errorf("cannot convert to JSON: %w", err)
-		}
-		if i > 0 {
-			e.buf = append(e.buf, ',')
-		}
-		e.buf = appendString(e.buf, ks)
-		e.buf = append(e.buf, ':')
-		if err := e.value(t.RawGet(k), depth); err != nil {
-			return err
-		}
-	}
-	e.buf = append(e.buf, '}')
-	return nil
-}
-
-// stringKeyed writes the common object, one with only string keys, sorting its fields
-// in the encoder's reused slice rather than boxing each key into a fresh one as
-// sortedKeys does.
-func (e *jsonEncoder) stringKeyed(m map[string]lua.LValue, depth int) error {
 	base := len(e.fields)
-	for k, val := range m {
-		if val != lua.LNil {
-			e.fields = append(e.fields, field{k, val})
+	defer func() { e.fields = e.fields[:base] }()
+	if tb := tableOf(t); len(tb.array) == 0 && len(tb.dict) == 0 {
+		// The common object, with string keys only: its fields are sorted in the
+		// encoder's reused slice, without boxing each key as sortedKeys does.
+		for k, val := range tb.strdict {
+			if val != lua.LNil {
+				e.fields = append(e.fields, field{k, val})
+			}
+		}
+		slices.SortFunc(e.fields[base:], func(a, b field) int { return strings.Compare(a.key, b.key) })
+	} else {
+		for _, k := range sortedKeys(t) {
+			ks, err := objectKey(k)
+			if err != nil {
+				return fmt.Errorf("cannot convert to JSON: %w", err)
+			}
+			e.fields = append(e.fields, field{ks, t.RawGet(k)})
 		}
 	}
-	fields := e.fields[base:]
-	slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
 	e.buf = append(e.buf, '{')
-	for i, f := range fields {
+	for i, f := range e.fields[base:] {
 		if i > 0 {
 			e.buf = append(e.buf, ',')
 		}
@@ -686,6 +672,5 @@ func (e *jsonEncoder) stringKeyed(m map[string]lua.LValue, depth int) error {
 		}
 	}
 	e.buf = append(e.buf, '}')
-	e.fields = e.fields[:base]
 	return nil
 }

@@ -150,7 +150,6 @@ func (v *vm) checkWritable(t *lua.LTable, fn string) {
 	}
 }
 
-// baseRawset is rawset, refusing library tables and charging growth.
 // baseNext is gopher-lua's next, charging the memory bound for the iteration index a
 // table gets on its first walk (third_party/gopher-lua/MOONGATE.md): up to 48 bytes a
 // key, more than the entries themselves.
@@ -180,6 +179,7 @@ func basePairs(L *lua.LState) int {
 	return 3
 }
 
+// baseRawset is rawset, refusing library tables and charging growth.
 func (v *vm) baseRawset(L *lua.LState) int {
 	t := L.CheckTable(1)
 	key := L.CheckAny(2)

@@ -175,8 +175,7 @@ func (s *Store) runGroup(jobs []*job) {
 	// The group and the job's batch are the committer's own, reused: their maps and
 	// slices keep their capacity from one group (and job) to the next, which under load
 	// was most of the store's allocation.
-	g := s.group.reset(nil)
-	c := s.job.reset(g)
+	g, c := s.group.reset(nil), &s.job
 	var merged []*job
 	var failed error // once a write fails, later jobs may depend on it: fail them too
 	finish := func(err error) {
