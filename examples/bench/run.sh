@@ -4,7 +4,7 @@
 # lives in a temporary directory.
 #
 #   examples/bench/run.sh [SECONDS]          (default 10; DEVICES=50 by default)
-#   SECTIONS="2" examples/bench/run.sh       (only the sections named, of 0 1 2 3)
+#   SECTIONS="2" examples/bench/run.sh       (only the sections named, of 0 1 2 3 4)
 #
 # 0. sizes of the three ARM binaries, built as `make cross` builds them.
 # 1. quickstart: messages/s through examples/quickstart's function with examples/devsim at
@@ -20,6 +20,10 @@
 #    flight per device, and with one in flight per device).
 # 3. idle RSS of `moongate run` on the quickstart after 5 s, on x86-64 and under
 #    qemu-aarch64 / qemu-arm (there the RSS is qemu's, emulator included).
+# 4. footprint of the gateway holding 100k KV keys and 100k outbox records its cloud sink
+#    could not deliver (FOOTPRINT=100000 readings, one key and one record each): RSS and
+#    disk once they are written, after a restart on them, and under a steady load of
+#    LOAD=1000 readings/s on top (each adding its key and record).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}
@@ -187,4 +191,45 @@ GOOS=linux GOARCH=arm64 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-a
 BIN=$WORK/moongate-arm64 EXEC=qemu-aarch64 rss arm64-qemu-aarch64
 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags '-s -w' -o "$WORK/moongate-armv7" ./cmd/moongate
 BIN=$WORK/moongate-armv7 EXEC=qemu-arm rss armv7-qemu-arm
+fi
+
+if section 4; then
+N=${FOOTPRINT:-100000} LOAD=${LOAD:-1000}
+echo "== 4. gateway footprint with $N KV keys and $N pending outbox records"
+# The sink's port has no listener: every record stays pending, as when the uplink is down.
+SINK="sync:
+  sinks:
+    - name: cloud
+      streams: [readings]
+      http: {url: http://127.0.0.1:$(free_port)/ingest}"
+footprint() {
+	local name=$1 dir=$2
+	printf '%-22s RSS %s (anon %s, file %s), pending %s, disk %s\n' "$name" \
+		"$(awk '/^VmRSS/ {print $2 / 1024 " MB"}' /proc/"$GW_PID"/status)" \
+		"$(awk '/^RssAnon/ {print $2 / 1024 " MB"}' /proc/"$GW_PID"/status)" \
+		"$(awk '/^RssFile/ {print $2 / 1024 " MB"}' /proc/"$GW_PID"/status)" \
+		"$(curl -fs "$API/metrics" | awk '/^moongate_outbox_pending_records / {print $2}')" \
+		"$(du -sh "$dir/data" | cut -f1)"
+}
+fp=$WORK/footprint
+gateway "$fp" embedded examples/bench/functions/footprint.lua 'mqtt:sensors/+/temp@1' "$SINK"
+"$WORK/devsim" -broker "tcp://127.0.0.1:$MQTT" -devices "$DEVICES" -rate 0 -qos 1 -count $((N / DEVICES)) >/dev/null 2>&1
+sleep 10
+footprint "written, idle 10 s" "$fp"
+kill "$GW_PID"; wait "$GW_PID" || true
+gateway "$fp" embedded examples/bench/functions/footprint.lua 'mqtt:sensors/+/temp@1' "$SINK"
+sleep 10
+footprint "restarted, idle 10 s" "$fp"
+"$WORK/devsim" -broker "tcp://127.0.0.1:$MQTT" -devices "$DEVICES" -rate "$(awk -v l="$LOAD" -v d="$DEVICES" 'BEGIN {print l / d}')" -qos 1 -prefix load \
+	-duration "${SECS}s" >/dev/null 2>&1 &
+sim=$!
+peak=0
+while kill -0 "$sim" 2>/dev/null; do
+	r=$(awk '/^VmRSS/ {print $2}' /proc/"$GW_PID"/status)
+	[ "$r" -gt "$peak" ] && peak=$r
+	sleep 0.2
+done
+footprint "${LOAD}/s for ${SECS}s" "$fp"
+printf '%-22s peak RSS during the load %s MB\n' "" "$((peak / 1024))"
+kill "$GW_PID"; wait "$GW_PID" || true
 fi
