@@ -218,19 +218,23 @@ func killPoints(rng *rand.Rand, total, k int) []int {
 	return at
 }
 
-// settledMetric waits until the gateway's metric name stops changing and returns it.
+// settledMetric waits until the gateway's metric name has not changed for 300 ms and
+// returns it.
 func settledMetric(t *testing.T, gw *gatewayProc, name string) float64 {
 	t.Helper()
-	v := gw.metric(name)
-	for range 100 {
+	v, same := gw.metric(name), 0
+	for range 200 {
 		time.Sleep(50 * time.Millisecond)
 		next := gw.metric(name)
-		if next == v {
+		if next != v {
+			v, same = next, 0
+			continue
+		}
+		if same++; same == 6 {
 			return v
 		}
-		v = next
 	}
-	t.Fatalf("%s still changes after 5 s", name)
+	t.Fatalf("%s still changes after 10 s", name)
 	return 0
 }
 
