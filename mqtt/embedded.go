@@ -143,12 +143,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
-	e.tcp = newTCPListener("tcp", opts.Listen)
+	e.tcp = newTCPListener("tcp", opts.Listen, e.closeClients)
 	if err := e.srv.AddListener(e.tcp); err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
 	}
 	if opts.WSListen != "" {
-		e.ws = newWSListener("ws", opts.WSListen)
+		e.ws = newWSListener("ws", opts.WSListen, e.closeClients)
 		if err := e.srv.AddListener(e.ws); err != nil {
 			_ = e.srv.Close()
 			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)
@@ -292,6 +292,18 @@ func (e *Embedded) Close() error {
 		e.closed.Store(true)
 	})
 	return e.closeErr
+}
+
+// closeClients disconnects the clients of one listener as the broker closes. It is
+// mochi's closeListenerClients without its deadlock: Clients.GetByListener (v2.7.9) takes
+// the read lock twice, and a device attaching in between queues a writer that both then
+// wait for forever. GetAll takes it once.
+func (e *Embedded) closeClients(listener string) {
+	for _, cl := range e.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = e.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 func (e *Embedded) deliver(h Handler, m *Message) {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -534,5 +536,58 @@ func TestEmbeddedBadArguments(t *testing.T) {
 	}
 	if _, err := NewEmbedded(EmbeddedOptions{Listen: e.Addr()}); err == nil {
 		t.Error("a second broker bound a busy port")
+	}
+}
+
+// Close while devices keep connecting and leaving: mochi v2.7.9 closes a listener's
+// clients under a read lock it takes twice, and a device detaching in between (a
+// writer) left both waiting forever. Embedded.closeClients takes it once.
+func TestEmbeddedCloseWhileDevicesChurn(t *testing.T) {
+	for round := range 100 {
+		e, err := NewEmbedded(EmbeddedOptions{Listen: "127.0.0.1:0", DrainTimeout: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(context.Background(), nil, newRecorder()); err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for dev := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("churn%d", dev)
+				// CONNECT, MQTT 3.1.1, clean session, keepalive 60 s.
+				connect := append([]byte{0x10, byte(12 + len(id)), 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, byte(len(id))}, id...)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c, err := net.Dial("tcp", e.Addr())
+					if err != nil {
+						continue // closed meanwhile
+					}
+					c.Write(connect)
+					c.Read(make([]byte, 4)) // CONNACK
+					c.Close()
+				}
+			}()
+		}
+		time.Sleep(time.Duration(round%10) * time.Millisecond)
+		done := make(chan struct{})
+		go func() {
+			e.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Close hangs while devices connect", round)
+		}
+		close(stop)
+		wg.Wait()
 	}
 }

@@ -58,15 +58,16 @@ func (t *conns) closeAll() {
 // tcpListener is mochi's TCP listener with conns: it binds in Init, so that NewEmbedded
 // reports a busy port and knows the port picked for ":0".
 type tcpListener struct {
-	id      string
-	address string
-	ln      net.Listener
-	log     *slog.Logger
-	conns   conns
+	id           string
+	address      string
+	ln           net.Listener
+	log          *slog.Logger
+	conns        conns
+	closeClients listeners.CloseFn // used instead of the one mochi passes to Close
 }
 
-func newTCPListener(id, address string) *tcpListener {
-	return &tcpListener{id: id, address: address}
+func newTCPListener(id, address string, closeClients listeners.CloseFn) *tcpListener {
+	return &tcpListener{id: id, address: address, closeClients: closeClients}
 }
 
 func (l *tcpListener) ID() string       { return l.id }
@@ -111,8 +112,9 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+// Close ignores mochi's CloseFn for l.closeClients: see Embedded.closeClients.
+func (l *tcpListener) Close(listeners.CloseFn) {
 	_ = l.ln.Close()
-	closeClients(l.id) // DISCONNECT to the v5 clients, while their connections are open
+	l.closeClients(l.id) // DISCONNECT to the v5 clients, while their connections are open
 	l.conns.closeAll()
 }

@@ -24,12 +24,16 @@ type wsListener struct {
 	establish listeners.EstablishFn
 	upgrader  websocket.Upgrader
 	conns     conns
+	// closeClients is used instead of the CloseFn mochi passes to Close: see
+	// Embedded.closeClients.
+	closeClients listeners.CloseFn
 }
 
-func newWSListener(id, address string) *wsListener {
+func newWSListener(id, address string, closeClients listeners.CloseFn) *wsListener {
 	return &wsListener{
-		id:      id,
-		address: address,
+		id:           id,
+		address:      address,
+		closeClients: closeClients,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// Devices and dashboards connect from anywhere; the broker's credentials,
@@ -67,10 +71,10 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+func (l *wsListener) Close(listeners.CloseFn) {
 	_ = l.srv.Close() // upgraded connections are not the server's: conns ends them
 	_ = l.ln.Close()  // in case Serve never ran
-	closeClients(l.id)
+	l.closeClients(l.id)
 	l.conns.closeAll()
 }
 
