@@ -268,19 +268,10 @@ func TestEmbeddedCloseWhileConnecting(t *testing.T) {
 					c.Close()
 				}
 			}()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, err := net.Dial("tcp", e.Addr())
-				if err != nil {
-					continue
-				}
+			dialLoop(stop, e.Addr(), func(c net.Conn) {
 				held = append(held, c)
 				c.Write([]byte{0x10}) // half a CONNECT: the broker waits for the rest
-			}
+			})
 		}()
 		time.Sleep(20 * time.Millisecond)
 		closed := make(chan struct{})
@@ -560,20 +551,11 @@ func TestEmbeddedCloseWhileDevicesChurn(t *testing.T) {
 				id := fmt.Sprintf("churn%d", dev)
 				// CONNECT, MQTT 3.1.1, clean session, keepalive 60 s.
 				connect := append([]byte{0x10, byte(12 + len(id)), 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, byte(len(id))}, id...)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					c, err := net.Dial("tcp", e.Addr())
-					if err != nil {
-						continue // closed meanwhile
-					}
+				dialLoop(stop, e.Addr(), func(c net.Conn) {
 					c.Write(connect)
 					c.Read(make([]byte, 4)) // CONNACK
 					c.Close()
-				}
+				})
 			}()
 		}
 		time.Sleep(time.Duration(round%10) * time.Millisecond)
@@ -589,5 +571,22 @@ func TestEmbeddedCloseWhileDevicesChurn(t *testing.T) {
 		}
 		close(stop)
 		wg.Wait()
+	}
+}
+
+// dialLoop connects to addr again and again until stop is closed, handing each
+// connection to use.
+func dialLoop(stop <-chan struct{}, addr string, use func(net.Conn)) {
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			continue // the broker closed meanwhile
+		}
+		use(c)
 	}
 }
