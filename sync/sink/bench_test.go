@@ -83,10 +83,7 @@ func BenchmarkHTTPDrain(b *testing.B) {
 			st := openStore(b, b.TempDir())
 			defer st.Close()
 			url, bytesIn := sinkServer(b)
-			s, err := New(Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url, Gzip: gz, HMACSecret: "k"}}, st, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url, Gzip: gz, HMACSecret: "k"}}, st, nil, nil)
 			appendBench(b, st, "telemetry", b.N)
 			b.ResetTimer()
 			d := drain(b, s, st, "cloud", "telemetry")
@@ -103,12 +100,9 @@ func BenchmarkMQTTDrain(b *testing.B) {
 	br := startBroker(b, newPKI(b))
 	st := openStore(b, b.TempDir())
 	defer st.Close()
-	s, err := New(Config{Name: "iot", GatewayID: "pi-kitchen", MQTT: &MQTTConfig{
+	s := newSink(b, Config{Name: "iot", GatewayID: "pi-kitchen", MQTT: &MQTTConfig{
 		Broker: br.url(), TLS: TLSFiles{CA: br.pki.CA, Cert: br.pki.ClientCert, Key: br.pki.ClientKey},
 	}}, st, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	appendBench(b, st, "telemetry", b.N)
 	b.ResetTimer()
 	d := drain(b, s, st, "iot", "telemetry")
@@ -124,10 +118,7 @@ func BenchmarkBacklogWithLiveTraffic(b *testing.B) {
 		b.StopTimer()
 		st := openStore(b, b.TempDir())
 		url, _ := sinkServer(b)
-		s, err := New(Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url}}, st, nil, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url}}, st, nil, nil)
 		const backlog = 100_000
 		appendBench(b, st, "telemetry", backlog)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -186,11 +177,8 @@ func BenchmarkHTTPDrainRTT(b *testing.B) {
 			defer st.Close()
 			url, _ := sinkServer(b)
 			url = delayProxy(b, strings.TrimPrefix(strings.TrimSuffix(url, "/ingest"), "http://"), 10*time.Millisecond)
-			s, err := New(Config{Name: "cloud", GatewayID: "pi-kitchen", Window: window, Batch: Batch{MaxRecords: 100},
+			s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen", Window: window, Batch: Batch{MaxRecords: 100},
 				HTTP: &HTTPConfig{URL: url + "/ingest"}}, st, nil, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
 			appendBench(b, st, "telemetry", b.N)
 			b.ResetTimer()
 			d := drain(b, s, st, "cloud", "telemetry")

@@ -39,10 +39,7 @@ func TestDisabledSink(t *testing.T) {
 	defer st.Close()
 	cfg := httpConfig("http://127.0.0.1:1/")
 	cfg.Disabled = true
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 10)
 	stop := run(t, s)
 	stop()

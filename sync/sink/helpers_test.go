@@ -23,6 +23,16 @@ import (
 )
 
 // openStore opens a real store in a temporary directory.
+// newSink is New for a test: a configuration it refuses fails the test.
+func newSink(t testing.TB, cfg Config, out Outbox, pub Publisher, logger *slog.Logger) *Sink {
+	t.Helper()
+	s, err := New(cfg, out, pub, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func openStore(t testing.TB, dir string, opts ...func(*store.Options)) *store.Store {
 	t.Helper()
 	o := store.Options{Dir: dir, MinFreeBytes: -1}

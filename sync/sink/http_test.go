@@ -26,10 +26,7 @@ func TestHTTPWireFormat(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, nil)
-	s, err := New(httpConfig(rc.url()), st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, httpConfig(rc.url()), st, nil, nil)
 	appendN(t, st, "alerts", 0, 3)
 	stop := run(t, s)
 	eventually(t, 5*time.Second, "the batch acknowledged", func() bool { return pending(st, "cloud", "alerts") == 0 })
@@ -84,10 +81,7 @@ func TestHTTPBatchBounds(t *testing.T) {
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
 	cfg.Batch = Batch{MaxRecords: 7, MaxBytes: 1000, Linger: -1}
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 100)
 	run(t, s)
 	eventually(t, 5*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -124,10 +118,7 @@ func TestHTTPLingerGathersABatch(t *testing.T) {
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
 	cfg.Batch = Batch{Linger: time.Second}
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
 	// Records arriving one by one within the linger go out together.
 	for i := range 5 {
@@ -163,11 +154,7 @@ func TestHTTPPipelinedOrderThroughFailures(t *testing.T) {
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 50
 	cfg.Window = 4
-	var err error
-	s, err = New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 3000)
 	run(t, s)
 	// Live records keep arriving while the backlog drains.
@@ -197,10 +184,7 @@ func TestHTTPPoisonRecordGoesToDead(t *testing.T) {
 	})
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 100
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 300)
 	run(t, s)
 	eventually(t, 10*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -249,10 +233,7 @@ func TestHTTPRetryAfter(t *testing.T) {
 				return reply{status: http.StatusOK}
 			})
 			var logs logBuffer
-			s, err := New(httpConfig(rc.url()), st, nil, logs.logger())
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newSink(t, httpConfig(rc.url()), st, nil, logs.logger())
 			appendN(t, st, "a", 0, 10)
 			run(t, s)
 			eventually(t, 10*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -302,10 +283,7 @@ func TestHTTPOutageAndRecovery(t *testing.T) {
 	var logs logBuffer
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 100
-	s, err := New(cfg, st, nil, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, logs.logger())
 	run(t, s)
 	appendN(t, st, "a", 0, 100)
 	eventually(t, 5*time.Second, "first records acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -340,10 +318,7 @@ func TestHTTPConnectionClosedMidResponse(t *testing.T) {
 		}
 		return reply{status: http.StatusOK}
 	})
-	s, err := New(httpConfig(rc.url()), st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, httpConfig(rc.url()), st, nil, nil)
 	appendN(t, st, "a", 0, 20)
 	run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -362,10 +337,7 @@ func TestHTTPSCustomCAAndClientCert(t *testing.T) {
 	// Without the CA the server is not trusted, and it stays so: offline.
 	cfg := httpConfig(rc.url())
 	cfg.Name = "untrusting"
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 10)
 	stop := run(t, s)
 	eventually(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
@@ -376,10 +348,7 @@ func TestHTTPSCustomCAAndClientCert(t *testing.T) {
 
 	cfg = httpConfig(rc.url())
 	cfg.HTTP.CAFile, cfg.HTTP.CertFile, cfg.HTTP.KeyFile = p.CA, p.ClientCert, p.ClientKey
-	s, err = New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = newSink(t, cfg, st, nil, nil)
 	run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	checkOrder(t, rc.requests(), "a", 10)
@@ -415,10 +384,7 @@ func TestHTTPGzip(t *testing.T) {
 		cfg := httpConfig(rc.url())
 		cfg.HTTP.Gzip = mode
 		cfg.Batch.MaxRecords = 10
-		s, err := New(cfg, st, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newSink(t, cfg, st, nil, nil)
 		stop := run(t, s)
 		var byRound [][]*request
 		seen := 0
@@ -502,10 +468,7 @@ func TestHTTPCommands(t *testing.T) {
 	var pub publisher
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 5
-	s, err := New(cfg, st, &pub, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, &pub, nil)
 	appendN(t, st, "a", 0, 20)
 	run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -541,10 +504,7 @@ func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pub publisher
-	s, err := New(httpConfig(rc.url()), st, &pub, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, httpConfig(rc.url()), st, &pub, nil)
 	stop := run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	stop()
@@ -563,10 +523,7 @@ func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 	st.Close()
 	st = openStore(t, dir)
 	defer st.Close()
-	s, err = New(httpConfig(rc.url()), st, &pub, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = newSink(t, httpConfig(rc.url()), st, &pub, nil)
 	run(t, s)
 	eventually(t, 5*time.Second, "recorded commands published", func() bool { return len(pub.published()) == 1 })
 	if got := pub.published()[0]; got != "dev/9/set late 1 false" {
@@ -586,10 +543,7 @@ func TestHTTPSlowReceiverTimesOut(t *testing.T) {
 	var logs logBuffer
 	cfg := httpConfig(rc.url())
 	cfg.HTTP.Timeout = 100 * time.Millisecond
-	s, err := New(cfg, st, nil, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, logs.logger())
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -615,10 +569,7 @@ func TestHTTPAuthErrorIsNotPoison(t *testing.T) {
 		return reply{status: http.StatusOK}
 	})
 	var logs logBuffer
-	s, err := New(httpConfig(rc.url()), st, nil, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, httpConfig(rc.url()), st, nil, logs.logger())
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
 	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
@@ -644,10 +595,7 @@ func TestHTTPServerClosingConnections(t *testing.T) {
 			var logs logBuffer
 			cfg := httpConfig(rc.url())
 			cfg.Batch.MaxRecords = 10
-			s, err := New(cfg, st, nil, logs.logger())
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newSink(t, cfg, st, nil, logs.logger())
 			run(t, s)
 			for i := range 5 {
 				appendN(t, st, "a", i*30, 30)

@@ -68,10 +68,7 @@ func TestMQTTBridgeTLSClientCert(t *testing.T) {
 	sub := subscribe(t, b, "gw/#")
 	st := openStore(t, t.TempDir())
 	defer st.Close()
-	s, err := New(mqttConfig(b), st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, mqttConfig(b), st, nil, nil)
 	if s.Status().State != Offline {
 		t.Errorf("state %s before connecting", s.Status().State)
 	}
@@ -108,10 +105,7 @@ func TestMQTTBrokerRestartMidDrain(t *testing.T) {
 	st := openStore(t, t.TempDir())
 	defer st.Close()
 	var logs logBuffer
-	s, err := New(mqttConfig(b), st, nil, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, mqttConfig(b), st, nil, logs.logger())
 	appendN(t, st, "telemetry", 0, 20000)
 	run(t, s)
 	eventually(t, 20*time.Second, "a part delivered", func() bool { return pending(st, "iot", "telemetry") < 15000 })
@@ -141,10 +135,7 @@ func TestMQTTBrokerDownAtStart(t *testing.T) {
 	b.stop()
 	st := openStore(t, t.TempDir())
 	defer st.Close()
-	s, err := New(mqttConfig(b), st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, mqttConfig(b), st, nil, nil)
 	appendN(t, st, "a", 0, 100)
 	run(t, s)
 	time.Sleep(200 * time.Millisecond)

@@ -33,10 +33,7 @@ func TestLongOutageThenRecovery(t *testing.T) {
 	var logs logBuffer
 	cfg := httpConfig(rc.url())
 	cfg.Backoff = Backoff{Base: 5 * time.Millisecond, Cap: 300 * time.Millisecond}
-	s, err := New(cfg, st, nil, logs.logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, logs.logger())
 	run(t, s)
 	appendN(t, st, "telemetry", 0, 10)
 	appendN(t, st, "alerts", 0, 1)

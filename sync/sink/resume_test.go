@@ -17,10 +17,7 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 	rc := newReceiver(t, func(*request) reply { return reply{status: http.StatusOK, delay: time.Millisecond} })
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 50
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st.Store, "a", 0, 5000)
 	stop := run(t, s)
 	eventually(t, 10*time.Second, "a part delivered", func() bool { return len(rc.requests()) >= 20 })
@@ -35,10 +32,7 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 	if cursor == 0 || cursor >= 5000 {
 		t.Fatalf("cursor %d after the crash", cursor)
 	}
-	s, err = New(cfg, st2, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = newSink(t, cfg, st2, nil, nil)
 	run(t, s)
 	eventually(t, 20*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
@@ -80,10 +74,7 @@ func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	defer close(release)
 	cfg := httpConfig(rc.url())
 	cfg.Batch.Linger = 20 * time.Millisecond
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st.Store, "a", 0, 3)
 	stop := run(t, s)
 	eventually(t, 5*time.Second, "the short batch sent", func() bool { return len(rc.requests()) == 1 })
@@ -94,10 +85,7 @@ func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	st2 := openStore(t, dir)
 	defer st2.Close()
 	appendN(t, st2, "a", 3, 10)
-	s, err = New(cfg, st2, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = newSink(t, cfg, st2, nil, nil)
 	run(t, s)
 	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
@@ -116,10 +104,7 @@ func TestQuotaReachedDuringOutage(t *testing.T) {
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 100
-	s, err := New(cfg, st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
 	appendN(t, st, "a", 0, 100)
 	eventually(t, 5*time.Second, "delivered before the outage", func() bool { return pending(st, "cloud", "a") == 0 })
