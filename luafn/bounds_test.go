@@ -1,7 +1,9 @@
 package luafn
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -183,5 +185,32 @@ func TestMemoryUpdatesAreFree(t *testing.T) {
 	// Charged at 88 bytes each, the 200000 updates would walk the heap every 256 KiB.
 	if w := v.walks - before; w > 2 {
 		t.Fatalf("%d memory walks for 200000 updates", w)
+	}
+}
+
+// TestCancelStopsRunning: a caller that gives up (a deleted function) stops a loop that a
+// long timeout would let run on, and the VM's slot is warm again for the next version.
+func TestCancelStopsRunning(t *testing.T) {
+	f := newFn(t, `function handle(e) if e.topic == "spin" then while true do end end return 1 end`,
+		Limits{Timeout: time.Hour, Concurrency: 1}, Host{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Invoke(ctx, &Event{Topic: "spin"})
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let it spin
+	cancel()
+	select {
+	case err := <-done:
+		var ie *InvokeError
+		if !errors.As(err, &ie) || !errors.Is(err, ErrCanceled) {
+			t.Fatalf("canceled invocation: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a canceled invocation kept running")
+	}
+	if got := call(t, f, &Event{}).value(); fmt.Sprint(got) != "1" {
+		t.Fatalf("next invocation: %v", got)
 	}
 }

@@ -49,7 +49,9 @@ func New(p *Program, host Host) (*Function, error) {
 func (f *Function) Program() *Program { return f.prog }
 
 // Invoke runs handle(event) on a free warm VM, waiting for one if all are busy; ctx
-// bounds that wait. Once running, the invocation is bounded by the function's Limits.
+// bounds that wait, and cancelling it also stops a running invocation (within about a
+// thousand Lua instructions) with ErrCanceled. Once running, the invocation is bounded by
+// the function's Limits.
 // Invoke is safe for concurrent use.
 //
 // On success the Result carries the returned value and the effects to commit. On failure
@@ -93,7 +95,7 @@ func (f *Function) Invoke(ctx context.Context, ev *Event) (res *Result, err erro
 		}
 		f.pool <- v
 	}()
-	return v.invoke(ev)
+	return v.invoke(ev, ctx.Done())
 }
 
 // Close releases the VMs after the invocations in flight have finished. Later Invokes
@@ -110,15 +112,16 @@ func (f *Function) Close() {
 }
 
 // invoke runs one invocation on v.
-func (v *vm) invoke(ev *Event) (*Result, error) {
+func (v *vm) invoke(ev *Event, canceled <-chan struct{}) (*Result, error) {
 	start := time.Now()
+	v.canceled = canceled
 	v.current = invocation{} // reused in place: its slices go to the Result, not back
 	inv := &v.current
 	v.inv = inv
 	v.patternSteps = v.limits.PatternSteps
 	v.pending = 0
 	defer func() {
-		v.inv = nil
+		v.inv, v.canceled = nil, nil
 		v.L.SetTop(0)
 	}()
 	L := v.L

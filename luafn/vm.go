@@ -38,6 +38,9 @@ type vm struct {
 	armed    atomic.Bool
 	timer    *time.Timer
 	ticks    uint32 // instructions, to read the clock every 1024 of them
+	// canceled is the running invocation's ctx.Done(), read with the clock: a caller that
+	// gives up (a deleted function) stops a loop that its timeout would let run on.
+	canceled <-chan struct{}
 
 	// Memory accounting (see memory.go).
 	mem      int64
@@ -94,6 +97,11 @@ func (v *vm) Done() <-chan struct{} {
 	if v.ticks++; v.ticks&1023 == 0 {
 		if d := v.deadline.Load(); d != 0 && v.now() >= d {
 			v.trip(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
+		}
+		select {
+		case <-v.canceled:
+			v.trip(ErrCanceled, "invocation canceled: its caller stopped waiting")
+		default:
 		}
 	}
 	cf := stateFrame(v.L)
