@@ -57,7 +57,8 @@
 // Go and Lua values cross as JSON does (see json.go): integral numbers become JSON
 // integers (exact to 2^53), tables with keys 1..n arrays, other tables objects, the
 // empty table {} (an object); NaN, infinities, cycles, functions and nesting deeper than
-// 128 are errors naming the value; invalid UTF-8 is written as U+FFFD; JSON null is nil.
+// 128 are errors naming the value, and so is a string that is not valid UTF-8 (JSON holds
+// text: kv.set of binary data is refused rather than stored altered); JSON null is nil.
 // event.payload is a table when the payload is a JSON object or array, else the string.
 // What handle returns comes back as JSON text in Result.Value, ready for the outbox.
 //

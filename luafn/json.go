@@ -496,8 +496,12 @@ func appendNumber(b []byte, x float64) ([]byte, error) {
 	return strconv.AppendFloat(b, x, 'f', -1, 64), nil
 }
 
-// appendString writes s as a JSON string, replacing invalid UTF-8 with U+FFFD.
-func appendString(b []byte, s string) []byte {
+// errNotUTF8 refuses a string that JSON cannot hold: replacing its bytes (as encoding/json
+// does) would store something else than the function wrote, and nobody would know.
+var errNotUTF8 = errors.New("a string is not valid UTF-8: JSON holds text only, so encode binary data first (for example as hex)")
+
+// appendString writes s as a JSON string; invalid UTF-8 is errNotUTF8.
+func appendString(b []byte, s string) ([]byte, error) {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
 	start := 0
@@ -527,16 +531,12 @@ func appendString(b []byte, s string) []byte {
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, "\ufffd"...)
-			i++
-			start = i
-			continue
+			return b, errNotUTF8
 		}
 		i += size
 	}
 	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, '"'), nil
 }
 
 // jsonEncoder writes Lua values as JSON, charging the output as it grows.
@@ -601,7 +601,10 @@ func (e *jsonEncoder) value(x lua.LValue, depth int) error {
 		if !e.pend.add(int64(len(x)) + 2) {
 			return e.v.tripped.Load()
 		}
-		e.buf = appendString(e.buf, string(x))
+		var err error
+		if e.buf, err = appendString(e.buf, string(x)); err != nil {
+			return fmt.Errorf("cannot convert to JSON: %w", err)
+		}
 		e.charged += len(x) + 2 // escapes, if any, are charged by the next flush
 	case *lua.LTable:
 		return e.table(x, depth+1)
@@ -665,7 +668,10 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 		if i > 0 {
 			e.buf = append(e.buf, ',')
 		}
-		e.buf = appendString(e.buf, f.key)
+		var err error
+		if e.buf, err = appendString(e.buf, f.key); err != nil {
+			return fmt.Errorf("cannot convert to JSON: key: %w", err)
+		}
 		e.buf = append(e.buf, ':')
 		if err := e.value(f.val, depth); err != nil {
 			return err

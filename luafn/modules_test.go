@@ -115,6 +115,9 @@ func TestKVErrors(t *testing.T) {
 		{`kv.set("k", print)`, "cannot convert a function", Host{KV: kv}},
 		{`kv.set("k", 1, -5)`, "ttl", Host{KV: kv}},
 		{`kv.set("k", string.rep("x", 1100000))`, "more than", Host{KV: kv}},
+		{`kv.set("k", "\255\254")`, "not valid UTF-8", Host{KV: kv}}, // refused, not mangled to U+FFFD
+		{`kv.set("k", {["\255"] = 1})`, "not valid UTF-8", Host{KV: kv}},
+		{`cloud.emit("s", {blob = "\200"})`, "not valid UTF-8", Host{KV: kv}},
 		{`kv.get("a")`, "no KV store", Host{}},
 		{`kv.keys("a")`, "no KV store", Host{}},
 		{`kv.get("a")`, "disk on fire", Host{KV: &memKV{err: errors.New("disk on fire")}}},
