@@ -254,6 +254,10 @@ type deployRequest struct {
 
 func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if err := config.CheckFunctionName(name); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "name"})
+		return
+	}
 	var req deployRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -411,7 +415,7 @@ func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 			ev.Payload = req.Payload
 		}
 	}
-	res, err := g.invoke(v, ev)
+	res, err := g.invoke(g.runCtx, v, ev)
 	if err == nil {
 		// A test invocation is not held while the store refuses it: its caller is waiting.
 		if c := commitOf(v, ev, res); !c.empty() {

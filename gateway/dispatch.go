@@ -22,7 +22,7 @@ type task struct {
 	done    func(error)
 }
 
-var errAbandoned = errors.New("gateway stopping: event handed back unacknowledged")
+var errAbandoned = errors.New("event handed back unacknowledged: the gateway is stopping or the function was deleted")
 
 // maxQueued bounds the non-durable events waiting per function; past it they are dropped
 // and counted. Durable (QoS 1) events are always queued: the bus's handler must never block
@@ -38,24 +38,31 @@ const maxQueued = 16384
 type executor struct {
 	name string
 	g    *Gateway
+	// ctx is cancelled by abort (the function was deleted): the running invocation stops
+	// and a commit still retrying gives up.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu      sync.Mutex
 	queues  map[string][]*task // per key; present while a runner owns the key
 	queued  int
 	stopped bool
+	aborted bool // stopped by abort: QoS 0 events handed back are counted as dropped
 	running sync.WaitGroup
 }
 
 func newExecutor(g *Gateway, name string) *executor {
-	return &executor{name: name, g: g, queues: map[string][]*task{}}
+	ctx, cancel := context.WithCancel(g.runCtx)
+	return &executor{name: name, g: g, ctx: ctx, cancel: cancel, queues: map[string][]*task{}}
 }
 
 // enqueue hands t to the function. It never blocks.
 func (e *executor) enqueue(t *task) {
 	e.mu.Lock()
 	if e.stopped {
+		aborted := e.aborted
 		e.mu.Unlock()
-		t.done(errAbandoned)
+		e.handBack(t, aborted)
 		return
 	}
 	if e.queued >= maxQueued && !t.durable {
@@ -82,9 +89,10 @@ func (e *executor) run(key string) {
 		q := e.queues[key]
 		if len(q) == 0 || e.stopped {
 			delete(e.queues, key)
+			aborted := e.aborted
 			e.mu.Unlock()
 			for _, t := range q { // stopped: hand back what never started
-				t.done(errAbandoned)
+				e.handBack(t, aborted)
 			}
 			return
 		}
@@ -93,8 +101,18 @@ func (e *executor) run(key string) {
 		e.queues[key] = q[1:]
 		e.queued--
 		e.mu.Unlock()
-		t.done(e.g.process(e.name, t))
+		t.done(e.g.process(e.ctx, e.name, t))
 	}
+}
+
+// handBack returns an event that never ran to its source unacknowledged: a QoS 1 message
+// is redelivered by the broker or the device. A QoS 0 event of a deleted function is gone,
+// and counted.
+func (e *executor) handBack(t *task, aborted bool) {
+	if aborted && !t.durable {
+		e.g.metrics.dropped.WithLabelValues(e.name, "deleted").Inc()
+	}
+	t.done(errAbandoned)
 }
 
 // stop finishes the invocation each key is running, hands back the rest, and waits.
@@ -105,23 +123,35 @@ func (e *executor) stop() {
 	e.running.Wait()
 }
 
+// abort is stop for a deleted function: the running invocations are canceled too.
+func (e *executor) abort() {
+	e.mu.Lock()
+	e.stopped, e.aborted = true, true
+	e.mu.Unlock()
+	e.cancel()
+	e.running.Wait()
+}
+
 // process runs one task to its end: invoke, commit, then the effects that touch the world.
 // Tries count the function's failures only. A commit that fails (disk full, I/O error) is
 // not the function's fault: the same effects are committed again until the store takes
 // them, holding the event's key, so later events of that key never overtake it. It returns
 // errAbandoned if the gateway stopped before the task's effects were durable.
-func (g *Gateway) process(fnName string, t *task) error {
+func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 	tries := 1
 	backoff := g.opts.RetryBackoff
 	for attempt := 1; ; attempt++ {
 		v := g.registry.current(fnName)
-		if v == nil { // deleted meanwhile: nothing to run
-			return nil
+		if v == nil { // deleted meanwhile
+			return errAbandoned
 		}
 		if t.durable {
 			tries = 1 + v.retries
 		}
-		res, err := g.invoke(v, t.ev)
+		res, err := g.invoke(ctx, v, t.ev)
+		if ctx.Err() != nil { // deleted while it ran: no retry, no dead letter
+			return errAbandoned
+		}
 		if errors.Is(err, luafn.ErrClosed) {
 			// Swapped out by a redeploy before it ran: the event goes to the new version,
 			// without spending a try.
@@ -130,18 +160,18 @@ func (g *Gateway) process(fnName string, t *task) error {
 		}
 		if err == nil {
 			c := commitOf(v, t.ev, res)
-			if err := g.commitUntilStored(v, t.ev, c); err != nil {
+			if err := g.commitUntilStored(ctx, v, t.ev, c); err != nil {
 				return err
 			}
 			g.afterCommit(v, t.ev, res)
 			return nil
 		}
 		if attempt >= tries {
-			return g.deadLetter(v, t.ev, err, attempt)
+			return g.deadLetter(ctx, v, t.ev, err, attempt)
 		}
 		g.logger.Warn("invocation failed, retrying", "function", fnName, "version", v.number,
 			"event", t.ev.ID, "attempt", attempt, "err", err)
-		if !g.sleep(backoff) {
+		if !g.sleep(ctx, backoff) {
 			return errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -150,20 +180,20 @@ func (g *Gateway) process(fnName string, t *task) error {
 
 // commitUntilStored commits c, retrying with capped backoff while the store refuses it.
 // It logs the first failure of a streak and the recovery, not every retry.
-func (g *Gateway) commitUntilStored(v *version, ev *luafn.Event, c commitSet) error {
+func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c commitSet) error {
 	if c.empty() {
 		return nil
 	}
 	backoff := g.opts.RetryBackoff
 	for failures := 0; ; failures++ {
-		err := g.store.Commit(g.runCtx, c.store())
+		err := g.store.Commit(ctx, c.store())
 		if err == nil {
 			if failures > 0 {
 				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
 			}
 			return nil
 		}
-		if g.runCtx.Err() != nil {
+		if ctx.Err() != nil {
 			return errAbandoned
 		}
 		g.metrics.commitErrors.Inc()
@@ -171,17 +201,19 @@ func (g *Gateway) commitUntilStored(v *version, ev *luafn.Event, c commitSet) er
 			g.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
 				"function", v.name, "event", ev.ID, "err", err)
 		}
-		if !g.sleep(backoff) {
+		if !g.sleep(ctx, backoff) {
 			return errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 
-// sleep waits d, or reports false at once when the gateway stops.
-func (g *Gateway) sleep(d time.Duration) bool {
+// sleep waits d, or reports false at once when the gateway stops or ctx ends.
+func (g *Gateway) sleep(ctx context.Context, d time.Duration) bool {
 	select {
 	case <-g.stopping:
+		return false
+	case <-ctx.Done():
 		return false
 	case <-time.After(d):
 		return true
@@ -189,9 +221,9 @@ func (g *Gateway) sleep(d time.Duration) bool {
 }
 
 // invoke runs the function and reports the invocation to metrics and the live console.
-func (g *Gateway) invoke(v *version, ev *luafn.Event) (*luafn.Result, error) {
+func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*luafn.Result, error) {
 	start := time.Now()
-	res, err := v.fn.Invoke(g.runCtx, ev)
+	res, err := v.fn.Invoke(ctx, ev)
 	d := time.Since(start)
 	if res != nil && res.Duration > 0 {
 		d = res.Duration
@@ -237,13 +269,13 @@ type deadRecord struct {
 
 // deadLetter records the failed event in $dead. The event then counts as handled: its
 // source is acknowledged, so a poison message cannot block its topic forever.
-func (g *Gateway) deadLetter(v *version, ev *luafn.Event, cause error, tries int) error {
+func (g *Gateway) deadLetter(ctx context.Context, v *version, ev *luafn.Event, cause error, tries int) error {
 	data, err := json.Marshal(deadRecord{Function: v.name, Version: v.number, Error: cause.Error(), Tries: tries, Event: recordOf(ev)})
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
 	c := commitSet{ns: v.name, records: []appendRec{{stream: DeadStream, function: v.name, data: data}}}
-	if err := g.commitUntilStored(v, ev, c); err != nil {
+	if err := g.commitUntilStored(ctx, v, ev, c); err != nil {
 		return err
 	}
 	g.metrics.deadLetters.WithLabelValues(v.name).Inc()

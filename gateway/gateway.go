@@ -250,89 +250,109 @@ func (g *Gateway) logStarted() {
 	}
 }
 
-// restoreFunctions brings back what was deployed before the restart, and deploys the
-// config's functions where the config changed since (console deploys survive a restart
-// unless the config entry of the same function was edited).
+// restoreFunctions brings back every function that was active before the stop, at the
+// version it ran, and applies the config on top (README, "Functions and restarts"):
+//   - a config entry that is new, or changed since it was last deployed from the config,
+//     is deployed as its function's next version;
+//   - an unchanged entry leaves its function as it was: at the version it ran (maybe one
+//     deployed through the API since), or deleted, if it was deleted through the API;
+//   - a function whose active version came from the config, and whose entry is gone from
+//     the config, is deleted (its history and KV stay).
+//
+// Every new config version is built before any is stored: a config refused once leaves
+// the store as it was, and is refused again, with every error at once.
 func (g *Gateway) restoreFunctions() error {
-	inConfig := map[string]bool{}
-	for _, f := range g.cfg.Functions {
-		inConfig[f.Name] = true
-		spec := specFromConfig(g.cfg, f)
-		vs, err := g.versions(f.Name)
-		if err != nil {
-			return err
-		}
-		if restored, err := g.restoreIfUnchanged(f.Name, spec.ConfigHash, vs); err != nil || restored {
-			return err
-		}
-		if _, err := g.registry.deploy(spec); err != nil {
-			return fmt.Errorf("%w", g.cfg.Errorf(fmt.Sprintf("functions[%d]", indexOf(g.cfg, f.Name)), "%v", err))
-		}
-	}
 	active, err := g.store.Active()
 	if err != nil {
 		return fmt.Errorf("read deployed functions: %w", err)
 	}
-	for name, n := range active {
-		if inConfig[name] {
-			continue
-		}
-		vs, err := g.versions(name)
+	inConfig := map[string]bool{}
+	var deploys []*version
+	var errs config.ErrorList
+	now := time.Now().UTC()
+	for i, f := range g.cfg.Functions {
+		inConfig[f.Name] = true
+		spec := specFromConfig(f)
+		vs, err := g.versions(f.Name)
 		if err != nil {
 			return err
 		}
-		if err := g.restoreVersion(name, n, vs); err != nil {
-			g.logger.Error("deployed function not restored", "function", name, "version", n, "err", err)
+		if last := lastFromConfig(vs); last != nil && last.ConfigHash == spec.ConfigHash {
+			if _, ok := active[f.Name]; !ok {
+				g.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
+					"function", f.Name)
+			}
+			continue
+		}
+		spec.Version, spec.Created = nextVersion(vs), now
+		v, err := g.registry.build(spec)
+		if err != nil {
+			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err).(*config.Error))
+			continue
+		}
+		deploys = append(deploys, v)
+	}
+	if len(errs) > 0 {
+		for _, v := range deploys {
+			v.fn.Close()
+		}
+		return errs
+	}
+	redeployed := map[string]bool{}
+	for _, v := range deploys {
+		redeployed[v.name] = true
+	}
+	for name, n := range active {
+		if redeployed[name] {
+			continue
+		}
+		s, err := g.storedVersion(name, n)
+		if err != nil {
+			return err
+		}
+		if !inConfig[name] && s.ConfigHash != "" {
+			if err := g.store.DeleteFunction(name); err != nil {
+				return fmt.Errorf("delete %s, removed from the config: %w", name, err)
+			}
+			g.logger.Info("function deleted: it was removed from the config", "function", name, "version", n)
+			continue
+		}
+		v, err := g.registry.build(s)
+		if err != nil {
+			return fmt.Errorf("restore %s version %d: %w", name, n, err)
+		}
+		g.registry.activate(v)
+	}
+	for _, v := range deploys {
+		if err := g.registry.install(v); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func indexOf(c *config.Config, name string) int {
-	for i, f := range c.Functions {
-		if f.Name == name {
-			return i
-		}
-	}
-	return 0
-}
-
-// restoreIfUnchanged restores the active version when the config's entry is the one last
-// deployed from the config.
-func (g *Gateway) restoreIfUnchanged(name, hash string, vs []FunctionSpec) (bool, error) {
+// lastFromConfig is the newest version deployed from the config, or nil.
+func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
 	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].ConfigHash == "" {
-			continue
+		if vs[i].ConfigHash != "" {
+			return &vs[i]
 		}
-		if vs[i].ConfigHash != hash {
-			return false, nil
-		}
-		active, err := g.store.Active()
-		if err != nil {
-			return false, fmt.Errorf("read deployed functions: %w", err)
-		}
-		n, ok := active[name]
-		if !ok {
-			return false, nil
-		}
-		return true, g.restoreVersion(name, n, vs)
 	}
-	return false, nil
+	return nil
 }
 
-func (g *Gateway) restoreVersion(name string, n int, vs []FunctionSpec) error {
-	for _, s := range vs {
-		if s.Version != n {
-			continue
-		}
-		v, err := g.registry.build(s, nil)
-		if err != nil {
-			return fmt.Errorf("restore %s version %d: %w", name, n, err)
-		}
-		g.registry.activate(name, v, g.registry.entry(name))
-		return nil
+// storedVersion reads version n of a function from the store.
+func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, error) {
+	vs, err := g.versions(name)
+	if err != nil {
+		return FunctionSpec{}, err
 	}
-	return fmt.Errorf("restore %s: version %d is not stored", name, n)
+	for _, s := range vs {
+		if s.Version == n {
+			return s, nil
+		}
+	}
+	return FunctionSpec{}, fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 }
 
 func (r *registry) stopAll() {
@@ -340,4 +360,5 @@ func (r *registry) stopAll() {
 		e.(*entry).exec.stop()
 		return true
 	})
+	r.retiring.Wait()
 }

@@ -79,6 +79,9 @@ type registry struct {
 	g  *Gateway
 	mu sync.Mutex // serialises deploys and deletes
 	m  sync.Map   // name -> *entry
+	// retiring counts the replaced versions still closing (Close waits for their
+	// in-flight invocations); stopAll waits for them.
+	retiring sync.WaitGroup
 }
 
 func (r *registry) current(name string) *version {
@@ -122,7 +125,7 @@ func (e *CompileError) Error() string { return e.Err.Error() }
 func (e *CompileError) Unwrap() error { return e.Err }
 
 // build compiles spec and warms its VM pool, without touching what runs.
-func (r *registry) build(spec FunctionSpec, stats *fnStats) (*version, error) {
+func (r *registry) build(spec FunctionSpec) (*version, error) {
 	var triggers []config.Trigger
 	for _, s := range spec.Triggers {
 		t, err := config.ParseTrigger(s)
@@ -154,7 +157,7 @@ func (r *registry) build(spec FunctionSpec, stats *fnStats) (*version, error) {
 		return nil, &CompileError{Err: err}
 	}
 	return &version{name: spec.Name, number: spec.Version, spec: spec, fn: fn, triggers: triggers,
-		emit: spec.Emit, retries: spec.Retries, stats: stats}, nil
+		emit: spec.Emit, retries: spec.Retries}, nil
 }
 
 // deploy stores spec as the function's next version and makes it current. It returns the
@@ -162,57 +165,74 @@ func (r *registry) build(spec FunctionSpec, stats *fnStats) (*version, error) {
 func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	e := r.entry(spec.Name)
-	var stats *fnStats
-	next := 1
-	if e != nil {
-		stats = &e.stats
-	} else {
-		stats = new(fnStats)
+	vs, err := r.g.versions(spec.Name)
+	if err != nil {
+		return nil, err // guessing the next number could overwrite a stored version
 	}
-	if vs, err := r.g.versions(spec.Name); err == nil && len(vs) > 0 {
-		next = vs[len(vs)-1].Version + 1
-	}
-	spec.Version = next
+	spec.Version = nextVersion(vs)
 	if spec.Created.IsZero() {
 		spec.Created = time.Now().UTC()
 	}
-	v, err := r.build(spec, stats)
+	v, err := r.build(spec)
 	if err != nil {
 		return nil, err
 	}
-	blob, err := json.Marshal(spec)
-	if err != nil {
+	if err := r.install(v); err != nil {
 		v.fn.Close()
-		return nil, fmt.Errorf("encode version: %w", err)
+		return nil, err
 	}
-	if err := r.g.store.PutVersion(spec.Name, spec.Version, blob); err != nil {
-		v.fn.Close()
-		return nil, fmt.Errorf("store version %d of %s: %w", spec.Version, spec.Name, err)
-	}
-	if err := r.g.store.SetActive(spec.Name, spec.Version); err != nil {
-		v.fn.Close()
-		return nil, fmt.Errorf("activate version %d of %s: %w", spec.Version, spec.Name, err)
-	}
-	r.activate(spec.Name, v, e)
 	return v, nil
 }
 
-// activate makes v current without storing anything (start-up restores from the store).
-func (r *registry) activate(name string, v *version, e *entry) {
-	if e == nil {
-		e = &entry{exec: newExecutor(r.g, name)}
-		v.stats = &e.stats
-		r.m.Store(name, e)
+// nextVersion numbers a new version after every stored one: numbers are never reused,
+// not even after a delete, so a version number names one source for good.
+func nextVersion(vs []FunctionSpec) int {
+	n := 0
+	for _, s := range vs {
+		n = max(n, s.Version)
 	}
+	return n + 1
+}
+
+// install stores a built version as its function's newest and makes it current. The
+// caller holds r.mu.
+func (r *registry) install(v *version) error {
+	blob, err := json.Marshal(v.spec)
+	if err != nil {
+		return fmt.Errorf("encode version: %w", err)
+	}
+	if err := r.g.store.PutVersion(v.name, v.number, blob); err != nil {
+		return fmt.Errorf("store version %d of %s: %w", v.number, v.name, err)
+	}
+	if err := r.g.store.SetActive(v.name, v.number); err != nil {
+		return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
+	}
+	r.activate(v)
+	return nil
+}
+
+// activate makes v current without storing anything (start-up restores from the store).
+func (r *registry) activate(v *version) {
+	e := r.entry(v.name)
+	if e == nil {
+		e = &entry{exec: newExecutor(r.g, v.name)}
+		r.m.Store(v.name, e)
+	}
+	v.stats = &e.stats
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()
 	if old != nil {
-		go old.fn.Close() // waits for its in-flight invocations
+		r.retiring.Add(1)
+		go func() {
+			defer r.retiring.Done()
+			old.fn.Close() // waits for its in-flight invocations
+		}()
 	}
 }
 
-// remove deletes a function; its KV stays unless purge.
+// remove deletes a function; its KV stays unless purge, and its version history stays, so
+// that a later deploy of the same name goes on numbering. Once remove returns, nothing of
+// the function runs: the running invocation is canceled, queued events are handed back.
 func (r *registry) remove(name string, purge bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -220,18 +240,21 @@ func (r *registry) remove(name string, purge bool) error {
 	if e == nil {
 		return errNotFound
 	}
-	if err := r.g.store.DeleteFunction(name, purge); err != nil {
+	if err := r.g.store.DeleteFunction(name); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	r.m.Delete(name)
 	old := e.cur.Swap(nil)
 	r.g.triggersChanged()
-	go func() {
-		e.exec.stop()
-		if old != nil {
-			old.fn.Close()
+	e.exec.abort()
+	if old != nil {
+		old.fn.Close()
+	}
+	if purge { // after the abort: no commit of the function can land behind the purge
+		if err := r.g.store.PurgeNamespace(name); err != nil {
+			return fmt.Errorf("purge the KV of %s: %w", name, err)
 		}
-	}()
+	}
 	return nil
 }
 
@@ -255,7 +278,7 @@ func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
 }
 
 // specFromConfig turns a functions: entry into a spec.
-func specFromConfig(c *config.Config, f config.Function) FunctionSpec {
+func specFromConfig(f config.Function) FunctionSpec {
 	s := FunctionSpec{
 		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
 		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,

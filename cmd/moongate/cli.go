@@ -37,6 +37,7 @@ func commands() []command {
 		{"invoke", "NAME [--event JSON]", "run a function once with a test event", invokeCmd},
 		{"functions", "", "list functions, versions, triggers, counters", functionsCmd},
 		{"rollback", "NAME [VERSION]", "deploy an earlier version again", rollbackCmd},
+		{"delete", "NAME [--purge]", "delete a function (its KV stays unless --purge)", deleteCmd},
 		{"logs", "[-f] [NAME]", "stream invocations and logs", logsCmd},
 		{"status", "", "uptime, broker, sinks, outbox depth, memory", statusCmd},
 		{"firmware", "keygen|sign|verify ...", "sign firmware images and check them", firmwareCmd},

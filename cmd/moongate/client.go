@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/moongate/moongate/gateway/config"
 )
 
 // api is the client side of the HTTP API (SPEC §6), for the client commands.
@@ -93,6 +96,16 @@ func (a *api) do(ctx context.Context, method, path string, body, out any) error 
 	return nil
 }
 
+// functionPath is the API path of function name, and of one of its endpoints: every
+// segment is escaped, so no name can reach another endpoint.
+func functionPath(name string, endpoint ...string) string {
+	p := "/api/v1/functions/" + url.PathEscape(name)
+	for _, e := range endpoint {
+		p += "/" + url.PathEscape(e)
+	}
+	return p
+}
+
 // table prints aligned columns.
 func table(w io.Writer, header []string, rows [][]string) {
 	widths := make([]int, len(header))
@@ -163,6 +176,9 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 2 {
 		return usagef("usage: moongate deploy NAME FILE.lua [--trigger SPEC]... [--timeout D] [--memory SIZE]")
 	}
+	if err := config.CheckFunctionName(pos[0]); err != nil {
+		return usagef("%v", err)
+	}
 	src, err := os.ReadFile(pos[1])
 	if err != nil {
 		return usagef("read %s: %v", pos[1], err)
@@ -195,7 +211,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		body["env"] = m
 	}
 	var fn functionInfo
-	if err := a.do(ctx, http.MethodPut, "/api/v1/functions/"+pos[0], body, &fn); err != nil {
+	if err := a.do(ctx, http.MethodPut, functionPath(pos[0]), body, &fn); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Line > 0 {
 			return fmt.Errorf("%s:%d: %s", pos[1], ae.Line, ae.Msg)
@@ -273,7 +289,7 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DurationUS int64  `json:"duration_us"`
 		Version    int    `json:"version"`
 	}
-	if err := a.do(ctx, http.MethodPost, "/api/v1/functions/"+pos[0]+"/invoke", ev, &res); err != nil {
+	if err := a.do(ctx, http.MethodPost, functionPath(pos[0], "invoke"), ev, &res); err != nil {
 		return err
 	}
 	for _, l := range res.Logs {
@@ -306,7 +322,7 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		body["version"] = v
 	}
 	var fn functionInfo
-	if err := a.do(ctx, http.MethodPost, "/api/v1/functions/"+pos[0]+"/rollback", body, &fn); err != nil {
+	if err := a.do(ctx, http.MethodPost, functionPath(pos[0], "rollback"), body, &fn); err != nil {
 		return err
 	}
 	from := 0
@@ -314,6 +330,32 @@ func rollbackCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		from = fn.Versions[0].RollbackOf
 	}
 	fmt.Fprintf(stdout, "%s is now version %d (the code of version %d)\n", fn.Name, fn.Version, from)
+	return nil
+}
+
+func deleteCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("delete", stderr)
+	a := clientFlags(fs)
+	purge := fs.Bool("purge", false, "also delete the function's KV")
+	pos, err := splitArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usagef("usage: moongate delete NAME [--purge]")
+	}
+	path := functionPath(pos[0])
+	if *purge {
+		path += "?purge=1"
+	}
+	if err := a.do(ctx, http.MethodDelete, path, nil, nil); err != nil {
+		return err
+	}
+	if *purge {
+		fmt.Fprintf(stdout, "deleted %s and its KV\n", pos[0])
+	} else {
+		fmt.Fprintf(stdout, "deleted %s (its KV stays; --purge deletes it too)\n", pos[0])
+	}
 	return nil
 }
 

@@ -4,10 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"regexp"
 )
-
-var functionName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // validate checks what YAML types cannot: references, required fields, enumerations. It
 // also reads each function's source file.
@@ -33,9 +30,10 @@ func (c *Config) validate() ErrorList {
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		key := fmt.Sprintf("functions[%d]", i)
+		nameErr := CheckFunctionName(f.Name)
 		switch {
-		case !functionName.MatchString(f.Name):
-			add(key+".name", "%q is not a valid function name (letters, digits, _ . -; at most 64)", f.Name)
+		case nameErr != nil:
+			add(key+".name", "%v", nameErr)
 		case names[f.Name]:
 			add(key+".name", "duplicate function %q", f.Name)
 		}
@@ -91,7 +89,7 @@ func (c *Config) validate() ErrorList {
 	for i, s := range c.Sync.Sinks {
 		key := fmt.Sprintf("sync.sinks[%d]", i)
 		switch {
-		case !functionName.MatchString(s.Name):
+		case !sinkName.MatchString(s.Name):
 			add(key+".name", "%q is not a valid sink name", s.Name)
 		case sinks[s.Name]:
 			add(key+".name", "duplicate sink %q", s.Name)

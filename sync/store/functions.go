@@ -98,23 +98,14 @@ func (s *Store) Active() (map[string]int, error) {
 	return out, nil
 }
 
-// DeleteFunction deletes function name's versions and active mark and, if
-// purgeKV, its KV namespace. Like PurgeNamespace it works in bounded
-// transactions and can be called again after a crash.
-func (s *Store) DeleteFunction(name string, purgeKV bool) error {
+// DeleteFunction removes function name's active mark: it no longer runs after a restart.
+// Its versions stay, as the history a later deploy of the name continues, and so does its
+// KV namespace (PurgeNamespace removes that).
+func (s *Store) DeleteFunction(name string) error {
 	if err := checkName("function", name); err != nil {
 		return fmt.Errorf("delete function: %w", err)
 	}
-	if err := s.put("delete function "+name, entry{key: activeKey(name), del: true}); err != nil {
-		return err
-	}
-	if err := s.deletePrefix(versionPrefix(name)); err != nil {
-		return fmt.Errorf("delete function %s: %w", name, err)
-	}
-	if purgeKV {
-		return s.PurgeNamespace(name)
-	}
-	return nil
+	return s.put("delete function "+name, entry{key: activeKey(name), del: true})
 }
 
 // GetMeta returns the value stored under key with PutMeta.

@@ -249,11 +249,11 @@ func TestVersionsAndMeta(t *testing.T) {
 	if m, ok, _ := s.GetMeta("gateway"); !ok || string(m) != `{"boot":1}` {
 		t.Errorf("meta = %s %v", m, ok)
 	}
-	if err := s.DeleteFunction("fn", false); err != nil {
+	if err := s.DeleteFunction("fn"); err != nil {
 		t.Fatal(err)
 	}
-	if vs, _ := s.Versions("fn"); len(vs) != 0 {
-		t.Errorf("%d versions after delete", len(vs))
+	if vs, _ := s.Versions("fn"); len(vs) != 3 {
+		t.Errorf("%d versions after delete, want the 3 of its history", len(vs))
 	}
 	if act, _ := s.Active(); len(act) != 0 {
 		t.Errorf("active after delete: %v", act)
@@ -261,7 +261,7 @@ func TestVersionsAndMeta(t *testing.T) {
 	if got := getKV(t, s, "fn", "n"); got != "1" {
 		t.Errorf("KV deleted without purge: %s", got)
 	}
-	if err := s.DeleteFunction("fn", true); err != nil {
+	if err := s.PurgeNamespace("fn"); err != nil {
 		t.Fatal(err)
 	}
 	if got := getKV(t, s, "fn", "n"); got != "<none>" {

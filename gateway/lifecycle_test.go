@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moongate/moongate/gateway/config"
+)
+
+// lifecycleConfig is a config whose functions are the given names, each in its own file
+// with the counter source tagged by name and tag.
+func lifecycleConfig(t *testing.T, dir string, fns map[string]string) string {
+	var b strings.Builder
+	b.WriteString("functions:\n")
+	for _, name := range sortedNames(fns) {
+		file := name + ".lua"
+		writeFile(t, dir, file, fns[name])
+		fmt.Fprintf(&b, "  - {name: %s, source: %s, triggers: [\"mqtt:%s/#\"]}\n", name, file, name)
+	}
+	return baseConfig(dir, b.String())
+}
+
+func sortedNames(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// functionVersions lists the active functions and their versions, as the API shows them.
+func functionVersions(t *testing.T, tg *testGateway) map[string]int {
+	t.Helper()
+	r := call(t, "GET", tg.api+"/api/v1/functions", "", nil)
+	out := map[string]int{}
+	for _, f := range r.body["functions"].([]any) {
+		m := f.(map[string]any)
+		out[m["name"].(string)] = int(m["version"].(float64))
+	}
+	return out
+}
+
+func history(t *testing.T, tg *testGateway, name string) []int {
+	t.Helper()
+	r := call(t, "GET", tg.api+"/api/v1/functions/"+name, "", nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", name, r.status, r.raw)
+	}
+	var out []int
+	for _, v := range r.body["versions"].([]any) {
+		out = append(out, int(v.(map[string]any)["version"].(float64)))
+	}
+	return out
+}
+
+// Every function active before a stop is active after it, at the same version: the config's
+// (all of them, not only the first) and those deployed through the API.
+func TestRestartKeepsEveryFunction(t *testing.T) {
+	dir := t.TempDir()
+	cfg := lifecycleConfig(t, dir, map[string]string{"alpha": src("a1"), "beta": src("b1")})
+	tg := startTest(t, dir, cfg)
+	if r := call(t, "PUT", tg.api+"/api/v1/functions/gamma", "", map[string]any{"source": src("g1"), "triggers": []string{"mqtt:gamma/#"}}); r.status != http.StatusCreated {
+		t.Fatalf("deploy gamma: %d %s", r.status, r.raw)
+	}
+	if r := call(t, "PUT", tg.api+"/api/v1/functions/beta", "", map[string]any{"source": src("b2")}); r.status != http.StatusOK {
+		t.Fatalf("redeploy beta: %d %s", r.status, r.raw)
+	}
+	want := map[string]int{"alpha": 1, "beta": 2, "gamma": 1}
+	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("before restart: %v", got)
+	}
+	for restart := 1; restart <= 2; restart++ {
+		tg.stop(t)
+		tg = startTest(t, dir, cfg)
+		if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after restart %d: %v, want %v", restart, got, want)
+		}
+	}
+	if r := call(t, "POST", tg.api+"/api/v1/functions/beta/invoke", "", nil); r.body["result"].(map[string]any)["v"] != "b2" {
+		t.Fatalf("beta runs the API's version after restarts: %s", r.raw)
+	}
+}
+
+// runErr starts a gateway on cfg and returns what Run returned, for configs it refuses.
+func runErr(t *testing.T, dir, yaml string) error {
+	t.Helper()
+	path := filepath.Join(dir, "moongate.yaml")
+	writeFile(t, dir, "moongate.yaml", yaml)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	g := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case err := <-done:
+		cancel()
+		return err
+	case <-g.Ready():
+		cancel()
+		<-done
+		return nil
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("gateway neither started nor refused to")
+		return nil
+	}
+}
+
+// A config that run refused once is refused again, and the refusal stores nothing: the
+// functions that did compile are not deployed by a start that failed.
+func TestRefusedConfigRefusedAgain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := lifecycleConfig(t, dir, map[string]string{"alpha": src("a1"), "beta": src("b1"), "gamma": "function handle(e) return 1 +  end"})
+	for try := 1; try <= 2; try++ {
+		err := runErr(t, dir, cfg)
+		var list config.ErrorList
+		if !errors.As(err, &list) || !strings.Contains(err.Error(), "functions[2]") {
+			t.Fatalf("start %d: %v, want the config error of functions[2]", try, err)
+		}
+	}
+	writeFile(t, dir, "gamma.lua", src("g1"))
+	tg := startTest(t, dir, cfg)
+	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(map[string]int{"alpha": 1, "beta": 1, "gamma": 1}) {
+		t.Fatalf("after the fix: %v", got)
+	}
+}
+
+// A config function deleted through the API stays deleted across restarts until its entry
+// changes; then it comes back as its next version, its history whole. A function removed
+// from the config stops.
+func TestDeleteAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	cfg := lifecycleConfig(t, dir, map[string]string{"alpha": src("a1"), "beta": src("b1")})
+	tg := startTest(t, dir, cfg)
+	if r := call(t, "PUT", tg.api+"/api/v1/functions/alpha", "", map[string]any{"source": src("a2")}); r.status != http.StatusOK {
+		t.Fatalf("redeploy: %d %s", r.status, r.raw)
+	}
+	if r := call(t, "DELETE", tg.api+"/api/v1/functions/alpha", "", nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.raw)
+	}
+	tg.stop(t)
+	tg = startTest(t, dir, cfg)
+	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(map[string]int{"beta": 1}) {
+		t.Fatalf("after restart, the deleted function stays deleted: %v", got)
+	}
+	tg.stop(t)
+	writeFile(t, dir, "alpha.lua", src("a3"))
+	cfg = strings.Replace(cfg, "  - {name: beta,", "  - {name: betagone,", 1) // beta leaves the config
+	writeFile(t, dir, "betagone.lua", src("x"))
+	tg = startTest(t, dir, cfg)
+	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(map[string]int{"alpha": 3, "betagone": 1}) {
+		t.Fatalf("after the config edit: %v, want alpha back at version 3 and beta gone", got)
+	}
+	if h := history(t, tg, "alpha"); fmt.Sprint(h) != "[3 2 1]" {
+		t.Fatalf("alpha's history: %v", h)
+	}
+}
+
+// After DELETE answers, nothing of the function runs: a long invocation is canceled, its
+// queued events are handed back (QoS 0: dropped and counted), and no effect commits.
+func TestDeleteStopsFunction(t *testing.T) {
+	dir := t.TempDir()
+	tg := startTest(t, dir, baseConfig(dir, ""))
+	slow := `function handle(e)
+		if e.payload == "spin" then while true do end end
+		local n = 0
+		for i = 1, 3000000 do n = n + 1 end
+		kv.incr("done")
+	end`
+	body := map[string]any{"source": slow, "triggers": []string{"mqtt:work/#"}, "timeout": "1h", "concurrency": 1}
+	if r := call(t, "PUT", tg.api+"/api/v1/functions/slow", "", body); r.status != http.StatusCreated {
+		t.Fatalf("deploy: %d %s", r.status, r.raw)
+	}
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(tg.broker).SetClientID("work"))
+	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer c.Disconnect(0)
+	c.Publish("work/a", 0, false, "spin").Wait()
+	for range 50 {
+		c.Publish("work/a", 0, false, "step").Wait() // queued behind the spin, same key
+	}
+	m := tg.g.metrics
+	eventually(t, "the spinning invocation to run and the rest to queue", func() bool {
+		return testutil.ToFloat64(m.events.WithLabelValues("mqtt")) >= 51
+	})
+	if r := call(t, "DELETE", tg.api+"/api/v1/functions/slow", "", nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", r.status, r.raw)
+	}
+	if got := testutil.ToFloat64(m.dropped.WithLabelValues("slow", "deleted")); got != 50 {
+		t.Fatalf("%v queued QoS 0 events counted as dropped by the delete, want 50", got)
+	}
+	n, ok, err := tg.g.store.KVGet("slow", "done")
+	if err != nil || ok {
+		t.Fatalf("an effect committed after the delete: %s %v %v", n, ok, err)
+	}
+}
