@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -251,9 +252,9 @@ func (g *Gateway) logStarted() {
 }
 
 // restoreFunctions brings back every function that was active before the stop, at the
-// version it ran, and applies the config on top (README, "Functions and restarts"):
-//   - a config entry that is new, or changed since it was last deployed from the config,
-//     is deployed as its function's next version;
+// version it ran, and applies the config on top (README, "Functions across restarts"):
+//   - a config entry that is new, or changed since the last start, is deployed as its
+//     function's next version;
 //   - an unchanged entry leaves its function as it was: at the version it ran (maybe one
 //     deployed through the API since), or deleted, if it was deleted through the API;
 //   - a function whose active version came from the config, and whose entry is gone from
@@ -266,18 +267,28 @@ func (g *Gateway) restoreFunctions() error {
 	if err != nil {
 		return fmt.Errorf("read deployed functions: %w", err)
 	}
-	inConfig := map[string]bool{}
+	applied, recorded, err := g.appliedConfig()
+	if err != nil {
+		return err
+	}
+	inConfig := map[string]string{} // name -> config hash
 	var deploys []*version
 	var errs config.ErrorList
 	now := time.Now().UTC()
 	for i, f := range g.cfg.Functions {
-		inConfig[f.Name] = true
 		spec := specFromConfig(f)
+		inConfig[f.Name] = spec.ConfigHash
 		vs, err := g.versions(f.Name)
 		if err != nil {
 			return err
 		}
-		if last := lastFromConfig(vs); last != nil && last.ConfigHash == spec.ConfigHash {
+		h := applied[f.Name]
+		if !recorded { // a data dir from before the record: the newest config version tells
+			if last := lastFromConfig(vs); last != nil {
+				h = last.ConfigHash
+			}
+		}
+		if h == spec.ConfigHash {
 			if _, ok := active[f.Name]; !ok {
 				g.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
 					"function", f.Name)
@@ -310,7 +321,7 @@ func (g *Gateway) restoreFunctions() error {
 		if err != nil {
 			return err
 		}
-		if !inConfig[name] && s.ConfigHash != "" {
+		if _, ok := inConfig[name]; !ok && s.ConfigHash != "" {
 			if err := g.store.DeleteFunction(name); err != nil {
 				return fmt.Errorf("delete %s, removed from the config: %w", name, err)
 			}
@@ -327,6 +338,35 @@ func (g *Gateway) restoreFunctions() error {
 		if err := g.registry.install(v); err != nil {
 			return err
 		}
+	}
+	// Recorded last: a crash before this line deploys the changed entries again at the
+	// next start (a spare version), never skips one.
+	return g.recordAppliedConfig(inConfig)
+}
+
+// appliedConfigKey holds the config hash of every functions: entry at the last start, so
+// that an entry removed and added again is deployed again, while an unchanged entry whose
+// function was deleted through the API stays deleted.
+const appliedConfigKey = "config/functions"
+
+func (g *Gateway) appliedConfig() (applied map[string]string, recorded bool, err error) {
+	blob, ok, err := g.store.GetMeta(appliedConfigKey)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	if err := json.Unmarshal(blob, &applied); err != nil {
+		return nil, false, fmt.Errorf("decode the applied config: %w", err)
+	}
+	return applied, true, nil
+}
+
+func (g *Gateway) recordAppliedConfig(hashes map[string]string) error {
+	blob, err := json.Marshal(hashes)
+	if err != nil {
+		return fmt.Errorf("encode the applied config: %w", err)
+	}
+	if err := g.store.PutMeta(appliedConfigKey, blob); err != nil {
+		return fmt.Errorf("record the applied config: %w", err)
 	}
 	return nil
 }

@@ -175,6 +175,12 @@ func TestDeleteAcrossRestarts(t *testing.T) {
 	if h := history(t, tg, "alpha"); fmt.Sprint(h) != "[3 2 1]" {
 		t.Fatalf("alpha's history: %v", h)
 	}
+	tg.stop(t)
+	cfg = strings.Replace(cfg, "  - {name: betagone,", "  - {name: beta,", 1) // the same entry as before
+	tg = startTest(t, dir, cfg)
+	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(map[string]int{"alpha": 3, "beta": 2}) {
+		t.Fatalf("an entry removed and added again is deployed again: %v", got)
+	}
 }
 
 // After DELETE answers, nothing of the function runs: a long invocation is canceled, its
