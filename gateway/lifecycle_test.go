@@ -222,3 +222,18 @@ func TestDeleteStopsFunction(t *testing.T) {
 		t.Fatalf("an effect committed after the delete: %s %v %v", n, ok, err)
 	}
 }
+
+// The API refuses a name the config would refuse, naming the field.
+func TestAPIRefusesBadNames(t *testing.T) {
+	dir := t.TempDir()
+	tg := startTest(t, dir, baseConfig(dir, ""))
+	for _, name := range []string{"Bad%20Name", "a.b", "-x", "UPPER", strings.Repeat("x", 64), "%2E%2E"} {
+		r := call(t, "PUT", tg.api+"/api/v1/functions/"+name, "", map[string]any{"source": src("x"), "triggers": []string{"mqtt:x"}})
+		if r.status != http.StatusBadRequest || r.body["field"] != "name" || !strings.Contains(r.raw, "not a valid function name") {
+			t.Errorf("PUT %s: %d %s", name, r.status, r.raw)
+		}
+	}
+	if r := call(t, "PUT", tg.api+"/api/v1/functions/ok_name-2", "", map[string]any{"source": src("x"), "triggers": []string{"mqtt:x"}}); r.status != http.StatusCreated {
+		t.Errorf("a valid name: %d %s", r.status, r.raw)
+	}
+}
