@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -37,33 +38,65 @@ func (g *Gateway) handler() http.Handler {
 	api("GET /api/v1/sync", g.getSync)
 	api("POST /api/v1/gpio/{pin}", g.simulateEdge)
 	api("GET /metrics", g.metrics.handler().ServeHTTP)
-	mux.Handle("GET /api/v1/live", g.hub) // the hub checks the token itself (browsers can't send headers)
+	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
+	// also takes a subprotocol or ?token=, which no other endpoint accepts.
+	mux.Handle("GET /api/v1/live", g.hub)
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	}))
 	mux.Handle("/", console.Handler())
-	return mux
+	return g.guard.wrap(mux)
 }
 
-// authorized compares the request's bearer token in constant time. With no token set (a
-// loopback listener), every request is allowed.
+// authorized checks the live stream's token (header, subprotocol or ?token=). With no
+// token set (a loopback listener), every request is allowed.
 func (g *Gateway) authorized(r *http.Request) bool {
+	return g.tokenAccepted(r, console.BearerToken(r))
+}
+
+// tokenAccepted compares a presented token with the gateway's in constant time, and
+// throttles the sources that present wrong ones.
+func (g *Gateway) tokenAccepted(r *http.Request, got string) bool {
 	if g.token == "" {
 		return true
 	}
-	got := console.BearerToken(r)
-	return subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1
+	host := remoteHost(r)
+	if g.guard.failures.blocked(host) {
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1 {
+		return true
+	}
+	g.metrics.authFailures.WithLabelValues("console").Inc()
+	if g.guard.failures.fail(host) {
+		g.logger.Warn("console: refused a wrong or missing token; further failures from this address this minute are counted, not logged",
+			"remote", host)
+	}
+	return false
 }
 
+// requireToken guards an API endpoint: the token comes in the Authorization header only,
+// so that it never lands in a URL, a log line or the browser's history.
 func (g *Gateway) requireToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !g.authorized(r) {
+		if g.guard.failures.blocked(remoteHost(r)) && g.token != "" {
+			writeError(w, http.StatusTooManyRequests, "too many wrong tokens from this address: wait a minute")
+			return
+		}
+		if !g.tokenAccepted(r, headerToken(r)) {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			writeError(w, http.StatusUnauthorized, "unauthorized")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+func headerToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
+		return strings.TrimSpace(a[7:])
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/connlimit"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
 	"github.com/moongate/moongate/sync/sink"
@@ -64,6 +65,7 @@ type Gateway struct {
 	metrics    *metrics
 	hub        *console.Hub
 	token      string
+	guard      *guard
 
 	// runCtx is cancelled when the gateway stops taking events; stopping is closed then.
 	runCtx   context.Context
@@ -76,6 +78,13 @@ type Gateway struct {
 	watched        map[sensors.Watch]bool // gpio watches registered with the sensors
 	sensorsRunning bool
 }
+
+// The console's connection caps: a browser opens a handful, the CLI one at a time; the
+// broker has its own, larger ones.
+const (
+	consoleMaxConns        = 256
+	consoleMaxConnsPerHost = 32
+)
 
 // New prepares a gateway from a loaded config. Nothing is opened until Run.
 func New(cfg *config.Config, opts Options) *Gateway {
@@ -140,10 +149,12 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			g.logger.Warn("close sensors", "err", cerr)
 		}
 	}()
+	g.guard = newGuard(g.cfg.Gateway.Console.Hosts, g.cfg.Gateway.Console.AllowedOrigins)
 	g.hub = console.NewHub(console.HubOptions{
-		Authorize: g.authorized,
-		Matcher:   mqtt.Match,
-		Logger:    g.logger.With("component", "live"),
+		Authorize:      g.authorized,
+		AllowedOrigins: g.cfg.Gateway.Console.AllowedOrigins,
+		Matcher:        mqtt.Match,
+		Logger:         g.logger.With("component", "live"),
 	})
 	defer g.hub.Close()
 	g.live = &live{hub: g.hub}
@@ -160,7 +171,13 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("console listen %s: %w", g.cfg.Gateway.Console.Listen, err)
 	}
 	g.httpAddr = ln.Addr()
-	srv := &http.Server{Handler: g.handler(), ReadHeaderTimeout: 10 * time.Second}
+	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
+	srv := &http.Server{Handler: g.handler(), ReadHeaderTimeout: 10 * time.Second,
+		// A client that sends or reads a request slowly, or keeps an idle connection,
+		// holds a file descriptor: bound all three (the live stream's websocket is
+		// hijacked and keeps its own deadlines).
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 60 * time.Second,
+		ErrorLog: slog.NewLogLogger(g.logger.With("component", "console").Handler(), slog.LevelDebug)}
 
 	if g.bus, err = g.openBus(); err != nil {
 		ln.Close()

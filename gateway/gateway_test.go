@@ -84,6 +84,9 @@ func call(t *testing.T, method, url, token string, body any) apiResult {
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, url, rd)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -290,5 +293,18 @@ func TestGeneratedToken(t *testing.T) {
 	tg = startTest(t, dir, cfg)
 	if r := call(t, "GET", tg.api+"/api/v1/status", tok, nil); r.status != http.StatusOK {
 		t.Fatalf("the token changed across a restart: %d", r.status)
+	}
+	// An emptied token file must not turn authentication off: a new token is made.
+	tg.stop(t)
+	if err := os.WriteFile(path, []byte("  \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tg = startTest(t, dir, cfg)
+	if r := call(t, "GET", tg.api+"/api/v1/status", "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("with an emptied token file, status without token: %d", r.status)
+	}
+	b, _ = os.ReadFile(path)
+	if n := len(strings.TrimSpace(string(b))); n < 32 {
+		t.Fatalf("no new token in the emptied file: %q", b)
 	}
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	deadLetters   *prometheus.CounterVec
 	commitErrors  prometheus.Counter
 	publishErrors prometheus.Counter
+	authFailures  *prometheus.CounterVec
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -47,8 +48,12 @@ func newMetrics(g *Gateway) *metrics {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_publish_errors_total", Help: "MQTT publishes from functions that failed after commit.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_auth_failures_total", Help: "Wrong or missing credentials, by listener (console, mqtt).",
+		}, []string{"listener"}),
 	}
 	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.commitErrors, m.publishErrors,
+		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{g: g})
 	return m

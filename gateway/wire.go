@@ -27,7 +27,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 	logger := g.logger.With("component", "mqtt")
 	if m.Broker == "embedded" {
 		b, err := mqtt.NewEmbedded(mqtt.EmbeddedOptions{
-			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen,
+			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen, WSAllowedOrigins: m.Embedded.WSAllowedOrigins,
 			Username: m.Username, Password: m.Password, Logger: logger,
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
@@ -234,7 +234,8 @@ func (p busPublisher) Publish(ctx context.Context, topic string, payload []byte,
 }
 
 // resolveToken returns the API token: from the config, or, with token: generate, from
-// console.token in the data dir, created (mode 0600) on first start.
+// console.token in the data dir, created (mode 0600) on first start. A token file that is
+// empty or too short is made again: an empty token would turn authentication off.
 func (g *Gateway) resolveToken() (string, error) {
 	t := g.cfg.Gateway.Console.Token
 	if t != "generate" {
@@ -242,7 +243,16 @@ func (g *Gateway) resolveToken() (string, error) {
 	}
 	path := filepath.Join(g.cfg.Gateway.DataDir, "console.token")
 	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
+		tok := strings.TrimSpace(string(b))
+		if len(tok) >= config.MinTokenLength {
+			if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+				g.logger.Warn("the console token file can be read by other users: chmod 600 it", "file", path, "mode", fi.Mode().Perm().String())
+			}
+			return tok, nil
+		}
+		g.logger.Warn("the console token file holds no usable token: generating a new one", "file", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read the console token: %w", err)
 	}
 	buf := make([]byte, 24)
 	if _, err := rand.Read(buf); err != nil {

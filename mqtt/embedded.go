@@ -23,6 +23,10 @@ type EmbeddedOptions struct {
 	// WSListen, if set, also accepts MQTT over websockets on this address (any path,
 	// subprotocol "mqtt"). ":0" picks a free port; WSAddr tells which.
 	WSListen string
+	// WSAllowedOrigins are the browser origins, besides the listener's own, whose pages
+	// may connect over websockets; "*" allows any. Connections without an Origin (not
+	// a browser) are always allowed.
+	WSAllowedOrigins []string
 	// Username and Password, when Username is set, are required of every device.
 	Username string
 	Password string
@@ -148,7 +152,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
 	}
 	if opts.WSListen != "" {
-		e.ws = newWSListener("ws", opts.WSListen, e.closeClients)
+		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.closeClients)
 		if err := e.srv.AddListener(e.ws); err != nil {
 			_ = e.srv.Close()
 			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/moongate/moongate/internal/sameorigin"
 )
 
 // wsListener accepts MQTT over websockets for the embedded broker. mochi has one, but it
@@ -29,16 +31,17 @@ type wsListener struct {
 	closeClients listeners.CloseFn
 }
 
-func newWSListener(id, address string, closeClients listeners.CloseFn) *wsListener {
+func newWSListener(id, address string, allowedOrigins []string, closeClients listeners.CloseFn) *wsListener {
 	return &wsListener{
 		id:           id,
 		address:      address,
 		closeClients: closeClients,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
-			// Devices and dashboards connect from anywhere; the broker's credentials,
-			// not the origin, decide who may use it.
-			CheckOrigin: func(*http.Request) bool { return true },
+			// Any web page the user opens could otherwise subscribe to # and publish
+			// through the user's browser: a browser's Origin must be the listener's own
+			// or configured. Devices and tools send none.
+			CheckOrigin: func(r *http.Request) bool { return sameorigin.Allowed(r, allowedOrigins) },
 		},
 	}
 }

@@ -50,6 +50,13 @@ type Console struct {
 	// Token is the bearer token for the API. It is required whenever Listen is not a
 	// loopback address; "generate" makes the gateway create one in the data dir on first start.
 	Token string `yaml:"token"`
+	// Hosts are the host names the console answers to besides IP addresses, localhost and
+	// this machine's hostname (and hostname.local): a request naming another host is
+	// refused, which is what stops DNS rebinding.
+	Hosts []string `yaml:"hosts"`
+	// AllowedOrigins are the browser origins ("https://ops.example.com") besides the
+	// console's own that may change state through the API and open the live stream.
+	AllowedOrigins []string `yaml:"allowed_origins"`
 }
 
 // MQTT selects the bus: the embedded broker or an external one.
@@ -66,6 +73,9 @@ type MQTT struct {
 type Embedded struct {
 	Listen   string `yaml:"listen"`    // default 0.0.0.0:1883
 	WSListen string `yaml:"ws_listen"` // optional MQTT over websocket listener
+	// WSAllowedOrigins are the browser origins besides the websocket listener's own whose
+	// pages may connect to it ("*": any).
+	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
 }
 
 // TLS names PEM files; empty fields are unused.

@@ -21,3 +21,19 @@ func TestFunctionNames(t *testing.T) {
 		t.Errorf("config with a bad name: %v", err)
 	}
 }
+
+func TestTokenRules(t *testing.T) {
+	for _, c := range []struct{ console, want string }{
+		{`{listen: 0.0.0.0:8080, token: short}`, "is 5 characters"},
+		{`{listen: 0.0.0.0:8080, token: " spaced-token-long-enough "}`, "spaces around it"},
+		{`{listen: 0.0.0.0:8080, token: generate}`, ""},
+		{`{listen: 0.0.0.0:8080, token: a-token-of-enough-length}`, ""},
+		{`{listen: 127.0.0.1:8080, token: short}`, ""},
+	} {
+		p := write(t, "gateway:\n  console: "+c.console+"\n")
+		_, err := Load(p)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.console, err, c.want)
+		}
+	}
+}

@@ -4,7 +4,12 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 )
+
+// MinTokenLength is the shortest console token accepted beyond loopback, and the shortest
+// generated token file kept.
+const MinTokenLength = 16
 
 // validate checks what YAML types cannot: references, required fields, enumerations. It
 // also reads each function's source file.
@@ -12,8 +17,13 @@ func (c *Config) validate() ErrorList {
 	var errs ErrorList
 	add := func(key, format string, args ...any) { errs = append(errs, c.errorAt(key, format, args...)) }
 
-	if !IsLoopback(c.Gateway.Console.Listen) && c.Gateway.Console.Token == "" {
+	switch tok := c.Gateway.Console.Token; {
+	case !IsLoopback(c.Gateway.Console.Listen) && tok == "":
 		add("gateway.console.token", "required because console.listen %q is not a loopback address: set a token (e.g. token: ${MOONGATE_TOKEN}) or token: generate", c.Gateway.Console.Listen)
+	case tok != "" && tok != "generate" && strings.TrimSpace(tok) != tok:
+		add("gateway.console.token", "has spaces around it: a client cannot send it")
+	case !IsLoopback(c.Gateway.Console.Listen) && tok != "generate" && len(tok) < MinTokenLength:
+		add("gateway.console.token", "is %d characters: a token that guards a console beyond loopback needs at least %d (token: generate makes one)", len(tok), MinTokenLength)
 	}
 	switch c.Gateway.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/moongate/moongate/internal/sameorigin"
 )
 
 // Subprotocol is the websocket subprotocol the Hub selects. Browsers cannot set an
@@ -227,7 +228,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "live stream closed")
 		return
 	}
-	if !h.originAllowed(r) {
+	if !sameorigin.Allowed(r, h.opts.AllowedOrigins) {
 		writeError(w, http.StatusForbidden, "origin not allowed")
 		return
 	}
@@ -309,20 +310,6 @@ func (h *Hub) remove(c *client) {
 	h.active.Add(-1)
 	h.mu.Unlock()
 	h.wg.Done()
-}
-
-func (h *Hub) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	for _, a := range h.opts.AllowedOrigins {
-		if a == "*" || strings.EqualFold(a, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
 // BearerToken returns the token a request presents: the Authorization bearer, else a

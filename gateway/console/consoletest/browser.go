@@ -346,6 +346,13 @@ func (b *Browser) Eval(js string) string {
 	return run(b, "eval", chromedp.Evaluate[string](js))
 }
 
+// EvalAsync evaluates a JavaScript expression that yields a promise of a string, and
+// waits for it.
+func (b *Browser) EvalAsync(js string) string {
+	b.t.Helper()
+	return run(b, "eval", chromedp.Evaluate[string](js, chromedp.EvalAwaitPromise))
+}
+
 // Screenshot saves a PNG of the viewport as <artifacts>/<name>.png and returns its path.
 func (b *Browser) Screenshot(name string) string {
 	b.t.Helper()

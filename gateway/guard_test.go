@@ -1,0 +1,44 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Wrong tokens are throttled per source address and counted; the API takes its token from
+// the Authorization header only, never from the URL.
+func TestTokenGuessingThrottled(t *testing.T) {
+	dir := t.TempDir()
+	const token = "a-long-enough-console-token"
+	cfg := strings.Replace(baseConfig(dir, ""), "console: {listen: 127.0.0.1:0}", "console: {listen: 127.0.0.1:0, token: "+token+"}", 1)
+	tg := startTest(t, dir, cfg)
+	if r := call(t, "GET", tg.api+"/api/v1/status?token="+token, "", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("?token= on the API: %d", r.status)
+	}
+	for i := 2; i <= maxTokenFailures; i++ {
+		if r := call(t, "GET", tg.api+"/api/v1/status", "guess", nil); r.status != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d", i, r.status)
+		}
+	}
+	if r := call(t, "GET", tg.api+"/api/v1/status", token, nil); r.status != http.StatusTooManyRequests {
+		t.Fatalf("after %d wrong tokens, even the right one waits: %d %s", maxTokenFailures, r.status, r.raw)
+	}
+	if n := testutil.ToFloat64(tg.g.metrics.authFailures.WithLabelValues("console")); n != maxTokenFailures {
+		t.Fatalf("counted %v failures, want %d", n, maxTokenFailures)
+	}
+}
+
+func TestHostAllowed(t *testing.T) {
+	gd := newGuard([]string{"gw.example.com"}, nil)
+	for host, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "192.168.1.20:8080": true, "localhost:8080": true,
+		"app.localhost": true, "GW.example.com:8443": true, "attacker.example": false, "127.0.0.1.nip.io:8080": false,
+	} {
+		if got := gd.hostAllowed(host); got != want {
+			t.Errorf("%s: %v", host, got)
+		}
+	}
+}
