@@ -61,14 +61,14 @@ func (g *Gateway) tokenAccepted(r *http.Request, got string) bool {
 		return true
 	}
 	host := remoteHost(r)
-	if g.guard.failures.blocked(host) {
+	if g.guard.failures.Blocked(host) {
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1 {
 		return true
 	}
 	g.metrics.authFailures.WithLabelValues("console").Inc()
-	if g.guard.failures.fail(host) {
+	if g.guard.failures.Fail(host) {
 		g.logger.Warn("console: refused a wrong or missing token; further failures from this address this minute are counted, not logged",
 			"remote", host)
 	}
@@ -79,7 +79,7 @@ func (g *Gateway) tokenAccepted(r *http.Request, got string) bool {
 // so that it never lands in a URL, a log line or the browser's history.
 func (g *Gateway) requireToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.guard.failures.blocked(remoteHost(r)) && g.token != "" {
+		if g.guard.failures.Blocked(remoteHost(r)) && g.token != "" {
 			writeError(w, http.StatusTooManyRequests, "too many wrong tokens from this address: wait a minute")
 			return
 		}

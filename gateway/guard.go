@@ -6,10 +6,10 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/moongate/moongate/internal/sameorigin"
+	"github.com/moongate/moongate/internal/throttle"
 )
 
 // guard keeps web pages the user happens to open from driving the console through the
@@ -25,11 +25,11 @@ import (
 type guard struct {
 	hosts    map[string]bool // lowercase host names allowed besides IP literals and localhost
 	origins  []string        // browser origins allowed besides the gateway's own
-	failures *failureLimiter
+	failures *throttle.Failures
 }
 
 func newGuard(hosts, origins []string) *guard {
-	g := &guard{hosts: map[string]bool{}, origins: origins, failures: newFailureLimiter()}
+	g := &guard{hosts: map[string]bool{}, origins: origins, failures: throttle.New(maxTokenFailures, tokenFailureReset)}
 	if h, err := os.Hostname(); err == nil && h != "" {
 		h = strings.ToLower(h)
 		g.hosts[h], g.hosts[h+".local"] = true, true
@@ -86,67 +86,10 @@ func (gd *guard) hostAllowed(hostport string) bool {
 	return gd.hosts[h]
 }
 
-// failureLimiter throttles wrong tokens per source address: past maxFailures in a
-// window, every request from that address is refused until the window ends.
-type failureLimiter struct {
-	mu     sync.Mutex
-	window time.Duration
-	max    int
-	now    func() time.Time
-	byHost map[string]*failures
-}
-
-type failures struct {
-	since  time.Time
-	count  int
-	logged bool
-}
-
+// Wrong tokens allowed per source address and window before it is refused outright.
 const (
 	maxTokenFailures  = 10
 	tokenFailureReset = time.Minute
 )
-
-func newFailureLimiter() *failureLimiter {
-	return &failureLimiter{window: tokenFailureReset, max: maxTokenFailures, now: time.Now, byHost: map[string]*failures{}}
-}
-
-// blocked reports whether host is throttled now.
-func (l *failureLimiter) blocked(host string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f := l.current(host)
-	return f != nil && f.count >= l.max
-}
-
-// fail counts one wrong token from host; first reports the first failure of a window,
-// to be logged (once per source per window, not per request).
-func (l *failureLimiter) fail(host string) (first bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	f := l.current(host)
-	if f == nil {
-		if len(l.byHost) >= 4096 { // a flood of sources: forget the oldest windows
-			for h := range l.byHost {
-				delete(l.byHost, h)
-				break
-			}
-		}
-		f = &failures{since: l.now()}
-		l.byHost[host] = f
-	}
-	f.count++
-	first, f.logged = !f.logged, true
-	return first
-}
-
-func (l *failureLimiter) current(host string) *failures {
-	f := l.byHost[host]
-	if f != nil && l.now().Sub(f.since) >= l.window {
-		delete(l.byHost, host)
-		return nil
-	}
-	return f
-}
 
 func remoteHost(r *http.Request) string { return hostOnly(r.RemoteAddr) }
