@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/atomicfile"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -259,46 +260,11 @@ func (g *Gateway) resolveToken() (string, error) {
 		return "", fmt.Errorf("generate token: %w", err)
 	}
 	tok := hex.EncodeToString(buf)
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("store token: %w", err)
 	}
 	g.logger.Info("generated a console token", "file", path)
 	return tok, nil
-}
-
-// writeFileAtomic writes path so that a crash leaves the old content or the new, never a
-// torn file: write a temporary file, sync, rename, sync the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 type sensorDoc struct {

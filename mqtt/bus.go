@@ -125,6 +125,11 @@ type Status struct {
 	Refused    uint64
 	Reconnects uint64 // external: connections after the first
 	LastError  string // external: why the last connection attempt failed or the connection dropped
+
+	// Embedded: devices refused at CONNECT for bad credentials, refused without a check
+	// because their address failed too often, publishes and subscriptions the ACL denied,
+	// and connections closed at once past the connection caps.
+	AuthFailures, LoginsThrottled, ACLDenied, ConnectionsRefused uint64
 }
 
 // ErrClosed is returned by the methods of a closed Bus.

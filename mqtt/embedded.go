@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,8 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/moongate/moongate/internal/connlimit"
 )
 
 // EmbeddedOptions configure an Embedded broker. The zero value is a working broker on
@@ -27,9 +28,26 @@ type EmbeddedOptions struct {
 	// may connect over websockets; "*" allows any. Connections without an Origin (not
 	// a browser) are always allowed.
 	WSAllowedOrigins []string
-	// Username and Password, when Username is set, are required of every device.
+	// PasswordFile, when set, names the devices' users and their bcrypt password hashes
+	// (see SetPassword); every device must log in as one of them. It is read again when
+	// it changes and on Reload.
+	PasswordFile string
+	// ACLFile, when set, says what each device may publish and subscribe to, in
+	// Mosquitto's acl_file format (see acl.go); what it does not grant is refused.
+	ACLFile string
+	// Username and Password, when Username is set and there is no PasswordFile, are
+	// required of every device. With neither, any device may connect: the gateway allows
+	// that only on loopback, or when the config says allow_anonymous.
 	Username string
 	Password string
+	// MaxConnections caps the devices connected at once, and MaxConnectionsPerHost those
+	// from one IP address; past them a connection is closed at once and counted. Zero
+	// means 1024 and 128.
+	MaxConnections        int
+	MaxConnectionsPerHost int
+	// ConnectTimeout is how long a new connection may take to send its CONNECT. Zero
+	// means 10s.
+	ConnectTimeout time.Duration
 	// AckTimeout bounds how long a device's QoS 1 or 2 message waits for Message.Ack.
 	// After it, the device is disconnected without an acknowledgement, so it sends the
 	// message again when it reconnects. Zero means 30s.
@@ -89,7 +107,14 @@ type Embedded struct {
 	// of mochi's processing. A connection processes one packet at a time.
 	processing sync.Map // *mochi.Client -> struct{}
 
-	received, acked, published, refused atomic.Uint64
+	access *access
+	conns  *connlimit.Limiter
+	// watch is the goroutine that reloads the device files; Close stops and waits for it.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+
+	received, acked, published, refused      atomic.Uint64
+	authFailures, loginsThrottled, aclDenied atomic.Uint64
 }
 
 type handlerRef struct{ h Handler }
@@ -97,6 +122,11 @@ type handlerRef struct{ h Handler }
 // Broker limits, chosen for a small board with tens to hundreds of devices.
 const (
 	defaultMaxPacketSize = 256 << 10
+	// Connections: a gateway serves tens to hundreds of devices, each from its own
+	// address; the caps keep one host from taking every file descriptor.
+	defaultMaxConnections        = 1024
+	defaultMaxConnectionsPerHost = 128
+	defaultConnectTimeout        = 10 * time.Second
 	// Every connection allocates a queue of this many outbound packets; mochi's 8192
 	// costs 64 KiB per device.
 	maxClientWritesPending = 1024
@@ -127,10 +157,25 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if opts.MaxPacketSize == 0 {
 		opts.MaxPacketSize = defaultMaxPacketSize
 	}
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = defaultMaxConnections
+	}
+	if opts.MaxConnectionsPerHost == 0 {
+		opts.MaxConnectionsPerHost = defaultMaxConnectionsPerHost
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = defaultConnectTimeout
+	}
+	acc, err := newAccess(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
 	e := &Embedded{
 		opts:     opts,
 		log:      loggerOrDiscard(opts.Logger),
 		inflight: newInflight(),
+		access:   acc,
+		conns:    &connlimit.Limiter{Max: opts.MaxConnections, PerHost: opts.MaxConnectionsPerHost},
 	}
 
 	caps := mochi.NewDefaultServerCapabilities()
@@ -147,12 +192,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
-	e.tcp = newTCPListener("tcp", opts.Listen, e.closeClients)
+	e.tcp = newTCPListener("tcp", opts.Listen, e.conns, opts.ConnectTimeout, e.closeClients)
 	if err := e.srv.AddListener(e.tcp); err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
 	}
 	if opts.WSListen != "" {
-		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.closeClients)
+		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.conns, opts.ConnectTimeout, e.closeClients)
 		if err := e.srv.AddListener(e.ws); err != nil {
 			_ = e.srv.Close()
 			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)
@@ -210,6 +255,14 @@ func (e *Embedded) Start(ctx context.Context, subs []Subscription, h Handler) er
 		return fmt.Errorf("embedded broker: serve: %w", err)
 	}
 	e.log.Info("embedded broker serving", logKeyBroker, e.brokerURLs(), "subscriptions", len(subs))
+	if e.opts.PasswordFile != "" || e.opts.ACLFile != "" {
+		watchCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+		e.stopWatch, e.watchDone = stop, make(chan struct{})
+		go func() {
+			defer close(e.watchDone)
+			e.watchAccess(watchCtx)
+		}()
+	}
 	return nil
 }
 
@@ -272,6 +325,11 @@ func (e *Embedded) Status() Status {
 		Pending:   e.inflight.count(),
 		Published: e.published.Load(),
 		Refused:   e.refused.Load(),
+
+		AuthFailures:       e.authFailures.Load(),
+		LoginsThrottled:    e.loginsThrottled.Load(),
+		ACLDenied:          e.aclDenied.Load(),
+		ConnectionsRefused: e.conns.Refused(),
 	}
 	switch {
 	case e.closed.Load():
@@ -289,6 +347,10 @@ func (e *Embedded) Status() Status {
 func (e *Embedded) Close() error {
 	e.closeOnce.Do(func() {
 		e.stopping.Store(true)
+		if e.stopWatch != nil {
+			e.stopWatch()
+			<-e.watchDone
+		}
 		if left := e.inflight.drain(e.opts.DrainTimeout); left > 0 {
 			e.log.Info("embedded broker: handing back unacknowledged messages", "count", left)
 		}
@@ -375,24 +437,31 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 func (e *Embedded) refuse(cl *mochi.Client, pk packets.Packet, code packets.Code) {
 	e.refused.Add(1)
 	e.log.Debug("embedded broker: message handed back", logKeyClient, cl.ID, logKeyTopic, pk.TopicName, "reason", code.Reason)
+	e.disconnect(cl, code)
+}
+
+func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
+	ok, throttled := e.access.authenticate(string(pk.Connect.Username), string(pk.Connect.Password), cl.Net.Remote)
+	switch {
+	case throttled:
+		e.loginsThrottled.Add(1)
+	case !ok:
+		e.authFailures.Add(1)
+		if e.access.logins.Fail(hostOfAddr(cl.Net.Remote)) {
+			e.log.Warn("embedded broker: device refused: bad username or password (logged once a minute per address; past 5 failures the address waits a minute)",
+				logKeyClient, cl.ID, "user", string(pk.Connect.Username), "remote", cl.Net.Remote)
+		}
+	}
+	return ok
+}
+
+// disconnect ends a device's connection, with a DISCONNECT reason for MQTT 5.
+func (e *Embedded) disconnect(cl *mochi.Client, code packets.Code) {
 	if cl.Properties.ProtocolVersion == 5 {
 		_ = e.srv.DisconnectClient(cl, code) // it closes the connection whatever the write gives
 		return
 	}
 	cl.Stop(code) // MQTT 3 has no DISCONNECT from the server
-}
-
-func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
-	if e.opts.Username == "" {
-		return true
-	}
-	user := subtle.ConstantTimeCompare(pk.Connect.Username, []byte(e.opts.Username))
-	pass := subtle.ConstantTimeCompare(pk.Connect.Password, []byte(e.opts.Password))
-	if user&pass == 1 {
-		return true
-	}
-	e.log.Warn("embedded broker: device refused: bad username or password", logKeyClient, cl.ID, "remote", cl.Net.Remote)
-	return false
 }
 
 // embeddedHook connects mochi's events to the Embedded broker.
@@ -415,8 +484,9 @@ func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet
 	return h.e.authenticate(cl, pk)
 }
 
-// OnACLCheck allows every topic: devices are trusted once authenticated.
-func (h *embeddedHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
+	return h.e.aclCheck(cl, topic, write)
+}
 
 func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	return pk, h.e.onPublish(cl, pk)

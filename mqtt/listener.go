@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/moongate/moongate/internal/connlimit"
 )
 
 // conns tracks the connections a listener hands to mochi, so that closing the listener
@@ -58,16 +60,18 @@ func (t *conns) closeAll() {
 // tcpListener is mochi's TCP listener with conns: it binds in Init, so that NewEmbedded
 // reports a busy port and knows the port picked for ":0".
 type tcpListener struct {
-	id           string
-	address      string
-	ln           net.Listener
-	log          *slog.Logger
-	conns        conns
-	closeClients listeners.CloseFn // used instead of the one mochi passes to Close
+	id             string
+	address        string
+	ln             net.Listener
+	log            *slog.Logger
+	conns          conns
+	limit          *connlimit.Limiter
+	connectTimeout time.Duration     // for the CONNECT; mochi sets the keepalive deadline after it
+	closeClients   listeners.CloseFn // used instead of the one mochi passes to Close
 }
 
-func newTCPListener(id, address string, closeClients listeners.CloseFn) *tcpListener {
-	return &tcpListener{id: id, address: address, closeClients: closeClients}
+func newTCPListener(id, address string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn) *tcpListener {
+	return &tcpListener{id: id, address: address, limit: limit, connectTimeout: connectTimeout, closeClients: closeClients}
 }
 
 func (l *tcpListener) ID() string       { return l.id }
@@ -100,10 +104,18 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
+		release, ok := l.limit.Acquire(c.RemoteAddr())
+		if !ok {
+			c.Close()
+			continue
+		}
 		if !l.conns.add(c) {
+			release()
 			return
 		}
+		_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 		go func() {
+			defer release()
 			defer l.conns.done(c)
 			if err := establish(l.id, c); err != nil {
 				l.log.Debug("client ended", logKeyErr, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
 
+	"github.com/moongate/moongate/internal/connlimit"
 	"github.com/moongate/moongate/internal/sameorigin"
 )
 
@@ -26,16 +27,22 @@ type wsListener struct {
 	establish listeners.EstablishFn
 	upgrader  websocket.Upgrader
 	conns     conns
+	// limit caps connections, shared with the TCP listener; connectTimeout bounds the
+	// wait for CONNECT.
+	limit          *connlimit.Limiter
+	connectTimeout time.Duration
 	// closeClients is used instead of the CloseFn mochi passes to Close: see
 	// Embedded.closeClients.
 	closeClients listeners.CloseFn
 }
 
-func newWSListener(id, address string, allowedOrigins []string, closeClients listeners.CloseFn) *wsListener {
+func newWSListener(id, address string, allowedOrigins []string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn) *wsListener {
 	return &wsListener{
-		id:           id,
-		address:      address,
-		closeClients: closeClients,
+		id:             id,
+		address:        address,
+		limit:          limit,
+		connectTimeout: connectTimeout,
+		closeClients:   closeClients,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// Any web page the user opens could otherwise subscribe to # and publish
@@ -62,7 +69,7 @@ func (l *wsListener) Init(log *slog.Logger) error {
 		return err
 	}
 	l.log = log
-	l.ln = ln
+	l.ln = connlimit.Listen(ln, l.limit)
 	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
@@ -90,6 +97,7 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !l.conns.add(conn) {
 		return
 	}
+	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout)) // mochi sets the keepalive's after CONNECT
 	defer l.conns.done(conn)
 	defer c.Close()
 	if err := l.establish(l.id, conn); err != nil {

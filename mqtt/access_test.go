@@ -1,0 +1,226 @@
+package mqtt
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+func writeAccessFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryConnect connects a device and returns the error, without failing the test.
+func tryConnect(broker, id, user, pass string) (paho.Client, error) {
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID(id).
+		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+		SetProtocolVersion(4)) // no fallback to 3.1: one CONNECT per try
+	tok := c.Connect()
+	tok.WaitTimeout(10 * time.Second)
+	return c, tok.Error()
+}
+
+func TestPasswordFileAndReload(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	if err := SetPassword(pw, "alice", "alice-pass"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(pw)
+	if strings.Contains(string(data), "alice-pass") || !strings.HasPrefix(string(data), "alice:$2a$") {
+		t.Fatalf("the password file holds %q", data)
+	}
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{PasswordFile: pw}, []Subscription{{"t/#", 1}}, rec)
+	url := "tcp://" + e.Addr()
+	if _, err := tryConnect(url, "a1", "alice", "wrong"); err == nil {
+		t.Fatal("a wrong password connected")
+	}
+	if _, err := tryConnect(url, "a2", "", ""); err == nil {
+		t.Fatal("an anonymous device connected")
+	}
+	alice := device(t, url, func(o *paho.ClientOptions) { o.SetUsername("alice").SetPassword("alice-pass") })
+
+	// bob is added and alice stays connected; then alice is removed and only she goes.
+	if err := SetPassword(pw, "bob", "bob-pass"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	bob := device(t, url, func(o *paho.ClientOptions) { o.SetUsername("bob").SetPassword("bob-pass") })
+	if !alice.IsConnectionOpen() {
+		t.Fatal("adding a user disconnected another device")
+	}
+	if err := SetPassword(pw, "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	// The broker notices the change by itself, within a few seconds.
+	eventually(t, "alice disconnected after her removal", func() bool { return !alice.IsConnectionOpen() })
+	if !bob.IsConnectionOpen() {
+		t.Fatal("removing alice disconnected bob")
+	}
+	wait(t, bob.Publish("t/x", 0, false, "still here"))
+	if m := rec.next(t); string(m.Payload) != "still here" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	if st := e.Status(); st.AuthFailures != 2 {
+		t.Fatalf("auth failures %d, want 2", st.AuthFailures)
+	}
+
+	// A broken file keeps the rules in force.
+	writeAccessFile(t, pw, "this is not a password file\n")
+	if err := e.Reload(); err == nil || !strings.Contains(err.Error(), pw+":1") {
+		t.Fatalf("reload of a broken file: %v", err)
+	}
+	if !bob.IsConnectionOpen() {
+		t.Fatal("a broken password file disconnected bob")
+	}
+}
+
+// After a few wrong passwords from one address, that address is refused without a check
+// for a while, even with the right password; every refusal is counted.
+func TestLoginThrottled(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	if err := SetPassword(pw, "dev", "right"); err != nil {
+		t.Fatal(err)
+	}
+	e := startEmbedded(t, EmbeddedOptions{PasswordFile: pw}, nil, newRecorder())
+	url := "tcp://" + e.Addr()
+	for range maxLoginFailures {
+		if _, err := tryConnect(url, "guess", "dev", "wrong"); err == nil {
+			t.Fatal("a wrong password connected")
+		}
+	}
+	if _, err := tryConnect(url, "real", "dev", "right"); err == nil {
+		t.Fatal("the address was not throttled")
+	}
+	if st := e.Status(); st.AuthFailures != maxLoginFailures || st.LoginsThrottled != 1 {
+		t.Fatalf("failures %d, throttled %d", st.AuthFailures, st.LoginsThrottled)
+	}
+}
+
+func TestACL(t *testing.T) {
+	dir := t.TempDir()
+	pw, aclFile := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	for _, u := range []string{"alice", "bob", "ops"} {
+		if err := SetPassword(pw, u, u+"-pass"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAccessFile(t, aclFile, `# each device its own readings; ops reads all and may offer firmware
+pattern write sensors/%u/#
+pattern read commands/%c/#
+user ops
+topic read sensors/#
+topic deny sensors/bob/secret
+topic write moongate/devices/+/fw/offer
+`)
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{PasswordFile: pw, ACLFile: aclFile}, []Subscription{{"#", 0}}, rec)
+	url := "tcp://" + e.Addr()
+	login := func(user, id string) paho.Client {
+		return device(t, url, func(o *paho.ClientOptions) { o.SetUsername(user).SetPassword(user + "-pass").SetClientID(id) })
+	}
+	alice, ops := login("alice", "alice-1"), login("ops", "ops-1")
+
+	wait(t, alice.Publish("sensors/alice/temp", 0, false, "own"))
+	if m := rec.next(t); m.Topic != "sensors/alice/temp" {
+		t.Fatalf("got %s", m.Topic)
+	}
+	for _, topic := range []string{"sensors/bob/temp", "commands/alice-1/x", "moongate/devices/alice-1/fw/offer", "elsewhere"} {
+		wait(t, alice.Publish(topic, 0, false, "foreign"))
+	}
+	rec.none(t, 200*time.Millisecond)
+
+	subscribe := func(c paho.Client, filter string) byte {
+		t.Helper()
+		tok := c.Subscribe(filter, 0, func(paho.Client, paho.Message) {})
+		wait(t, tok)
+		return tok.(*paho.SubscribeToken).Result()[filter]
+	}
+	if code := subscribe(alice, "sensors/#"); code != 0x80 {
+		t.Errorf("alice's subscription to sensors/#: %#x, want refused", code)
+	}
+	if code := subscribe(alice, "commands/alice-1/#"); code != 0 {
+		t.Errorf("alice's subscription to her commands: %#x", code)
+	}
+	got := make(chan string, 10)
+	wait(t, ops.Subscribe("sensors/#", 0, func(_ paho.Client, m paho.Message) { got <- m.Topic() }))
+	bob := login("bob", "bob-1")
+	wait(t, bob.Publish("sensors/bob/secret", 0, false, "x"))
+	wait(t, bob.Publish("sensors/bob/temp", 0, false, "x"))
+	if topic := <-got; topic != "sensors/bob/temp" {
+		t.Errorf("ops received %s: a deny rule inside a grant must hold at delivery", topic)
+	}
+	wait(t, ops.Publish("moongate/devices/bob-1/fw/offer", 0, false, "v2"))
+	for m := rec.next(t); m.Topic != "moongate/devices/bob-1/fw/offer"; m = rec.next(t) {
+	}
+	if st := e.Status(); st.ACLDenied < 6 {
+		t.Errorf("denials counted: %d", st.ACLDenied)
+	}
+}
+
+// Without an ACL file every device may use every topic, except the gateway's own.
+func TestReservedTopics(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"#", 0}, {"$SYS/fake", 0}}, rec)
+	c := device(t, "tcp://"+e.Addr(), nil)
+	wait(t, c.Publish("moongate/devices/x/fw/offer", 0, false, "spoofed"))
+	wait(t, c.Publish("sensors/a", 0, false, "fine"))
+	if m := rec.next(t); m.Topic != "sensors/a" {
+		t.Fatalf("a device wrote the gateway's topic %s", m.Topic)
+	}
+}
+
+func TestCovers(t *testing.T) {
+	for _, c := range []struct {
+		filter, sub string
+		want        bool
+	}{
+		{"sensors/#", "sensors/#", true}, {"sensors/#", "sensors/a/+", true}, {"sensors/+/temp", "sensors/#", false},
+		{"sensors/+/temp", "sensors/+/temp", true}, {"sensors/a/temp", "sensors/+/temp", false},
+		{"#", "$SYS/#", false}, {"#", "a/#", true}, {"+/x", "$SYS/x", false}, {"a/b", "a/b", true},
+		{"sensors/#", "sensors", true}, {"a/+", "a/b/c", false},
+	} {
+		if got := covers(c.filter, c.sub); got != c.want {
+			t.Errorf("covers(%q, %q) = %v", c.filter, c.sub, got)
+		}
+	}
+}
+
+// A connection that never sends CONNECT is closed after the connect timeout, and one host
+// cannot open more connections than its cap.
+func TestConnectionBounds(t *testing.T) {
+	e := startEmbedded(t, EmbeddedOptions{ConnectTimeout: 300 * time.Millisecond, MaxConnectionsPerHost: 2}, nil, newRecorder())
+	silent, err := net.Dial("tcp", e.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from a connection that sent nothing")
+	}
+	if d := time.Since(start); d >= 10*time.Second {
+		t.Fatal("a connection without CONNECT stayed open")
+	}
+	eventually(t, "the silent connection's place given back", func() bool { return e.conns.Open() == 0 })
+	device(t, "tcp://"+e.Addr(), nil)
+	device(t, "tcp://"+e.Addr(), nil)
+	if _, err := tryConnect("tcp://"+e.Addr(), "third", "", ""); err == nil {
+		t.Fatal("a third connection from one host was accepted")
+	}
+	if st := e.Status(); st.ConnectionsRefused != 1 {
+		t.Fatalf("refused connections counted: %d", st.ConnectionsRefused)
+	}
+}
