@@ -67,7 +67,7 @@ func (g *Gateway) tokenAccepted(r *http.Request, got string) bool {
 	if subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1 {
 		return true
 	}
-	g.metrics.authFailures.WithLabelValues("console").Inc()
+	g.metrics.authFailures.Inc()
 	if g.guard.failures.Fail(host) {
 		g.logger.Warn("console: refused a wrong or missing token; further failures from this address this minute are counted, not logged",
 			"remote", host)

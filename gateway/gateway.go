@@ -108,6 +108,20 @@ func New(cfg *config.Config, opts Options) *Gateway {
 // Ready is closed once the gateway accepts events and API requests.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
+// Reload reads again what can change while the gateway runs: the embedded broker's
+// password and ACL files. Everything else needs a restart.
+func (g *Gateway) Reload() error {
+	select {
+	case <-g.ready:
+	default:
+		return errors.New("reload: the gateway is not running yet")
+	}
+	if r, ok := g.bus.(interface{ Reload() error }); ok {
+		return r.Reload()
+	}
+	return nil
+}
+
 // HTTPAddr is the console listener's address, valid after Ready.
 func (g *Gateway) HTTPAddr() string { return g.httpAddr.String() }
 

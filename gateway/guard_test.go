@@ -26,7 +26,7 @@ func TestTokenGuessingThrottled(t *testing.T) {
 	if r := call(t, "GET", tg.api+"/api/v1/status", token, nil); r.status != http.StatusTooManyRequests {
 		t.Fatalf("after %d wrong tokens, even the right one waits: %d %s", maxTokenFailures, r.status, r.raw)
 	}
-	if n := testutil.ToFloat64(tg.g.metrics.authFailures.WithLabelValues("console")); n != maxTokenFailures {
+	if n := testutil.ToFloat64(tg.g.metrics.authFailures); n != maxTokenFailures {
 		t.Fatalf("counted %v failures, want %d", n, maxTokenFailures)
 	}
 }

@@ -20,7 +20,7 @@ type metrics struct {
 	deadLetters   *prometheus.CounterVec
 	commitErrors  prometheus.Counter
 	publishErrors prometheus.Counter
-	authFailures  *prometheus.CounterVec
+	authFailures  prometheus.Counter
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -48,9 +48,9 @@ func newMetrics(g *Gateway) *metrics {
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_publish_errors_total", Help: "MQTT publishes from functions that failed after commit.",
 		}),
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "moongate_auth_failures_total", Help: "Wrong or missing credentials, by listener (console, mqtt).",
-		}, []string{"listener"}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "moongate_console_auth_failures_total", Help: "API and live-stream requests with a wrong or missing token.",
+		}),
 	}
 	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.commitErrors, m.publishErrors,
 		m.authFailures,
@@ -86,12 +86,15 @@ var (
 	descSinkRetried   = prometheus.NewDesc("moongate_sink_retried_total", "Deliveries a sink retried.", []string{"sink"}, nil)
 	descSinkUp        = prometheus.NewDesc("moongate_sink_online", "1 when the sink's last delivery succeeded.", []string{"sink"}, nil)
 	descBrokerClients = prometheus.NewDesc("moongate_broker_clients", "Devices connected to the embedded broker.", nil, nil)
+	descBrokerRefused = prometheus.NewDesc("moongate_broker_refused_total",
+		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
+		[]string{"reason"}, nil)
 	descFunctions     = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descFunctions} {
 		ch <- d
 	}
 }
@@ -119,7 +122,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, up, st.Name)
 	}
 	if g.bus != nil {
-		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(g.bus.Status().Clients))
+		st := g.bus.Status()
+		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(st.Clients))
+		for reason, n := range map[string]uint64{"bad_credentials": st.AuthFailures, "throttled": st.LoginsThrottled,
+			"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused} {
+			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
 }

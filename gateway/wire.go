@@ -27,8 +27,13 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 	m := g.cfg.MQTT
 	logger := g.logger.With("component", "mqtt")
 	if m.Broker == "embedded" {
+		if m.Embedded.AllowAnonymous {
+			logger.Warn("embedded broker: allow_anonymous is set: any device that reaches the listener may publish to every function's topics and subscribe to everything",
+				"listen", m.Embedded.Listen)
+		}
 		b, err := mqtt.NewEmbedded(mqtt.EmbeddedOptions{
 			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen, WSAllowedOrigins: m.Embedded.WSAllowedOrigins,
+			PasswordFile: g.cfg.Resolve(m.Embedded.PasswordFile), ACLFile: g.cfg.Resolve(m.Embedded.ACLFile),
 			Username: m.Username, Password: m.Password, Logger: logger,
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
@@ -139,6 +144,15 @@ func Check(c *config.Config) error {
 			return err
 		}
 		errs = append(errs, list...)
+	}
+	if c.MQTT.Broker == "embedded" {
+		pwErr, aclErr := mqtt.CheckDeviceFiles(c.Resolve(c.MQTT.Embedded.PasswordFile), c.Resolve(c.MQTT.Embedded.ACLFile))
+		if pwErr != nil {
+			errs = append(errs, c.Errorf("mqtt.embedded.password_file", "%v", pwErr).(*config.Error))
+		}
+		if aclErr != nil {
+			errs = append(errs, c.Errorf("mqtt.embedded.acl_file", "%v", aclErr).(*config.Error))
+		}
 	}
 	for i, f := range c.Functions {
 		if f.Code == "" && f.Source != "" {

@@ -56,6 +56,18 @@ func newAccess(o EmbeddedOptions) (*access, error) {
 	return a, nil
 }
 
+// CheckDeviceFiles reads a password file and an ACL file ("" skips one) as the broker
+// would, for `moongate check`: an error names the file and the line.
+func CheckDeviceFiles(passwordFile, aclFile string) (passwordErr, aclErr error) {
+	if passwordFile != "" {
+		_, passwordErr = readPasswordFile(passwordFile)
+	}
+	if aclFile != "" {
+		_, aclErr = readACLFile(aclFile)
+	}
+	return passwordErr, aclErr
+}
+
 // reload reads the files again; on an error the rules in force stay. changed reports
 // whether a file had changed since the last read.
 func (a *access) reload() (changed bool, err error) {
@@ -201,8 +213,23 @@ func (e *Embedded) Reload() error {
 	return nil
 }
 
-// aclCheck is mochi's OnACLCheck: every device publish, subscribe and delivery.
+// aclCheck is mochi's OnACLCheck: every device subscribe and delivery. Publishes are
+// decided in OnPublish instead (publishAllowed): mochi disconnects an MQTT 3 device
+// whose QoS 1 publish OnACLCheck refuses, and the device would resend it at every
+// reconnect; acknowledged and dropped, as Mosquitto does, it is gone.
 func (e *Embedded) aclCheck(cl *mochi.Client, topic string, write bool) bool {
+	if write {
+		return true
+	}
+	return e.permitted(cl, topic, false)
+}
+
+// publishAllowed decides a device's publish.
+func (e *Embedded) publishAllowed(cl *mochi.Client, topic string) bool {
+	return e.permitted(cl, topic, true)
+}
+
+func (e *Embedded) permitted(cl *mochi.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true
 	}
@@ -211,7 +238,7 @@ func (e *Embedded) aclCheck(cl *mochi.Client, topic string, write bool) bool {
 	}
 	e.aclDenied.Add(1)
 	if e.access.denied.Fail(cl.ID) {
-		what := "subscribe to"
+		what := "read of"
 		if write {
 			what = "publish to"
 		}

@@ -139,7 +139,13 @@ topic write moongate/devices/+/fw/offer
 	for _, topic := range []string{"sensors/bob/temp", "commands/alice-1/x", "moongate/devices/alice-1/fw/offer", "elsewhere"} {
 		wait(t, alice.Publish(topic, 0, false, "foreign"))
 	}
+	// A denied QoS 1 publish is acknowledged and dropped: a device that were disconnected
+	// instead would resend it at every reconnect.
+	wait(t, alice.Publish("sensors/bob/temp", 1, false, "foreign"))
 	rec.none(t, 200*time.Millisecond)
+	if !alice.IsConnectionOpen() {
+		t.Fatal("a denied QoS 1 publish disconnected the device")
+	}
 
 	subscribe := func(c paho.Client, filter string) byte {
 		t.Helper()

@@ -489,6 +489,9 @@ func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 }
 
 func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if !h.e.publishAllowed(cl, pk.TopicName) {
+		return pk, packets.CodeSuccessIgnore // acknowledged, neither delivered nor retained
+	}
 	return pk, h.e.onPublish(cl, pk)
 }
 

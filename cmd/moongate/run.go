@@ -8,7 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"sync"
+	"syscall"
 
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/gateway/config"
@@ -62,6 +65,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		debug.SetMemoryLimit(int64(lim))
 	}
 	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing})
+	stopReloads := reloadOnHangup(g, logger)
+	defer stopReloads()
 	if err := g.Run(ctx); err != nil {
 		var list config.ErrorList
 		if errors.As(err, &list) {
@@ -70,6 +75,32 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("%w", err)
 	}
 	return nil
+}
+
+// reloadOnHangup reloads what the gateway can reload (the device password and ACL files)
+// on SIGHUP, until the returned stop is called; stop waits for the goroutine.
+func reloadOnHangup(g *gateway.Gateway, logger *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				if err := g.Reload(); err != nil {
+					logger.Error("reload on SIGHUP failed; the previous settings stay", "err", err)
+				}
+			}
+		}
+	})
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		wg.Wait()
+	}
 }
 
 func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error {

@@ -69,13 +69,24 @@ type MQTT struct {
 	TLS      TLS      `yaml:"tls"`
 }
 
-// Embedded configures the embedded broker's listeners.
+// Embedded configures the embedded broker's listeners and who may use them.
 type Embedded struct {
-	Listen   string `yaml:"listen"`    // default 0.0.0.0:1883
+	// Listen is where devices connect: default 127.0.0.1:1883, this machine only. Beyond
+	// loopback, devices must authenticate (PasswordFile, or mqtt.username) unless
+	// AllowAnonymous says otherwise.
+	Listen   string `yaml:"listen"`
 	WSListen string `yaml:"ws_listen"` // optional MQTT over websocket listener
 	// WSAllowedOrigins are the browser origins besides the websocket listener's own whose
 	// pages may connect to it ("*": any).
 	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
+	// PasswordFile holds the devices' users and bcrypt hashes (moongate passwd writes
+	// it); ACLFile says what each may publish and subscribe to, in Mosquitto's format.
+	// Both are reloaded when they change, and on SIGHUP.
+	PasswordFile string `yaml:"password_file"`
+	ACLFile      string `yaml:"acl_file"`
+	// AllowAnonymous lets any device on the network connect without credentials to a
+	// listener beyond loopback. Logged as a warning at every start.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
 }
 
 // TLS names PEM files; empty fields are unused.
@@ -242,7 +253,7 @@ func (c *Config) applyDefaults() {
 		c.MQTT.Broker = "embedded"
 	}
 	if c.MQTT.Embedded.Listen == "" {
-		c.MQTT.Embedded.Listen = "0.0.0.0:1883"
+		c.MQTT.Embedded.Listen = "127.0.0.1:1883"
 	}
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = "moongate-" + g.ID

@@ -30,6 +30,13 @@ func (c *Config) validate() ErrorList {
 	default:
 		add("gateway.log_level", "%q is not debug, info, warn or error", c.Gateway.LogLevel)
 	}
+	if e := c.MQTT.Embedded; c.MQTT.Broker == "embedded" && !e.AllowAnonymous && e.PasswordFile == "" && c.MQTT.Username == "" {
+		for _, l := range []struct{ key, addr string }{{"mqtt.embedded.listen", e.Listen}, {"mqtt.embedded.ws_listen", e.WSListen}} {
+			if listen := l.addr; listen != "" && !IsLoopback(listen) {
+				add(l.key, "%q is beyond loopback, so every device on the network could connect: set mqtt.embedded.password_file (moongate passwd FILE USER makes one), or allow_anonymous: true to accept any device", listen)
+			}
+		}
+	}
 	if c.MQTT.Broker != "embedded" {
 		if err := checkURL(c.MQTT.Broker, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
 			add("mqtt.broker", "%v (or \"embedded\")", err)
