@@ -89,7 +89,7 @@ var (
 	descBrokerRefused = prometheus.NewDesc("moongate_broker_refused_total",
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
 		[]string{"reason"}, nil)
-	descFunctions     = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
