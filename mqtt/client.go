@@ -15,6 +15,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/moongate/moongate/internal/redact"
 )
 
 // TLSFiles names the PEM files for a TLS connection to a broker.
@@ -61,10 +63,10 @@ type ClientOptions struct {
 // LogValue logs the options with the password redacted.
 func (o ClientOptions) LogValue() slog.Value {
 	return slog.GroupValue(
-		slog.String("broker", o.Broker),
+		slog.String("broker", redact.URL(o.Broker)),
 		slog.String("client_id", o.ClientID),
 		slog.String("username", o.Username),
-		slog.String("password", redact(o.Password)),
+		slog.String("password", hideSecret(o.Password)),
 		slog.String("tls_ca", o.TLS.CA),
 		slog.String("tls_cert", o.TLS.Cert),
 		slog.Bool("clean_session", o.CleanSession),
@@ -101,7 +103,7 @@ type Client struct {
 func NewClient(opts ClientOptions) (*Client, error) {
 	u, err := url.Parse(opts.Broker)
 	if err != nil || opts.Broker == "" {
-		return nil, fmt.Errorf("broker URL %q: want tcp://host:port, ssl://, ws:// or wss://", opts.Broker)
+		return nil, fmt.Errorf("broker URL %q: want tcp://host:port, ssl://, ws:// or wss://", redact.URL(opts.Broker))
 	}
 	secure := false
 	switch u.Scheme {
@@ -109,13 +111,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	case "ssl", "tls", "mqtts", "wss":
 		secure = true
 	default:
-		return nil, fmt.Errorf("broker URL %q: unsupported scheme %q (tcp, ssl, ws, wss)", opts.Broker, u.Scheme)
+		return nil, fmt.Errorf("broker URL %q: unsupported scheme %q (tcp, ssl, ws, wss)", redact.URL(opts.Broker), u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("broker URL %q: no host", opts.Broker)
+		return nil, fmt.Errorf("broker URL %q: no host", redact.URL(opts.Broker))
 	}
 	if !secure && !opts.TLS.empty() {
-		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", opts.Broker)
+		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", redact.URL(opts.Broker))
 	}
 	if opts.ClientID == "" {
 		host, err := os.Hostname()
@@ -138,7 +140,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	}
 	c := &Client{
 		opts:     opts,
-		log:      loggerOrDiscard(opts.Logger).With(logKeyBroker, opts.Broker),
+		log:      loggerOrDiscard(opts.Logger).With(logKeyBroker, redact.URL(opts.Broker)),
 		inflight: newInflight(),
 		stop:     make(chan struct{}),
 		ready:    make(chan struct{}),
@@ -267,7 +269,7 @@ func (c *Client) connect(first chan<- error) {
 		if attempt == 0 {
 			if refused(tok.(*paho.ConnectToken).ReturnCode()) {
 				c.setState(StateNew)
-				first <- fmt.Errorf("connect %s: %w", c.opts.Broker, err)
+				first <- fmt.Errorf("connect %s: %w", redact.URL(c.opts.Broker), err)
 				return
 			}
 			first <- nil
@@ -472,7 +474,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, qos 
 func (c *Client) Status() Status {
 	st := Status{
 		State:     *c.state.Load(),
-		Broker:    c.opts.Broker,
+		Broker:    redact.URL(c.opts.Broker),
 		Received:  c.received.Load(),
 		Acked:     c.acked.Load(),
 		Pending:   c.inflight.count(),
@@ -507,7 +509,7 @@ func (c *Client) Close() error {
 func (c *Client) setState(s string) { c.state.Store(&s) }
 
 func (c *Client) setLastError(err error) {
-	s := err.Error()
+	s := redact.String(err.Error()) // paho's errors may quote the broker URL
 	c.lastErr.Store(&s)
 }
 

@@ -68,11 +68,11 @@ func (o EmbeddedOptions) LogValue() slog.Value {
 		slog.String("listen", o.Listen),
 		slog.String("ws_listen", o.WSListen),
 		slog.String("username", o.Username),
-		slog.String("password", redact(o.Password)),
+		slog.String("password", hideSecret(o.Password)),
 	)
 }
 
-func redact(secret string) string {
+func hideSecret(secret string) string {
 	if secret == "" {
 		return ""
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,5 +132,44 @@ functions:
 	})
 	if out := gw.c.out.String(); strings.Contains(out, "one-secret") || strings.Contains(out, "two-secret") {
 		t.Fatalf("a password is in the log:\n%s", out)
+	}
+}
+
+// A password in a broker URL never shows: not in the log, the status API, a sink's
+// last_error, nor moongate check's errors.
+func TestBrokerPasswordRedacted(t *testing.T) {
+	const secret = "Hunter2Secret"
+	dir := t.TempDir()
+	apiPort, deadPort := freePort(t), freePort(t) // nothing listens on deadPort
+	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: redact, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
+mqtt: {broker: "tcp://gw:%s@127.0.0.1:%d"}
+sync:
+  sinks:
+    - {name: cloud, streams: ["*"], mqtt: {broker: "tcp://sink:%s@127.0.0.1:%d", topic: "gw/{stream}"}}
+`, apiPort, secret, deadPort, secret, deadPort), nil)
+	gw := newGatewayProc(t, dir, cfg, apiPort)
+	gw.start()
+	waitFor(t, 10*time.Second, "a failed connection attempt in the log", func() bool {
+		return strings.Contains(gw.c.out.String(), "will retry")
+	})
+	for _, path := range []string{"/api/v1/status", "/api/v1/sync"} {
+		resp, err := http.Get(gw.api() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), secret) || !strings.Contains(string(body), "xxxxx") && path == "/api/v1/status" {
+			t.Errorf("%s: %s", path, body)
+		}
+	}
+	gw.stop()
+	if out := gw.c.out.String(); strings.Contains(out, secret) {
+		t.Errorf("the password is in the log:\n%s", out)
+	}
+	bad := writeGatewayFiles(t, dir, "mqtt: {broker: \"ftp://gw:"+secret+"@host\"}\n", nil)
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"check", "-c", bad}, &stdout, &stderr); code != exitUsage || strings.Contains(stderr.String(), secret) {
+		t.Errorf("check: exit %d, %s", code, stderr.String())
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"os"
 	"strings"
+
+	"github.com/moongate/moongate/internal/redact"
 )
 
 // MinTokenLength is the shortest console token accepted beyond loopback, and the shortest
@@ -160,14 +162,14 @@ func (c *Config) gpioSensor(pin string) string {
 func checkURL(raw string, schemes ...string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not a URL like %s://host:port", raw, schemes[0])
+		return fmt.Errorf("%q is not a URL like %s://host:port", redact.URL(raw), schemes[0])
 	}
 	for _, s := range schemes {
 		if u.Scheme == s {
 			return nil
 		}
 	}
-	return fmt.Errorf("%q: scheme %q is not one of %v", raw, u.Scheme, schemes)
+	return fmt.Errorf("%q: scheme %q is not one of %v", redact.URL(raw), u.Scheme, schemes)
 }
 
 func unwrapPathError(err error) error {

@@ -12,6 +12,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/redact"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -64,7 +65,7 @@ func (c *mqttConn) up() bool {
 func newMQTTTransport(s *Sink, cfg *MQTTConfig) (*mqttTransport, error) {
 	u, err := url.Parse(cfg.Broker)
 	if err != nil {
-		return nil, fmt.Errorf("mqtt broker: %w", err)
+		return nil, fmt.Errorf("mqtt broker: %s", redact.String(err.Error())) // url.Error quotes the URL
 	}
 	if cfg.Window > 65535 {
 		return nil, fmt.Errorf("mqtt window %d: at most 65535 packet ids", cfg.Window)
@@ -78,15 +79,21 @@ func newMQTTTransport(s *Sink, cfg *MQTTConfig) (*mqttTransport, error) {
 		}
 	case "tcp", "mqtt", "ws":
 		if cfg.TLS.CA != "" || cfg.TLS.Cert != "" {
-			return nil, fmt.Errorf("mqtt broker %s: tls files given for a plain connection", cfg.Broker)
+			return nil, fmt.Errorf("mqtt broker %s: tls files given for a plain connection", redact.URL(cfg.Broker))
 		}
 	default:
-		return nil, fmt.Errorf("mqtt broker %s: unknown scheme", cfg.Broker)
+		return nil, fmt.Errorf("mqtt broker %s: unknown scheme", redact.URL(cfg.Broker))
 	}
 	return t, nil
 }
 
 func (t *mqttTransport) keyed() bool { return false }
+
+// redactedError hides the credentials of a URL that paho's error may quote.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return redact.String(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
 
 // run keeps a connection up until ctx ends, then closes it and waits for
 // the outstanding PUBLISHes to complete.
@@ -158,7 +165,7 @@ func (t *mqttTransport) dial(ctx context.Context) (*mqttConn, error) {
 		return nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
-		return nil, fmt.Errorf("mqtt connect %s: %w", t.cfg.Broker, err)
+		return nil, fmt.Errorf("mqtt connect %s: %w", redact.URL(t.cfg.Broker), redactedError{err})
 	}
 	return c, nil
 }
