@@ -24,11 +24,8 @@ func loadConfig(path string, explicit bool) (*config.Config, error) {
 			return config.Default(), nil
 		}
 	}
-	c, err := config.Load(path)
+	c, err := gateway.Load(path)
 	if err != nil {
-		return nil, usageError{err}
-	}
-	if err := gateway.Check(c); err != nil {
 		return nil, usageError{err}
 	}
 	return c, nil

@@ -202,6 +202,7 @@ func (c *Config) errorAt(key, format string, args ...any) *Error {
 	if c.src != nil {
 		e.File = c.src.file
 		e.Line = c.src.lineOf(key)
+		c.src.explain(e)
 	}
 	return e
 }

@@ -185,3 +185,29 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse("fuzz.yaml", data) // must not panic or hang
 	})
 }
+
+// A value that is empty because its ${VAR} is unset or empty says which variable, at
+// that value's line, for decode and validation errors alike.
+func TestBlankVariableNamed(t *testing.T) {
+	t.Setenv("MOONGATE_TEST_EMPTY", "")
+	p := write(t, `functions:
+  - name: f
+    source: f.lua
+    triggers: ["mqtt:a/#"]
+    timeout: "${MOONGATE_TEST_EMPTY}"
+sync:
+  sinks:
+    - name: cloud
+      http: {url: "${MOONGATE_TEST_UNSET}/ingest"}
+`)
+	_, err := Load(p)
+	want := []string{
+		p + ":5: functions[0].timeout: cannot unmarshal `` into time.Duration (${MOONGATE_TEST_EMPTY} is set but empty)",
+		p + `:9: sync.sinks[0].http.url: "/ingest" is not a URL like http://host:port (${MOONGATE_TEST_UNSET} is not set)`,
+	}
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}
