@@ -81,12 +81,13 @@ var (
 	descSinkRetried   = prometheus.NewDesc("moongate_sink_retried_total", "Deliveries a sink retried.", []string{"sink"}, nil)
 	descSinkUp        = prometheus.NewDesc("moongate_sink_online", "1 when the sink's last delivery succeeded.", []string{"sink"}, nil)
 	descBrokerClients = prometheus.NewDesc("moongate_broker_clients", "Devices connected to the embedded broker.", nil, nil)
+	descOversize      = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
 	descFunctions     = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descOversize, descFunctions} {
 		ch <- d
 	}
 }
@@ -114,7 +115,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, up, st.Name)
 	}
 	if g.bus != nil {
-		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(g.bus.Status().Clients))
+		st := g.bus.Status()
+		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(st.Clients))
+		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
 }

@@ -29,6 +29,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 		b, err := mqtt.NewEmbedded(mqtt.EmbeddedOptions{
 			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen,
 			Username: m.Username, Password: m.Password, Logger: logger,
+			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,

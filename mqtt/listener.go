@@ -64,10 +64,11 @@ type tcpListener struct {
 	log          *slog.Logger
 	conns        conns
 	closeClients listeners.CloseFn // used instead of the one mochi passes to Close
+	maxPacket    uint32            // the broker's maximum packet size, for framedConn
 }
 
-func newTCPListener(id, address string, closeClients listeners.CloseFn) *tcpListener {
-	return &tcpListener{id: id, address: address, closeClients: closeClients}
+func newTCPListener(id, address string, closeClients listeners.CloseFn, maxPacket uint32) *tcpListener {
+	return &tcpListener{id: id, address: address, closeClients: closeClients, maxPacket: maxPacket}
 }
 
 func (l *tcpListener) ID() string       { return l.id }
@@ -105,7 +106,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		}
 		go func() {
 			defer l.conns.done(c)
-			if err := establish(l.id, c); err != nil {
+			if err := establish(l.id, newFramedConn(c, l.maxPacket)); err != nil {
 				l.log.Debug("client ended", logKeyErr, err)
 			}
 		}()

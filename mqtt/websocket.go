@@ -27,13 +27,15 @@ type wsListener struct {
 	// closeClients is used instead of the CloseFn mochi passes to Close: see
 	// Embedded.closeClients.
 	closeClients listeners.CloseFn
+	maxPacket    uint32 // the broker's maximum packet size, for framedConn
 }
 
-func newWSListener(id, address string, closeClients listeners.CloseFn) *wsListener {
+func newWSListener(id, address string, closeClients listeners.CloseFn, maxPacket uint32) *wsListener {
 	return &wsListener{
 		id:           id,
 		address:      address,
 		closeClients: closeClients,
+		maxPacket:    maxPacket,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// Devices and dashboards connect from anywhere; the broker's credentials,
@@ -89,7 +91,7 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer l.conns.done(conn)
 	defer c.Close()
-	if err := l.establish(l.id, conn); err != nil {
+	if err := l.establish(l.id, newFramedConn(conn, l.maxPacket)); err != nil {
 		l.log.Debug("websocket client ended", logKeyErr, err)
 	}
 }

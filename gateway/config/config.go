@@ -66,6 +66,9 @@ type MQTT struct {
 type Embedded struct {
 	Listen   string `yaml:"listen"`    // default 0.0.0.0:1883
 	WSListen string `yaml:"ws_listen"` // optional MQTT over websocket listener
+	// MaxPacketSize is the largest packet a device may send; a larger one disconnects the
+	// device, logged and counted. Unset: the broker's default, 256KiB.
+	MaxPacketSize Size `yaml:"max_packet_size"`
 }
 
 // TLS names PEM files; empty fields are unused.

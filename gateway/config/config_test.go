@@ -211,3 +211,14 @@ sync:
 		}
 	}
 }
+
+func TestMaxPacketSizeBounds(t *testing.T) {
+	c, err := Load(write(t, "mqtt:\n  embedded: {max_packet_size: 1MiB}\n"))
+	if err != nil || c.MQTT.Embedded.MaxPacketSize != 1<<20 {
+		t.Fatalf("1MiB: %v, %v", err, c)
+	}
+	_, err = Load(write(t, "mqtt:\n  embedded:\n    max_packet_size: 512MiB\n"))
+	if err == nil || !strings.Contains(err.Error(), ":3: mqtt.embedded.max_packet_size: 512 MiB is not between 1KiB and 256MiB") {
+		t.Fatalf("got %v", err)
+	}
+}
