@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,5 +59,99 @@ mqtt:
 	eventually(t, "the oversize count", func() bool { return metric(t, tg, "moongate_mqtt_oversize_packets_total") == 1 })
 	if len(sub.on("big/no")) != 0 {
 		t.Error("the oversize message was forwarded")
+	}
+}
+
+const effectsFn = `
+function handle(event)
+  local n = kv.incr("n")
+  kv.set("last", {n = n})
+  kv.del("gone")
+  cloud.emit("seen", {n = n})
+  mqtt.publish("out/x", "hello " .. n, {qos = 1})
+  gpio.write("relay", 1)
+  return {n = n}
+end
+`
+
+// A dry run (POST .../invoke?dry_run=1) runs the function and applies nothing: no KV
+// write, no outbox record, no publish (a device subscribed on the embedded broker sees
+// nothing), no GPIO write; it answers what the invocation would have done. A real invoke
+// answers the same list as effects, and they happened.
+func TestInvokeDryRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "fx.lua"), []byte(effectsFn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tg := startTest(t, dir, baseConfig(dir, `sensors:
+  relay: {driver: gpio, pin: GPIO27, mode: out, initial: 0, sim: true}
+functions:
+  - name: fx
+    source: fx.lua
+    triggers: ["mqtt:in/#"]
+    emit: results
+`))
+	sub := subscribe(t, tg.broker, "watcher", "out/#")
+	pending := func() int64 { return tg.g.store.Stats().PendingRecords }
+	state := func() string {
+		t.Helper()
+		var n float64
+		has := kvJSON(t, tg, "fx", "n", &n)
+		lvl, err := tg.g.pins.ReadPin("relay")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("kv n %v %v, outbox %d, relay %d", has, n, pending(), lvl)
+	}
+	invoke := func(query string) map[string]any {
+		t.Helper()
+		r := call(t, "POST", tg.api+"/api/v1/functions/fx/invoke"+query, "", map[string]any{"topic": "in/a"})
+		if r.status != http.StatusOK || r.body["error"] != nil {
+			t.Fatalf("invoke%s: %d %s", query, r.status, r.raw)
+		}
+		return r.body
+	}
+	asJSON := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	wantEffects := func(n int) string { // in asJSON's form: keys sorted
+		var v any
+		json.Unmarshal(fmt.Appendf(nil, `{"kv":[{"key":"n","value":%d},{"key":"last","value":{"n":%d}},{"key":"gone","deleted":true}],`+
+			`"emits":[{"stream":"seen","data":{"n":%d}},{"stream":"results","data":{"n":%d}}],`+
+			`"publishes":[{"topic":"out/x","payload":"hello %d","qos":1,"retain":false}],"gpio":[{"pin":"relay","level":1}]}`, n, n, n, n, n), &v)
+		return asJSON(v)
+	}
+
+	before := state()
+	dry := invoke("?dry_run=1")
+	if dry["dry_run"] != true || dry["effects"] != nil || asJSON(dry["would"]) != wantEffects(1) {
+		t.Errorf("dry run answered %s,\nwant would = %s", asJSON(dry), wantEffects(1))
+	}
+	if asJSON(dry["result"]) != `{"n":1}` {
+		t.Errorf("dry run result %s", asJSON(dry["result"]))
+	}
+	if after := state(); after != before {
+		t.Errorf("a dry run changed the gateway: %s, then %s", before, after)
+	}
+
+	real := invoke("")
+	if real["dry_run"] != nil || real["would"] != nil || asJSON(real["effects"]) != wantEffects(1) {
+		t.Errorf("invoke answered %s,\nwant effects = %s", asJSON(real), wantEffects(1))
+	}
+	if got, want := state(), "kv n true 1, outbox 2, relay 1"; got != want {
+		t.Errorf("after invoke: %s, want %s", got, want)
+	}
+	// The real invoke's publish arrives; had the dry run published, its message would
+	// have come first, on the same connection.
+	eventually(t, "the invoke's publish", func() bool { return len(sub.on("out/x")) > 0 })
+	if msgs := sub.on("out/x"); len(msgs) != 1 || string(msgs[0]) != "hello 1" {
+		t.Errorf("subscriber got %q, want only the real invoke's", msgs)
+	}
+
+	// A dry run after it reads the committed counter: it would make it 2, and leaves it 1.
+	before = state()
+	if dry = invoke("?dry_run=1"); asJSON(dry["would"]) != wantEffects(2) {
+		t.Errorf("second dry run would %s, want %s", asJSON(dry["would"]), wantEffects(2))
+	}
+	if after := state(); after != before {
+		t.Errorf("a dry run changed the gateway: %s, then %s", before, after)
 	}
 }
