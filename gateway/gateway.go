@@ -248,6 +248,7 @@ func (g *Gateway) logStarted() {
 	for _, s := range g.sinks {
 		g.logger.Info("sink ready", "sink", s.Status().Name)
 	}
+	g.warnUnrouted()
 }
 
 // restoreFunctions brings back what was deployed before the restart, and deploys the

@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -74,23 +77,28 @@ function handle(event)
 end
 `
 
-// A dry run (POST .../invoke?dry_run=1) runs the function and applies nothing: no KV
-// write, no outbox record, no publish (a device subscribed on the embedded broker sees
-// nothing), no GPIO write; it answers what the invocation would have done. A real invoke
-// answers the same list as effects, and they happened.
-func TestInvokeDryRun(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "fx.lua"), []byte(effectsFn), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tg := startTest(t, dir, baseConfig(dir, `sensors:
+// effectsConfig writes fx.lua into dir and returns a config that runs it, with the relay
+// it switches, and extra.
+func effectsConfig(t *testing.T, dir, extra string) string {
+	t.Helper()
+	writeFile(t, dir, "fx.lua", effectsFn)
+	return baseConfig(dir, `sensors:
   relay: {driver: gpio, pin: GPIO27, mode: out, initial: 0, sim: true}
 functions:
   - name: fx
     source: fx.lua
     triggers: ["mqtt:in/#"]
     emit: results
-`))
+`+extra)
+}
+
+// A dry run (POST .../invoke?dry_run=1) runs the function and applies nothing: no KV
+// write, no outbox record, no publish (a device subscribed on the embedded broker sees
+// nothing), no GPIO write; it answers what the invocation would have done. A real invoke
+// answers the same list as effects, and they happened.
+func TestInvokeDryRun(t *testing.T) {
+	dir := t.TempDir()
+	tg := startTest(t, dir, effectsConfig(t, dir, ""))
 	sub := subscribe(t, tg.broker, "watcher", "out/#")
 	pending := func() int64 { return tg.g.store.Stats().PendingRecords }
 	state := func() string {
@@ -154,4 +162,75 @@ functions:
 	if after := state(); after != before {
 		t.Errorf("a dry run changed the gateway: %s, then %s", before, after)
 	}
+}
+
+// Records that no sink takes are shown, per stream, in /api/v1/sync's unrouted, and a
+// function whose emit: stream no sink takes is named in a warning at start.
+func TestUnroutedStreams(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "moongate.yaml")
+	if err := os.WriteFile(path, []byte(effectsConfig(t, dir, `sync:
+  sinks:
+    - name: cloud
+      streams: ["seen"]
+      http: {url: "http://127.0.0.1:1/ingest"}
+`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	g := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("gateway stopped at start: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	api := "http://" + g.HTTPAddr()
+	if !strings.Contains(logs.String(), `msg="no sink takes this function's emit stream`) || !strings.Contains(logs.String(), "function=fx stream=results") {
+		t.Errorf("no warning about the results stream in:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "stream=seen") {
+		t.Errorf("warned about a stream a sink takes:\n%s", logs.String())
+	}
+	if r := call(t, "GET", api+"/api/v1/sync", "", nil); r.raw == "" || !strings.Contains(r.raw, `"unrouted":[]`) {
+		t.Errorf("before any record: %s", r.raw)
+	}
+	for range 2 {
+		if r := call(t, "POST", api+"/api/v1/functions/fx/invoke", "", map[string]any{"topic": "in/a"}); r.body["error"] != nil {
+			t.Fatalf("invoke: %s", r.raw)
+		}
+	}
+	if r := call(t, "GET", api+"/api/v1/sync", "", nil); !strings.Contains(r.raw, `"unrouted":[{"stream":"results","pending":2}]`) {
+		t.Errorf("want results unrouted with 2 pending, got %s", r.raw)
+	}
+}
+
+// syncBuffer is a log destination the gateway's goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

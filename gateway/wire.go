@@ -456,11 +456,55 @@ func (g *Gateway) getSync(w http.ResponseWriter, r *http.Request) {
 	st := g.store.Stats()
 	d := st.Dropped
 	writeJSON(w, http.StatusOK, map[string]any{
-		"sinks": sinks,
+		"sinks":    sinks,
+		"unrouted": unrouted(st),
 		"outbox": map[string]any{"pending": st.PendingRecords, "bytes": st.PendingBytes,
 			"max_bytes": int64(g.cfg.Sync.Outbox.MaxBytes), "dropped": d.Quota + d.TTL + d.Rejected,
 			"dropped_by": dropsByCause(d), "disk_bytes": st.DiskBytes, "disk_free": st.DiskFree},
 	})
+}
+
+// unroutedDoc is a stream with records that no sink takes: they wait in the outbox until
+// the ttl or on_full policy drops them.
+type unroutedDoc struct {
+	Stream  string `json:"stream"`
+	Pending int64  `json:"pending"`
+}
+
+func unrouted(st store.Stats) []unroutedDoc {
+	out := []unroutedDoc{}
+	for name, ss := range st.Streams {
+		if ss.Pending == 0 {
+			continue
+		}
+		taken := false
+		for _, streams := range st.Consumers {
+			_, ok := streams[name]
+			taken = taken || ok
+		}
+		if !taken {
+			out = append(out, unroutedDoc{Stream: name, Pending: ss.Pending})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
+	return out
+}
+
+// warnUnrouted says, once at start, which functions emit to a stream no sink takes.
+func (g *Gateway) warnUnrouted() {
+	for _, v := range g.registry.all() {
+		if v.emit == "" {
+			continue
+		}
+		routed := false
+		for _, sc := range g.cfg.Sync.Sinks {
+			routed = routed || store.MatchStream(sc.Streams, v.emit)
+		}
+		if !routed {
+			g.logger.Warn("no sink takes this function's emit stream: its records wait in the outbox until sync.outbox ttl or on_full drops them",
+				"function", v.name, "stream", v.emit)
+		}
+	}
 }
 
 func dropsByCause(d store.Drops) map[string]uint64 {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -91,5 +93,23 @@ func TestCLIDeployTriggers(t *testing.T) {
 	code, out, errOut = cli(t, c.api, "deploy", "temp-alert", src)
 	if code != 0 || out != "deployed temp-alert version 2 (mqtt:sensors/+/temp@1)\n" {
 		t.Errorf("redeploy without --trigger: exit %d: %s%s", code, out, errOut)
+	}
+}
+
+// Without a config, run says where the data dir is, as an absolute path, before it
+// creates it; here it cannot (a file is in the way), so it stops right after.
+func TestRunWithoutConfigNamesDataDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "moongate-data"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gatewayBinary(t), "run")
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("run started with a file as its data dir:\n%s", out)
+	}
+	if want := "data_dir=" + filepath.Join(dir, "moongate-data"); !strings.Contains(string(out), "no config file") || !strings.Contains(string(out), want) {
+		t.Errorf("no %q in:\n%s", want, out)
 	}
 }

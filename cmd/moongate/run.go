@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 
 	"github.com/moongate/moongate/gateway"
@@ -53,7 +54,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.File == "" {
-		logger.Info("no config file: embedded broker and console only", "looked_for", path)
+		// The data dir is then created where moongate runs: say where that is.
+		dataDir, err := filepath.Abs(cfg.Gateway.DataDir)
+		if err != nil {
+			dataDir = cfg.Gateway.DataDir
+		}
+		logger.Info("no config file: embedded broker and console only", "looked_for", path, "data_dir", dataDir)
 	}
 	if lim := *cfg.Gateway.MemoryLimit; lim > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(lim))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -246,14 +245,7 @@ func (s *Sink) Run(ctx context.Context) error {
 }
 
 // takes matches a stream the way the store matches consumers.
-func (s *Sink) takes(stream string) bool {
-	for _, p := range s.cfg.Streams {
-		if p == stream || (p == "*" && !strings.HasPrefix(stream, "$")) {
-			return true
-		}
-	}
-	return false
-}
+func (s *Sink) takes(stream string) bool { return store.MatchStream(s.cfg.Streams, stream) }
 
 // Status returns a snapshot of the sink.
 func (s *Sink) Status() Status {
