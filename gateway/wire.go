@@ -178,8 +178,9 @@ func Check(c *config.Config) error {
 	return nil
 }
 
-// check is Check on a config that may already have errors (known): a function whose
-// source or limits were refused by the config is not compiled again.
+// check is Check on a config that may already have errors (known): a function whose name
+// or source the config refused is not built, and a leaf's verdict on a setting the config
+// already refused (a limit, a sink's URL) is not reported twice.
 func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 	var errs config.ErrorList
 	if _, err := sensorConfigs(c); err != nil {
