@@ -229,23 +229,34 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 	return errs, nil
 }
 
-// checkFunction builds the function as a deploy does (luafn.Compile, then luafn.New,
-// which runs the top level and requires handle) and throws it away. Its top level runs
-// without the store: a kv.get there finds nothing.
+// checkFunction builds the function as a deploy does and throws it away. Its top level
+// runs without the store: a kv.get there finds nothing.
 func checkFunction(c *config.Config, spec FunctionSpec) error {
-	prog, err := luafn.Compile(luafn.Spec{
-		Name: spec.Name, Filename: spec.Filename, Source: spec.Source, Env: spec.Env,
-		Limits: luafn.Limits{Timeout: spec.Timeout, Memory: spec.Memory, Concurrency: spec.Concurrency},
-	})
-	if err != nil {
-		return err
-	}
-	fn, err := luafn.New(prog, luafn.Host{GatewayID: c.Gateway.ID})
+	fn, err := newFunction(spec, luafn.Host{GatewayID: c.Gateway.ID})
 	if err != nil {
 		return err
 	}
 	fn.Close()
 	return nil
+}
+
+// newFunction compiles spec (luafn.Compile) and warms its VMs (luafn.New, which runs the
+// top level and requires handle): every verdict on a function's source and limits comes
+// from here, for check as for a deploy. Errors are luafn's, a *luafn.CompileError when
+// about the source.
+func newFunction(spec FunctionSpec, host luafn.Host) (*luafn.Function, error) {
+	filename := spec.Filename
+	if filename == "" {
+		filename = spec.Name + ".lua"
+	}
+	prog, err := luafn.Compile(luafn.Spec{
+		Name: spec.Name, Version: spec.Version, Filename: filename, Source: spec.Source, Env: spec.Env,
+		Limits: luafn.Limits{Timeout: spec.Timeout, Memory: spec.Memory, Concurrency: spec.Concurrency},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return luafn.New(prog, host)
 }
 
 // functionError places a function's error: at the Lua file's line when it has one (that
