@@ -92,11 +92,13 @@ func sensorConfigs(c *config.Config) (map[string]sensors.Config, error) {
 		var sc sensors.Config
 		if err := c.DecodeStrict(&n, "sensors."+name, &sc); err != nil {
 			var list config.ErrorList
-			if errors.As(err, &list) {
-				errs = append(errs, list...)
-				continue
+			if !errors.As(err, &list) {
+				return nil, err
 			}
-			return nil, err
+			errs = append(errs, list...)
+			if !onlyUnknownKeys(list) {
+				continue // a value that did not decode would be reported again as missing
+			}
 		}
 		out[name] = sc
 	}
@@ -114,6 +116,15 @@ func sensorConfigs(c *config.Config) (map[string]sensors.Config, error) {
 		return nil, errs
 	}
 	return out, nil
+}
+
+func onlyUnknownKeys(list config.ErrorList) bool {
+	for _, e := range list {
+		if e.Msg != config.MsgUnknownKey {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldErrors locates each of the sensors package's field errors at its own line.

@@ -37,6 +37,9 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// MsgUnknownKey is the Msg of an Error about a key the config does not have.
+const MsgUnknownKey = "unknown key"
+
 // ErrorList is every error found in one config, in file order.
 type ErrorList []*Error
 
@@ -209,7 +212,7 @@ func (s *source) unknownKeys(n *yaml.Node, path string, t reflect.Type) ErrorLis
 			k := n.Content[i]
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				out = append(out, &Error{File: s.file, Line: k.Line, Key: join(k.Value), Msg: "unknown key"})
+				out = append(out, &Error{File: s.file, Line: k.Line, Key: join(k.Value), Msg: MsgUnknownKey})
 				continue
 			}
 			out = append(out, s.unknownKeys(n.Content[i+1], join(k.Value), f.Type)...)
