@@ -7,12 +7,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/i2c"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/luafn"
@@ -194,9 +199,16 @@ func Check(c *config.Config) error {
 // already refused (a limit, a sink's URL) is not reported twice.
 func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 	var errs config.ErrorList
-	if _, err := sensorConfigs(c); err != nil {
+	cfgs, err := sensorConfigs(c)
+	if err != nil {
 		var list config.ErrorList
 		if !errors.As(err, &list) {
+			return nil, err
+		}
+		errs = append(errs, list...)
+	} else {
+		list, err := checkWatches(c, cfgs)
+		if err != nil {
 			return nil, err
 		}
 		errs = append(errs, list...)
@@ -239,6 +251,40 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 	}
 	return errs, nil
 }
+
+// checkWatches registers every gpio trigger's watch with a sensors.Manager that has no
+// hardware, as the start registers them with the real one: a watch the sensors refuse (an
+// output pin, say) is refused here, at its trigger.
+func checkWatches(c *config.Config, cfgs map[string]sensors.Config) (config.ErrorList, error) {
+	m, err := sensors.New(cfgs, sensors.Options{AllowMissingHardware: true, Opener: noHardware{}, W1: noHardware{},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("sensors without hardware: %w", err)
+	}
+	defer m.Close()
+	var errs config.ErrorList
+	for i, f := range c.Functions {
+		for j, t := range f.Parsed {
+			if t.Kind != config.TriggerGPIO {
+				continue
+			}
+			if err := m.Watch(t.Watch); err != nil {
+				errs = append(errs, c.Errorf(fmt.Sprintf("functions[%d].triggers[%d]", i, j), "%v", err).(*config.Error))
+			}
+		}
+	}
+	return errs, nil
+}
+
+// noHardware is the machine check runs on as far as the sensors know: no bus, no pin, no
+// 1-Wire device. Simulated sensors and pins need none.
+type noHardware struct{}
+
+var errNoHardware = errors.New("moongate check opens no hardware")
+
+func (noHardware) OpenI2C(string) (i2c.BusCloser, error) { return nil, errNoHardware }
+func (noHardware) OpenPin(string) (gpio.PinIO, error)    { return nil, errNoHardware }
+func (noHardware) Open(string) (fs.File, error)          { return nil, fs.ErrNotExist }
 
 // checkFunction builds the function as a deploy does and throws it away. Its top level
 // runs without the store: a kv.get there finds nothing.

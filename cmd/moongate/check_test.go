@@ -78,6 +78,11 @@ sync:
 	{name: "a sensor with an unknown key and a bad expression",
 		yaml: "sensors:\n  k: {driver: sim, every: 1s, values: {t: \"1+\"}, colour: red}\n",
 		want: []string{":2: sensors.k.colour: unknown key", ":2: sensors.k.values.t:"}},
+	{name: "a gpio trigger on an output pin (sensors Watch)",
+		files: map[string]string{"f.lua": "function handle(e) end\n"},
+		yaml: "sensors:\n  relay: {driver: gpio, pin: GPIO27, mode: out, sim: true}\n" +
+			"functions:\n  - name: f\n    source: f.lua\n    triggers: [\"gpio:GPIO27:falling\"]\n",
+		want: []string{":6: functions[0].triggers[0]: watch GPIO27:falling: gpio pin GPIO27 is an output (mode: out)"}},
 	{name: "broker TLS files on a plain connection",
 		yaml: "mqtt:\n  broker: tcp://127.0.0.1:1\n  tls: {ca: ca.pem}\n",
 		want: []string{"mqtt: broker URL \"tcp://127.0.0.1:1\": TLS files given for a connection without TLS"}},
