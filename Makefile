@@ -7,6 +7,7 @@ export CGO_ENABLED = 0
 
 BIN       := bin/moongate
 DEVSIM    := bin/devsim
+RECEIVER  := bin/receiver
 ARM_TARGETS := dist/moongate-linux-armv6 dist/moongate-linux-armv7 dist/moongate-linux-arm64
 
 .PHONY: all build run test vet unit smoke-arm stress-arm cross bench fuzz clean
@@ -16,13 +17,16 @@ all: build
 build:
 	$(GO) build $(GOFLAGS_B) -o $(BIN) ./cmd/moongate
 	$(GO) build $(GOFLAGS_B) -o $(DEVSIM) ./examples/devsim
+	$(GO) build $(GOFLAGS_B) -o $(RECEIVER) ./examples/receiver
 
-# The quickstart: the gateway on the embedded broker with a simulated sensor, and five
-# simulated MQTT devices. Console: http://127.0.0.1:8080. Ctrl-C stops both.
+# The quickstart: the gateway on the embedded broker with a simulated sensor, five
+# simulated MQTT devices, and the receiver that stands in for the cloud (it prints the
+# alert batches the sink posts). Console: http://127.0.0.1:8080. Ctrl-C stops all three.
 run: build
 	@echo "console: http://127.0.0.1:8080   (Ctrl-C stops)"
-	@$(DEVSIM) -broker tcp://127.0.0.1:1883 -devices 5 -rate 1 -watch 'alerts/#' >/dev/null 2>&1 & \
-	  sim=$$!; trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
+	@$(RECEIVER) -listen 127.0.0.1:8090 & recv=$$!; \
+	  $(DEVSIM) -broker tcp://127.0.0.1:1883 -devices 5 -rate 1 -watch 'alerts/#' >/dev/null 2>&1 & \
+	  sim=$$!; trap 'kill $$sim $$recv 2>/dev/null' EXIT INT TERM; \
 	  $(BIN) run -c examples/quickstart/moongate.yaml
 
 test: vet unit smoke-arm stress-arm
@@ -64,5 +68,6 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	examples/bench/run.sh 10
 
+# Also the data dirs the examples' configs create where moongate ran them.
 clean:
-	rm -rf bin dist moongate-data
+	rm -rf bin dist moongate-data moongate-data-* examples/*/moongate-data*

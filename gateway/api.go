@@ -415,10 +415,17 @@ type invokeResponse struct {
 	DurationUS int64             `json:"duration_us"`
 	Version    int               `json:"version"`
 	EventID    string            `json:"event_id"`
+	// DryRun is set for ?dry_run=1: Would then lists what the invocation asked for, and
+	// none of it happened. Otherwise Effects lists what it did (empty lists if it failed).
+	DryRun  bool        `json:"dry_run,omitempty"`
+	Would   *effectsDoc `json:"would,omitempty"`
+	Effects *effectsDoc `json:"effects,omitempty"`
 }
 
 // invokeFunction runs the function once on a test event, for real: its effects commit like
-// any other invocation's, so what the console shows is what the function does.
+// any other invocation's, so what the console shows is what the function does, and the
+// answer lists them. With ?dry_run=1 it runs the same, but applies nothing: no KV write,
+// no outbox record, no publish, no GPIO write; the answer lists what it would have done.
 func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 	v := g.registry.current(r.PathValue("name"))
 	if v == nil {
@@ -448,8 +455,14 @@ func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 			ev.Payload = req.Payload
 		}
 	}
+	dryRun := r.URL.Query().Get("dry_run")
+	dry := dryRun == "1" || dryRun == "true"
+	var effects *effectsDoc
 	res, err := g.invoke(g.runCtx, v, ev)
 	if err == nil {
+		effects, err = g.describeEffects(v, ev, res)
+	}
+	if err == nil && !dry {
 		// A test invocation is not held while the store refuses it: its caller is waiting.
 		if c := commitOf(v, ev, res); !c.empty() {
 			if err = g.store.Commit(r.Context(), c.store()); err != nil {
@@ -461,7 +474,15 @@ func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 			g.afterCommit(v, ev, res)
 		}
 	}
-	out := invokeResponse{Logs: []console.LogLine{}, Version: v.number, EventID: ev.ID}
+	if err != nil { // a failed invocation has no effects, nor has a refused commit
+		effects = noEffects()
+	}
+	out := invokeResponse{Logs: []console.LogLine{}, Version: v.number, EventID: ev.ID, DryRun: dry}
+	if dry {
+		out.Would = effects
+	} else {
+		out.Effects = effects
+	}
 	if res != nil {
 		out.Result = res.Value
 		out.DurationUS = res.Duration.Microseconds()

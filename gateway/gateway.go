@@ -280,6 +280,7 @@ func (g *Gateway) logStarted() {
 	for _, s := range g.sinks {
 		g.logger.Info("sink ready", "sink", s.Status().Name)
 	}
+	g.warnUnrouted()
 }
 
 // restoreFunctions brings back every function that was active before the stop, at the

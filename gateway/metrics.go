@@ -89,12 +89,13 @@ var (
 	descBrokerRefused = prometheus.NewDesc("moongate_broker_refused_total",
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
 		[]string{"reason"}, nil)
+	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions} {
 		ch <- d
 	}
 }
@@ -128,6 +129,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused} {
 			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 		}
+		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
 }

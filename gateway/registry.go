@@ -137,23 +137,12 @@ func (r *registry) build(spec FunctionSpec) (*version, error) {
 		}
 		triggers = append(triggers, t)
 	}
-	filename := spec.Filename
-	if filename == "" {
-		filename = spec.Name + ".lua"
-	}
-	prog, err := luafn.Compile(luafn.Spec{
-		Name: spec.Name, Version: spec.Version, Filename: filename, Source: spec.Source, Env: spec.Env,
-		Limits: luafn.Limits{Timeout: spec.Timeout, Memory: spec.Memory, Concurrency: spec.Concurrency},
-	})
+	fn, err := newFunction(spec, r.g.luaHost())
 	if err != nil {
 		var ce *luafn.CompileError
 		if errors.As(err, &ce) {
 			return nil, &CompileError{Line: ce.Line, Err: err}
 		}
-		return nil, &CompileError{Err: err}
-	}
-	fn, err := luafn.New(prog, r.g.luaHost())
-	if err != nil {
 		return nil, &CompileError{Err: err}
 	}
 	return &version{name: spec.Name, number: spec.Version, spec: spec, fn: fn, triggers: triggers,

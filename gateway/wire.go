@@ -7,12 +7,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"periph.io/x/conn/v3/gpio"
+	"periph.io/x/conn/v3/i2c"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/internal/atomicfile"
@@ -35,6 +40,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen, WSAllowedOrigins: m.Embedded.WSAllowedOrigins,
 			PasswordFile: g.cfg.Resolve(m.Embedded.PasswordFile), ACLFile: g.cfg.Resolve(m.Embedded.ACLFile),
 			Username: m.Username, Password: m.Password, Logger: logger,
+			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,
@@ -44,15 +50,24 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 		}
 		return b, nil
 	}
-	c, err := mqtt.NewClient(mqtt.ClientOptions{
-		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
-		TLS:    mqtt.TLSFiles{CA: g.cfg.Resolve(m.TLS.CA), Cert: g.cfg.Resolve(m.TLS.Cert), Key: g.cfg.Resolve(m.TLS.Key)},
-		Logger: logger, DrainTimeout: -1,
-	})
+	opts := clientOptions(g.cfg)
+	opts.Logger = logger
+	c, err := mqtt.NewClient(opts)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt client: %w", err)
 	}
 	return c, nil
+}
+
+// clientOptions are the external broker's settings; Check builds the client from them
+// too, so that a TLS file run would refuse is refused by check.
+func clientOptions(c *config.Config) mqtt.ClientOptions {
+	m := c.MQTT
+	return mqtt.ClientOptions{
+		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
+		TLS:          mqtt.TLSFiles{CA: c.Resolve(m.TLS.CA), Cert: c.Resolve(m.TLS.Cert), Key: c.Resolve(m.TLS.Key)},
+		DrainTimeout: -1,
+	}
 }
 
 // openSensors decodes the sensors: section with the sensors package's own type and opens
@@ -79,38 +94,48 @@ func (g *Gateway) openSensors() error {
 	return nil
 }
 
-// sensorConfigs decodes and validates every sensors: entry, all errors at once, each
-// with file, line and key.
+// sensorConfigs decodes and validates every sensors: entry as sensors.New will, all
+// errors at once, each with file, line and key.
 func sensorConfigs(c *config.Config) (map[string]sensors.Config, error) {
 	out := map[string]sensors.Config{}
 	var errs config.ErrorList
-	names := make([]string, 0, len(c.Sensors))
-	for name := range c.Sensors {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		n := c.Sensors[name]
-		key := "sensors." + name
+	for name, n := range c.Sensors {
 		var sc sensors.Config
-		if err := c.DecodeStrict(&n, key, &sc); err != nil {
+		if err := c.DecodeStrict(&n, "sensors."+name, &sc); err != nil {
 			var list config.ErrorList
-			if errors.As(err, &list) {
-				errs = append(errs, list...)
-				continue
+			if !errors.As(err, &list) {
+				return nil, err
 			}
-			return nil, err
-		}
-		if err := sc.Validate(); err != nil {
-			errs = append(errs, fieldErrors(c, key, err)...)
-			continue
+			errs = append(errs, list...)
+			if !onlyUnknownKeys(list) {
+				continue // a value that did not decode would be reported again as missing
+			}
 		}
 		out[name] = sc
 	}
+	if err := sensors.Check(out); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			var se *sensors.SensorError
+			if !errors.As(e, &se) {
+				return nil, err
+			}
+			errs = append(errs, fieldErrors(c, "sensors."+se.Sensor, se.Err)...)
+		}
+	}
 	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
 		return nil, errs
 	}
 	return out, nil
+}
+
+func onlyUnknownKeys(list config.ErrorList) bool {
+	for _, e := range list {
+		if e.Msg != config.MsgUnknownKey {
+			return false
+		}
+	}
+	return true
 }
 
 // fieldErrors locates each of the sensors package's field errors at its own line.
@@ -133,17 +158,76 @@ func fieldErrors(c *config.Config, key string, err error) config.ErrorList {
 	return out
 }
 
-// Check validates a config as far as it can without opening anything: the config itself,
-// the sensors section, and every function's source, which must compile. It is
-// `moongate check`, and the first step of `moongate run`.
-func Check(c *config.Config) error {
+// Load reads a config and checks it as `moongate run` would before it opens anything:
+// config.Load's errors and Check's, all in one list, so that one pass shows everything
+// that stands between the file and a running gateway.
+func Load(path string) (*config.Config, error) {
+	c, err := config.Load(path)
 	var errs config.ErrorList
-	if _, err := sensorConfigs(c); err != nil {
+	if err != nil && (c == nil || !errors.As(err, &errs)) {
+		return nil, err
+	}
+	more, err := check(c, errs)
+	if err != nil {
+		return nil, err
+	}
+	if errs = append(errs, more...); len(errs) > 0 {
+		// In the config's order: an error in a Lua file stands where its function does.
+		at := func(e *config.Error) int {
+			if e.File == c.File {
+				return e.Line
+			}
+			return c.Errorf(e.Key, "").(*config.Error).Line
+		}
+		sort.SliceStable(errs, func(i, j int) bool { return at(errs[i]) < at(errs[j]) })
+		return nil, errs
+	}
+	return c, nil
+}
+
+// Check validates a loaded config as far as it can without opening anything: the sensors
+// section, every function (compiled and its top level run, as a deploy does), every sink
+// and the external broker's client (their TLS files read). Whatever would make Run refuse
+// the config at start, apart from hardware, ports and the data dir, is refused here.
+func Check(c *config.Config) error {
+	errs, err := check(c, nil)
+	if err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// check is Check on a config that may already have errors (known): a function whose name
+// or source the config refused is not built, and a leaf's verdict on a setting the config
+// already refused (a limit, a sink's URL) is not reported twice.
+func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
+	var errs config.ErrorList
+	cfgs, err := sensorConfigs(c)
+	if err != nil {
 		var list config.ErrorList
 		if !errors.As(err, &list) {
-			return err
+			return nil, err
 		}
 		errs = append(errs, list...)
+	} else {
+		list, err := checkWatches(c, cfgs)
+		if err != nil {
+			return nil, err
+		}
+		errs = append(errs, list...)
+	}
+	// under reports whether the config already refused something at or under key: a
+	// setting both the config and a leaf refuse is reported once, by the config.
+	under := func(key string) bool {
+		for _, e := range known {
+			if e.Key == key || strings.HasPrefix(e.Key, key+".") || strings.HasPrefix(e.Key, key+"[") {
+				return true
+			}
+		}
+		return false
 	}
 	if c.MQTT.Broker == "embedded" {
 		pwErr, aclErr := mqtt.CheckDeviceFiles(c.Resolve(c.MQTT.Embedded.PasswordFile), c.Resolve(c.MQTT.Embedded.ACLFile))
@@ -155,26 +239,109 @@ func Check(c *config.Config) error {
 		}
 	}
 	for i, f := range c.Functions {
-		if f.Code == "" && f.Source != "" {
-			continue // unreadable source: already reported by config.Load
-		}
-		_, err := luafn.Compile(luafn.Spec{Name: f.Name, Filename: f.Source, Source: f.Code,
-			Limits: luafn.Limits{Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency}})
-		if err == nil {
+		key := fmt.Sprintf("functions[%d]", i)
+		if under(key+".name") || under(key+".source") {
 			continue
 		}
-		e := c.Errorf(fmt.Sprintf("functions[%d].source", i), "%v", err).(*config.Error)
+		err := checkFunction(c, specFromConfig(f))
 		var ce *luafn.CompileError
-		if errors.As(err, &ce) && ce.Line > 0 {
-			// Point at the Lua file's own line: that is where the fix goes.
-			e = &config.Error{File: c.Resolve(f.Source), Line: ce.Line, Key: fmt.Sprintf("functions[%d]", i), Msg: ce.Message}
+		if err == nil || !errors.As(err, &ce) && under(key) {
+			continue
 		}
-		errs = append(errs, e)
+		errs = append(errs, functionError(c, key, f, err))
 	}
-	if len(errs) > 0 {
-		return errs
+	for i, sc := range c.Sync.Sinks {
+		key := fmt.Sprintf("sync.sinks[%d]", i)
+		if under(key) {
+			continue
+		}
+		if err := sink.Check(sinkConfig(c, sc)); err != nil {
+			errs = append(errs, c.Errorf(key, "%v", err).(*config.Error))
+		}
 	}
+	if c.MQTT.Broker != "embedded" && !under("mqtt") {
+		if _, err := mqtt.NewClient(clientOptions(c)); err != nil {
+			errs = append(errs, c.Errorf("mqtt", "%v", err).(*config.Error))
+		}
+	}
+	return errs, nil
+}
+
+// checkWatches registers every gpio trigger's watch with a sensors.Manager that has no
+// hardware, as the start registers them with the real one: a watch the sensors refuse (an
+// output pin, say) is refused here, at its trigger.
+func checkWatches(c *config.Config, cfgs map[string]sensors.Config) (config.ErrorList, error) {
+	m, err := sensors.New(cfgs, sensors.Options{AllowMissingHardware: true, Opener: noHardware{}, W1: noHardware{},
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, fmt.Errorf("sensors without hardware: %w", err)
+	}
+	defer m.Close()
+	var errs config.ErrorList
+	for i, f := range c.Functions {
+		for j, t := range f.Parsed {
+			if t.Kind != config.TriggerGPIO {
+				continue
+			}
+			if err := m.Watch(t.Watch); err != nil {
+				errs = append(errs, c.Errorf(fmt.Sprintf("functions[%d].triggers[%d]", i, j), "%v", err).(*config.Error))
+			}
+		}
+	}
+	return errs, nil
+}
+
+// noHardware is the machine check runs on as far as the sensors know: no bus, no pin, no
+// 1-Wire device. Simulated sensors and pins need none.
+type noHardware struct{}
+
+var errNoHardware = errors.New("moongate check opens no hardware")
+
+func (noHardware) OpenI2C(string) (i2c.BusCloser, error) { return nil, errNoHardware }
+func (noHardware) OpenPin(string) (gpio.PinIO, error)    { return nil, errNoHardware }
+func (noHardware) Open(string) (fs.File, error)          { return nil, fs.ErrNotExist }
+
+// checkFunction builds the function as a deploy does and throws it away. Its top level
+// runs without the store: a kv.get there finds nothing.
+func checkFunction(c *config.Config, spec FunctionSpec) error {
+	fn, err := newFunction(spec, luafn.Host{GatewayID: c.Gateway.ID})
+	if err != nil {
+		return err
+	}
+	fn.Close()
 	return nil
+}
+
+// newFunction compiles spec (luafn.Compile) and warms its VMs (luafn.New, which runs the
+// top level and requires handle): every verdict on a function's source and limits comes
+// from here, for check as for a deploy. Errors are luafn's, a *luafn.CompileError when
+// about the source.
+func newFunction(spec FunctionSpec, host luafn.Host) (*luafn.Function, error) {
+	filename := spec.Filename
+	if filename == "" {
+		filename = spec.Name + ".lua"
+	}
+	prog, err := luafn.Compile(luafn.Spec{
+		Name: spec.Name, Version: spec.Version, Filename: filename, Source: spec.Source, Env: spec.Env,
+		Limits: luafn.Limits{Timeout: spec.Timeout, Memory: spec.Memory, Concurrency: spec.Concurrency},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return luafn.New(prog, host)
+}
+
+// functionError places a function's error: at the Lua file's line when it has one (that
+// is where the fix goes), else at the function's entry in the config.
+func functionError(c *config.Config, key string, f config.Function, err error) *config.Error {
+	var ce *luafn.CompileError
+	if errors.As(err, &ce) && ce.Line > 0 {
+		return &config.Error{File: c.Resolve(f.Source), Line: ce.Line, Key: key, Msg: ce.Message}
+	}
+	if errors.As(err, &ce) {
+		return c.Errorf(key+".source", "%s: %s", c.Resolve(f.Source), ce.Message).(*config.Error)
+	}
+	return c.Errorf(key, "%v", err).(*config.Error)
 }
 
 // checkTrigger refuses triggers that name sensors or pins the gateway does not have. A
@@ -212,19 +379,7 @@ func (g *Gateway) luaHost() luafn.Host {
 
 func (g *Gateway) openSinks() error {
 	for i, sc := range g.cfg.Sync.Sinks {
-		cfg := sink.Config{
-			Name: sc.Name, Streams: sc.Streams, GatewayID: g.cfg.Gateway.ID,
-			Batch: sink.Batch{MaxRecords: sc.Batch.MaxRecords, MaxBytes: int(sc.Batch.MaxBytes), Linger: sc.Batch.Linger},
-		}
-		if h := sc.HTTP; h != nil {
-			cfg.HTTP = &sink.HTTPConfig{URL: h.URL, Headers: h.Headers, HMACSecret: h.HMACSecret,
-				CAFile: g.cfg.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip}
-		}
-		if m := sc.MQTT; m != nil {
-			cfg.MQTT = &sink.MQTTConfig{Broker: m.Broker, Topic: m.Topic, QoS: byte(m.QoS), ClientID: m.ClientID,
-				Username: m.Username, Password: m.Password, Window: m.Window,
-				TLS: sink.TLSFiles{CA: g.cfg.Resolve(m.TLS.CA), Cert: g.cfg.Resolve(m.TLS.Cert), Key: g.cfg.Resolve(m.TLS.Key)}}
-		}
+		cfg := sinkConfig(g.cfg, sc)
 		name := sc.Name
 		cfg.OnTransition = func(st sink.Status) {
 			g.live.sync(name, string(st.State), st.LastError, st.Lag, st.PendingRecords)
@@ -236,6 +391,24 @@ func (g *Gateway) openSinks() error {
 		g.sinks = append(g.sinks, s)
 	}
 	return nil
+}
+
+// sinkConfig translates a sync.sinks entry into the sink package's config.
+func sinkConfig(c *config.Config, sc config.Sink) sink.Config {
+	cfg := sink.Config{
+		Name: sc.Name, Streams: sc.Streams, GatewayID: c.Gateway.ID,
+		Batch: sink.Batch{MaxRecords: sc.Batch.MaxRecords, MaxBytes: int(sc.Batch.MaxBytes), Linger: sc.Batch.Linger},
+	}
+	if h := sc.HTTP; h != nil {
+		cfg.HTTP = &sink.HTTPConfig{URL: h.URL, Headers: h.Headers, HMACSecret: h.HMACSecret,
+			CAFile: c.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip}
+	}
+	if m := sc.MQTT; m != nil {
+		cfg.MQTT = &sink.MQTTConfig{Broker: m.Broker, Topic: m.Topic, QoS: byte(m.QoS), ClientID: m.ClientID,
+			Username: m.Username, Password: m.Password, Window: m.Window,
+			TLS: sink.TLSFiles{CA: c.Resolve(m.TLS.CA), Cert: c.Resolve(m.TLS.Cert), Key: c.Resolve(m.TLS.Key)}}
+	}
+	return cfg
 }
 
 // busPublisher lets sinks publish downlink commands once the bus exists.
@@ -342,11 +515,55 @@ func (g *Gateway) getSync(w http.ResponseWriter, r *http.Request) {
 	st := g.store.Stats()
 	d := st.Dropped
 	writeJSON(w, http.StatusOK, map[string]any{
-		"sinks": sinks,
+		"sinks":    sinks,
+		"unrouted": unrouted(st),
 		"outbox": map[string]any{"pending": st.PendingRecords, "bytes": st.PendingBytes,
 			"max_bytes": int64(g.cfg.Sync.Outbox.MaxBytes), "dropped": d.Quota + d.TTL + d.Rejected,
 			"dropped_by": dropsByCause(d), "disk_bytes": st.DiskBytes, "disk_free": st.DiskFree},
 	})
+}
+
+// unroutedDoc is a stream with records that no sink takes: they wait in the outbox until
+// the ttl or on_full policy drops them.
+type unroutedDoc struct {
+	Stream  string `json:"stream"`
+	Pending int64  `json:"pending"`
+}
+
+func unrouted(st store.Stats) []unroutedDoc {
+	out := []unroutedDoc{}
+	for name, ss := range st.Streams {
+		if ss.Pending == 0 {
+			continue
+		}
+		taken := false
+		for _, streams := range st.Consumers {
+			_, ok := streams[name]
+			taken = taken || ok
+		}
+		if !taken {
+			out = append(out, unroutedDoc{Stream: name, Pending: ss.Pending})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Stream < out[j].Stream })
+	return out
+}
+
+// warnUnrouted says, once at start, which functions emit to a stream no sink takes.
+func (g *Gateway) warnUnrouted() {
+	for _, v := range g.registry.all() {
+		if v.emit == "" {
+			continue
+		}
+		routed := false
+		for _, sc := range g.cfg.Sync.Sinks {
+			routed = routed || store.MatchStream(sc.Streams, v.emit)
+		}
+		if !routed {
+			g.logger.Warn("no sink takes this function's emit stream: its records wait in the outbox until sync.outbox ttl or on_full drops them",
+				"function", v.name, "stream", v.emit)
+		}
+	}
 }
 
 func dropsByCause(d store.Drops) map[string]uint64 {

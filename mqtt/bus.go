@@ -122,7 +122,10 @@ type Status struct {
 	Published uint64 // successful Publish calls
 	// Refused counts QoS 1 and 2 messages handed back unacknowledged: the embedded broker
 	// disconnects the device (it redelivers) when Ack does not come in time or the bus closes.
-	Refused    uint64
+	Refused uint64
+	// Oversize counts devices disconnected for a packet larger than the embedded
+	// broker's maximum packet size.
+	Oversize   uint64
 	Reconnects uint64 // external: connections after the first
 	LastError  string // external: why the last connection attempt failed or the connection dropped
 

@@ -55,7 +55,9 @@ type EmbeddedOptions struct {
 	// DrainTimeout is how long Close waits for the acknowledgements of messages already
 	// handed to the handler before it hands them back. Zero means 1s; negative, no wait.
 	DrainTimeout time.Duration
-	// MaxPacketSize is the largest packet, in bytes, a device may send. Zero means 256 KiB.
+	// MaxPacketSize is the largest packet, in bytes, a device may send; a device that
+	// sends a larger one is disconnected, logged (once a minute per client id, with the
+	// size) and counted in Status.Oversize. Zero means 256 KiB (defaultMaxPacketSize).
 	MaxPacketSize uint32
 	// Logger receives the broker's log. mochi's own records, errors excepted, are logged
 	// at Debug level. Nil discards.
@@ -113,15 +115,20 @@ type Embedded struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
-	received, acked, published, refused      atomic.Uint64
-	authFailures, loginsThrottled, aclDenied atomic.Uint64
+	received, acked, published, refused, oversize atomic.Uint64
+	authFailures, loginsThrottled, aclDenied      atomic.Uint64
+	oversizeLog                                   oversizeLog
 }
 
 type handlerRef struct{ h Handler }
 
+// defaultMaxPacketSize is the embedded broker's largest packet when the config sets none:
+// enough for any reading or command, small enough that a board with hundreds of devices
+// cannot be made to hold a packet of each in memory.
+const defaultMaxPacketSize = 256 << 10
+
 // Broker limits, chosen for a small board with tens to hundreds of devices.
 const (
-	defaultMaxPacketSize = 256 << 10
 	// Connections: a gateway serves tens to hundreds of devices, each from its own
 	// address; the caps keep one host from taking every file descriptor.
 	defaultMaxConnections        = 1024
@@ -192,12 +199,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
-	e.tcp = newTCPListener("tcp", opts.Listen, e.conns, opts.ConnectTimeout, e.closeClients)
+	e.tcp = newTCPListener("tcp", opts.Listen, e.conns, opts.ConnectTimeout, e.closeClients, opts.MaxPacketSize)
 	if err := e.srv.AddListener(e.tcp); err != nil {
 		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
 	}
 	if opts.WSListen != "" {
-		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.conns, opts.ConnectTimeout, e.closeClients)
+		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.conns, opts.ConnectTimeout, e.closeClients, opts.MaxPacketSize)
 		if err := e.srv.AddListener(e.ws); err != nil {
 			_ = e.srv.Close()
 			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)
@@ -325,6 +332,7 @@ func (e *Embedded) Status() Status {
 		Pending:   e.inflight.count(),
 		Published: e.published.Load(),
 		Refused:   e.refused.Load(),
+		Oversize:  e.oversize.Load(),
 
 		AuthFailures:       e.authFailures.Load(),
 		LoginsThrottled:    e.loginsThrottled.Load(),
@@ -474,7 +482,7 @@ func (h *embeddedHook) ID() string { return "moongate" }
 
 func (h *embeddedHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWillSent:
+	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWillSent, mochi.OnDisconnect:
 		return true
 	}
 	return false
@@ -503,6 +511,25 @@ func (h *embeddedHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ 
 	if _, ok := h.e.processing.LoadAndDelete(cl); ok {
 		h.e.inflight.end()
 	}
+}
+
+// OnDisconnect counts and logs a device dropped for a packet larger than the maximum:
+// mochi closes the connection without a word (a 3.1.1 client has no reason code to get).
+func (h *embeddedHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	if !errors.Is(err, packets.ErrPacketTooLarge) {
+		return
+	}
+	e := h.e
+	e.oversize.Add(1)
+	if !e.oversizeLog.due(cl.ID, time.Now()) {
+		return
+	}
+	var size int64
+	if fc, ok := cl.Net.Conn.(*framedConn); ok {
+		size = fc.oversize.Load()
+	}
+	e.log.Warn("device disconnected: packet larger than the maximum packet size (mqtt.embedded.max_packet_size)",
+		"client", cl.ID, "remote", cl.Net.Remote, "size", size, "max", e.opts.MaxPacketSize)
 }
 
 // OnWillSent hands a device's last will to the handler: mochi publishes wills without

@@ -68,10 +68,11 @@ type tcpListener struct {
 	limit          *connlimit.Limiter
 	connectTimeout time.Duration     // for the CONNECT; mochi sets the keepalive deadline after it
 	closeClients   listeners.CloseFn // used instead of the one mochi passes to Close
+	maxPacket      uint32            // the broker's maximum packet size, for framedConn
 }
 
-func newTCPListener(id, address string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn) *tcpListener {
-	return &tcpListener{id: id, address: address, limit: limit, connectTimeout: connectTimeout, closeClients: closeClients}
+func newTCPListener(id, address string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn, maxPacket uint32) *tcpListener {
+	return &tcpListener{id: id, address: address, limit: limit, connectTimeout: connectTimeout, closeClients: closeClients, maxPacket: maxPacket}
 }
 
 func (l *tcpListener) ID() string       { return l.id }
@@ -117,7 +118,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		go func() {
 			defer release()
 			defer l.conns.done(c)
-			if err := establish(l.id, c); err != nil {
+			if err := establish(l.id, newFramedConn(c, l.maxPacket)); err != nil {
 				l.log.Debug("client ended", logKeyErr, err)
 			}
 		}()

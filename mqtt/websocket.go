@@ -34,15 +34,17 @@ type wsListener struct {
 	// closeClients is used instead of the CloseFn mochi passes to Close: see
 	// Embedded.closeClients.
 	closeClients listeners.CloseFn
+	maxPacket    uint32 // the broker's maximum packet size, for framedConn
 }
 
-func newWSListener(id, address string, allowedOrigins []string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn) *wsListener {
+func newWSListener(id, address string, allowedOrigins []string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn, maxPacket uint32) *wsListener {
 	return &wsListener{
 		id:             id,
 		address:        address,
 		limit:          limit,
 		connectTimeout: connectTimeout,
 		closeClients:   closeClients,
+		maxPacket:      maxPacket,
 		upgrader: websocket.Upgrader{
 			Subprotocols: []string{"mqtt"},
 			// Any web page the user opens could otherwise subscribe to # and publish
@@ -100,7 +102,7 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout)) // mochi sets the keepalive's after CONNECT
 	defer l.conns.done(conn)
 	defer c.Close()
-	if err := l.establish(l.id, conn); err != nil {
+	if err := l.establish(l.id, newFramedConn(conn, l.maxPacket)); err != nil {
 		l.log.Debug("websocket client ended", logKeyErr, err)
 	}
 }

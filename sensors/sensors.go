@@ -160,6 +160,37 @@ type SensorStatus struct {
 	Coalesced           uint64             `json:"coalesced,omitempty"` // merged because the handler fell behind
 }
 
+// SensorError is a problem with one sensor of a set; Err may join several.
+type SensorError struct {
+	Sensor string
+	Err    error
+}
+
+func (e *SensorError) Error() string { return "sensor " + e.Sensor + ": " + e.Err.Error() }
+func (e *SensorError) Unwrap() error { return e.Err }
+
+// Check refuses cfgs for every reason New would before it touches hardware: each
+// config's Validate, and a pin used by two sensors. It returns nil or errors.Join of
+// *SensorError values.
+func Check(cfgs map[string]Config) error {
+	var errs []error
+	pinOwner := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(cfgs)) {
+		c := cfgs[name]
+		if err := c.Validate(); err != nil {
+			errs = append(errs, &SensorError{Sensor: name, Err: err})
+			continue
+		}
+		if c.Driver == DriverGPIO {
+			if other, ok := pinOwner[c.Pin]; ok {
+				errs = append(errs, &SensorError{Sensor: name, Err: fmt.Errorf("pin %s is already used by sensor %s", c.Pin, other)})
+			}
+			pinOwner[c.Pin] = name
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // New validates cfgs (every error at once, each prefixed with "sensor
 // NAME: ") and opens the hardware. See Options.AllowMissingHardware.
 func New(cfgs map[string]Config, opts Options) (*Manager, error) {
@@ -200,25 +231,10 @@ func New(cfgs map[string]Config, opts Options) (*Manager, error) {
 	m.start = m.clock.Now()
 
 	m.names = slices.Sorted(maps.Keys(cfgs))
-	var errs []error
-	pinOwner := map[string]string{}
-	for _, name := range m.names {
-		c := cfgs[name]
-		if err := c.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("sensor %s: %w", name, err))
-			continue
-		}
-		if c.Driver == DriverGPIO {
-			if other, ok := pinOwner[c.Pin]; ok {
-				errs = append(errs, fmt.Errorf("sensor %s: pin %s is already used by sensor %s", name, c.Pin, other))
-			}
-			pinOwner[c.Pin] = name
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := Check(cfgs); err != nil {
 		return nil, err
 	}
-
+	var errs []error
 	for _, name := range m.names {
 		c := cfgs[name]
 		s := &sensor{

@@ -33,8 +33,8 @@ func commands() []command {
 	return []command{
 		{"run", "[-c moongate.yaml] [--allow-missing-hardware]", "start the gateway", runCmd},
 		{"check", "[-c moongate.yaml]", "validate the config and the functions, then exit", checkCmd},
-		{"deploy", "NAME FILE.lua [--trigger SPEC]... [--timeout D] [--memory SIZE]", "deploy a function (a new version)", deployCmd},
-		{"invoke", "NAME [--event JSON]", "run a function once with a test event", invokeCmd},
+		{"deploy", "NAME FILE.lua [--trigger SPEC|none]... [--timeout D] [--memory SIZE]", "deploy a function (a new version)", deployCmd},
+		{"invoke", "NAME [--event JSON] [--dry-run]", "run a function once with a test event", invokeCmd},
 		{"functions", "", "list functions, versions, triggers, counters", functionsCmd},
 		{"rollback", "NAME [VERSION]", "deploy an earlier version again", rollbackCmd},
 		{"delete", "NAME [--purge]", "delete a function (its KV stays unless --purge)", deleteCmd},

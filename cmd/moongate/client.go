@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,7 +163,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("deploy", stderr)
 	a := clientFlags(fs)
 	var triggers multiFlag
-	fs.Var(&triggers, "trigger", "trigger SPEC (repeat): mqtt:sensors/+/temp, gpio:GPIO17:falling:50ms, sensor:kitchen, every:30s")
+	fs.Var(&triggers, "trigger", "trigger SPEC (repeat): mqtt:sensors/+/temp, gpio:GPIO17:falling:50ms, sensor:kitchen, every:30s; none for invoke only. Without it a redeploy keeps the triggers")
 	timeout := fs.String("timeout", "", "wall time per invocation, e.g. 100ms")
 	memory := fs.String("memory", "", "memory per invocation, e.g. 16MiB")
 	concurrency := fs.Int("concurrency", 0, "warm VMs")
@@ -184,8 +185,26 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("read %s: %v", pos[1], err)
 	}
 	body := map[string]any{"source": string(src)}
-	if len(triggers) > 0 {
+	switch {
+	case slices.Contains(triggers, "none"):
+		if len(triggers) > 1 {
+			return usagef("--trigger none means no triggers: it cannot go with others")
+		}
+		body["triggers"] = []string{}
+	case len(triggers) > 0:
 		body["triggers"] = []string(triggers)
+	default:
+		// Without --trigger a redeploy keeps the function's triggers; a new function would
+		// get none and never run on its own, which is rarely what was meant.
+		var cur functionInfo
+		err := a.do(ctx, http.MethodGet, functionPath(pos[0]), nil, &cur)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+			return usagef("a new function needs at least one --trigger; use --trigger none to deploy it for invoke only")
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if *timeout != "" {
 		body["timeout"] = *timeout
@@ -218,7 +237,11 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return err
 	}
-	fmt.Fprintf(stdout, "deployed %s version %d (%s)\n", fn.Name, fn.Version, strings.Join(fn.Triggers, ", "))
+	triggersText := strings.Join(fn.Triggers, ", ")
+	if len(fn.Triggers) == 0 {
+		triggersText = "no triggers: invoke only"
+	}
+	fmt.Fprintf(stdout, "deployed %s version %d (%s)\n", fn.Name, fn.Version, triggersText)
 	return nil
 }
 
@@ -270,12 +293,13 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlags("invoke", stderr)
 	a := clientFlags(fs)
 	event := fs.String("event", "{}", "test event as JSON, e.g. '{\"topic\":\"sensors/a/temp\",\"payload\":{\"temp\":31}}'")
+	dryRun := fs.Bool("dry-run", false, "run the function but apply nothing: print the KV writes, emits, publishes and GPIO writes it would make")
 	pos, err := splitArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("usage: moongate invoke NAME [--event JSON]")
+		return usagef("usage: moongate invoke NAME [--event JSON] [--dry-run]")
 	}
 	var ev json.RawMessage
 	if err := json.Unmarshal([]byte(*event), &ev); err != nil {
@@ -284,12 +308,18 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var res struct {
 		Result     json.RawMessage `json:"result"`
 		Logs       []struct{ Level, Msg string }
-		Error      string `json:"error"`
-		Line       int    `json:"line"`
-		DurationUS int64  `json:"duration_us"`
-		Version    int    `json:"version"`
+		Error      string   `json:"error"`
+		Line       int      `json:"line"`
+		DurationUS int64    `json:"duration_us"`
+		Version    int      `json:"version"`
+		Would      *effects `json:"would"`
+		Effects    *effects `json:"effects"`
 	}
-	if err := a.do(ctx, http.MethodPost, functionPath(pos[0], "invoke"), ev, &res); err != nil {
+	path := functionPath(pos[0], "invoke")
+	if *dryRun {
+		path += "?dry_run=1"
+	}
+	if err := a.do(ctx, http.MethodPost, path, ev, &res); err != nil {
 		return err
 	}
 	for _, l := range res.Logs {
@@ -300,6 +330,12 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("invocation failed: %s", res.Error)
 	}
 	fmt.Fprintf(stdout, "result %s\n", res.Result)
+	if *dryRun {
+		fmt.Fprintln(stdout, "dry run: nothing was applied")
+		res.Would.print(stdout, "would ")
+	} else {
+		res.Effects.print(stdout, "")
+	}
 	return nil
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -275,38 +273,5 @@ func checkAlerts(t *testing.T, broker string) {
 		if alerts[i] != want[i] {
 			t.Fatalf("alerts %v, want %v", alerts, want)
 		}
-	}
-}
-
-// TestConfigErrors: a bad config is exit code 2 with file:line and key, never a panic.
-func TestConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "bad.lua"), []byte("function handle(e)\n  return e.x +\nend\n"), 0o644)
-	cfg := filepath.Join(dir, "moongate.yaml")
-	os.WriteFile(cfg, []byte("gateway:\n  console: {listen: 127.0.0.1:0}\nfunctions:\n  - name: f\n    source: bad.lua\n    triggers: [\"mqtt:a/#\"]\n    timeout: soon\n"), 0o644)
-	for _, cmd := range []string{"check", "run"} {
-		var stdout, stderr bytes.Buffer
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		code := Main(ctx, []string{cmd, "-c", cfg}, &stdout, &stderr)
-		cancel()
-		if code != exitUsage {
-			t.Errorf("%s: exit %d, want 2; stderr:\n%s", cmd, code, stderr.String())
-		}
-		msg := stderr.String()
-		if !strings.Contains(msg, cfg+":7: functions[0].timeout") {
-			t.Errorf("%s: no file:line:key for the timeout in:\n%s", cmd, msg)
-		}
-		if strings.Contains(msg, "goroutine") || strings.Contains(msg, "panic") {
-			t.Errorf("%s: stack trace in:\n%s", cmd, msg)
-		}
-	}
-	// The config itself fine, the Lua source broken: the error points at the Lua line.
-	os.WriteFile(cfg, []byte("functions:\n  - name: f\n    source: bad.lua\n    triggers: [\"mqtt:a/#\"]\n"), 0o644)
-	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"check", "-c", cfg}, &stdout, &stderr); code != exitUsage {
-		t.Fatalf("check: exit %d, want 2", code)
-	}
-	if !strings.Contains(stderr.String(), filepath.Join(dir, "bad.lua")+":3") {
-		t.Errorf("no Lua file:line in:\n%s", stderr.String())
 	}
 }

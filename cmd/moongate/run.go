@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -27,11 +28,8 @@ func loadConfig(path string, explicit bool) (*config.Config, error) {
 			return config.Default(), nil
 		}
 	}
-	c, err := config.Load(path)
+	c, err := gateway.Load(path)
 	if err != nil {
-		return nil, usageError{err}
-	}
-	if err := gateway.Check(c); err != nil {
 		return nil, usageError{err}
 	}
 	return c, nil
@@ -59,7 +57,12 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.File == "" {
-		logger.Info("no config file: embedded broker and console only", "looked_for", path)
+		// The data dir is then created where moongate runs: say where that is.
+		dataDir, err := filepath.Abs(cfg.Gateway.DataDir)
+		if err != nil {
+			dataDir = cfg.Gateway.DataDir
+		}
+		logger.Info("no config file: embedded broker and console only", "looked_for", path, "data_dir", dataDir)
 	}
 	if lim := *cfg.Gateway.MemoryLimit; lim > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(lim))

@@ -87,6 +87,9 @@ type Embedded struct {
 	// AllowAnonymous lets any device on the network connect without credentials to a
 	// listener beyond loopback. Logged as a warning at every start.
 	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// MaxPacketSize is the largest packet a device may send; a larger one disconnects the
+	// device, logged and counted. Unset: the broker's default, 256KiB.
+	MaxPacketSize Size `yaml:"max_packet_size"`
 }
 
 // TLS names PEM files; empty fields are unused.
@@ -223,6 +226,7 @@ func (c *Config) errorAt(key, format string, args ...any) *Error {
 	if c.src != nil {
 		e.File = c.src.file
 		e.Line = c.src.lineOf(key)
+		c.src.explain(e)
 	}
 	return e
 }

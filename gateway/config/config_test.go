@@ -185,3 +185,40 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse("fuzz.yaml", data) // must not panic or hang
 	})
 }
+
+// A value that is empty because its ${VAR} is unset or empty says which variable, at
+// that value's line, for decode and validation errors alike.
+func TestBlankVariableNamed(t *testing.T) {
+	t.Setenv("MOONGATE_TEST_EMPTY", "")
+	p := write(t, `functions:
+  - name: f
+    source: f.lua
+    triggers: ["mqtt:a/#"]
+    timeout: "${MOONGATE_TEST_EMPTY}"
+sync:
+  sinks:
+    - name: cloud
+      http: {url: "${MOONGATE_TEST_UNSET}/ingest"}
+`)
+	_, err := Load(p)
+	want := []string{
+		p + ":5: functions[0].timeout: cannot unmarshal `` into time.Duration (${MOONGATE_TEST_EMPTY} is set but empty)",
+		p + `:9: sync.sinks[0].http.url: "/ingest" is not a URL like http://host:port (${MOONGATE_TEST_UNSET} is not set)`,
+	}
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("missing %q in:\n%v", w, err)
+		}
+	}
+}
+
+func TestMaxPacketSizeBounds(t *testing.T) {
+	c, err := Load(write(t, "mqtt:\n  embedded: {max_packet_size: 1MiB}\n"))
+	if err != nil || c.MQTT.Embedded.MaxPacketSize != 1<<20 {
+		t.Fatalf("1MiB: %v, %v", err, c)
+	}
+	_, err = Load(write(t, "mqtt:\n  embedded:\n    max_packet_size: 512MiB\n"))
+	if err == nil || !strings.Contains(err.Error(), ":3: mqtt.embedded.max_packet_size: 512 MiB is not between 1KiB and 256MiB") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -37,6 +37,9 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// MsgUnknownKey is the Msg of an Error about a key the config does not have.
+const MsgUnknownKey = "unknown key"
+
 // ErrorList is every error found in one config, in file order.
 type ErrorList []*Error
 
@@ -67,6 +70,9 @@ type source struct {
 	root   *yaml.Node
 	lines  map[string]int // key path -> line of its value
 	byLine map[int]string // line -> deepest key path whose key starts on it
+	// blank holds, per key path, the ${VAR}s that expanded to nothing there, each with
+	// why ("is not set", "is set but empty"): an error about that value says so.
+	blank map[string][]string
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
@@ -76,7 +82,7 @@ func parseSource(file string, data []byte) (*source, ErrorList) {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, ErrorList{yamlSyntaxError(file, err)}
 	}
-	s := &source{file: file, lines: map[string]int{}, byLine: map[int]string{}}
+	s := &source{file: file, lines: map[string]int{}, byLine: map[int]string{}, blank: map[string][]string{}}
 	if len(doc.Content) == 0 { // empty file: all defaults
 		s.root = &yaml.Node{Kind: yaml.MappingNode}
 		return s, nil
@@ -114,12 +120,26 @@ func (s *source) index(n *yaml.Node, path string) {
 	case yaml.ScalarNode:
 		if strings.Contains(n.Value, "${") {
 			n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
-				return os.Getenv(ref[2 : len(ref)-1])
+				v, ok := os.LookupEnv(ref[2 : len(ref)-1])
+				switch {
+				case !ok:
+					s.blank[path] = append(s.blank[path], ref+" is not set")
+				case v == "":
+					s.blank[path] = append(s.blank[path], ref+" is set but empty")
+				}
+				return v
 			})
 		}
 	}
 	// Aliases are not followed: their anchor is indexed where it stands, and a
 	// self-referencing alias would never end.
+}
+
+// explain adds to an error about a value that came from blank ${VAR}s which they were.
+func (s *source) explain(e *Error) {
+	if why := s.blank[e.Key]; len(why) > 0 {
+		e.Msg += " (" + strings.Join(why, ", ") + ")"
+	}
 }
 
 func (s *source) lineOf(path string) int {
@@ -160,6 +180,7 @@ func (s *source) decode(n *yaml.Node, base string, v any) ErrorList {
 				e.Key = k
 			}
 		}
+		s.explain(e)
 		out = append(out, e)
 	}
 	return out
@@ -191,7 +212,7 @@ func (s *source) unknownKeys(n *yaml.Node, path string, t reflect.Type) ErrorLis
 			k := n.Content[i]
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				out = append(out, &Error{File: s.file, Line: k.Line, Key: join(k.Value), Msg: "unknown key"})
+				out = append(out, &Error{File: s.file, Line: k.Line, Key: join(k.Value), Msg: MsgUnknownKey})
 				continue
 			}
 			out = append(out, s.unknownKeys(n.Content[i+1], join(k.Value), f.Type)...)

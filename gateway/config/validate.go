@@ -45,6 +45,11 @@ func (c *Config) validate() ErrorList {
 		}
 	}
 
+	// MQTT's own bound is 256 MiB; below 1 KiB a device's CONNECT may not fit.
+	if p := c.MQTT.Embedded.MaxPacketSize; p != 0 && (p < 1<<10 || p > 256<<20) {
+		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
+	}
+
 	names := map[string]bool{}
 	for i := range c.Functions {
 		f := &c.Functions[i]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +137,30 @@ type Sink struct {
 // registered and keeps nothing. pub may be nil when no downlink commands are
 // wanted; logger may be nil.
 func New(cfg Config, out Outbox, pub Publisher, logger *slog.Logger) (*Sink, error) {
+	s, err := build(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.out, s.pub = out, pub
+	if s.cfg.Disabled {
+		s.state = Disabled
+		return s, nil
+	}
+	if err := out.RegisterConsumer(s.cfg.Name, s.cfg.Streams); err != nil {
+		return nil, fmt.Errorf("sink %s: %w", s.cfg.Name, err)
+	}
+	return s, nil
+}
+
+// Check refuses cfg for every reason New would, without an outbox: the config, the
+// TLS files, the transport's settings. It is what `moongate check` runs for a sink.
+func Check(cfg Config) error {
+	_, err := build(cfg, nil)
+	return err
+}
+
+// build checks cfg and prepares the transport; nothing is opened or registered.
+func build(cfg Config, logger *slog.Logger) (*Sink, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -146,7 +169,7 @@ func New(cfg Config, out Outbox, pub Publisher, logger *slog.Logger) (*Sink, err
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Sink{
-		cfg: c, out: out, pub: pub, log: logger.With(logKeySink, c.Name),
+		cfg: c, log: logger.With(logKeySink, c.Name),
 		lanes: make(map[string]*lane), connState: Online, state: Online, since: time.Now(),
 		dropped: make(map[string]uint64),
 	}
@@ -161,13 +184,6 @@ func New(cfg Config, out Outbox, pub Publisher, logger *slog.Logger) (*Sink, err
 		s.tr, err = newMQTTTransport(s, c.MQTT)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sink %s: %w", c.Name, err)
-	}
-	if c.Disabled {
-		s.state = Disabled
-		return s, nil
-	}
-	if err := out.RegisterConsumer(c.Name, c.Streams); err != nil {
 		return nil, fmt.Errorf("sink %s: %w", c.Name, err)
 	}
 	return s, nil
@@ -229,14 +245,7 @@ func (s *Sink) Run(ctx context.Context) error {
 }
 
 // takes matches a stream the way the store matches consumers.
-func (s *Sink) takes(stream string) bool {
-	for _, p := range s.cfg.Streams {
-		if p == stream || (p == "*" && !strings.HasPrefix(stream, "$")) {
-			return true
-		}
-	}
-	return false
-}
+func (s *Sink) takes(stream string) bool { return store.MatchStream(s.cfg.Streams, stream) }
 
 // Status returns a snapshot of the sink.
 func (s *Sink) Status() Status {

@@ -875,7 +875,7 @@ func (b *batch) trim(stream string) (int, error) {
 	b.s.mu.RLock()
 	var consumers []string
 	for name, patterns := range b.s.consumers {
-		if matchAny(patterns, stream) {
+		if MatchStream(patterns, stream) {
 			consumers = append(consumers, name)
 		}
 	}

@@ -192,7 +192,9 @@ func (s *Store) RegisterConsumer(name string, patterns []string) error {
 	return nil
 }
 
-func matchAny(patterns []string, stream string) bool {
+// MatchStream reports whether a consumer with patterns takes stream: a pattern is a
+// stream name, or "*" for every stream whose name does not start with "$".
+func MatchStream(patterns []string, stream string) bool {
 	for _, p := range patterns {
 		if p == stream || (p == "*" && !strings.HasPrefix(stream, "$")) {
 			return true

@@ -336,7 +336,7 @@ func (s *Store) Stats() Stats {
 	var positions []pos
 	for c, patterns := range s.consumers {
 		for name := range s.heads {
-			if matchAny(patterns, name) {
+			if MatchStream(patterns, name) {
 				positions = append(positions, pos{c, name, s.cursors[cursorID{c, name}]})
 			}
 		}

@@ -14,11 +14,12 @@ export class SyncView {
       return;
     }
     const ob = (data && data.outbox) || {};
-    const cards = [this.outbox(ob), ...((data && data.sinks) || []).map((s) => this.sink(s))];
+    const sinks = (data && data.sinks) || [];
+    const cards = [this.outbox(ob, nowhere(sinks, (data && data.unrouted) || [])), ...sinks.map((s) => this.sink(s))];
     $('sync-cards').replaceChildren(...cards);
   }
 
-  outbox(ob) {
+  outbox(ob, warning) {
     const used = ob.max_bytes ? Math.min(100, (100 * (ob.bytes || 0)) / ob.max_bytes) : 0;
     return h('div', {class: 'card', 'data-testid': 'outbox-card'},
       h('div', {class: 'card-head'}, h('span', {class: 'card-title'}, 'Outbox')),
@@ -28,7 +29,8 @@ export class SyncView {
         stat(num(ob.dropped ?? 0), 'dropped', '', ob.dropped > 0)),
       ob.max_bytes ? h('div', {}, h('div', {class: 'bar', title: `${used.toFixed(1)}% of ${bytes(ob.max_bytes)}`},
         h('i', {style: `width:${used.toFixed(1)}%`})),
-        h('div', {class: 'card-foot'}, h('span', {}, `${used.toFixed(1)}% of ${bytes(ob.max_bytes)}`))) : null);
+        h('div', {class: 'card-foot'}, h('span', {}, `${used.toFixed(1)}% of ${bytes(ob.max_bytes)}`))) : null,
+      warning ? h('div', {class: 'last-err', 'data-testid': 'sync-unrouted'}, warning) : null);
   }
 
   sink(s) {
@@ -57,6 +59,18 @@ export class SyncView {
       m.error ? ` · ${m.error}` : ''));
     while (list.childElementCount > 100) list.lastElementChild.remove();
   }
+}
+
+// nowhere says in a sentence which records no sink takes, or that there is no sink.
+function nowhere(sinks, unrouted) {
+  if (unrouted.length) {
+    const n = unrouted.reduce((sum, u) => sum + u.pending, 0);
+    const streams = unrouted.map((u) => `${u.stream} (${num(u.pending)})`).join(', ');
+    return `${num(n)} ${n === 1 ? 'record has' : 'records have'} nowhere to go: no sink takes ${streams}. ` +
+      'Add a sink for them under sync.sinks; until then they wait here until the outbox drops them.';
+  }
+  if (!sinks.length) return 'No sink is configured: records emitted to the cloud wait here until the outbox drops them.';
+  return '';
 }
 
 function lag(ms) {
