@@ -197,11 +197,6 @@ func (g *Gateway) invoke(v *version, ev *luafn.Event) (*luafn.Result, error) {
 		d = res.Duration
 	}
 	v.stats.observe(d, err)
-	if res != nil {
-		for _, l := range res.Logs {
-			g.logger.Log(g.runCtx, l.Level, l.Message, "function", v.name)
-		}
-	}
 	g.metrics.observeInvocation(v.name, d, err)
 	g.live.invocation(v, ev, res, d, err)
 	if err != nil {

@@ -49,11 +49,17 @@ func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time
 	}
 	if res != nil {
 		m.Result = res.Value
-		for _, lg := range res.Logs {
-			m.Logs = append(m.Logs, console.LogLine{Level: levelName(lg.Level), Msg: lg.Message})
-		}
 	}
 	l.hub.Publish(m)
+}
+
+// log publishes one log line of a function as it is made, or a report of dropped lines.
+func (l *live) log(r luafn.LogRecord) {
+	if !l.watching() {
+		return
+	}
+	l.hub.Publish(console.Log{TS: r.Time.UnixMilli(), Function: r.Function, Version: r.Version, Level: levelName(r.Level),
+		Msg: r.Message, EventID: r.EventID, File: r.File, Line: r.Line, Dropped: r.Dropped})
 }
 
 func (l *live) sensor(rd sensors.Reading) {

@@ -23,6 +23,7 @@ type vm struct {
 	L      *lua.LState
 	prog   *Program
 	host   *Host
+	logs   *logBudget // the function's, shared by its VMs
 	limits Limits
 
 	// done is closed when a bound trips; the VM then fails at its next instruction,
@@ -165,7 +166,7 @@ func (v *vm) watch() {
 
 // newVM creates a state, installs the sandbox and runs the chunk's top level under the
 // function's bounds.
-func newVM(p *Program, h *Host) (*vm, error) {
+func newVM(p *Program, h *Host, logs *logBudget) (*vm, error) {
 	if errLayout != nil {
 		return nil, errLayout
 	}
@@ -173,6 +174,7 @@ func newVM(p *Program, h *Host) (*vm, error) {
 	v := &vm{
 		prog:      p,
 		host:      h,
+		logs:      logs,
 		limits:    lim,
 		done:      make(chan struct{}),
 		epoch:     time.Now(),

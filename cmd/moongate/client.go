@@ -241,7 +241,7 @@ func functionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for _, f := range list.Functions {
 		mean := "-"
 		if f.Counters.Invocations > 0 {
-			mean = fmt.Sprintf("%dµs", f.Counters.DurationUSSum/f.Counters.Invocations)
+			mean = micros(f.Counters.DurationUSSum / f.Counters.Invocations)
 		}
 		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), fmt.Sprint(f.Counters.Invocations),
 			fmt.Sprint(f.Counters.Errors), mean, f.Timeout, f.Memory, strings.Join(f.Triggers, " ")})
@@ -279,7 +279,7 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, l := range res.Logs {
 		fmt.Fprintf(stdout, "log %-5s %s\n", l.Level, l.Msg)
 	}
-	fmt.Fprintf(stdout, "version %d, %dµs\n", res.Version, res.DurationUS)
+	fmt.Fprintf(stdout, "version %d, %s\n", res.Version, micros(res.DurationUS))
 	if res.Error != "" {
 		return fmt.Errorf("invocation failed: %s", res.Error)
 	}

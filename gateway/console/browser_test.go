@@ -140,7 +140,7 @@ func (f *fakeAPI) handler() http.Handler {
 		f.mu.Unlock()
 		result, _ := json.Marshal(map[string]any{"echo": ev["payload"], "alert": true})
 		f.hub.Publish(console.Invocation{Function: r.PathValue("name"), Version: version, EventID: "01JTEST",
-			DurationUS: 742, Result: result, Logs: []console.LogLine{{Level: "info", Msg: "hot"}}})
+			DurationUS: 742, Result: result})
 		payload, _ := json.Marshal(ev["payload"])
 		reply(w, 200, map[string]any{"result": json.RawMessage(result), "logs": []map[string]string{{"level": "info", "msg": fmt.Sprintf("payload %s on %v", payload, ev["topic"])}},
 			"error": "", "duration_us": 742, "version": version, "event_id": "01JTEST"})
