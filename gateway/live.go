@@ -10,9 +10,11 @@ import (
 )
 
 // live feeds the console's websocket stream. Every method is on a hot path, so each
-// returns at once when no console is watching.
+// returns at once when no console is watching; sensor readings and sink transitions,
+// which come at poll rates, are kept in recent first for consoles that open later.
 type live struct {
-	hub *console.Hub
+	hub    *console.Hub
+	recent history
 }
 
 func (l *live) watching() bool { return l != nil && l.hub.Stats().Clients > 0 }
@@ -63,17 +65,25 @@ func (l *live) log(r luafn.LogRecord) {
 }
 
 func (l *live) sensor(rd sensors.Reading) {
-	if !l.watching() {
+	if l == nil {
 		return
 	}
-	l.hub.Publish(console.Sensor{TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values})
+	m := console.Sensor{TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values}
+	l.recent.sensor(m)
+	if l.watching() {
+		l.hub.Publish(m)
+	}
 }
 
 func (l *live) sync(name, state, errMsg string, lag time.Duration, pending int64) {
-	if !l.watching() {
+	if l == nil {
 		return
 	}
-	l.hub.Publish(console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending})
+	m := console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending}
+	l.recent.sync(m)
+	if l.watching() {
+		l.hub.Publish(m)
+	}
 }
 
 func levelName(l slog.Level) string {

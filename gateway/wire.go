@@ -34,7 +34,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			DrainTimeout: -1,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("embedded broker: %w", err)
+			return nil, err // mqtt's errors name the embedded broker already
 		}
 		return b, nil
 	}
@@ -231,7 +231,7 @@ func (g *Gateway) openSinks() error {
 		cfg.OnTransition = func(st sink.Status) {
 			g.live.sync(name, string(st.State), st.LastError, st.Lag, st.PendingRecords)
 		}
-		s, err := sink.New(cfg, g.store, busPublisher{g}, g.logger.With("sink", sc.Name))
+		s, err := sink.New(cfg, g.store, busPublisher{g}, g.logger) // the sink adds its name itself
 		if err != nil {
 			return g.cfg.Errorf(fmt.Sprintf("sync.sinks[%d]", i), "%v", err)
 		}

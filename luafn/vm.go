@@ -272,6 +272,9 @@ func (v *vm) invokeError(err error) *InvokeError {
 	}
 	ie.Traceback, ie.File, ie.Line = shortTraceback(ae.StackTrace, spec.Filename)
 	ie.Message = trimPosition(ie.Message, spec.Filename)
+	if ie.Line > 0 {
+		ie.Message = sandboxHint(ie.Message, sourceLine(spec.Source, ie.Line))
+	}
 	if t := v.tripped.Load(); t != nil {
 		ie.Kind, ie.Message = t.kind, t.msg
 		return ie
@@ -328,6 +331,19 @@ func shortTraceback(tb, file string) (short, errFile string, line int) {
 		}
 	}
 	return strings.Join(out, "\n"), errFile, line
+}
+
+// sourceLine returns the 1-based line n of src, or "".
+func sourceLine(src string, n int) string {
+	for i := 1; i < n; i++ {
+		j := strings.IndexByte(src, '\n')
+		if j < 0 {
+			return ""
+		}
+		src = src[j+1:]
+	}
+	line, _, _ := strings.Cut(src, "\n")
+	return line
 }
 
 func parseLine(s string) (int, error) {

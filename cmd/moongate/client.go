@@ -354,7 +354,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "gateway    %s (moongate %s), up %s\n", st.GatewayID, st.Version, time.Duration(st.UptimeS)*time.Second)
-	fmt.Fprintf(stdout, "broker     %s %s, %d clients\n", st.Broker.State, st.Broker.Addr, st.Broker.Clients)
+	fmt.Fprintf(stdout, "broker     %s %s, %s\n", st.Broker.State, st.Broker.Addr, count(st.Broker.Clients, "client"))
 	fmt.Fprintf(stdout, "functions  %d\n", st.Functions)
 	fmt.Fprintf(stdout, "outbox     %d pending\n", st.OutboxDepth)
 	fmt.Fprintf(stdout, "memory     %.1f MiB\n", float64(st.MemoryBytes)/(1<<20))

@@ -15,3 +15,11 @@ func micros(us int64) string {
 	}
 	return fmt.Sprintf("%.2f s", float64(us)/1e6)
 }
+
+// count writes n with its noun in agreement: "1 function", "2 functions".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

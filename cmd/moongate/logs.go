@@ -132,7 +132,7 @@ func printLive(w io.Writer, data []byte) {
 	case "sensor":
 		fmt.Fprintf(w, "%s sensor %s %s\n", ts, m.Sensor, m.Values)
 	case "skipped":
-		fmt.Fprintf(w, "%s ... %d messages skipped (reading too slowly)\n", ts, m.Count)
+		fmt.Fprintf(w, "%s ... %s skipped (reading too slowly)\n", ts, count(m.Count, "message"))
 	default:
 		fmt.Fprintf(w, "%s %s\n", ts, data)
 	}

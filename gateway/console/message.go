@@ -247,6 +247,12 @@ func payloadValue(b []byte, max int) (any, bool) {
 	return string(b), false
 }
 
+// Marshal returns m as the live stream sends it, for APIs that serve live messages from
+// before a client connected (the gateway's recent history).
+func Marshal(m Message) ([]byte, error) {
+	return encode(m, defaultMaxPayload, time.Now)
+}
+
 // encode marshals m once for every client that wants it; a zero timestamp becomes now.
 func encode(m Message, maxPayload int, now func() time.Time) ([]byte, error) {
 	ts := m.timestamp()
