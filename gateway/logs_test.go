@@ -16,6 +16,7 @@ import (
 func readLive(t *testing.T, tg *testGateway, q string) <-chan map[string]any {
 	t.Helper()
 	url := strings.Replace(tg.api, "http://", "ws://", 1) + "/api/v1/live?" + q
+	before := tg.g.hub.Stats().Clients
 	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
@@ -40,7 +41,7 @@ func readLive(t *testing.T, tg *testGateway, q string) <-chan map[string]any {
 		conn.Close()
 		<-done
 	})
-	eventually(t, "the live client to be connected", func() bool { return tg.g.hub.Stats().Clients > 0 })
+	eventually(t, "the live client to be connected", func() bool { return tg.g.hub.Stats().Clients > before })
 	return out
 }
 

@@ -93,6 +93,15 @@ func TestMessagesDoNotRepeatTheirPrefix(t *testing.T) {
 	if strings.Contains(logs.String(), "sink=cloud sink=cloud") {
 		t.Errorf("a sink's log line names it twice:\n%s", grepLines(logs.String(), "sink=cloud sink=cloud"))
 	}
+	var lastErr string
+	eventually(t, "the sink's last error", func() bool {
+		sinks, _ := call(t, "GET", tg.api+"/api/v1/sync", "", nil).body["sinks"].([]any)
+		lastErr, _ = sinks[0].(map[string]any)["last_error"].(string)
+		return lastErr != ""
+	})
+	if strings.Count(lastErr, "127.0.0.1:1") != 1 {
+		t.Errorf("the sink's error names the address more than once: %q", lastErr)
+	}
 
 	for _, c := range []struct {
 		source, error string
