@@ -89,7 +89,7 @@ func TestMessagesDoNotRepeatTheirPrefix(t *testing.T) {
 	}
 	put("emitter", "function handle(event)\n  cloud.emit(\"s\", {x = 1})\nend\n")
 	call(t, "POST", tg.api+"/api/v1/functions/emitter/invoke", "", map[string]any{})
-	eventually(t, "the sink to log its failure", func() bool { return strings.Contains(logs.String(), "sink=cloud") })
+	eventually(t, "the sink to log its state", func() bool { return strings.Contains(logs.String(), `msg="sink state"`) })
 	if strings.Contains(logs.String(), "sink=cloud sink=cloud") {
 		t.Errorf("a sink's log line names it twice:\n%s", grepLines(logs.String(), "sink=cloud sink=cloud"))
 	}
