@@ -366,5 +366,5 @@ function would(w) {
   if (!groups.length) return h('div', {class: 'res-would muted', 'data-testid': 'invoke-would'}, 'Dry run: it would have changed nothing.');
   return h('div', {class: 'res-would', 'data-testid': 'invoke-would'},
     h('div', {class: 'muted'}, 'Dry run: nothing was applied. It would have made:'),
-    groups.map(([title, list, line]) => [h('h3', {}, title), h('ul', {}, list.map((e) => h('li', {}, line(e))))]));
+    groups.flatMap(([title, list, line]) => [h('h3', {}, title), h('ul', {}, list.map((e) => h('li', {}, line(e))))]));
 }
