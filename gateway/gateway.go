@@ -156,7 +156,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 
 	ln, err := net.Listen("tcp", g.cfg.Gateway.Console.Listen)
 	if err != nil {
-		return fmt.Errorf("console listen %s: %w", g.cfg.Gateway.Console.Listen, err)
+		return fmt.Errorf("console: %w", err) // "listen tcp ADDR: ..." names the address
 	}
 	g.httpAddr = ln.Addr()
 	srv := &http.Server{Handler: g.handler(), ReadHeaderTimeout: 10 * time.Second}

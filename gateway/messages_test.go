@@ -51,7 +51,8 @@ func loadYAML(tb testing.TB, dir, yaml string) *config.Config {
 }
 
 // No message repeats its own prefix: a broker that cannot listen says "embedded broker"
-// once, a sink's log lines name it once, and a deploy refused for its source gives the
+// once, a console that cannot listen names its address once, a sink's log lines and
+// errors name it and its address once, and a deploy refused for its source gives the
 // place once, in "line", so the console and the CLI can put it in front.
 func TestMessagesDoNotRepeatTheirPrefix(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
@@ -67,6 +68,12 @@ func TestMessagesDoNotRepeatTheirPrefix(t *testing.T) {
 	err = New(cfg, Options{Logger: slog.New(slog.DiscardHandler)}).Run(ctx)
 	if err == nil || strings.Count(err.Error(), "embedded broker") != 1 {
 		t.Errorf("broker on a taken port: %v", err)
+	}
+	cfg = loadYAML(t, dir, baseConfig(dir, ""))
+	cfg.Gateway.Console.Listen = taken.Addr().String()
+	err = New(cfg, Options{Logger: slog.New(slog.DiscardHandler)}).Run(ctx)
+	if err == nil || strings.Count(err.Error(), taken.Addr().String()) != 1 || !strings.HasPrefix(err.Error(), "console: ") {
+		t.Errorf("console on a taken port: %v", err)
 	}
 
 	// A sink that cannot deliver: its log lines, and a function's invocation.
