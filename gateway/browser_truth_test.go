@@ -91,6 +91,7 @@ func TestConsoleTellsTheTruth(t *testing.T) {
 	b.WaitVisible(id("invoke-result"))
 	b.WaitText(id("fn-logs"), "chatty.lua:2")
 	b.WaitText(id("fn-logs"), "alert: dev-1 at 31.5")
+	b.FullScreenshot("truth-fn-logs-full")
 	sent := func(path string) bool {
 		return b.Eval(`String(performance.getEntriesByType("resource").some(e => e.name.endsWith(`+strconv.Quote(path)+`)))`) == "true"
 	}

@@ -38,7 +38,8 @@ type Limits struct {
 	// LogRate bounds the lines of the function, over all its invocations, reported
 	// through Host.OnLog in one second (default 100). A function that logs in a loop
 	// then costs the gateway and its consoles a bounded stream; what is over is
-	// dropped, counted, and reported as one line saying how many.
+	// dropped, counted, and reported as one line saying how many. The budget belongs to
+	// the deployed version: a redeploy starts with a fresh one.
 	LogRate int
 	// LogLineBytes cuts longer lines, marking the cut with "..." (default 4 KiB).
 	LogLineBytes int

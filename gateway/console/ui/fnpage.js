@@ -39,6 +39,12 @@ export class FunctionPage {
     $('deploy').addEventListener('click', () => this.deploy());
     $('invoke').addEventListener('click', () => this.invoke());
     $('fn-delete').addEventListener('click', () => this.askDelete());
+    // The form's submit names the button at once; the dialog's close event comes a task
+    // later, possibly after the dialog was opened again.
+    $('delete-form').addEventListener('submit', (ev) => {
+      const name = $('delete-name').textContent;
+      if (ev.submitter?.value === 'delete' && name === this.name) this.remove(name, $('delete-purge').checked);
+    });
     $('kv-refresh').addEventListener('click', () => this.loadKV());
     $('kv-prefix').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') this.loadKV(); });
     $('invoke-event').addEventListener('input', () => { this.mine().event = $('invoke-event').value; });
@@ -286,16 +292,10 @@ export class FunctionPage {
 
   // askDelete asks for confirmation in a dialog, with the choice to purge the KV data.
   askDelete() {
-    const name = this.name;
-    if (name === null) return;
-    const dlg = $('delete-dialog');
-    $('delete-name').textContent = name;
+    if (this.name === null) return;
+    $('delete-name').textContent = this.name;
     $('delete-purge').checked = false;
-    dlg.returnValue = '';
-    dlg.addEventListener('close', () => {
-      if (dlg.returnValue === 'delete' && this.name === name) this.remove(name, $('delete-purge').checked);
-    }, {once: true});
-    dlg.showModal();
+    $('delete-dialog').showModal();
   }
 
   async remove(name, purge) {
