@@ -85,7 +85,7 @@ const live = new Live({
     if (state === 'open') {
       // Back: refresh what the socket could not say while it was down.
       status();
-      history();
+      loadHistory();
       if (view === 'functions') functions.refresh();
       if (view === 'sync') sync.refresh();
     } else if (wasOpen || lostAt) {
@@ -113,9 +113,9 @@ const live = new Live({
   },
 });
 
-// history fills the sensor plots and the sink transitions with what the gateway kept
+// loadHistory fills the sensor plots and the sink transitions with what the gateway kept
 // from before the page opened (GET /api/v1/history).
-async function history() {
+async function loadHistory() {
   try {
     const hist = await get('history');
     sensors.history(hist.sensor || []);

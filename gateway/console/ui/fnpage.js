@@ -9,7 +9,7 @@ import {Editor} from './editor.js';
 const TEMPLATE = `-- handle runs for every event that matches one of the triggers.
 function handle(event)
   local n = kv.incr("count")
-  log.info("event " .. n .. " on " .. tostring(event.topic))
+  log.info(string.format("event %d on %s", n, tostring(event.topic)))
   if type(event.payload) == "table" and (event.payload.temp or 0) > 30 then
     mqtt.publish("alerts/hot", {topic = event.topic, temp = event.payload.temp})
   end
@@ -157,6 +157,8 @@ export class FunctionPage {
       this.status(`Deployed v${doc.version}`, 'ok');
       this.show(doc);
       if (this.name === null) {
+        this.kept.set(name, this.mine()); // what was typed before the first deploy stays
+        this.kept.delete('');
         this.name = name;
         $('fn-name').hidden = true;
         $('fn-title').textContent = name;
