@@ -31,7 +31,8 @@ type Function struct {
 func New(p *Program, host Host) (*Function, error) {
 	n := p.spec.Limits.Concurrency
 	f := &Function{prog: p, host: host, pool: make(chan *vm, n), done: make(chan struct{})}
-	f.logs = &logBudget{onLog: host.OnLog, function: p.spec.Name, version: p.spec.Version, limits: p.spec.Limits, now: f.host.now}
+	f.logs = &logBudget{onLog: host.OnLog, function: p.spec.Name, version: p.spec.Version, limits: p.spec.Limits, now: f.host.now,
+		after: afterFunc}
 	for range n {
 		v, err := newVM(p, &f.host, f.logs)
 		if err != nil {

@@ -127,6 +127,9 @@ type logBudget struct {
 	version  int
 	limits   Limits
 	now      func() time.Time
+	// after runs f once d has passed and returns what cancels it: time.AfterFunc's,
+	// unless a test holds the timer in its hand.
+	after func(d time.Duration, f func()) (stop func() bool)
 
 	mu         sync.Mutex
 	window     time.Time // start of the current one-second window
@@ -134,9 +137,11 @@ type logBudget struct {
 	pending    int       // lines dropped since the last report
 	from       string    // the event the pending lines came from; "" when several
 	lastReport time.Time
-	timer      *time.Timer // a report waiting for its second to come
+	cancel     func() bool // stops the timer of a report waiting for its second; nil: none
 	closed     bool
 }
+
+func afterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // take reports whether one more line may be reported at now.
 func (b *logBudget) take(now time.Time) bool {
@@ -171,8 +176,8 @@ func (b *logBudget) drop(n int, eventID string) {
 	}
 	now := b.now()
 	if wait := time.Second - now.Sub(b.lastReport); wait > 0 {
-		if b.timer == nil {
-			b.timer = time.AfterFunc(wait, b.late)
+		if b.cancel == nil {
+			b.cancel = b.after(wait, b.late)
 		}
 		return
 	}
@@ -183,7 +188,7 @@ func (b *logBudget) drop(n int, eventID string) {
 func (b *logBudget) late() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.timer = nil
+	b.cancel = nil
 	if !b.closed {
 		b.reportLocked(b.now())
 	}
@@ -197,9 +202,9 @@ func (b *logBudget) close() {
 		return
 	}
 	b.closed = true
-	if b.timer != nil {
-		b.timer.Stop()
-		b.timer = nil
+	if b.cancel != nil {
+		b.cancel()
+		b.cancel = nil
 	}
 	b.reportLocked(b.now())
 }

@@ -324,13 +324,19 @@ end`, Limits{}, host)
 // reported, at most once a second, as one record saying how many.
 func TestLogRateAndDropReports(t *testing.T) {
 	live := &liveLogs{}
-	var mu sync.Mutex
 	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); clock = clock.Add(d) }
 	f := newFn(t, `function handle(event)
   for i = 1, event.payload.n do log.info("line", i) end
-end`, Limits{LogLines: 10, LogRate: 15}, Host{OnLog: live.add, Now: now})
+end`, Limits{LogLines: 10, LogRate: 15}, Host{OnLog: live.add, Now: func() time.Time { return clock }})
+	// The late report's timer is the test's to fire.
+	var late func()
+	f.logs.after = func(d time.Duration, fn func()) func() bool {
+		if d <= 0 || d > time.Second {
+			t.Errorf("a late report waits %v", d)
+		}
+		late = fn
+		return func() bool { late = nil; return true }
+	}
 	invoke := func(id string, n int) {
 		t.Helper()
 		call(t, f, &Event{ID: id, Source: "console", Payload: fmt.Appendf(nil, `{"n": %d}`, n)})
@@ -365,14 +371,11 @@ end`, Limits{LogLines: 10, LogRate: 15}, Host{OnLog: live.add, Now: now})
 	if lines, reports, _, _ := count(); lines != 15 || reports != 1 {
 		t.Fatalf("within the second: %d lines, %d reports", lines, reports)
 	}
-	advance(time.Second)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, reports, _, _ := count(); reports == 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if late == nil {
+		t.Fatal("no timer for the late report")
 	}
+	clock = clock.Add(time.Second)
+	late()
 	lines, reports, dropped, last = count()
 	if reports != 2 || dropped != 15+4 || last.EventID != "" || last.Message != "4 log lines dropped (over 10 per invocation or 15 a second)" {
 		t.Fatalf("late report: %d reports, %d dropped, last %+v", reports, dropped, last)
@@ -384,7 +387,13 @@ end`, Limits{LogLines: 10, LogRate: 15}, Host{OnLog: live.add, Now: now})
 	if lines2-lines != 10 {
 		t.Errorf("next second: %d lines reported, want 10", lines2-lines)
 	}
+	if late == nil {
+		t.Fatal("no timer for d's report, which came less than a second after the last")
+	}
 	f.Close()
+	if late != nil {
+		t.Error("Close left the late report's timer running")
+	}
 	if _, reports, dropped, last := count(); reports != 3 || dropped != 15+4+2 || last.EventID != "d" {
 		t.Errorf("after Close: %d reports, %d dropped, last %+v", reports, dropped, last)
 	}
