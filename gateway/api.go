@@ -37,6 +37,7 @@ func (g *Gateway) handler() http.Handler {
 	api("GET /api/v1/functions/{name}/kv", g.getKV)
 	api("GET /api/v1/sync", g.getSync)
 	api("POST /api/v1/gpio/{pin}", g.simulateEdge)
+	api("GET /api/v1/history", g.serveHistory)
 	api("GET /metrics", g.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.
@@ -355,6 +356,11 @@ func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, cre
 		body := map[string]any{"error": ce.Error()}
 		if ce.Line > 0 {
 			body["line"] = ce.Line
+		}
+		// An error in the source gives its place once, in line, so the console ("Line 3:
+		// ...") and the CLI ("temp_alert.lua:3: ...") can say where without repeating it.
+		if le := (*luafn.CompileError)(nil); errors.As(err, &le) && le.Line > 0 {
+			body["error"], body["line"] = le.Message, le.Line
 		}
 		if ce.Field != "" {
 			body["field"] = ce.Field

@@ -229,11 +229,6 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 		d = res.Duration
 	}
 	v.stats.observe(d, err)
-	if res != nil {
-		for _, l := range res.Logs {
-			g.logger.Log(g.runCtx, l.Level, l.Message, "function", v.name)
-		}
-	}
 	g.metrics.observeInvocation(v.name, d, err)
 	g.live.invocation(v, ev, res, d, err)
 	if err != nil {

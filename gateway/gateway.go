@@ -182,7 +182,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 
 	ln, err := net.Listen("tcp", g.cfg.Gateway.Console.Listen)
 	if err != nil {
-		return fmt.Errorf("console listen %s: %w", g.cfg.Gateway.Console.Listen, err)
+		return fmt.Errorf("console: %w", err) // "listen tcp ADDR: ..." names the address
 	}
 	g.httpAddr = ln.Addr()
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})

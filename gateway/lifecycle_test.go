@@ -58,7 +58,7 @@ func functionVersions(t *testing.T, tg *testGateway) map[string]int {
 	return out
 }
 
-func history(t *testing.T, tg *testGateway, name string) []int {
+func versionNumbers(t *testing.T, tg *testGateway, name string) []int {
 	t.Helper()
 	r := call(t, "GET", tg.api+"/api/v1/functions/"+name, "", nil)
 	if r.status != http.StatusOK {
@@ -172,7 +172,7 @@ func TestDeleteAcrossRestarts(t *testing.T) {
 	if got := functionVersions(t, tg); fmt.Sprint(got) != fmt.Sprint(map[string]int{"alpha": 3, "betagone": 1}) {
 		t.Fatalf("after the config edit: %v, want alpha back at version 3 and beta gone", got)
 	}
-	if h := history(t, tg, "alpha"); fmt.Sprint(h) != "[3 2 1]" {
+	if h := versionNumbers(t, tg, "alpha"); fmt.Sprint(h) != "[3 2 1]" {
 		t.Fatalf("alpha's history: %v", h)
 	}
 	tg.stop(t)

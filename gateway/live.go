@@ -10,9 +10,11 @@ import (
 )
 
 // live feeds the console's websocket stream. Every method is on a hot path, so each
-// returns at once when no console is watching.
+// returns at once when no console is watching; sensor readings and sink transitions,
+// which come at poll rates, are kept in recent first for consoles that open later.
 type live struct {
-	hub *console.Hub
+	hub    *console.Hub
+	recent history
 }
 
 func (l *live) watching() bool { return l != nil && l.hub.Stats().Clients > 0 }
@@ -49,25 +51,39 @@ func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time
 	}
 	if res != nil {
 		m.Result = res.Value
-		for _, lg := range res.Logs {
-			m.Logs = append(m.Logs, console.LogLine{Level: levelName(lg.Level), Msg: lg.Message})
-		}
 	}
 	l.hub.Publish(m)
 }
 
-func (l *live) sensor(rd sensors.Reading) {
+// log publishes one log line of a function as it is made, or a report of dropped lines.
+func (l *live) log(r luafn.LogRecord) {
 	if !l.watching() {
 		return
 	}
-	l.hub.Publish(console.Sensor{TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values})
+	l.hub.Publish(console.Log{TS: r.Time.UnixMilli(), Function: r.Function, Version: r.Version, Level: levelName(r.Level),
+		Msg: r.Message, EventID: r.EventID, File: r.File, Line: r.Line, Dropped: r.Dropped})
+}
+
+func (l *live) sensor(rd sensors.Reading) {
+	if l == nil {
+		return
+	}
+	m := console.Sensor{TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values}
+	l.recent.sensor(m)
+	if l.watching() {
+		l.hub.Publish(m)
+	}
 }
 
 func (l *live) sync(name, state, errMsg string, lag time.Duration, pending int64) {
-	if !l.watching() {
+	if l == nil {
 		return
 	}
-	l.hub.Publish(console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending})
+	m := console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending}
+	l.recent.sync(m)
+	if l.watching() {
+		l.hub.Publish(m)
+	}
 }
 
 func levelName(l slog.Level) string {

@@ -25,14 +25,7 @@ import (
 // startYAML is startTest for benchmarks too: an in-process gateway from a config text.
 func startYAML(tb testing.TB, dir, yaml string) *testGateway {
 	tb.Helper()
-	path := filepath.Join(dir, "moongate.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	cfg := loadYAML(tb, dir, yaml)
 	if err := Check(cfg); err != nil {
 		tb.Fatal(err)
 	}

@@ -12,15 +12,17 @@ import (
 // metrics are the gateway's Prometheus series, on a registry of its own (no global state:
 // tests run several gateways in one process).
 type metrics struct {
-	reg           *prometheus.Registry
-	invocations   *prometheus.CounterVec
-	durations     *prometheus.HistogramVec
-	events        *prometheus.CounterVec
-	dropped       *prometheus.CounterVec
-	deadLetters   *prometheus.CounterVec
-	commitErrors  prometheus.Counter
-	publishErrors prometheus.Counter
-	authFailures  prometheus.Counter
+	reg         *prometheus.Registry
+	invocations *prometheus.CounterVec
+	durations   *prometheus.HistogramVec
+	events      *prometheus.CounterVec
+	dropped     *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	// logLinesDropped counts function log lines over luafn's Limits.LogLines or LogRate.
+	logLinesDropped *prometheus.CounterVec
+	commitErrors    prometheus.Counter
+	publishErrors   prometheus.Counter
+	authFailures    prometheus.Counter
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -42,6 +44,9 @@ func newMetrics(g *Gateway) *metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moongate_dead_letters_total", Help: "Events that failed every try and went to $dead.",
 		}, []string{"function"}),
+		logLinesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_log_lines_dropped_total", Help: "Function log lines dropped: over the lines per invocation or per second.",
+		}, []string{"function"}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_commit_errors_total", Help: "Invocation commits the store refused (e.g. disk full).",
 		}),
@@ -52,7 +57,7 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "moongate_console_auth_failures_total", Help: "API and live-stream requests with a wrong or missing token.",
 		}),
 	}
-	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.commitErrors, m.publishErrors,
+	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.commitErrors, m.publishErrors,
 		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{g: g})

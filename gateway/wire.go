@@ -46,7 +46,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			DrainTimeout: -1,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("embedded broker: %w", err)
+			return nil, err // mqtt's errors name the embedded broker already
 		}
 		return b, nil
 	}
@@ -371,10 +371,27 @@ func (g *Gateway) checkTrigger(t config.Trigger) error {
 }
 
 // luaHost gives a function what it may reach: its KV namespace, the pins (writing only
-// those declared as outputs), the gateway id. Its log lines are logged by invoke, at their
-// own level.
+// those declared as outputs), the gateway id; its log lines go out as they are made.
 func (g *Gateway) luaHost() luafn.Host {
-	return luafn.Host{KV: g.store, Pins: g.pins, WritablePins: g.outputPins, GatewayID: g.cfg.Gateway.ID}
+	return luafn.Host{KV: g.store, Pins: g.pins, WritablePins: g.outputPins, GatewayID: g.cfg.Gateway.ID, OnLog: g.functionLog}
+}
+
+// functionLog takes a function's log line as it is made (luafn bounds how many a second):
+// it goes to the gateway's log at its own level and to the live console; a report of
+// dropped lines is counted too.
+func (g *Gateway) functionLog(r luafn.LogRecord) {
+	if r.Dropped > 0 {
+		g.metrics.logLinesDropped.WithLabelValues(r.Function).Add(float64(r.Dropped))
+	}
+	attrs := []any{"function", r.Function, "version", r.Version}
+	if r.EventID != "" {
+		attrs = append(attrs, "event", r.EventID)
+	}
+	if r.File != "" {
+		attrs = append(attrs, "at", fmt.Sprintf("%s:%d", r.File, r.Line))
+	}
+	g.logger.Log(context.Background(), r.Level, r.Message, attrs...)
+	g.live.log(r)
 }
 
 func (g *Gateway) openSinks() error {
@@ -384,7 +401,7 @@ func (g *Gateway) openSinks() error {
 		cfg.OnTransition = func(st sink.Status) {
 			g.live.sync(name, string(st.State), st.LastError, st.Lag, st.PendingRecords)
 		}
-		s, err := sink.New(cfg, g.store, busPublisher{g}, g.logger.With("sink", sc.Name))
+		s, err := sink.New(cfg, g.store, busPublisher{g}, g.logger) // the sink adds its name itself
 		if err != nil {
 			return g.cfg.Errorf(fmt.Sprintf("sync.sinks[%d]", i), "%v", err)
 		}

@@ -32,8 +32,26 @@
 // Lambda; a VM is discarded and replaced after any bound trips, which resets them.
 // Functions do not share VMs, so nothing persists from one function to another.
 //
-// print goes to log.info. Log calls are collected in Result.Logs (at most 100 per
-// invocation, 4 KiB each) and also written to Host.Logger at debug level.
+// # Logs
+//
+// log.debug/info/warn/error and print (which is log.info) join their arguments as Lua's
+// print does: each converted as tostring converts it, separated by tabs, so
+// log.info("temp", 31.5) logs "temp\t31.5"; string.format makes a line read well. A line
+// is cut at Limits.LogLineBytes (4 KiB). Each line is
+//
+//   - kept in Result.Logs, at most Limits.LogLines (100) per invocation; the rest are
+//     dropped and counted in one last entry ("106 more log lines dropped: ...");
+//   - reported through Host.OnLog as it is made, with the function, version, event id
+//     and the Lua file:line of the call, at most Limits.LogRate (100) lines a second per
+//     function over all its invocations. What is over either cap is counted and reported
+//     as one LogRecord with Dropped set ("200 log lines dropped (...)"), at most once a
+//     second: at the end of the invocation that dropped lines, or from a timer when a
+//     report went out less than a second before, and at the latest by Close;
+//   - written to Host.Logger at debug level, if set.
+//
+// Standard globals the sandbox leaves out (os, io, require, ...) read as nil, as any
+// unset global; an error on a line that uses one says "os is not available in the
+// sandbox" instead of Lua's bare "attempt to index a non-table object(nil)".
 //
 // # Bounds
 //

@@ -3,7 +3,6 @@ package luafn
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -21,6 +20,7 @@ type Function struct {
 	host Host
 	// pool holds the idle VMs; a nil entry is a slot whose VM must be (re)created.
 	pool      chan *vm
+	logs      *logBudget
 	done      chan struct{}
 	closeOnce sync.Once
 }
@@ -31,8 +31,10 @@ type Function struct {
 func New(p *Program, host Host) (*Function, error) {
 	n := p.spec.Limits.Concurrency
 	f := &Function{prog: p, host: host, pool: make(chan *vm, n), done: make(chan struct{})}
+	f.logs = &logBudget{onLog: host.OnLog, function: p.spec.Name, version: p.spec.Version, limits: p.spec.Limits, now: f.host.now,
+		after: afterFunc}
 	for range n {
-		v, err := newVM(p, &f.host)
+		v, err := newVM(p, &f.host, f.logs)
 		if err != nil {
 			close(f.pool)
 			for v := range f.pool {
@@ -73,7 +75,7 @@ func (f *Function) Invoke(ctx context.Context, ev *Event) (res *Result, err erro
 	default:
 	}
 	if v == nil {
-		if v, err = newVM(f.prog, &f.host); err != nil {
+		if v, err = newVM(f.prog, &f.host, f.logs); err != nil {
 			f.pool <- nil
 			return nil, fmt.Errorf("%s v%d: recreate VM: %w", f.prog.spec.Name, f.prog.spec.Version, err)
 		}
@@ -88,7 +90,7 @@ func (f *Function) Invoke(ctx context.Context, ev *Event) (res *Result, err erro
 			// A bound tripped: this VM's state is suspect and its done channel is
 			// closed. Replace it now, so the slot is warm for the next event.
 			v.close()
-			if v, _ = newVM(f.prog, &f.host); v == nil {
+			if v, _ = newVM(f.prog, &f.host, f.logs); v == nil {
 				f.pool <- nil
 				return
 			}
@@ -98,8 +100,9 @@ func (f *Function) Invoke(ctx context.Context, ev *Event) (res *Result, err erro
 	return v.invoke(ev, ctx.Done())
 }
 
-// Close releases the VMs after the invocations in flight have finished. Later Invokes
-// return ErrClosed. Close may be called more than once.
+// Close releases the VMs after the invocations in flight have finished, and sends the
+// last report of dropped log lines. Later Invokes return ErrClosed. Close may be called
+// more than once.
 func (f *Function) Close() {
 	f.closeOnce.Do(func() {
 		close(f.done)
@@ -108,6 +111,7 @@ func (f *Function) Close() {
 				v.close()
 			}
 		}
+		f.logs.close()
 	})
 }
 
@@ -115,7 +119,7 @@ func (f *Function) Close() {
 func (v *vm) invoke(ev *Event, canceled <-chan struct{}) (*Result, error) {
 	start := time.Now()
 	v.canceled = canceled
-	v.current = invocation{} // reused in place: its slices go to the Result, not back
+	v.current = invocation{eventID: ev.ID} // reused in place: its slices go to the Result, not back
 	inv := &v.current
 	v.inv = inv
 	v.patternSteps = v.limits.PatternSteps
@@ -134,9 +138,7 @@ func (v *vm) invoke(ev *Event, canceled <-chan struct{}) (*Result, error) {
 	L.Push(v.eventTable(ev))
 	err := v.run(1, 1, start)
 	res := &Result{Logs: inv.logs}
-	if inv.dropped > 0 {
-		res.Logs = append(res.Logs, LogEntry{Level: slog.LevelWarn, Message: fmt.Sprintf("%d more log entries dropped", inv.dropped), Time: v.host.now()})
-	}
+	v.endLogs(res)
 	if err != nil {
 		res.Duration = time.Since(start)
 		return res, err

@@ -103,6 +103,25 @@ type LogEntry struct {
 	Level   slog.Level
 	Message string
 	Time    time.Time
+	// File and Line are where in the function's source the call was made; empty and 0
+	// when the caller is not Lua code of the function (a tail call, a drop report).
+	File string
+	Line int
+}
+
+// LogRecord is what Host.OnLog receives: a log line of a running invocation, as it is
+// made, or a report of lines dropped.
+type LogRecord struct {
+	Function string
+	Version  int
+	// EventID is the event of the invocation that logged the line; for a drop report,
+	// the invocation the dropped lines came from, or empty when they came from several.
+	EventID string
+	LogEntry
+	// Dropped, when above zero, makes the record a drop report: that many lines were
+	// dropped (over Limits.LogLines or Limits.LogRate) since the last report, and Message
+	// says so.
+	Dropped int
 }
 
 // KVReader reads the committed state of a function's KV namespace ns. Values are JSON.
@@ -125,7 +144,12 @@ type Host struct {
 	WritablePins []string     // the pins gpio.write may drive; nil: none
 	GatewayID    string       // gateway.id
 	Logger       *slog.Logger // function logs are also written here at debug level; nil: discarded
-	Now          func() time.Time
+	// OnLog receives every log line of an invocation as it is made, within
+	// Limits.LogRate, and the reports of the lines dropped (see LogRecord). It runs on
+	// the invoking goroutine, or on a timer's for a late drop report, and must not
+	// block. Nil: lines are only kept in Result.Logs.
+	OnLog func(LogRecord)
+	Now   func() time.Time
 }
 
 func (h *Host) now() time.Time {

@@ -181,3 +181,33 @@ func TestHostileCorpus(t *testing.T) {
 	}
 	t.Logf("heap before %d KiB, after %d KiB (peak sys %d MiB)", before.HeapAlloc>>10, after.HeapAlloc>>10, after.Sys>>20)
 }
+
+// A function that uses a standard global the sandbox leaves out is told so, not given
+// Lua's bare "attempt to index a non-table object(nil)"; the same error without such a
+// global stays as Lua says it.
+func TestMissingGlobalsAreNamed(t *testing.T) {
+	for _, c := range []struct{ src, want string }{
+		{"return os.time()", "os is not available in the sandbox; time.now() gives the time in unix ms (attempt to index a non-table object(nil) with key 'time')"},
+		{"local f = io.open('x')", "io is not available in the sandbox (attempt to index a non-table object(nil) with key 'open')"},
+		{"return require('json')", "require is not available in the sandbox (attempt to call a non-function object)"},
+		{"return require 'json'", "require is not available in the sandbox (attempt to call a non-function object)"},
+		{"local t = {}; return t.x.y + os.time()", "attempt to index a non-table object(nil) with key 'y'"},
+		{"return nothing.here", "attempt to index a non-table object(nil) with key 'here'"},
+	} {
+		f := newFn(t, "function handle(event)\n  "+c.src+"\nend\n", Limits{}, Host{})
+		ie := callErr(t, f, nil, ErrRuntime)
+		if ie.Message != c.want || ie.Line != 2 {
+			t.Errorf("%s:\n got %d: %s\nwant 2: %s", c.src, ie.Line, ie.Message, c.want)
+		}
+	}
+	// At load time too: the deploy is refused with the same words.
+	p, err := Compile(Spec{Name: "fn", Source: "local t0 = os.clock()\nfunction handle() end\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(p, Host{})
+	var ce *CompileError
+	if !errors.As(err, &ce) || !strings.HasPrefix(ce.Message, "os is not available in the sandbox") || ce.Line != 1 {
+		t.Errorf("load-time use of os: %v", err)
+	}
+}

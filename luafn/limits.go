@@ -31,6 +31,18 @@ type Limits struct {
 	// enough for simple patterns over a few hundred KiB). It stops backtracking bombs
 	// with a clear error, independent of the machine's speed.
 	PatternSteps int64
+
+	// LogLines bounds the log.* and print lines one invocation keeps (default 100);
+	// the rest are dropped and counted.
+	LogLines int
+	// LogRate bounds the lines of the function, over all its invocations, reported
+	// through Host.OnLog in one second (default 100). A function that logs in a loop
+	// then costs the gateway and its consoles a bounded stream; what is over is
+	// dropped, counted, and reported as one line saying how many. The budget belongs to
+	// the deployed version: a redeploy starts with a fresh one.
+	LogRate int
+	// LogLineBytes cuts longer lines, marking the cut with "..." (default 4 KiB).
+	LogLineBytes int
 }
 
 // Defaults.
@@ -41,6 +53,9 @@ const (
 	DefaultCallDepth    = 200
 	DefaultRegistry     = 64 << 10
 	DefaultPatternSteps = 1_000_000
+	DefaultLogLines     = 100
+	DefaultLogRate      = 100
+	DefaultLogLineBytes = 4 << 10
 )
 
 // Smallest values accepted: below them a function cannot even build its event.
@@ -71,6 +86,15 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.PatternSteps == 0 {
 		l.PatternSteps = DefaultPatternSteps
 	}
+	if l.LogLines == 0 {
+		l.LogLines = DefaultLogLines
+	}
+	if l.LogRate == 0 {
+		l.LogRate = DefaultLogRate
+	}
+	if l.LogLineBytes == 0 {
+		l.LogLineBytes = DefaultLogLineBytes
+	}
 	switch {
 	case l.Timeout < minTimeout:
 		return l, fmt.Errorf("timeout %v: must be at least %v", l.Timeout, minTimeout)
@@ -84,6 +108,12 @@ func (l Limits) withDefaults() (Limits, error) {
 		return l, fmt.Errorf("registry %d: must be %d to %d slots", l.Registry, minRegistry, 1<<24)
 	case l.PatternSteps < 1000:
 		return l, fmt.Errorf("pattern steps %d: must be at least 1000", l.PatternSteps)
+	case l.LogLines < 1 || l.LogLines > 10000:
+		return l, fmt.Errorf("log lines %d: must be 1 to 10000", l.LogLines)
+	case l.LogRate < 1 || l.LogRate > 100000:
+		return l, fmt.Errorf("log rate %d: must be 1 to 100000 lines a second", l.LogRate)
+	case l.LogLineBytes < 64 || l.LogLineBytes > 1<<20:
+		return l, fmt.Errorf("log line bytes %d: must be 64 to %d", l.LogLineBytes, 1<<20)
 	}
 	return l, nil
 }

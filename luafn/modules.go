@@ -1,9 +1,7 @@
 package luafn
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"math"
 	"slices"
 	"strings"
@@ -16,11 +14,9 @@ import (
 // The host modules of SPEC §4. They only record effects: nothing reaches the outside
 // world until the caller commits the invocation's Result.
 
-// Per-invocation caps. Effects and logs live outside the VM, so the memory walk does
-// not see them; they are charged through invocation.held instead.
+// Per-invocation caps (the log caps are Limits). Effects and logs live outside the VM,
+// so the memory walk does not see them; they are charged through invocation.held instead.
 const (
-	maxLogs        = 100
-	maxLogBytes    = 4096
 	maxKeyBytes    = 1024
 	maxValueBytes  = 1 << 20
 	maxKeys        = 1000 // kv.keys returns at most this many
@@ -31,8 +27,10 @@ const (
 // invocation is the state of one running handle call.
 type invocation struct {
 	effects Effects
+	eventID string
 	logs    []LogEntry
-	dropped int                 // log entries past maxLogs
+	dropped int                 // log lines past Limits.LogLines
+	unsent  int                 // log lines kept but not reported live, past Limits.LogRate
 	overlay map[string]*kvEntry // this invocation's uncommitted KV writes
 	held    int64               // bytes of effects, logs and overlay
 }
@@ -196,62 +194,6 @@ func (v *vm) gpioWrite(L *lua.LState) int {
 	v.hold(int64(len(pin)) + effectOverhead)
 	inv.effects.PinWrites = append(inv.effects.PinWrites, PinWrite{Pin: pin, Level: level})
 	return 0
-}
-
-// ---- log and print
-
-func (v *vm) logFuncs() map[string]lua.LGFunction {
-	at := func(level slog.Level) lua.LGFunction {
-		return func(L *lua.LState) int {
-			v.logAt(level)
-			return 0
-		}
-	}
-	return map[string]lua.LGFunction{
-		"debug": at(slog.LevelDebug),
-		"info":  at(slog.LevelInfo),
-		"warn":  at(slog.LevelWarn),
-		"error": at(slog.LevelError),
-	}
-}
-
-// logAt logs the call's arguments, converted as tostring does and separated by spaces.
-func (v *vm) logAt(level slog.Level) {
-	L := v.L
-	var b strings.Builder
-	for i := 1; i <= L.GetTop(); i++ {
-		if i > 1 {
-			b.WriteByte(' ')
-		}
-		switch x := L.Get(i).(type) {
-		case lua.LString:
-			b.WriteString(string(x))
-		case lua.LNumber:
-			b.WriteString(x.String())
-		default:
-			b.WriteString(L.ToStringMeta(x).String()) // __tostring runs under the bounds
-		}
-		if b.Len() > maxLogBytes {
-			break
-		}
-	}
-	msg := b.String()
-	if len(msg) > maxLogBytes {
-		msg = strings.ToValidUTF8(msg[:maxLogBytes], "") + "..."
-	}
-	if lg := v.host.Logger; lg != nil && lg.Enabled(context.Background(), slog.LevelDebug) {
-		lg.Debug(msg, "lua_level", level.String())
-	}
-	inv := v.inv
-	if inv == nil {
-		return
-	}
-	if len(inv.logs) >= maxLogs {
-		inv.dropped++
-		return
-	}
-	v.hold(int64(len(msg)) + effectOverhead)
-	inv.logs = append(inv.logs, LogEntry{Level: level, Message: msg, Time: v.host.now()})
 }
 
 // ---- json, time, env, gateway

@@ -3,11 +3,16 @@ package luafn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	lua "github.com/yuin/gopher-lua"
 )
 
 func TestKVOverlay(t *testing.T) {
@@ -238,24 +243,162 @@ func TestLogs(t *testing.T) {
 	if res.value() != clock.UnixMilli() {
 		t.Errorf("time.now() = %v", res.value())
 	}
+	// Arguments are joined as print joins them: tostring of each, tab-separated.
 	want := []LogEntry{
-		{slog.LevelDebug, "d 1 nil true", clock},
-		{slog.LevelInfo, "i 2.5", clock},
-		{slog.LevelWarn, "w custom", clock},
-		{slog.LevelError, "e", clock},
-		{slog.LevelInfo, "p q", clock},
+		{slog.LevelDebug, "d\t1\tnil\ttrue", clock, "fn.lua", 3},
+		{slog.LevelInfo, "i\t2.5", clock, "fn.lua", 4},
+		{slog.LevelWarn, "w\tcustom", clock, "fn.lua", 5},
+		{slog.LevelError, "e", clock, "fn.lua", 6},
+		{slog.LevelInfo, "p\tq", clock, "fn.lua", 7},
 	}
 	if !reflect.DeepEqual(res.Logs[:5], want) {
 		t.Errorf("logs %+v", res.Logs[:5])
 	}
-	if m := res.Logs[5].Message; len(m) != maxLogBytes+3 || !strings.HasSuffix(m, "...") {
+	if m := res.Logs[5].Message; len(m) != DefaultLogLineBytes+3 || !strings.HasSuffix(m, "...") {
 		t.Errorf("long message not truncated: %d bytes", len(m))
 	}
-	if n := len(res.Logs); n != maxLogs+1 || res.Logs[n-1].Message != "106 more log entries dropped" {
+	if n := len(res.Logs); n != DefaultLogLines+1 || res.Logs[n-1].Message != "106 more log lines dropped: over 100 in one invocation" {
 		t.Errorf("%d logs, last %q", n, res.Logs[n-1].Message)
 	}
 	if rec.msgs[0] != "loading" || len(rec.msgs) != 1+6+200 {
 		t.Errorf("logger got %d messages, first %q", len(rec.msgs), rec.msgs[0])
+	}
+}
+
+// liveLogs collects what Host.OnLog is given.
+type liveLogs struct {
+	mu   sync.Mutex
+	recs []LogRecord
+}
+
+func (l *liveLogs) add(r LogRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recs = append(l.recs, r)
+}
+
+func (l *liveLogs) all() []LogRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.recs)
+}
+
+// withVMs runs fn on each of f's idle VMs, e.g. to install a test builtin.
+func (f *Function) withVMs(fn func(*vm)) {
+	vms := make([]*vm, 0, cap(f.pool))
+	for range cap(f.pool) {
+		v := <-f.pool
+		fn(v)
+		vms = append(vms, v)
+	}
+	for _, v := range vms {
+		f.pool <- v
+	}
+}
+
+// Every line reaches Host.OnLog as it is made, with the function, version, event and
+// position: the first line is delivered before handle goes on to the next statement.
+func TestLogsReportedLive(t *testing.T) {
+	live := &liveLogs{}
+	var seenDuring int
+	host := Host{OnLog: live.add}
+	f := newFn(t, `function handle(event)
+  log.warn("hot:", 31.5)
+  probe()
+  return 1
+end`, Limits{}, host)
+	// probe is a Go builtin the test installs: it sees what was reported so far.
+	f.withVMs(func(v *vm) {
+		v.L.SetGlobal("probe", v.L.NewFunction(func(*lua.LState) int { seenDuring = len(live.all()); return 0 }))
+	})
+	call(t, f, &Event{ID: "ev-7", Source: "console"})
+	got := live.all()
+	want := []LogRecord{{Function: "fn", Version: 1, EventID: "ev-7",
+		LogEntry: LogEntry{Level: slog.LevelWarn, Message: "hot:\t31.5", Time: got[0].Time, File: "fn.lua", Line: 2}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("live logs\n got %+v\nwant %+v", got, want)
+	}
+	if seenDuring != 1 {
+		t.Errorf("%d lines reported while handle ran, want 1", seenDuring)
+	}
+}
+
+// Lines over Limits.LogLines or Limits.LogRate are dropped from the live stream and
+// reported, at most once a second, as one record saying how many.
+func TestLogRateAndDropReports(t *testing.T) {
+	live := &liveLogs{}
+	clock := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f := newFn(t, `function handle(event)
+  for i = 1, event.payload.n do log.info("line", i) end
+end`, Limits{LogLines: 10, LogRate: 15}, Host{OnLog: live.add, Now: func() time.Time { return clock }})
+	// The late report's timer is the test's to fire.
+	var late func()
+	f.logs.after = func(d time.Duration, fn func()) func() bool {
+		if d <= 0 || d > time.Second {
+			t.Errorf("a late report waits %v", d)
+		}
+		late = fn
+		return func() bool { late = nil; return true }
+	}
+	invoke := func(id string, n int) {
+		t.Helper()
+		call(t, f, &Event{ID: id, Source: "console", Payload: fmt.Appendf(nil, `{"n": %d}`, n)})
+	}
+	count := func() (lines, reports, dropped int, last LogRecord) {
+		for _, r := range live.all() {
+			if r.Dropped > 0 {
+				reports++
+				dropped += r.Dropped
+				last = r
+			} else {
+				lines++
+			}
+		}
+		return
+	}
+
+	// 25 lines in one invocation: 10 kept and reported, 15 dropped, reported at its end.
+	invoke("a", 25)
+	lines, reports, dropped, last := count()
+	if lines != 10 || reports != 1 || dropped != 15 {
+		t.Fatalf("after 25 lines: %d lines, %d reports of %d dropped", lines, reports, dropped)
+	}
+	if last.EventID != "a" || last.Level != slog.LevelWarn || last.Message != "15 log lines dropped (over 10 per invocation or 15 a second)" {
+		t.Errorf("drop report %+v", last)
+	}
+
+	// In the same second: 5 more lines fit the rate, 3 do not; the report waits for its
+	// second (a timer), so two invocations' drops arrive as one report.
+	invoke("b", 8)
+	invoke("c", 1)
+	if lines, reports, _, _ := count(); lines != 15 || reports != 1 {
+		t.Fatalf("within the second: %d lines, %d reports", lines, reports)
+	}
+	if late == nil {
+		t.Fatal("no timer for the late report")
+	}
+	clock = clock.Add(time.Second)
+	late()
+	lines, reports, dropped, last = count()
+	if reports != 2 || dropped != 15+4 || last.EventID != "" || last.Message != "4 log lines dropped (over 10 per invocation or 15 a second)" {
+		t.Fatalf("late report: %d reports, %d dropped, last %+v", reports, dropped, last)
+	}
+
+	// A new second: the budget is back. Close sends what is still pending.
+	invoke("d", 12)
+	lines2, _, _, _ := count()
+	if lines2-lines != 10 {
+		t.Errorf("next second: %d lines reported, want 10", lines2-lines)
+	}
+	if late == nil {
+		t.Fatal("no timer for d's report, which came less than a second after the last")
+	}
+	f.Close()
+	if late != nil {
+		t.Error("Close left the late report's timer running")
+	}
+	if _, reports, dropped, last := count(); reports != 3 || dropped != 15+4+2 || last.EventID != "d" {
+		t.Errorf("after Close: %d reports, %d dropped, last %+v", reports, dropped, last)
 	}
 }
 

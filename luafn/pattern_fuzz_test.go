@@ -58,7 +58,7 @@ func fuzzVM(tb testing.TB) *vm {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	v, err := newVM(p, &Host{})
+	v, err := newVM(p, &Host{}, &logBudget{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"regexp"
+	"strings"
 
 	lua "github.com/yuin/gopher-lua"
 )
@@ -24,6 +26,42 @@ import (
 //
 // Globals a function sets itself persist between invocations on the same warm VM, as
 // in Lambda; a VM is replaced after any bound trips, which resets them.
+
+// missing are the standard globals the sandbox leaves out. Reading one gives nil, as
+// for any unset global, so Lua's own error ("attempt to index a non-table object(nil)
+// with key 'time'") would not say why; sandboxHint names the global instead.
+var missing = map[string]string{
+	"os": "; time.now() gives the time in unix ms", "io": "", "debug": "", "package": "", "coroutine": "",
+	"require": "", "dofile": "", "loadfile": "", "load": "", "loadstring": "", "module": "",
+	"collectgarbage": "", "getfenv": "", "setfenv": "", "newproxy": "",
+}
+
+// missingUse finds a name used as a table (os.time, os:x, os["x"]) or called (f(),
+// f"s", f{...}) in a source line, outside a field access such as t.os.
+var missingUse = regexp.MustCompile(`(?:^|[^\w.:])([A-Za-z_]\w*)\s*(?:[.:]\s*([A-Za-z_]\w*)|\[\s*["']([^"']*)["']|([("'{]|\[\[))`)
+
+var indexedKey = regexp.MustCompile(`^attempt to index a non-table object\(nil\) with key '([^']*)'`)
+
+// sandboxHint rewrites the error of a line that used a global the sandbox leaves out,
+// e.g. os.time(), into one that says so. msg is Lua's message and line the source line
+// it names; other errors come back unchanged.
+func sandboxHint(msg, line string) string {
+	key := indexedKey.FindStringSubmatch(msg)
+	calling := strings.HasPrefix(msg, "attempt to call a non-function object")
+	if key == nil && !calling {
+		return msg
+	}
+	for _, m := range missingUse.FindAllStringSubmatch(line, -1) {
+		extra, ok := missing[m[1]]
+		if !ok {
+			continue
+		}
+		if key != nil && (m[2] == key[1] || m[3] == key[1]) || calling && m[4] != "" {
+			return fmt.Sprintf("%s is not available in the sandbox%s (%s)", m[1], extra, msg)
+		}
+	}
+	return msg
+}
 
 // Base functions kept from gopher-lua as they are.
 var keptBase = []string{

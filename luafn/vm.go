@@ -23,6 +23,7 @@ type vm struct {
 	L      *lua.LState
 	prog   *Program
 	host   *Host
+	logs   *logBudget // the function's, shared by its VMs
 	limits Limits
 
 	// done is closed when a bound trips; the VM then fails at its next instruction,
@@ -173,7 +174,7 @@ func (v *vm) watch() {
 
 // newVM creates a state, installs the sandbox and runs the chunk's top level under the
 // function's bounds.
-func newVM(p *Program, h *Host) (*vm, error) {
+func newVM(p *Program, h *Host, logs *logBudget) (*vm, error) {
 	if errLayout != nil {
 		return nil, errLayout
 	}
@@ -181,6 +182,7 @@ func newVM(p *Program, h *Host) (*vm, error) {
 	v := &vm{
 		prog:      p,
 		host:      h,
+		logs:      logs,
 		limits:    lim,
 		done:      make(chan struct{}),
 		epoch:     time.Now(),
@@ -278,6 +280,9 @@ func (v *vm) invokeError(err error) *InvokeError {
 	}
 	ie.Traceback, ie.File, ie.Line = shortTraceback(ae.StackTrace, spec.Filename)
 	ie.Message = trimPosition(ie.Message, spec.Filename)
+	if ie.Line > 0 {
+		ie.Message = sandboxHint(ie.Message, sourceLine(spec.Source, ie.Line))
+	}
 	if t := v.tripped.Load(); t != nil {
 		ie.Kind, ie.Message = t.kind, t.msg
 		return ie
@@ -334,6 +339,19 @@ func shortTraceback(tb, file string) (short, errFile string, line int) {
 		}
 	}
 	return strings.Join(out, "\n"), errFile, line
+}
+
+// sourceLine returns the 1-based line n of src, or "".
+func sourceLine(src string, n int) string {
+	for i := 1; i < n; i++ {
+		j := strings.IndexByte(src, '\n')
+		if j < 0 {
+			return ""
+		}
+		src = src[j+1:]
+	}
+	line, _, _ := strings.Cut(src, "\n")
+	return line
 }
 
 func parseLine(s string) (int, error) {

@@ -280,7 +280,7 @@ func functionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for _, f := range list.Functions {
 		mean := "-"
 		if f.Counters.Invocations > 0 {
-			mean = fmt.Sprintf("%dµs", f.Counters.DurationUSSum/f.Counters.Invocations)
+			mean = micros(f.Counters.DurationUSSum / f.Counters.Invocations)
 		}
 		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), fmt.Sprint(f.Counters.Invocations),
 			fmt.Sprint(f.Counters.Errors), mean, f.Timeout, f.Memory, strings.Join(f.Triggers, " ")})
@@ -325,7 +325,7 @@ func invokeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, l := range res.Logs {
 		fmt.Fprintf(stdout, "log %-5s %s\n", l.Level, l.Msg)
 	}
-	fmt.Fprintf(stdout, "version %d, %dµs\n", res.Version, res.DurationUS)
+	fmt.Fprintf(stdout, "version %d, %s\n", res.Version, micros(res.DurationUS))
 	if res.Error != "" {
 		return fmt.Errorf("invocation failed: %s", res.Error)
 	}
@@ -432,7 +432,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	fmt.Fprintf(stdout, "gateway    %s (moongate %s), up %s\n", st.GatewayID, st.Version, time.Duration(st.UptimeS)*time.Second)
-	fmt.Fprintf(stdout, "broker     %s %s, %d clients\n", st.Broker.State, st.Broker.Addr, st.Broker.Clients)
+	fmt.Fprintf(stdout, "broker     %s %s, %s\n", st.Broker.State, st.Broker.Addr, count(st.Broker.Clients, "client"))
 	fmt.Fprintf(stdout, "functions  %d\n", st.Functions)
 	fmt.Fprintf(stdout, "outbox     %d pending\n", st.OutboxDepth)
 	fmt.Fprintf(stdout, "memory     %.1f MiB\n", float64(st.MemoryBytes)/(1<<20))

@@ -97,6 +97,8 @@ func printLive(w io.Writer, data []byte) {
 		Error      string          `json:"error"`
 		Level      string          `json:"level"`
 		Msg        string          `json:"msg"`
+		File       string          `json:"file"`
+		Line       int             `json:"line"`
 		Topic      string          `json:"topic"`
 		Payload    json.RawMessage `json:"payload"`
 		Sink       string          `json:"sink"`
@@ -116,9 +118,13 @@ func printLive(w io.Writer, data []byte) {
 		if m.Error != "" {
 			outcome = "ERROR " + m.Error
 		}
-		fmt.Fprintf(w, "%s %s v%d %dµs %s\n", ts, m.Function, m.Version, m.DurationUS, outcome)
+		fmt.Fprintf(w, "%s %s v%d %s %s\n", ts, m.Function, m.Version, micros(m.DurationUS), outcome)
 	case "log":
-		fmt.Fprintf(w, "%s %s %s %s\n", ts, m.Function, strings.ToUpper(m.Level), m.Msg)
+		at := ""
+		if m.File != "" {
+			at = fmt.Sprintf(" %s:%d", m.File, m.Line)
+		}
+		fmt.Fprintf(w, "%s %s v%d %-5s%s %s\n", ts, m.Function, m.Version, strings.ToUpper(m.Level), at, m.Msg)
 	case "event":
 		fmt.Fprintf(w, "%s event %s %s\n", ts, m.Topic, m.Payload)
 	case "sync":
@@ -126,7 +132,7 @@ func printLive(w io.Writer, data []byte) {
 	case "sensor":
 		fmt.Fprintf(w, "%s sensor %s %s\n", ts, m.Sensor, m.Values)
 	case "skipped":
-		fmt.Fprintf(w, "%s ... %d messages skipped (reading too slowly)\n", ts, m.Count)
+		fmt.Fprintf(w, "%s ... %s skipped (reading too slowly)\n", ts, count(m.Count, "message"))
 	default:
 		fmt.Fprintf(w, "%s %s\n", ts, data)
 	}

@@ -117,7 +117,8 @@ func checkCmd(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d functions, %d sensors, %d sinks)\n", cfg.File, len(cfg.Functions), len(cfg.Sensors), len(cfg.Sync.Sinks))
+	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", cfg.File, count(len(cfg.Functions), "function"), count(len(cfg.Sensors), "sensor"),
+		count(len(cfg.Sync.Sinks), "sink"))
 	return nil
 }
 

@@ -140,10 +140,20 @@ func (f *fakeAPI) handler() http.Handler {
 		f.mu.Unlock()
 		result, _ := json.Marshal(map[string]any{"echo": ev["payload"], "alert": true})
 		f.hub.Publish(console.Invocation{Function: r.PathValue("name"), Version: version, EventID: "01JTEST",
-			DurationUS: 742, Result: result, Logs: []console.LogLine{{Level: "info", Msg: "hot"}}})
+			DurationUS: 742, Result: result})
 		payload, _ := json.Marshal(ev["payload"])
-		reply(w, 200, map[string]any{"result": json.RawMessage(result), "logs": []map[string]string{{"level": "info", "msg": fmt.Sprintf("payload %s on %v", payload, ev["topic"])}},
-			"error": "", "duration_us": 742, "version": version, "event_id": "01JTEST"})
+		res := map[string]any{"result": json.RawMessage(result), "logs": []map[string]string{{"level": "info", "msg": fmt.Sprintf("payload %s on %v", payload, ev["topic"])}},
+			"error": "", "duration_us": 742, "version": version, "event_id": "01JTEST"}
+		if r.URL.Query().Get("dry_run") == "1" { // the shape the gateway's dry run answers
+			res["dry_run"] = true
+			res["would"] = map[string]any{
+				"kv":        []map[string]any{{"key": "count", "value": 1844}, {"key": "old", "deleted": true}},
+				"emits":     []map[string]any{{"stream": "alerts", "data": map[string]any{"temp": 31.5}}},
+				"publishes": []map[string]any{{"topic": "alerts/hot", "payload": `{"temp":31.5}`, "qos": 1, "retain": false}},
+				"gpio":      []map[string]any{{"pin": "GPIO27", "level": 1}},
+			}
+		}
+		reply(w, 200, res)
 	})
 	api.HandleFunc("POST /api/v1/functions/{name}/rollback", func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]any
@@ -347,6 +357,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.WaitText(id("invoke-value"), `"alert": true`)
 	if text := b.Text(id("invoke-result")); !strings.Contains(text, "742 µs") || !strings.Contains(text, "temp") {
 		t.Errorf("invoke result reads %q", text)
+	}
+	// The test invoke is a dry run unless switched off: the effects are listed, not applied.
+	if text := b.Text(id("invoke-would")); !strings.Contains(text, "nothing was applied") || !strings.Contains(text, "set count = 1844") ||
+		!strings.Contains(text, "del old") || !strings.Contains(text, "alerts ← {\"temp\":31.5}") ||
+		!strings.Contains(text, "alerts/hot") || !strings.Contains(text, "GPIO27 → 1") {
+		t.Errorf("dry run effects read %q", text)
 	}
 	fake.mu.Lock()
 	inv := fake.invokes[len(fake.invokes)-1]

@@ -60,6 +60,8 @@ type HubOptions struct {
 	Logger *slog.Logger
 }
 
+const defaultMaxPayload = 16 << 10
+
 func (o *HubOptions) ensureDefaults() {
 	if o.MaxClients <= 0 {
 		o.MaxClients = 32
@@ -71,7 +73,7 @@ func (o *HubOptions) ensureDefaults() {
 		o.MaxRate = 1000
 	}
 	if o.MaxPayload <= 0 {
-		o.MaxPayload = 16 << 10
+		o.MaxPayload = defaultMaxPayload
 	}
 	if o.PingInterval <= 0 {
 		o.PingInterval = 30 * time.Second

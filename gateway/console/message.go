@@ -46,7 +46,8 @@ type Event struct {
 	Edge  string
 }
 
-// LogLine is one log call made by a function during an invocation.
+// LogLine is one log call made by a function during an invocation, as the invoke API
+// answers it.
 type LogLine struct {
 	Level string `json:"level"`
 	Msg   string `json:"msg"`
@@ -62,16 +63,20 @@ type Invocation struct {
 	DurationUS int64
 	Result     json.RawMessage // nil means the function returned nothing
 	Error      string
-	Logs       []LogLine
 }
 
-// Log is one log line of a function, published as it happens.
+// Log is one log line of a function, published as it happens (its invocation's own
+// message comes after it), or a report that Dropped lines were dropped.
 type Log struct {
 	TS       int64
 	Function string
+	Version  int
 	Level    string
 	Msg      string
 	EventID  string
+	File     string // where in the function's source; empty when unknown
+	Line     int
+	Dropped  int
 }
 
 // Sync is a state transition of a cloud sink.
@@ -140,23 +145,19 @@ func (m Event) wire(ts int64, maxPayload int) any {
 
 func (m Invocation) wire(ts int64, maxPayload int) any {
 	w := struct {
-		Type       string    `json:"type"`
-		TS         int64     `json:"ts"`
-		Function   string    `json:"function"`
-		Version    int       `json:"version"`
-		EventID    string    `json:"event_id"`
-		Topic      string    `json:"topic,omitempty"`
-		DurationUS int64     `json:"duration_us"`
-		Result     any       `json:"result"`
-		Error      string    `json:"error"`
-		Logs       []LogLine `json:"logs"`
+		Type       string `json:"type"`
+		TS         int64  `json:"ts"`
+		Function   string `json:"function"`
+		Version    int    `json:"version"`
+		EventID    string `json:"event_id"`
+		Topic      string `json:"topic,omitempty"`
+		DurationUS int64  `json:"duration_us"`
+		Result     any    `json:"result"`
+		Error      string `json:"error"`
 	}{Type: TypeInvocation, TS: ts, Function: m.Function, Version: m.Version, EventID: m.EventID,
-		Topic: m.Topic, DurationUS: m.DurationUS, Error: m.Error, Logs: m.Logs}
+		Topic: m.Topic, DurationUS: m.DurationUS, Error: m.Error}
 	if m.Result != nil {
 		w.Result, _ = payloadValue(m.Result, maxPayload)
-	}
-	if w.Logs == nil {
-		w.Logs = []LogLine{}
 	}
 	return w
 }
@@ -166,10 +167,14 @@ func (m Log) wire(ts int64, _ int) any {
 		Type     string `json:"type"`
 		TS       int64  `json:"ts"`
 		Function string `json:"function"`
+		Version  int    `json:"version,omitempty"`
 		Level    string `json:"level"`
 		Msg      string `json:"msg"`
 		EventID  string `json:"event_id,omitempty"`
-	}{TypeLog, ts, m.Function, m.Level, m.Msg, m.EventID}
+		File     string `json:"file,omitempty"`
+		Line     int    `json:"line,omitempty"`
+		Dropped  int    `json:"dropped,omitempty"`
+	}{TypeLog, ts, m.Function, m.Version, m.Level, m.Msg, m.EventID, m.File, m.Line, m.Dropped}
 }
 
 func (m Sync) wire(ts int64, _ int) any {
@@ -240,6 +245,12 @@ func payloadValue(b []byte, max int) (any, bool) {
 		return json.RawMessage(b), false
 	}
 	return string(b), false
+}
+
+// Marshal returns m as the live stream sends it, for APIs that serve live messages from
+// before a client connected (the gateway's recent history).
+func Marshal(m Message) ([]byte, error) {
+	return encode(m, defaultMaxPayload, time.Now)
 }
 
 // encode marshals m once for every client that wants it; a zero timestamp becomes now.

@@ -102,7 +102,7 @@ func (t *httpTransport) open(ctx context.Context, _ string) (pipe, error) {
 	defer cancel()
 	conn, err := t.dialer.DialContext(dctx, "tcp", t.addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", t.addr, err)
+		return nil, err // "dial tcp ADDR: ..." already
 	}
 	if t.tls != nil {
 		tc := tls.Client(conn, t.tls)

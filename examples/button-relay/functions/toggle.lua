@@ -14,6 +14,6 @@ function handle(event)
   kv.set("on", on)
   local total = kv.incr("presses", presses)
   gpio.write("relay", on and 1 or 0)
-  log.info("button pressed (", total, " so far): relay ", on and "on" or "off")
+  log.info(string.format("button pressed (%d so far): relay %s", total, on and "on" or "off"))
   return {on = on, presses = total, at = event.ts}
 end

@@ -21,7 +21,7 @@ end
 function handle(event)
   local device, temp = reading(event)
   if not device or not temp then
-    log.warn("ignoring a reading without device or temperature on ", event.topic)
+    log.warn(string.format("ignoring a reading without device or temperature on %s", tostring(event.topic)))
     return nil
   end
   kv.incr("readings/" .. device)
@@ -30,6 +30,6 @@ function handle(event)
   end
   local alert = {device = device, temp = temp, threshold = threshold, ts = event.ts}
   mqtt.publish("alerts/" .. device, alert, {qos = 1})
-  log.info("alert: ", device, " at ", temp)
+  log.info(string.format("alert: %s at %g", device, temp))
   return alert
 end

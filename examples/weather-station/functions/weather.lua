@@ -12,7 +12,7 @@ local limit = tonumber(env.ALERT_C) or 30
 function handle(event)
   local v = event.values
   if type(v) ~= "table" or type(v.temp) ~= "number" then
-    log.warn("ignoring an event without values.temp from ", tostring(event.sensor or event.topic))
+    log.warn(string.format("ignoring an event without values.temp from %s", tostring(event.sensor or event.topic)))
     return nil
   end
 
@@ -36,7 +36,7 @@ function handle(event)
     cloud.emit("alerts", alert)
     -- Retained: a dashboard that connects later still sees the current state.
     mqtt.publish("weather/" .. gateway.id .. "/alert", alert, {qos = 1, retain = true})
-    log.warn("temperature average ", string.format("%.1f", avg), hot and " above " or " back below ", limit)
+    log.warn(string.format("temperature average %.1f %s %g", avg, hot and "above" or "back below", limit))
   end
 
   return {temp_c = v.temp, avg_c = avg, humidity = v.humidity, pressure_hpa = v.pressure, ts = event.ts}

@@ -1,7 +1,7 @@
 // Moongate console entry point: routing between views, the status header, and the one
 // live websocket that feeds every view.
 
-import {$, bytes, duration, stateClass, h} from './dom.js';
+import {$, bytes, clock, duration, stateClass, h} from './dom.js';
 import {get} from './api.js';
 import {Live} from './live.js';
 import {LiveTable} from './livetable.js';
@@ -41,9 +41,26 @@ function chip(id, label, value, cls) {
   el.replaceChildren(`${label} `, h('b', {class: cls ? `state-${cls}` : ''}, value));
 }
 
+// stale marks what the page shows as old news while the gateway is out of reach: the
+// header's figures and the views keep their last values, greyed, until it answers again.
+let lostAt = 0;
+function stale(on) {
+  if (on && !lostAt) lostAt = Date.now();
+  if (!on) lostAt = 0;
+  const st = $('status');
+  if (on) st.dataset.stale = ''; else delete st.dataset.stale;
+  document.body.classList.toggle('stale', on);
+  const banner = $('stale-banner');
+  banner.hidden = !on;
+  if (on) banner.textContent = `Disconnected from the gateway since ${clock(lostAt).slice(0, 8)}: what you see may be out of date. Reconnecting…`;
+}
+
 async function status() {
   try {
     const s = await get('status');
+    // Figures from a fresh answer are current again, but only the live stream makes the
+    // views current: they stay marked until it is back.
+    if (live.state === 'open') stale(false);
     $('gw-id').textContent = s.gateway_id || '';
     if (s.broker) {
       const clients = s.broker.clients ? ` · ${s.broker.clients}` : '';
@@ -55,16 +72,25 @@ async function status() {
     sensors.status(s.sensors);
     $('status').title = `Moongate ${s.version || ''}`;
   } catch {
-    // The live-state chip already shows when the gateway is unreachable.
+    stale(true);
   }
 }
 
 let syncTimer = 0;
 const live = new Live({
-  onState: (state) => {
+  onState: (state, wasOpen) => {
     const el = $('live-state');
     el.dataset.state = state;
-    el.lastElementChild.textContent = state === 'open' ? 'live' : state === 'closed' ? 'offline' : 'connecting';
+    el.lastElementChild.textContent = state === 'open' ? 'live' : wasOpen || lostAt ? 'disconnected' : 'connecting';
+    if (state === 'open') {
+      // Back: refresh what the socket could not say while it was down.
+      status();
+      loadHistory();
+      if (view === 'functions') functions.refresh();
+      if (view === 'sync') sync.refresh();
+    } else if (wasOpen || lostAt) {
+      stale(true);
+    }
   },
   onMessage: (m) => {
     table.push(m);
@@ -86,6 +112,18 @@ const live = new Live({
     if (view === 'fn') fnPage.live(m);
   },
 });
+
+// loadHistory fills the sensor plots and the sink transitions with what the gateway kept
+// from before the page opened (GET /api/v1/history).
+async function loadHistory() {
+  try {
+    const hist = await get('history');
+    sensors.history(hist.sensor || []);
+    sync.history(hist.sync || []);
+  } catch {
+    // An old gateway without the endpoint: the views fill from the live stream.
+  }
+}
 
 function layout() {
   document.documentElement.style.setProperty('--header-h', `${document.querySelector('.top').offsetHeight}px`);

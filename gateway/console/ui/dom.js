@@ -67,6 +67,11 @@ export function num(n) {
   return Number(n).toLocaleString('en-US');
 }
 
+// count writes n with its noun in agreement: "1 invocation", "2 invocations".
+export function count(n, noun, plural = `${noun}s`) {
+  return `${num(n ?? 0)} ${n === 1 ? noun : plural}`;
+}
+
 export function short(v, max = 160) {
   let s = typeof v === 'string' ? v : JSON.stringify(v);
   if (s === undefined) s = '';

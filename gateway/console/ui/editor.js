@@ -71,6 +71,8 @@ export class Editor {
 
   // setError marks a 1-based line with msg and scrolls it into view.
   setError(line, msg) {
+    // "Line 2: boom", not "Line 2: f v1: f.lua:2: boom": the pill gives the place once.
+    msg = msg.replace(new RegExp(`^[^\n]*?:${line | 0}: `), '');
     const n = this.ta.value.split('\n').length;
     line = Math.min(Math.max(1, line | 0), n);
     this.error = {line, msg};

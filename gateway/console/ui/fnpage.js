@@ -1,14 +1,15 @@
-// One function: edit, deploy, invoke with a test event, versions and rollback, KV, and
-// its live logs.
+// One function: edit, deploy, invoke with a test event (a dry run by default), versions
+// and rollback, KV, its live logs, and delete. What the user typed in the page for one
+// function (test event, KV prefix) stays with that function.
 
-import {$, h, ago, bytes, clock, micros, toast} from './dom.js';
+import {$, h, ago, bytes, clock, micros, short, toast} from './dom.js';
 import {api, get, fnPath, ApiError} from './api.js';
 import {Editor} from './editor.js';
 
 const TEMPLATE = `-- handle runs for every event that matches one of the triggers.
 function handle(event)
   local n = kv.incr("count")
-  log.info("event " .. n .. " on " .. tostring(event.topic))
+  log.info(string.format("event %d on %s", n, tostring(event.topic)))
   if type(event.payload) == "table" and (event.payload.temp or 0) > 30 then
     mqtt.publish("alerts/hot", {topic = event.topic, temp = event.payload.temp})
   end
@@ -32,16 +33,40 @@ export class FunctionPage {
     this.name = null;
     this.doc = null;
     this.onDeployed = onDeployed;
+    // Per function: {event, prefix} as the user left them; a new function starts afresh.
+    this.kept = new Map();
     this.editor = new Editor({onSave: () => this.deploy(), onRun: () => this.invoke()});
     $('deploy').addEventListener('click', () => this.deploy());
     $('invoke').addEventListener('click', () => this.invoke());
+    $('fn-delete').addEventListener('click', () => this.askDelete());
+    // The form's submit names the button at once; the dialog's close event comes a task
+    // later, possibly after the dialog was opened again.
+    $('delete-form').addEventListener('submit', (ev) => {
+      const name = $('delete-name').textContent;
+      if (ev.submitter?.value === 'delete' && name === this.name) this.remove(name, $('delete-purge').checked);
+    });
     $('kv-refresh').addEventListener('click', () => this.loadKV());
     $('kv-prefix').addEventListener('keydown', (ev) => { if (ev.key === 'Enter') this.loadKV(); });
+    $('invoke-event').addEventListener('input', () => { this.mine().event = $('invoke-event').value; });
+    $('kv-prefix').addEventListener('input', () => { this.mine().prefix = $('kv-prefix').value; });
+  }
+
+  // mine is the page state the user set for the open function.
+  mine() {
+    const key = this.name ?? '';
+    let k = this.kept.get(key);
+    if (!k) this.kept.set(key, (k = {event: null, prefix: ''}));
+    return k;
   }
 
   async open(name) {
+    if (name === null) this.kept.delete('');
     this.name = name;
     this.doc = null;
+    $('invoke-event').value = this.mine().event ?? '';
+    $('kv-prefix').value = this.mine().prefix;
+    $('fn-delete').hidden = name === null;
+    this.editor.clearError();
     // data-loaded tells tests (and CSS) when the editor holds this function's source.
     delete $('view-fn').dataset.loaded;
     this.status('');
@@ -86,10 +111,8 @@ export class FunctionPage {
     $('fn-concurrency').value = doc.concurrency || '';
     $('fn-emit').value = doc.emit || '';
     $('fn-env').value = Object.entries(doc.env || {}).map(([k, v]) => `${k}=${v}`).join('\n');
-    const ev = $('invoke-event');
-    if (!ev.dataset.touched) {
-      ev.value = JSON.stringify({topic: sampleTopic(doc.triggers || []), payload: {temp: 31.5}}, null, 2);
-      ev.addEventListener('input', () => { ev.dataset.touched = '1'; }, {once: true});
+    if (this.mine().event === null) {
+      $('invoke-event').value = JSON.stringify({topic: sampleTopic(doc.triggers || []), payload: {temp: 31.5}}, null, 2);
     }
   }
 
@@ -134,6 +157,8 @@ export class FunctionPage {
       this.status(`Deployed v${doc.version}`, 'ok');
       this.show(doc);
       if (this.name === null) {
+        this.kept.set(name, this.mine()); // what was typed before the first deploy stays
+        this.kept.delete('');
         this.name = name;
         $('fn-name').hidden = true;
         $('fn-title').textContent = name;
@@ -176,8 +201,9 @@ export class FunctionPage {
     }
     const btn = $('invoke');
     btn.disabled = true;
+    const dry = $('invoke-dry').checked;
     try {
-      const res = await api('POST', `${fnPath(this.name)}/invoke`, event);
+      const res = await api('POST', `${fnPath(this.name)}/invoke${dry ? '?dry_run=1' : ''}`, event);
       this.result(res);
       if (res.error && res.line) this.editor.setError(res.line, res.error);
       else this.editor.clearError();
@@ -194,9 +220,11 @@ export class FunctionPage {
     const ok = !res.error;
     const parts = [h('div', {class: 'res-head'},
       h('span', {class: `pill ${ok ? 'ok' : 'err'}`, 'data-testid': 'invoke-state'}, ok ? 'ok' : 'error'),
+      res.dry_run ? h('span', {class: 'pill idle', 'data-testid': 'invoke-dry-run'}, 'dry run') : null,
       res.duration_us != null ? h('span', {'data-testid': 'invoke-duration'}, micros(res.duration_us)) : null,
       res.version ? h('span', {class: 'muted'}, `v${res.version}`) : null)];
-    if (!ok) parts.push(h('pre', {class: 'res-err', 'data-testid': 'invoke-error'}, res.line ? `line ${res.line}: ${res.error}` : res.error));
+    // The error names its file and line already.
+    if (!ok) parts.push(h('pre', {class: 'res-err', 'data-testid': 'invoke-error'}, res.error));
     if (ok || res.result != null) {
       parts.push(h('div', {class: 'muted'}, 'Result'), h('pre', {'data-testid': 'invoke-value'}, JSON.stringify(res.result ?? null, null, 2)));
     }
@@ -204,6 +232,7 @@ export class FunctionPage {
       parts.push(h('div', {class: 'muted'}, 'Logs'),
         h('pre', {'data-testid': 'invoke-logs'}, res.logs.map((l) => `${(l.level || 'info').padEnd(5)} ${l.msg}`).join('\n')));
     }
+    if (res.dry_run) parts.push(would(res.would || {}));
     box.replaceChildren(...parts);
     box.hidden = false;
   }
@@ -263,15 +292,42 @@ export class FunctionPage {
     }
   }
 
+  // askDelete asks for confirmation in a dialog, with the choice to purge the KV data.
+  askDelete() {
+    if (this.name === null) return;
+    $('delete-name').textContent = this.name;
+    $('delete-purge').checked = false;
+    $('delete-dialog').showModal();
+  }
+
+  async remove(name, purge) {
+    try {
+      await api('DELETE', `${fnPath(name)}${purge ? '?purge=1' : ''}`);
+      this.kept.delete(name);
+      this.onDeployed();
+      toast(`Deleted ${name}${purge ? ' and its KV data' : ''}.`);
+      location.hash = '#/functions';
+    } catch (err) {
+      this.status(`Delete failed: ${err.message}`, 'err');
+    }
+  }
+
   async loadKV() {
     if (this.name === null) return;
+    const name = this.name;
     const prefix = $('kv-prefix').value;
     const box = $('kv-table');
     try {
-      const data = await get(`${fnPath(this.name)}/kv?prefix=${encodeURIComponent(prefix)}`);
+      const data = await get(`${fnPath(name)}/kv?prefix=${encodeURIComponent(prefix)}`);
+      if (this.name !== name) return;
       const items = (data && data.items) || [];
       if (!items.length) {
-        box.replaceChildren(h('p', {class: 'muted'}, prefix ? `No keys start with “${prefix}”.` : 'No keys stored yet.'));
+        // Say whether the function has keys at all, not only none under this prefix.
+        const any = prefix ? ((await get(`${fnPath(this.name)}/kv?limit=1`))?.items || []).length > 0 : false;
+        if (this.name !== name) return;
+        box.replaceChildren(h('p', {class: 'muted', 'data-testid': 'kv-empty'}, !prefix ? 'This function has no keys stored yet.'
+          : any ? `No keys start with “${prefix}”; the function has other keys: clear the prefix to list them.`
+            : `This function has no keys stored yet (none start with “${prefix}”).`));
         return;
       }
       const table = h('table', {}, h('tbody', {}, items.map((it) =>
@@ -289,12 +345,28 @@ export class FunctionPage {
     const list = $('fn-logs');
     list.querySelector('.muted')?.remove();
     const add = (level, text, ts) => {
-      list.prepend(h('li', {class: `lvl-${level}`}, h('span', {class: 'time'}, clock(ts)), text));
+      list.prepend(h('li', {class: `lvl-${level}`, 'data-testid': 'fn-log'}, h('span', {class: 'time'}, clock(ts)), text));
     };
-    if (m.type === 'log') add(m.level, m.msg, m.ts);
+    if (m.type === 'log') {
+      add(m.level, [m.file ? h('span', {class: 'at'}, `${m.file}:${m.line}`) : null, m.msg], m.ts);
+    }
     else if (m.type === 'invocation') {
       add(m.error ? 'error' : 'debug', m.error ? `✖ ${m.error}` : `✓ v${m.version} in ${micros(m.duration_us)}`, m.ts);
     }
     while (list.childElementCount > 200) list.lastElementChild.remove();
   }
+}
+
+// would shows what a dry run would have done: KV writes, emits, publishes, GPIO writes.
+function would(w) {
+  const groups = [
+    ['KV writes', w.kv, (e) => e.deleted ? `del ${e.key}` : `set ${e.key} = ${short(e.value ?? null, 120)}`],
+    ['Emits', w.emits, (e) => `${e.stream} ← ${short(e.data ?? null, 120)}`],
+    ['Publishes', w.publishes, (e) => `${e.topic} ← ${short(e.payload ?? '', 120)}${e.qos ? ` · qos ${e.qos}` : ''}${e.retain ? ' · retained' : ''}`],
+    ['GPIO writes', w.gpio, (e) => `${e.pin} → ${e.level}`],
+  ].filter(([, list]) => list && list.length);
+  if (!groups.length) return h('div', {class: 'res-would muted', 'data-testid': 'invoke-would'}, 'Dry run: it would have changed nothing.');
+  return h('div', {class: 'res-would', 'data-testid': 'invoke-would'},
+    h('div', {class: 'muted'}, 'Dry run: nothing was applied. It would have made:'),
+    groups.flatMap(([title, list, line]) => [h('h3', {}, title), h('ul', {}, list.map((e) => h('li', {}, line(e))))]));
 }

@@ -1,8 +1,10 @@
-// Function cards: counters from GET /api/v1/functions, the rate, error share and
-// latency sparkline from the live invocations (stats.js); the rate and error share from
-// the counters once two samples of them are in.
+// Function cards. The API's counters (GET /api/v1/functions) see every invocation since
+// the gateway started, so they give the error share and, from two samples, the rate;
+// the live invocations (stats.js), which the gateway may thin out for this browser, give
+// the latency percentile and sparkline, and the rate until two samples are in. A function
+// that never ran shows that, not figures made of nothing.
 
-import {$, h, micros, num, toast} from './dom.js';
+import {$, h, count, micros, toast} from './dom.js';
 import {get} from './api.js';
 import {spark} from './spark.js';
 
@@ -30,9 +32,7 @@ export class FunctionsView {
       const prev = this.samples.get(fn.name);
       const cur = {t: now, inv: c.invocations || 0, err: c.errors || 0};
       if (prev && now - prev.t >= 1000 && cur.inv >= prev.inv) {
-        const d = cur.inv - prev.inv;
-        cur.rate = d / ((now - prev.t) / 1000);
-        cur.errRate = d ? (cur.err - prev.err) / d : 0;
+        cur.rate = (cur.inv - prev.inv) / ((now - prev.t) / 1000);
       }
       this.samples.set(fn.name, cur);
     }
@@ -60,28 +60,39 @@ export class FunctionsView {
   // tick redraws the live figures of every card; cheap enough to run every 2 s.
   tick() {
     for (const {fn, metrics, chart, foot} of this.cards.values()) {
-      const s = this.stats.summary(fn.name);
       const c = fn.counters || {};
-      // The counters see every invocation; the live stream may be thinned out by the
-      // gateway's rate cap for this browser.
-      const sample = this.samples.get(fn.name);
-      if (sample && sample.rate != null) {
-        s.rate = sample.rate;
-        s.errRate = sample.errRate;
-      }
-      metrics.replaceChildren(
-        metric(s.rate < 10 ? s.rate.toFixed(2) : s.rate.toFixed(0), 'per second', false, 'fn-rate'),
-        metric(`${(s.errRate * 100).toFixed(s.errRate && s.errRate < 0.1 ? 1 : 0)}%`, 'errors', s.errRate > 0, 'fn-errors'),
-        metric(micros(s.p95), 'p95 latency', false, 'fn-p95'));
-      chart.replaceChildren(s.series.length > 1
-        ? spark(s.series, {flags: s.flags, min: 0, label: `latency of the last ${s.series.length} invocations`})
-        : h('div', {class: 'spark-empty'}, 'no invocations seen yet'));
-      const mean = c.invocations ? micros(c.duration_us_sum / c.invocations) : '–';
+      const inv = c.invocations || 0;
+      const errs = c.errors || 0;
       foot.replaceChildren(
-        h('span', {}, `${num(c.invocations ?? 0)} invocations · ${num(c.errors ?? 0)} errors`),
-        h('span', {}, `mean ${mean}`));
+        h('span', {'data-testid': 'fn-counts'}, `${count(inv, 'invocation')} · ${count(errs, 'error')}`),
+        h('span', {}, inv ? `mean ${micros(c.duration_us_sum / inv)}` : ''));
+      if (!inv) {
+        metrics.replaceChildren(h('div', {class: 'metric none', 'data-testid': 'fn-none'}, 'no invocations yet'));
+        chart.replaceChildren();
+        continue;
+      }
+      const s = this.stats.summary(fn.name);
+      const sample = this.samples.get(fn.name);
+      const rate = sample && sample.rate != null ? sample.rate : s.count ? s.rate : null;
+      const share = errs / inv;
+      metrics.replaceChildren(
+        metric(rate == null ? '–' : rate < 10 ? rate.toFixed(2) : rate.toFixed(0), 'per second', false, 'fn-rate'),
+        metric(percent(share), 'errors', share > 0, 'fn-errors'),
+        s.p95 == null
+          ? metric(micros(c.duration_us_sum / inv), 'mean latency', false, 'fn-mean')
+          : metric(micros(s.p95), 'p95 latency', false, 'fn-p95'));
+      chart.replaceChildren(s.series.length > 1
+        ? spark(s.series, {flags: s.flags, min: 0, label: `latency of the last ${count(s.series.length, 'invocation')}`})
+        : h('div', {class: 'spark-empty'}, 'no invocations seen since this page opened'));
     }
   }
+}
+
+// percent writes a share without rounding a failure away: 100%, 0.3%, 0%.
+function percent(share) {
+  if (share === 0 || share === 1) return `${share * 100}%`;
+  const p = share * 100;
+  return `${p < 0.1 ? '<0.1' : p < 10 ? p.toFixed(1) : Math.min(99, Math.round(p))}%`;
 }
 
 function metric(v, k, bad, testid) {

@@ -14,6 +14,7 @@ export class Live {
     this.delay = 1000;
     this.ws = null;
     this.opened = false;
+    this.state = 'connecting';
     // A page kept in the back/forward cache would otherwise hold its socket open and
     // count against the gateway's client cap while nobody looks at it.
     window.addEventListener('pagehide', () => this.stop());
@@ -33,14 +34,14 @@ export class Live {
     const protocols = ['moongate.v1'];
     if (t && TCHAR.test(t)) protocols.push(`bearer.${t}`);
     else if (t) url.searchParams.set('token', t);
-    this.onState('connecting');
+    this.setState('connecting');
     const ws = new WebSocket(url, protocols);
     this.ws = ws;
     this.opened = false;
     ws.onopen = () => {
       this.opened = true;
       this.delay = 1000;
-      this.onState('open');
+      this.setState('open');
     };
     ws.onmessage = (ev) => {
       let msg;
@@ -49,13 +50,19 @@ export class Live {
     };
     ws.onclose = () => {
       if (this.ws !== ws) return;
-      this.onState('closed');
+      this.setState('closed', this.opened);
       // A handshake refused before opening is most often a missing or stale token: an
       // API call shows the token prompt on 401, then we retry with the new token.
       const check = this.opened ? Promise.resolve() : get('status').catch(() => {});
       check.then(() => setTimeout(() => this.connect(), this.delay));
       this.delay = Math.min(this.delay * 2, 15000);
     };
+  }
+
+  // setState tells the page; wasOpen says a socket that worked was lost.
+  setState(state, wasOpen = false) {
+    this.state = state;
+    this.onState(state, wasOpen);
   }
 
   // reconnect drops the current socket and opens a new one at once, e.g. after the token

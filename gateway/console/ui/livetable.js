@@ -1,7 +1,7 @@
 // The live event table: newest first, pause (messages are held, not lost), a text
 // filter and type toggles applied in the browser, and the server's "skipped" markers.
 
-import {$, h, clock, micros, short} from './dom.js';
+import {$, h, clock, count, micros, short} from './dom.js';
 
 const TYPES = ['event', 'invocation', 'log', 'sync', 'sensor', 'firmware'];
 const KEEP = 2000; // messages kept for re-filtering
@@ -16,7 +16,7 @@ function cells(m) {
       return [`v${m.version}`, m.function,
         m.error ? `✖ ${m.error}` : `${micros(m.duration_us)} → ${short(m.result, 240)}`, !!m.error];
     case 'log':
-      return [m.level, m.function, m.msg, m.level === 'error'];
+      return [m.level, m.function, `${m.file ? `${m.file}:${m.line}  ` : ''}${m.msg}`, m.level === 'error' || !!m.dropped];
     case 'sync':
       return ['sink', m.sink, `${m.state}${m.error ? ` · ${m.error}` : ''}${m.pending != null ? ` · ${m.pending} pending` : ''}`,
         !!m.error];
@@ -156,6 +156,24 @@ export class LiveTable {
     const held = $('live-held');
     held.hidden = !this.paused;
     held.textContent = `paused · ${this.held.length} new`;
-    $('live-empty').hidden = this.rows.childElementCount > 0;
+    this.empty();
+  }
+
+  // empty says why the table is empty: nothing came yet, or the filter hides everything
+  // that did (and how much).
+  empty() {
+    const el = $('live-empty');
+    el.hidden = this.rows.childElementCount > 0;
+    if (el.hidden) return;
+    const hidden = this.all.filter((m) => m.type !== 'skipped').length;
+    if (!hidden) {
+      el.textContent = 'Waiting for messages… publish to the broker or invoke a function.';
+      delete el.dataset.hidden;
+      return;
+    }
+    const off = TYPES.filter((t) => !this.types.has(t));
+    const why = [off.length ? `types ${off.join(', ')} off` : '', this.q ? `text “${this.q}”` : ''].filter(Boolean).join(', ');
+    el.dataset.hidden = String(hidden);
+    el.textContent = `No message matches the filter (${why}): ${count(hidden, 'message')} hidden.`;
   }
 }

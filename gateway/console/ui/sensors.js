@@ -3,13 +3,14 @@
 // sparklines, and for GPIO pins the edges and the invocations they start. A simulated
 // GPIO input (driver: gpio, sim: true) gets a Press button that drives the pin through
 // POST /api/v1/gpio/{pin} as a real button would: pressed while held, released on let go.
-// Cards are built once and updated in place, at most once per animation frame.
+// Cards are built once and updated in place, at most once per animation frame. The plots
+// open with the readings the gateway kept from the last minutes (GET /api/v1/history).
 
 import {$, h, clock, micros, short, stateClass, toast} from './dom.js';
 import {api} from './api.js';
 import {spark} from './spark.js';
 
-const KEEP = 120;
+const KEEP = 600; // readings per sensor: the gateway keeps as many (10 minutes at 1/s)
 const ACTIVITY = 6;
 
 export class SensorsView {
@@ -25,7 +26,9 @@ export class SensorsView {
   get(name) {
     let s = this.sensors.get(name);
     if (!s) {
-      s = {name, meta: {}, ts: 0, series: new Map(), activity: [], down: false, chain: Promise.resolve(), el: null};
+      // points: readings in time order, {ts, values, seed} (seed: the status API's last
+      // values, shown until the history or the stream brings the real series).
+      s = {name, meta: {}, ts: 0, points: [], activity: [], down: false, chain: Promise.resolve(), el: null};
       this.sensors.set(name, s);
     }
     return s;
@@ -39,7 +42,7 @@ export class SensorsView {
       const at = m.at ? Date.parse(m.at) : 0;
       if (at > s.ts) s.ts = at;
       // A sensor read before the page opened shows its last values at once.
-      if (!s.series.size && m.driver !== 'gpio') this.add(s, m.values);
+      if (!s.points.length && m.driver !== 'gpio' && m.values) s.points.push({ts: at, values: m.values, seed: true});
       this.touch(s);
     }
   }
@@ -47,9 +50,24 @@ export class SensorsView {
   // live takes a sensor reading from the stream.
   live(m) {
     const s = this.get(m.sensor);
-    s.ts = m.ts || Date.now();
-    this.add(s, m.values);
+    s.ts = Math.max(s.ts, m.ts || Date.now());
+    this.add(s, [{ts: m.ts || Date.now(), values: m.values}]);
     this.touch(s);
+  }
+
+  // history takes the readings the gateway kept (live sensor messages, oldest first).
+  history(list) {
+    const by = new Map();
+    for (const m of list) {
+      if (!by.has(m.sensor)) by.set(m.sensor, []);
+      by.get(m.sensor).push({ts: m.ts, values: m.values});
+    }
+    for (const [name, points] of by) {
+      const s = this.get(name);
+      s.ts = Math.max(s.ts, points[points.length - 1].ts);
+      this.add(s, points);
+      this.touch(s);
+    }
   }
 
   // event takes a GPIO edge from the stream (an event with source gpio).
@@ -82,14 +100,27 @@ export class SensorsView {
     return null;
   }
 
-  add(s, values) {
-    for (const [k, v] of Object.entries(values || {})) {
-      if (typeof v !== 'number') continue;
-      let arr = s.series.get(k);
-      if (!arr) s.series.set(k, (arr = []));
-      arr.push(v);
-      if (arr.length > KEEP) arr.shift();
+  // add merges readings into the sensor's points: in time order, each reading once
+  // (the history and the stream overlap), the status seed dropped once real ones come.
+  add(s, points) {
+    const seen = new Set();
+    s.points = [...s.points.filter((p) => !p.seed), ...points]
+      .sort((a, b) => a.ts - b.ts)
+      .filter((p) => !seen.has(p.ts) && seen.add(p.ts));
+    if (s.points.length > KEEP) s.points.splice(0, s.points.length - KEEP);
+  }
+
+  // series returns each value's readings, in time order.
+  series(s) {
+    const out = new Map();
+    for (const p of s.points) {
+      for (const [k, v] of Object.entries(p.values || {})) {
+        if (typeof v !== 'number') continue;
+        if (!out.has(k)) out.set(k, []);
+        out.get(k).push(v);
+      }
     }
+    return out;
   }
 
   note(s, item) {
@@ -195,7 +226,7 @@ export class SensorsView {
         s.levelEl.className = `pill ${lvl ? 'ok' : 'idle'}`;
         s.levelEl.dataset.level = lvl == null ? '' : String(lvl);
       }
-      s.valsEl.replaceChildren(...[...s.series.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, arr]) =>
+      s.valsEl.replaceChildren(...[...this.series(s).entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, arr]) =>
         h('div', {class: 'sensor-val'},
           h('div', {}, h('div', {class: 'v', 'data-testid': `sensor-${name}-${k}`}, fmt(arr[arr.length - 1])), h('div', {class: 'k'}, k)),
           spark(arr, {label: `${name} ${k}`}),

@@ -1,10 +1,15 @@
 // Outbox and sinks: GET /api/v1/sync, refreshed on a timer and whenever a sink reports a
-// transition on the live stream.
+// transition on the live stream. The transitions list opens with the ones the gateway
+// kept from before the page opened (GET /api/v1/history).
 
 import {$, h, ago, bytes, num, stateClass, clock, toast} from './dom.js';
 import {get} from './api.js';
 
 export class SyncView {
+  constructor() {
+    this.seen = new Set(); // transitions shown, as ts|sink|state: history and stream overlap
+  }
+
   async refresh() {
     let data;
     try {
@@ -50,13 +55,24 @@ export class SyncView {
       s.last_error ? h('div', {class: 'last-err'}, `${s.last_error_at ? `${ago(s.last_error_at)}: ` : ''}${s.last_error}`) : null);
   }
 
+  // history takes the transitions the gateway kept (live sync messages, oldest first).
+  history(list) {
+    for (const m of list) this.live(m);
+  }
+
   // live logs a sink transition.
   live(m) {
+    const key = `${m.ts}|${m.sink}|${m.state}`;
+    if (this.seen.has(key)) return;
+    if (this.seen.size > 1000) this.seen.clear(); // the list keeps 100 anyway
+    this.seen.add(key);
     const list = $('sync-log');
     list.querySelector('.muted')?.remove();
-    list.prepend(h('li', {}, h('span', {class: 'time'}, clock(m.ts)),
+    const li = h('li', {'data-testid': 'sync-transition', dataset: {ts: m.ts}}, h('span', {class: 'time'}, clock(m.ts)),
       h('b', {}, m.sink), ' → ', h('span', {class: `state-${stateClass(m.state)}`}, m.state),
-      m.error ? ` · ${m.error}` : ''));
+      m.error ? ` · ${m.error}` : '');
+    // Newest first, whichever arrives first: the stream or the older history.
+    list.insertBefore(li, [...list.children].find((c) => Number(c.dataset.ts) < m.ts) || null);
     while (list.childElementCount > 100) list.lastElementChild.remove();
   }
 }
