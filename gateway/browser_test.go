@@ -164,8 +164,20 @@ func TestConsoleInBrowserAgainstGateway(t *testing.T) {
 	if got := b.Eval(`document.querySelector("#editor-input").value`); got != thermoSource("v1") {
 		t.Errorf("after the rollback the editor holds %q", got)
 	}
+	// A test invoke is a dry run by default: it shows the KV write it would make and makes
+	// none; switched off, it writes.
 	b.Click(id("invoke"))
+	b.WaitVisible(id("invoke-dry-run"))
 	b.WaitText(id("invoke-value"), `"v": "v1"`)
+	b.WaitText(id("invoke-would"), "set last = ")
+	if !kvJSON(t, tg, "thermo", "last", &last) || last["v"] != "v2" {
+		t.Errorf("a dry run wrote the KV: last = %v", last)
+	}
+	b.Click(id("invoke-dry"))
+	b.Click(id("invoke"))
+	eventually(t, "the real invoke to write the KV", func() bool {
+		return kvJSON(t, tg, "thermo", "last", &last) && last["v"] == "v1"
+	})
 
 	// The KV panel shows what the store holds.
 	var count float64

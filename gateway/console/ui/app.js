@@ -18,6 +18,7 @@ const fnPage = new FunctionPage({onDeployed: () => functions.refresh()});
 const sync = new SyncView();
 const sensors = new SensorsView({onStale: () => status()});
 let view = '';
+let lastHash = null;
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
@@ -25,6 +26,9 @@ function route() {
   let next = ['live', 'functions', 'sync', 'sensors'].includes(head) ? head : 'live';
   if (head === 'fn' && rest.length) next = 'fn';
   if (head === 'new') next = 'fn';
+  // Another page opens at its top, not at the scroll position the last one was left at.
+  if (hash !== lastHash) window.scrollTo(0, 0);
+  lastHash = hash;
   view = next;
   for (const sec of document.querySelectorAll('.view')) sec.hidden = sec.id !== `view-${next}`;
   const tab = next === 'fn' ? 'functions' : next;
