@@ -41,6 +41,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			PasswordFile: g.cfg.Resolve(m.Embedded.PasswordFile), ACLFile: g.cfg.Resolve(m.Embedded.ACLFile),
 			Username: m.Username, Password: m.Password, Logger: logger,
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
+			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,
@@ -68,6 +69,14 @@ func clientOptions(c *config.Config) mqtt.ClientOptions {
 		TLS:          mqtt.TLSFiles{CA: c.Resolve(m.TLS.CA), Cert: c.Resolve(m.TLS.Cert), Key: c.Resolve(m.TLS.Key)},
 		DrainTimeout: -1,
 	}
+}
+
+// deviceByteRate: device_rate: -1 turns the byte share off too.
+func deviceByteRate(e config.Embedded) int {
+	if e.DeviceRate < 0 {
+		return -1
+	}
+	return int(e.DeviceByteRate)
 }
 
 // openSensors decodes the sensors: section with the sensors package's own type and opens

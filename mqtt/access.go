@@ -237,6 +237,7 @@ func (e *Embedded) permitted(cl *mochi.Client, topic string, write bool) bool {
 		return true
 	}
 	e.aclDenied.Add(1)
+	e.device(cl).denied.Add(1)
 	if e.access.denied.Fail(cl.ID) {
 		what := "read of"
 		if write {

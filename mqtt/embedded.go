@@ -48,6 +48,12 @@ type EmbeddedOptions struct {
 	// ConnectTimeout is how long a new connection may take to send its CONNECT. Zero
 	// means 10s.
 	ConnectTimeout time.Duration
+	// DeviceRate and DeviceByteRate are each device's fair share: publishes and payload
+	// bytes a second (with a second's worth of burst). A device past them waits, its
+	// connection unread, while the others go on. Zero means 2000 publishes and 1 MiB a
+	// second; negative, no limit.
+	DeviceRate     float64
+	DeviceByteRate int
 	// AckTimeout bounds how long a device's QoS 1 or 2 message waits for Message.Ack.
 	// After it, the device is disconnected without an acknowledgement, so it sends the
 	// message again when it reconnects. Zero means 30s.
@@ -109,8 +115,9 @@ type Embedded struct {
 	// of mochi's processing. A connection processes one packet at a time.
 	processing sync.Map // *mochi.Client -> struct{}
 
-	access *access
-	conns  *connlimit.Limiter
+	access  *access
+	conns   *connlimit.Limiter
+	devices sync.Map // *mochi.Client -> *deviceState, while connected
 	// watch is the goroutine that reloads the device files; Close stops and waits for it.
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
@@ -172,6 +179,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = defaultConnectTimeout
+	}
+	if opts.DeviceRate == 0 {
+		opts.DeviceRate = defaultDeviceRate
+	}
+	if opts.DeviceByteRate == 0 {
+		opts.DeviceByteRate = defaultDeviceByteRate
 	}
 	acc, err := newAccess(opts)
 	if err != nil {
@@ -497,6 +510,7 @@ func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bo
 }
 
 func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	h.e.pace(cl, pk)
 	if !h.e.publishAllowed(cl, pk.TopicName) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, neither delivered nor retained
 	}
@@ -513,9 +527,10 @@ func (h *embeddedHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ 
 	}
 }
 
-// OnDisconnect counts and logs a device dropped for a packet larger than the maximum:
+// OnDisconnect forgets the device's counters, and counts and logs a device dropped for a packet larger than the maximum:
 // mochi closes the connection without a word (a 3.1.1 client has no reason code to get).
 func (h *embeddedHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
+	h.e.devices.Delete(cl)
 	if !errors.Is(err, packets.ErrPacketTooLarge) {
 		return
 	}

@@ -90,6 +90,12 @@ type Embedded struct {
 	// MaxPacketSize is the largest packet a device may send; a larger one disconnects the
 	// device, logged and counted. Unset: the broker's default, 256KiB.
 	MaxPacketSize Size `yaml:"max_packet_size"`
+	// DeviceRate and DeviceByteRate are each device's fair share of the broker, in
+	// publishes and payload bytes a second: a device past them is slowed down (its
+	// connection is not read for a moment), the others are not. Unset: 2000 and 1MiB;
+	// device_rate: -1 turns both off.
+	DeviceRate     float64 `yaml:"device_rate"`
+	DeviceByteRate Size    `yaml:"device_byte_rate"`
 }
 
 // TLS names PEM files; empty fields are unused.
