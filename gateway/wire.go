@@ -39,6 +39,8 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 		b, err := mqtt.NewEmbedded(mqtt.EmbeddedOptions{
 			Listen: m.Embedded.Listen, WSListen: m.Embedded.WSListen, WSAllowedOrigins: m.Embedded.WSAllowedOrigins,
 			PasswordFile: g.cfg.Resolve(m.Embedded.PasswordFile), ACLFile: g.cfg.Resolve(m.Embedded.ACLFile),
+			TLSListen: m.Embedded.TLSListen, TLSCert: g.cfg.Resolve(m.Embedded.TLS.Cert), TLSKey: g.cfg.Resolve(m.Embedded.TLS.Key),
+			ClientCA: g.cfg.Resolve(m.Embedded.TLS.ClientCA),
 			Username: m.Username, Password: m.Password, Logger: logger,
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
@@ -245,6 +247,11 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 		}
 		if aclErr != nil {
 			errs = append(errs, c.Errorf("mqtt.embedded.acl_file", "%v", aclErr).(*config.Error))
+		}
+		if t := c.MQTT.Embedded.TLS; c.MQTT.Embedded.TLSListen != "" && !under("mqtt.embedded.tls") {
+			if err := mqtt.CheckServerTLS(c.Resolve(t.Cert), c.Resolve(t.Key), c.Resolve(t.ClientCA)); err != nil {
+				errs = append(errs, c.Errorf("mqtt.embedded.tls", "%v", err).(*config.Error))
+			}
 		}
 	}
 	for i, f := range c.Functions {

@@ -205,6 +205,9 @@ func (e *Embedded) Reload() error {
 		if cl.Net.Inline || cl.Closed() {
 			continue
 		}
+		if _, byCert := certificateIdentity(cl.Net.Conn); byCert {
+			continue // its CA vouches for it, not the password file
+		}
 		if user := string(cl.Properties.Username); !e.access.knows(user) {
 			e.log.Info("embedded broker: disconnecting a device whose user was removed", logKeyClient, cl.ID, "user", user)
 			e.disconnect(cl, packets.ErrNotAuthorized)

@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/mqtt/mqtttest"
 )
 
 func writeAccessFile(t *testing.T, path, content string) {
@@ -228,5 +232,49 @@ func TestConnectionBounds(t *testing.T) {
 	}
 	if st := e.Status(); st.ConnectionsRefused != 1 {
 		t.Fatalf("refused connections counted: %d", st.ConnectionsRefused)
+	}
+}
+
+// On the TLS listener with a client CA, a device's certificate is its identity: its
+// common name is the user the ACL's %u names, and no password is asked; a certificate
+// of another CA is refused.
+func TestCertificateIdentity(t *testing.T) {
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t, dir)
+	aclFile := filepath.Join(dir, "acl")
+	writeAccessFile(t, aclFile, "pattern write sensors/%u/#\n")
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{TLSListen: "127.0.0.1:0", TLSCert: pki.ServerCert, TLSKey: pki.ServerKey,
+		ClientCA: pki.CA, ACLFile: aclFile}, []Subscription{{"sensors/#", 0}}, rec)
+	tlsDevice := func(cert, key string) (paho.Client, error) {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		caPEM, _ := os.ReadFile(pki.CA)
+		roots.AppendCertsFromPEM(caPEM)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://"+e.TLSAddr()).SetClientID("cert-dev").
+			SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).
+			SetTLSConfig(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}))
+		tok := c.Connect()
+		tok.WaitTimeout(10 * time.Second)
+		return c, tok.Error()
+	}
+	if _, err := tlsDevice(pki.OtherClientCert, pki.OtherClientKey); err == nil {
+		t.Fatal("a certificate of another CA connected")
+	}
+	c, err := tlsDevice(pki.ClientCert, pki.ClientKey)
+	if err != nil {
+		t.Fatalf("the CA's client certificate: %v", err)
+	}
+	defer c.Disconnect(50)
+	wait(t, c.Publish("sensors/other/temp", 0, false, "no"))
+	wait(t, c.Publish("sensors/moongate-test/temp", 0, false, "yes"))
+	if m := rec.next(t); m.Topic != "sensors/moongate-test/temp" {
+		t.Fatalf("the ACL did not apply to the certificate's name: got %s", m.Topic)
+	}
+	if ds := e.Devices(); len(ds) != 1 || ds[0].User != "moongate-test" || ds[0].Listener != "tls" {
+		t.Fatalf("devices: %+v", ds)
 	}
 }

@@ -28,6 +28,11 @@ type EmbeddedOptions struct {
 	// may connect over websockets; "*" allows any. Connections without an Origin (not
 	// a browser) are always allowed.
 	WSAllowedOrigins []string
+	// TLSListen, if set, also accepts MQTT over TLS on this address, with the server
+	// certificate TLSCert and its key TLSKey (PEM files). With ClientCA, every device must
+	// present a certificate that CA signed, and its subject's common name is its user
+	// name: the ACL's %u, no password needed.
+	TLSListen, TLSCert, TLSKey, ClientCA string
 	// PasswordFile, when set, names the devices' users and their bcrypt password hashes
 	// (see SetPassword); every device must log in as one of them. It is read again when
 	// it changes and on Reload.
@@ -100,6 +105,7 @@ type Embedded struct {
 	log      *slog.Logger
 	srv      *mochi.Server
 	tcp      *tcpListener
+	tlsLn    *tcpListener // nil without TLSListen
 	ws       *wsListener
 	subs     subscriptions
 	handler  atomic.Pointer[handlerRef]
@@ -214,13 +220,26 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	e.tcp = newTCPListener("tcp", opts.Listen, e.conns, opts.ConnectTimeout, e.closeClients, opts.MaxPacketSize)
 	if err := e.srv.AddListener(e.tcp); err != nil {
-		return nil, fmt.Errorf("embedded broker: listen %s: %w", opts.Listen, err)
+		return nil, fmt.Errorf("embedded broker: %w", err) // net.Listen's error names the address
+	}
+	if opts.TLSListen != "" {
+		cfg, err := serverTLS(opts.TLSCert, opts.TLSKey, opts.ClientCA)
+		if err != nil {
+			_ = e.srv.Close()
+			return nil, fmt.Errorf("embedded broker: tls listener: %w", err)
+		}
+		e.tlsLn = newTCPListener("tls", opts.TLSListen, e.conns, opts.ConnectTimeout, e.closeClients, opts.MaxPacketSize)
+		e.tlsLn.tls = cfg
+		if err := e.srv.AddListener(e.tlsLn); err != nil {
+			_ = e.srv.Close()
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
 	}
 	if opts.WSListen != "" {
 		e.ws = newWSListener("ws", opts.WSListen, opts.WSAllowedOrigins, e.conns, opts.ConnectTimeout, e.closeClients, opts.MaxPacketSize)
 		if err := e.srv.AddListener(e.ws); err != nil {
 			_ = e.srv.Close()
-			return nil, fmt.Errorf("embedded broker: websocket listen %s: %w", opts.WSListen, err)
+			return nil, fmt.Errorf("embedded broker: websocket: %w", err)
 		}
 	}
 	return e, nil
@@ -237,8 +256,19 @@ func (e *Embedded) WSAddr() string {
 	return e.ws.Address()
 }
 
+// TLSAddr is the TLS address the broker listens on, or "" without one.
+func (e *Embedded) TLSAddr() string {
+	if e.tlsLn == nil {
+		return ""
+	}
+	return e.tlsLn.Address()
+}
+
 func (e *Embedded) brokerURLs() string {
 	u := "tcp://" + e.Addr()
+	if e.tlsLn != nil {
+		u += " ssl://" + e.TLSAddr()
+	}
 	if e.ws != nil {
 		u += " ws://" + e.WSAddr()
 	}
@@ -462,6 +492,11 @@ func (e *Embedded) refuse(cl *mochi.Client, pk packets.Packet, code packets.Code
 }
 
 func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
+	if cn, ok := certificateIdentity(cl.Net.Conn); ok && e.opts.ClientCA != "" {
+		// The TLS handshake verified the device's certificate: its name is its user.
+		cl.Properties.Username = []byte(cn)
+		return true
+	}
 	ok, throttled := e.access.authenticate(string(pk.Connect.Username), string(pk.Connect.Password), cl.Net.Remote)
 	switch {
 	case throttled:

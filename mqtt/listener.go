@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -69,14 +70,20 @@ type tcpListener struct {
 	connectTimeout time.Duration     // for the CONNECT; mochi sets the keepalive deadline after it
 	closeClients   listeners.CloseFn // used instead of the one mochi passes to Close
 	maxPacket      uint32            // the broker's maximum packet size, for framedConn
+	tls            *tls.Config       // nil: plain TCP
 }
 
 func newTCPListener(id, address string, limit *connlimit.Limiter, connectTimeout time.Duration, closeClients listeners.CloseFn, maxPacket uint32) *tcpListener {
 	return &tcpListener{id: id, address: address, limit: limit, connectTimeout: connectTimeout, closeClients: closeClients, maxPacket: maxPacket}
 }
 
-func (l *tcpListener) ID() string       { return l.id }
-func (l *tcpListener) Protocol() string { return "tcp" }
+func (l *tcpListener) ID() string { return l.id }
+func (l *tcpListener) Protocol() string {
+	if l.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
 
 func (l *tcpListener) Address() string {
 	if l.ln != nil {
@@ -89,6 +96,9 @@ func (l *tcpListener) Init(log *slog.Logger) error {
 	ln, err := net.Listen("tcp", l.address)
 	if err != nil {
 		return err
+	}
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls) // the handshake runs at the first read, within the CONNECT deadline
 	}
 	l.log, l.ln = log, ln
 	return nil

@@ -79,6 +79,11 @@ type Embedded struct {
 	// WSAllowedOrigins are the browser origins besides the websocket listener's own whose
 	// pages may connect to it ("*": any).
 	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
+	// TLSListen also accepts devices over TLS (ssl://) with TLS's certificate and key;
+	// with TLS.ClientCA every device must present a certificate that CA signed, whose
+	// common name is then its user (the ACL's %u).
+	TLSListen string      `yaml:"tls_listen"`
+	TLS       EmbeddedTLS `yaml:"tls"`
 	// PasswordFile holds the devices' users and bcrypt hashes (moongate passwd writes
 	// it); ACLFile says what each may publish and subscribe to, in Mosquitto's format.
 	// Both are reloaded when they change, and on SIGHUP.
@@ -96,6 +101,13 @@ type Embedded struct {
 	// device_rate: -1 turns both off.
 	DeviceRate     float64 `yaml:"device_rate"`
 	DeviceByteRate Size    `yaml:"device_byte_rate"`
+}
+
+// EmbeddedTLS names the embedded broker's TLS listener's PEM files.
+type EmbeddedTLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
 }
 
 // TLS names PEM files; empty fields are unused.

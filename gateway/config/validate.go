@@ -32,8 +32,15 @@ func (c *Config) validate() ErrorList {
 	default:
 		add("gateway.log_level", "%q is not debug, info, warn or error", c.Gateway.LogLevel)
 	}
+	if e := c.MQTT.Embedded; c.MQTT.Broker == "embedded" && e.TLSListen != "" && (e.TLS.Cert == "" || e.TLS.Key == "") {
+		add("mqtt.embedded.tls", "tls_listen needs tls.cert and tls.key: the broker's certificate and its key")
+	}
 	if e := c.MQTT.Embedded; c.MQTT.Broker == "embedded" && !e.AllowAnonymous && e.PasswordFile == "" && c.MQTT.Username == "" {
-		for _, l := range []struct{ key, addr string }{{"mqtt.embedded.listen", e.Listen}, {"mqtt.embedded.ws_listen", e.WSListen}} {
+		listeners := []struct{ key, addr string }{{"mqtt.embedded.listen", e.Listen}, {"mqtt.embedded.ws_listen", e.WSListen}}
+		if e.TLS.ClientCA == "" { // with a client CA, the certificates authenticate the devices
+			listeners = append(listeners, struct{ key, addr string }{"mqtt.embedded.tls_listen", e.TLSListen})
+		}
+		for _, l := range listeners {
 			if listen := l.addr; listen != "" && !IsLoopback(listen) {
 				add(l.key, "%q is beyond loopback, so every device on the network could connect: set mqtt.embedded.password_file (moongate passwd FILE USER makes one), or allow_anonymous: true to accept any device", listen)
 			}
