@@ -254,8 +254,8 @@ func TestCertificateIdentity(t *testing.T) {
 		roots := x509.NewCertPool()
 		caPEM, _ := os.ReadFile(pki.CA)
 		roots.AppendCertsFromPEM(caPEM)
-		c := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://"+e.TLSAddr()).SetClientID("cert-dev").
-			SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5*time.Second).
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + e.TLSAddr()).SetClientID("cert-dev").
+			SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 			SetTLSConfig(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}}))
 		tok := c.Connect()
 		tok.WaitTimeout(10 * time.Second)
