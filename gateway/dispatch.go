@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/moongate/moongate/luafn"
@@ -23,114 +22,6 @@ type task struct {
 }
 
 var errAbandoned = errors.New("event handed back unacknowledged: the gateway is stopping or the function was deleted")
-
-// maxQueued bounds the non-durable events waiting per function; past it they are dropped
-// and counted. Durable (QoS 1) events are always queued: the bus's handler must never block
-// (paho reads PUBACKs on the goroutine that delivers messages, so blocking it while
-// invocations wait for PUBACKs would deadlock), and they are bounded already by the
-// broker's window of unacknowledged messages: one per device on the embedded broker,
-// max_inflight_messages on Mosquitto.
-const maxQueued = 16384
-
-// executor runs the events of one function: in arrival order per key, different keys in
-// parallel (bounded by the function's warm VM pool), each invocation committed before the
-// next event of its key starts, so a function always sees its own previous state.
-type executor struct {
-	name string
-	g    *Gateway
-	// ctx is cancelled by abort (the function was deleted): the running invocation stops
-	// and a commit still retrying gives up.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	mu      sync.Mutex
-	queues  map[string][]*task // per key; present while a runner owns the key
-	queued  int
-	stopped bool
-	aborted bool // stopped by abort: QoS 0 events handed back are counted as dropped
-	running sync.WaitGroup
-}
-
-func newExecutor(g *Gateway, name string) *executor {
-	ctx, cancel := context.WithCancel(g.runCtx)
-	return &executor{name: name, g: g, ctx: ctx, cancel: cancel, queues: map[string][]*task{}}
-}
-
-// enqueue hands t to the function. It never blocks.
-func (e *executor) enqueue(t *task) {
-	e.mu.Lock()
-	if e.stopped {
-		aborted := e.aborted
-		e.mu.Unlock()
-		e.handBack(t, aborted)
-		return
-	}
-	if e.queued >= maxQueued && !t.durable {
-		e.mu.Unlock()
-		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
-		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
-		return
-	}
-	q, busy := e.queues[t.key]
-	e.queues[t.key] = append(q, t)
-	e.queued++
-	if !busy {
-		e.running.Add(1)
-		go e.run(t.key)
-	}
-	e.mu.Unlock()
-}
-
-// run owns one key until its queue is empty.
-func (e *executor) run(key string) {
-	defer e.running.Done()
-	for {
-		e.mu.Lock()
-		q := e.queues[key]
-		if len(q) == 0 || e.stopped {
-			delete(e.queues, key)
-			aborted := e.aborted
-			e.mu.Unlock()
-			for _, t := range q { // stopped: hand back what never started
-				e.handBack(t, aborted)
-			}
-			return
-		}
-		t := q[0]
-		q[0] = nil
-		e.queues[key] = q[1:]
-		e.queued--
-		e.mu.Unlock()
-		t.done(e.g.process(e.ctx, e.name, t))
-	}
-}
-
-// handBack returns an event that never ran to its source unacknowledged: a QoS 1 message
-// is redelivered by the broker or the device. A QoS 0 event of a deleted function is gone,
-// and counted.
-func (e *executor) handBack(t *task, aborted bool) {
-	if aborted && !t.durable {
-		e.g.metrics.dropped.WithLabelValues(e.name, "deleted").Inc()
-	}
-	t.done(errAbandoned)
-}
-
-// stop finishes the invocation each key is running, hands back the rest, and waits.
-func (e *executor) stop() {
-	e.mu.Lock()
-	e.stopped = true
-	e.mu.Unlock()
-	e.running.Wait()
-}
-
-// abort is stop for a deleted function: the running invocations are canceled too.
-func (e *executor) abort() {
-	e.mu.Lock()
-	e.stopped, e.aborted = true, true
-	e.mu.Unlock()
-	e.cancel()
-	e.running.Wait()
-}
 
 // process runs one task to its end: invoke, commit, then the effects that touch the world.
 // Tries count the function's failures only. A commit that fails (disk full, I/O error) is

@@ -208,6 +208,7 @@ func (r *registry) activate(v *version) {
 		r.m.Store(v.name, e)
 	}
 	v.stats = &e.stats
+	e.exec.setWorkers(v.spec.Concurrency)
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()
 	if old != nil {

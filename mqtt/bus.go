@@ -47,6 +47,11 @@ type Message struct {
 	Payload []byte
 	QoS     byte // the QoS it was delivered with: the smaller of the publish and the subscription QoS
 	Retain  bool // a retained message, sent because a subscription was made (it may have been seen before)
+	// MayWait says that HandleMessage may hold this message's call to slow its sender
+	// down: a device's publish on the embedded broker, delivered on that device's own
+	// connection goroutine, which nothing else waits for. Never set on an external
+	// broker's messages, nor on the gateway's own publishes.
+	MayWait bool
 
 	ack  func() // nil when there is nothing to acknowledge
 	once sync.Once
@@ -65,7 +70,8 @@ func (m *Message) Ack() {
 
 // Handler receives the messages of a Bus.
 //
-// HandleMessage must return quickly and must not block: it runs on the connection's
+// HandleMessage must return quickly and must not block, unless the message's MayWait is
+// set (then holding it slows only that message's device down): it runs on the connection's
 // receive path (for the embedded broker, also inside Publish when the gateway publishes to
 // a topic it subscribes to). Work and the call to Ack happen later, on any goroutine.
 // With the embedded broker HandleMessage is called concurrently, from one goroutine per

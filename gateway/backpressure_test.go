@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// A device that publishes QoS 0 readings faster than its function keeps up is slowed down
+// (the broker stops reading it), not dropped: every reading runs. And a flood of distinct
+// topics does not make a goroutine per topic.
+func TestBurstIsSlowedNotDropped(t *testing.T) {
+	dir := t.TempDir()
+	// About 0.1 ms a reading: slower than a device can publish.
+	writeFile(t, dir, "count.lua", `function handle(e) local x = 0 for i = 1, 2000 do x = x + i end kv.incr("n") end`)
+	// No fair share for this device: it stands for many.
+	tg := startYAML(t, dir, strings.Replace(baseConfig(dir, `functions:
+  - {name: count, source: count.lua, triggers: ["mqtt:burst/+"]}
+`), "embedded: {listen: 127.0.0.1:0}", "embedded: {listen: 127.0.0.1:0, device_rate: -1}", 1))
+
+	var peak atomic.Int64
+	stopSampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-time.After(time.Millisecond):
+				peak.Store(max(peak.Load(), int64(runtime.NumGoroutine())))
+			}
+		}
+	}()
+	base := runtime.NumGoroutine()
+
+	const n = 40000
+	dev := paho.NewClient(paho.NewClientOptions().AddBroker(tg.broker).SetClientID("burst").SetWriteTimeout(time.Minute))
+	if tok := dev.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer dev.Disconnect(50)
+	// Most on one topic (one ordering key, so one invocation at a time), the rest on a
+	// topic each (an ordering key each).
+	for i := range n {
+		topic := "burst/one"
+		if i%4 == 3 {
+			topic = fmt.Sprintf("burst/t%d", i)
+		}
+		dev.Publish(topic, 0, false, "1")
+	}
+	var count float64
+	deadline := time.Now().Add(2 * time.Minute)
+	for !(kvJSON(t, tg, "count", "n", &count) && count == n) {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stopSampling)
+	<-sampled
+	dropped := testutil.ToFloat64(tg.g.metrics.dropped.WithLabelValues("count", "queue_full"))
+	t.Logf("%d readings: %v ran, %v dropped; goroutines %d before, at most %d during", n, count, dropped, base, peak.Load())
+	if count != n || dropped != 0 {
+		t.Fatalf("%v of %d readings ran, %v dropped: a burst must be slowed down, not dropped", count, n, dropped)
+	}
+	if extra := peak.Load() - int64(base); extra > 100 {
+		t.Fatalf("%d goroutines more during the burst: one per topic, not one per warm VM", extra)
+	}
+}
