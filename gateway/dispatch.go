@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // A task is one event for one function. done is called exactly once: after the
@@ -51,11 +52,17 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 		}
 		if err == nil {
 			c := commitOf(v, t.ev, res)
-			if err := g.commitUntilStored(ctx, v, t.ev, c); err != nil {
-				return err
+			err = g.commitUntilStored(ctx, v, t.ev, c)
+			if err == nil {
+				g.afterCommit(v, t.ev, res)
+				return nil
 			}
-			g.afterCommit(v, t.ev, res)
-			return nil
+			var refused *commitRefused
+			if !errors.As(err, &refused) {
+				return err // abandoned
+			}
+			// What the store can never take is the function's failure: retried, then
+			// dead-lettered with the reason, so that its topic is not held for ever.
 		}
 		if attempt >= tries {
 			return g.deadLetter(ctx, v, t.ev, err, attempt)
@@ -69,7 +76,16 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 	}
 }
 
-// commitUntilStored commits c, retrying with capped backoff while the store refuses it.
+// commitRefused is a commit the store refuses for what it holds (a key or a record too
+// large, a name it does not accept): no retry of the commit can succeed.
+type commitRefused struct{ err error }
+
+func (e *commitRefused) Error() string { return "the store refused the effects: " + e.err.Error() }
+func (e *commitRefused) Unwrap() error { return e.err }
+
+// commitUntilStored commits c, retrying with capped backoff while the store refuses it for
+// a reason that passes (a full disk, an I/O error); a refusal for what c holds is returned
+// at once, as a *commitRefused.
 // It logs the first failure of a streak and the recovery, not every retry.
 func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c commitSet) error {
 	if c.empty() {
@@ -88,6 +104,9 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 			return errAbandoned
 		}
 		g.metrics.commitErrors.Inc()
+		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) {
+			return &commitRefused{err}
+		}
 		if failures == 0 {
 			g.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
 				"function", v.name, "event", ev.ID, "err", err)

@@ -20,6 +20,9 @@ type memKV struct {
 	err  error // returned by every read when set
 }
 
+// testStore is a store's limits, as the gateway passes sync/store's.
+var testStore = StoreLimits{KeyBytes: 256, StreamBytes: 64, ValueBytes: 1 << 20}
+
 func newMemKV() *memKV { return &memKV{data: map[string][]byte{}} }
 
 func (m *memKV) KVGet(ns, key string) ([]byte, bool, error) {

@@ -140,6 +140,7 @@ type PinReader interface {
 // missing part makes the matching Lua calls fail with a clear error.
 type Host struct {
 	KV           KVReader     // nil: kv.get and kv.keys fail (writes are only recorded)
+	Store        StoreLimits  // what the store behind the effects refuses; checked at the call
 	Pins         PinReader    // nil: gpio.read fails
 	WritablePins []string     // the pins gpio.write may drive; nil: none
 	GatewayID    string       // gateway.id
@@ -150,6 +151,16 @@ type Host struct {
 	// block. Nil: lines are only kept in Result.Logs.
 	OnLog func(LogRecord)
 	Now   func() time.Time
+}
+
+// StoreLimits are the sizes past which the store refuses a commit. The host calls check
+// them at once, so that the invocation fails where the function went wrong, with its
+// retries and its dead letter, instead of at commit, where no retry can fix it. A zero
+// field is not checked.
+type StoreLimits struct {
+	KeyBytes    int // a kv key
+	StreamBytes int // a cloud.emit stream name
+	ValueBytes  int // a kv value or an emitted record, as JSON
 }
 
 func (h *Host) now() time.Time {

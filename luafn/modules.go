@@ -14,14 +14,12 @@ import (
 // The host modules of SPEC §4. They only record effects: nothing reaches the outside
 // world until the caller commits the invocation's Result.
 
-// Per-invocation caps (the log caps are Limits). Effects and logs live outside the VM,
-// so the memory walk does not see them; they are charged through invocation.held instead.
+// Per-invocation caps (the log caps are Limits; the sizes the store refuses are the
+// host's StoreLimits). Effects and logs live outside the VM, so the memory walk does not
+// see them; they are charged through invocation.held instead.
 const (
-	maxKeyBytes    = 1024
-	maxValueBytes  = 1 << 20
 	maxKeys        = 1000 // kv.keys returns at most this many
-	maxStreamBytes = 128
-	effectOverhead = 64 // bytes charged per recorded effect besides its data
+	effectOverhead = 64   // bytes charged per recorded effect besides its data
 )
 
 // invocation is the state of one running handle call.
@@ -125,10 +123,13 @@ func (v *vm) cloudFuncs() map[string]lua.LGFunction {
 func (v *vm) cloudEmit(L *lua.LState) int {
 	inv := v.needInvocation("cloud.emit")
 	stream := L.CheckString(1)
-	if err := validStream(stream); err != nil {
+	if err := validStream(stream, v.host.Store.StreamBytes); err != nil {
 		L.ArgError(1, err.Error())
 	}
 	data := v.mustEncode(L.CheckAny(2), "cloud.emit")
+	if limit := v.host.Store.ValueBytes; limit > 0 && len(data) > limit {
+		L.RaiseError("cloud.emit %q: the record is %d bytes of JSON, more than %d", stream, len(data), limit)
+	}
 	v.hold(int64(len(stream)+len(data)) + effectOverhead)
 	inv.effects.Emits = append(inv.effects.Emits, Emit{Stream: stream, Data: data})
 	return 0
@@ -136,9 +137,9 @@ func (v *vm) cloudEmit(L *lua.LState) int {
 
 // validStream accepts printable names without spaces or '*'; names starting with '$'
 // are the gateway's own streams ($dead).
-func validStream(s string) error {
-	if s == "" || len(s) > maxStreamBytes {
-		return fmt.Errorf("stream name must be 1 to %d bytes", maxStreamBytes)
+func validStream(s string, maxBytes int) error {
+	if s == "" || (maxBytes > 0 && len(s) > maxBytes) {
+		return fmt.Errorf("stream name must be 1 to %d bytes", maxBytes)
 	}
 	if s[0] == '$' {
 		return fmt.Errorf("stream %q: names starting with '$' are reserved", s)
@@ -257,8 +258,8 @@ func (v *vm) kvFuncs() map[string]lua.LGFunction {
 
 func (v *vm) checkKey() string {
 	key := v.L.CheckString(1)
-	if key == "" || len(key) > maxKeyBytes {
-		v.L.ArgError(1, fmt.Sprintf("key must be 1 to %d bytes", maxKeyBytes))
+	if limit := v.host.Store.KeyBytes; key == "" || (limit > 0 && len(key) > limit) {
+		v.L.ArgError(1, fmt.Sprintf("key must be 1 to %d bytes", limit))
 	}
 	return key
 }
@@ -354,8 +355,8 @@ func (v *vm) kvSet(L *lua.LState) int {
 		ttl = time.Duration(secs * float64(time.Second))
 	}
 	data := v.mustEncode(val, "kv.set")
-	if len(data) > maxValueBytes {
-		L.RaiseError("kv.set %q: value is %d bytes of JSON, more than %d", key, len(data), maxValueBytes)
+	if limit := v.host.Store.ValueBytes; limit > 0 && len(data) > limit {
+		L.RaiseError("kv.set %q: value is %d bytes of JSON, more than %d", key, len(data), limit)
 	}
 	v.hold(int64(len(key)+2*len(data)) + effectOverhead)
 	inv.effects.KV = append(inv.effects.KV, KVOp{Op: KVSet, Key: key, Value: data, TTL: ttl})
