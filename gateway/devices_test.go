@@ -16,15 +16,16 @@ import (
 )
 
 // deviceConfig is a gateway whose embedded broker takes the user kitchen (password
-// k-pass) and lets each device write only its own sensors/USER/# topics.
-func deviceConfig(t *testing.T, dir, extra string) string {
+// k-pass) and lets each device write only its own sensors/USER/# topics; broker adds
+// settings of mqtt.embedded (", device_rate: 2").
+func deviceConfig(t *testing.T, dir, broker string) string {
 	t.Helper()
 	if err := mqtt.SetPassword(filepath.Join(dir, "passwd"), "kitchen", "k-pass"); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, dir, "acl", "pattern write sensors/%u/#\n")
-	return strings.Replace(baseConfig(dir, extra), "embedded: {listen: 127.0.0.1:0}",
-		"embedded: {listen: 127.0.0.1:0, password_file: passwd, acl_file: acl}", 1)
+	return strings.Replace(baseConfig(dir, ""), "embedded: {listen: 127.0.0.1:0}",
+		"embedded: {listen: 127.0.0.1:0, password_file: passwd, acl_file: acl"+broker+"}", 1)
 }
 
 // connectDevice connects the user kitchen as clientID; lost is closed when the broker
