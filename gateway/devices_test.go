@@ -101,6 +101,20 @@ func TestDevicesAPI(t *testing.T) {
 	disconnect := func(id string) apiResult {
 		return call(t, "POST", tg.api+"/api/v1/devices/"+url.PathEscape(id)+"/disconnect", "", nil)
 	}
+	// A page of another origin cannot disconnect a device through the user's browser.
+	req, _ := http.NewRequest("POST", tg.api+"/api/v1/devices/kitchen-1/disconnect", nil)
+	req.Header.Set("Origin", "http://attacker.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-origin disconnect: %d, want 403", resp.StatusCode)
+	}
+	if !kitchen.IsConnectionOpen() {
+		t.Fatal("a cross-origin request disconnected the device")
+	}
 	if r := disconnect("nobody"); r.status != http.StatusNotFound || r.body["error"] != `no device "nobody" is connected` {
 		t.Fatalf("disconnect of a device not connected: %d %s", r.status, r.raw)
 	}
