@@ -4,7 +4,7 @@
 // then POSTs /api/v1/devices/{id}/disconnect.
 
 import {$, h, ago, count, num, toast} from './dom.js';
-import {api, get} from './api.js';
+import {ApiError, api, get} from './api.js';
 
 export class DevicesView {
   constructor() {
@@ -24,7 +24,8 @@ export class DevicesView {
     try {
       data = await get('devices');
     } catch (err) {
-      toast(`Devices: ${err.message}`);
+      // Out of reach, the header's banner says so already: one toast every 2 s would not help.
+      if (err instanceof ApiError) toast(`Devices: ${err.message}`);
       return;
     } finally {
       this.loading = false;
