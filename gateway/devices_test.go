@@ -74,6 +74,11 @@ func TestDevicesAPI(t *testing.T) {
 		t.Fatalf("with no device connected: %s", r.raw)
 	}
 	kitchen, lost := connectDevice(t, tg.broker, "kitchen-1")
+	// The broker has set up kitchen-1's session once it answers a packet after CONNACK;
+	// an UNSUBSCRIBE is one that neither the ACL nor the fair share looks at.
+	if tok := kitchen.Unsubscribe("nothing"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("unsubscribe: %v", tok.Error())
+	}
 	connected := time.Now() // kitchen-1 connected before this, and was never listed
 	// A client id is any string: one with a slash and a space is one path segment, escaped.
 	const oddID = "lab/probe 1"
