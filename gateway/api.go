@@ -38,6 +38,8 @@ func (g *Gateway) handler() http.Handler {
 	api("GET /api/v1/sync", g.getSync)
 	api("POST /api/v1/gpio/{pin}", g.simulateEdge)
 	api("GET /api/v1/history", g.serveHistory)
+	api("GET /api/v1/devices", g.listDevices)
+	api("POST /api/v1/devices/{id}/disconnect", g.disconnectDevice)
 	api("GET /metrics", g.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.

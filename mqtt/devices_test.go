@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -69,5 +70,23 @@ func TestDeviceRateShare(t *testing.T) {
 	})
 	if slowed["calm"] != 0 {
 		t.Fatalf("the calm device was slowed %d times", slowed["calm"])
+	}
+}
+
+// The gateway's own publishes are no device's: they take no share and are never held,
+// however many a function sends.
+func TestGatewayPublishesAreNotPaced(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{DeviceRate: 1}, []Subscription{{"out/#", 0}}, rec)
+	for range 3 {
+		if err := e.Publish(context.Background(), "out/x", []byte("x"), 0, false); err != nil {
+			t.Fatal(err)
+		}
+		rec.next(t)
+	}
+	paced := 0
+	e.devices.Range(func(any, any) bool { paced++; return true })
+	if paced != 0 {
+		t.Fatalf("the broker keeps a fair share for %d clients, want none: the gateway's own is not a device", paced)
 	}
 }

@@ -530,7 +530,8 @@ func (h *embeddedHook) ID() string { return "moongate" }
 
 func (h *embeddedHook) Provides(b byte) bool {
 	switch b {
-	case mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed, mochi.OnWillSent, mochi.OnDisconnect:
+	case mochi.OnConnectAuthenticate, mochi.OnSessionEstablished, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed,
+		mochi.OnWillSent, mochi.OnDisconnect:
 		return true
 	}
 	return false
@@ -538,6 +539,12 @@ func (h *embeddedHook) Provides(b byte) bool {
 
 func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 	return h.e.authenticate(cl, pk)
+}
+
+// OnSessionEstablished starts the device's counters: its ConnectedAt is now, not when it
+// first publishes or is first listed.
+func (h *embeddedHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
+	h.e.device(cl)
 }
 
 func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {

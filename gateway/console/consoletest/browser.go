@@ -240,10 +240,19 @@ func (b *Browser) WaitVisible(sel string) {
 	b.do("wait visible "+sel, chromedp.WaitVisible(chromedp.CSS(sel)))
 }
 
-// WaitGone waits until no element matches sel, or the match is hidden.
+// WaitGone waits until no element matches sel, or the match is hidden. It polls: chromedp's
+// WaitNotVisible first waits for a match to exist, so an element already removed from the
+// page would time it out.
 func (b *Browser) WaitGone(sel string) {
 	b.t.Helper()
-	b.do("wait hidden "+sel, chromedp.WaitNotVisible(chromedp.CSS(sel)))
+	js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return String(!e || !e.getClientRects().length); })()`, sel)
+	deadline := time.Now().Add(b.timeout)
+	for b.Eval(js) != "true" {
+		if time.Now().After(deadline) {
+			b.fail("wait hidden "+sel, errors.New("still visible"))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 // WaitText waits until the element's text contains want, and returns the text.

@@ -10,6 +10,7 @@ import {FunctionsView} from './functions.js';
 import {FunctionPage} from './fnpage.js';
 import {SyncView} from './sync.js';
 import {SensorsView} from './sensors.js';
+import {DevicesView} from './devices.js';
 
 const stats = new Stats();
 const table = new LiveTable();
@@ -17,13 +18,14 @@ const functions = new FunctionsView(stats);
 const fnPage = new FunctionPage({onDeployed: () => functions.refresh()});
 const sync = new SyncView();
 const sensors = new SensorsView({onStale: () => status()});
+const devices = new DevicesView();
 let view = '';
 let lastHash = null;
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
   const [head, ...rest] = hash.split('/');
-  let next = ['live', 'functions', 'sync', 'sensors'].includes(head) ? head : 'live';
+  let next = ['live', 'functions', 'sync', 'sensors', 'devices'].includes(head) ? head : 'live';
   if (head === 'fn' && rest.length) next = 'fn';
   if (head === 'new') next = 'fn';
   // Another page opens at its top, not at the scroll position the last one was left at.
@@ -36,6 +38,7 @@ function route() {
   if (next === 'functions') functions.refresh();
   if (next === 'sync') sync.refresh();
   if (next === 'sensors') status();
+  if (next === 'devices') devices.refresh();
   if (next === 'fn') fnPage.open(head === 'new' ? null : decodeURIComponent(rest.join('/')));
   document.title = `Moongate · ${next === 'fn' ? (fnPage.name ?? 'new function') : next}`;
 }
@@ -92,6 +95,7 @@ const live = new Live({
       loadHistory();
       if (view === 'functions') functions.refresh();
       if (view === 'sync') sync.refresh();
+      if (view === 'devices') devices.refresh();
     } else if (wasOpen || lostAt) {
       stale(true);
     }
@@ -145,3 +149,5 @@ setInterval(status, 5000);
 setInterval(() => { if (view === 'functions') functions.tick(); }, 2000);
 setInterval(() => { if (view === 'functions') functions.refresh(); }, 5000);
 setInterval(() => { if (view === 'sync') sync.refresh(); }, 5000);
+// Devices come and go without a word on the live stream: poll while the tab is shown.
+setInterval(() => { if (view === 'devices') devices.refresh(); }, 2000);
