@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sort"
 	"strconv"
@@ -48,6 +49,13 @@ func (g *Gateway) handler() http.Handler {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	}))
 	mux.Handle("/", console.Handler())
+	if g.cfg.Gateway.Debug.Pprof {
+		mux.Handle("GET /debug/pprof/", g.requireToken(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/cmdline", g.requireToken(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("GET /debug/pprof/profile", g.requireToken(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("GET /debug/pprof/symbol", g.requireToken(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("GET /debug/pprof/trace", g.requireToken(http.HandlerFunc(pprof.Trace)))
+	}
 	return g.guard.wrap(mux)
 }
 

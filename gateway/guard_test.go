@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -40,5 +41,27 @@ func TestHostAllowed(t *testing.T) {
 		if got := gd.hostAllowed(host); got != want {
 			t.Errorf("%s: %v", host, got)
 		}
+	}
+}
+
+// gateway.debug.pprof serves Go's profiles behind the token; off, nothing of them is served.
+func TestPprofSwitch(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		dir := t.TempDir()
+		const token = "a-long-enough-console-token"
+		cfg := strings.Replace(baseConfig(dir, ""), "console: {listen: 127.0.0.1:0}",
+			fmt.Sprintf("console: {listen: 127.0.0.1:0, token: %s}\n  debug: {pprof: %v}", token, on), 1)
+		tg := startTest(t, dir, cfg)
+		r := call(t, "GET", tg.api+"/debug/pprof/goroutine?debug=1", token, nil)
+		served := r.status == http.StatusOK && strings.Contains(r.raw, "goroutine profile")
+		if served != on {
+			t.Fatalf("pprof %v: %d %.80s", on, r.status, r.raw)
+		}
+		if on {
+			if r := call(t, "GET", tg.api+"/debug/pprof/goroutine?debug=1", "", nil); r.status != http.StatusUnauthorized {
+				t.Fatalf("pprof without the token: %d", r.status)
+			}
+		}
+		tg.stop(t)
 	}
 }

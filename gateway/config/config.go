@@ -42,6 +42,15 @@ type Gateway struct {
 	// cut the durable rate by a tenth (by half at one message in flight per device).
 	// "0" turns it off.
 	MemoryLimit *Size `yaml:"memory_limit"`
+	Debug       Debug `yaml:"debug"`
+}
+
+// Debug holds switches for looking inside a running gateway.
+type Debug struct {
+	// Pprof serves Go's profiles (net/http/pprof) under /debug/pprof/ on the console
+	// listener, behind its token, so a slow gateway can be profiled where it runs:
+	// go tool pprof http://pi:8080/debug/pprof/profile?seconds=30
+	Pprof bool `yaml:"pprof"`
 }
 
 // Console is the HTTP API and websocket listener.
