@@ -3,6 +3,7 @@ package sink
 import (
 	"bufio"
 	"bytes"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -63,7 +64,8 @@ func FuzzClassifyResponse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		p := &httpPipe{t: tr, br: bufio.NewReader(bytes.NewReader(raw))}
+		budget := &budgetReader{r: bytes.NewReader(raw), left: math.MaxInt64}
+		p := &httpPipe{t: tr, budget: budget, br: bufio.NewReader(budget)}
 		req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1/x", strings.NewReader("{}"))
 		res, _, err := p.read(&inflight{req: req, gz: true})
 		if err != nil {

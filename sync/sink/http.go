@@ -116,9 +116,10 @@ func (t *httpTransport) open(ctx context.Context, _ string) (pipe, error) {
 		t:          t,
 		conn:       conn,
 		bw:         bufio.NewWriterSize(conn, 64<<10),
-		br:         bufio.NewReaderSize(conn, 16<<10),
+		budget:     &budgetReader{r: conn, left: math.MaxInt64}, // bounded while headers are read
 		readerDone: make(chan struct{}),
 	}
+	p.br = bufio.NewReaderSize(p.budget, 16<<10)
 	p.stop = context.AfterFunc(ctx, func() { p.fail(ctx.Err()) })
 	go p.readLoop()
 	return p, nil
@@ -251,6 +252,9 @@ type httpPipe struct {
 	conn net.Conn
 	bw   *bufio.Writer
 	br   *bufio.Reader
+	// budget bounds what the reader may take from the connection for one response's
+	// status line and headers (http.ReadResponse has no limit of its own).
+	budget *budgetReader
 	stop func() bool
 
 	mu       sync.Mutex
@@ -372,10 +376,12 @@ func (p *httpPipe) readLoop() {
 // read reads f's response, skipping interim 1xx responses.
 func (p *httpPipe) read(f *inflight) (result, bool, error) {
 	for {
+		p.budget.left = maxResponseHeader
 		resp, err := http.ReadResponse(p.br, f.req)
 		if err != nil {
 			return result{}, false, fmt.Errorf("read response: %w", err)
 		}
+		p.budget.left = math.MaxInt64 // the body is bounded below
 		body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
@@ -389,6 +395,30 @@ func (p *httpPipe) read(f *inflight) (result, bool, error) {
 		}
 		return p.t.classify(resp, body, f.gz), resp.Close, nil
 	}
+}
+
+// maxResponseHeader bounds a response's status line and headers: an endless header line
+// from a broken or hostile endpoint would otherwise grow in memory until the gateway dies.
+const maxResponseHeader = 64 << 10
+
+var errResponseHeaderTooLarge = fmt.Errorf("response header larger than %d KiB", maxResponseHeader>>10)
+
+// budgetReader reads at most left bytes, then fails.
+type budgetReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errResponseHeaderTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // fail ends the pipe: the connection is closed and every outstanding batch

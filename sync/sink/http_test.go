@@ -1,10 +1,12 @@
 package sink
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -610,5 +612,45 @@ func TestHTTPServerClosingConnections(t *testing.T) {
 				t.Errorf("retried %d; logs:\n%s", st.Retried, logs.buf.String())
 			}
 		})
+	}
+}
+
+// An endpoint that answers with an endless header line costs the gateway at most the
+// header budget: the request fails with a clear error and is retried, memory stays flat.
+func TestHTTPEndlessResponseHeader(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Read(make([]byte, 64<<10))
+				c.Write([]byte("HTTP/1.1 200 OK\r\nX-Endless: "))
+				chunk := bytes.Repeat([]byte("a"), 32<<10)
+				for range 1024 { // 32 MiB of one header line, unless the client hangs up
+					if _, err := c.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	s := newSink(t, httpConfig("http://"+ln.Addr().String()+"/ingest"), st, nil, nil)
+	appendN(t, st, "a", 0, 5)
+	run(t, s)
+	eventually(t, 10*time.Second, "the header refused", func() bool {
+		return strings.Contains(s.Status().LastError, "response header larger than 64 KiB")
+	})
+	if p := pending(st, "cloud", "a"); p != 5 {
+		t.Fatalf("%d pending: a refused answer acknowledged records", p)
 	}
 }
