@@ -75,6 +75,9 @@ func (v *vm) mqttPublish(L *lua.LState) int {
 	if topic == "" || len(topic) > 65535 || strings.ContainsAny(topic, "+#\x00") || !utf8.ValidString(topic) {
 		L.ArgError(1, "invalid topic: must be non-empty UTF-8 without wildcards")
 	}
+	if topic[0] == '$' {
+		L.ArgError(1, "topics starting with $ are the broker's own ($SYS): a function cannot publish to them")
+	}
 	var payload []byte
 	switch p := L.Get(2).(type) {
 	case *lua.LNilType:

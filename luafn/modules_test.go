@@ -141,6 +141,13 @@ func TestKVErrors(t *testing.T) {
 	}
 }
 
+func TestPublishToSysRefused(t *testing.T) {
+	f := newFn(t, `function handle() mqtt.publish("$SYS/broker/clients", "0") end`, Limits{}, Host{})
+	if ie := callErr(t, f, nil, ErrRuntime); !strings.Contains(ie.Message, "the broker's own") {
+		t.Fatalf("%v", ie)
+	}
+}
+
 func TestMQTTPublish(t *testing.T) {
 	f := newFn(t, `function handle()
 		mqtt.publish("a/b", "text")

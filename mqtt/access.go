@@ -216,6 +216,26 @@ func (e *Embedded) Reload() error {
 	return nil
 }
 
+// willAllowed refuses a CONNECT whose last will the device could not publish itself: a
+// will is a publish the broker makes for the device later, and mochi checks nothing of
+// it (a will could spoof $SYS, retained, or name a wildcard). The refusal is counted as
+// an ACL denial; MQTT's CONNACK has no closer code than "not authorized".
+func (e *Embedded) willAllowed(cl *mochi.Client, pk packets.Packet) bool {
+	if !pk.Connect.WillFlag {
+		return true
+	}
+	topic := pk.Connect.WillTopic
+	if ValidTopic(topic) == nil && e.publishAllowed(cl, topic) {
+		return true
+	}
+	if ValidTopic(topic) != nil {
+		e.aclDenied.Add(1)
+	}
+	e.log.Warn("embedded broker: device refused: its will names a topic it may not publish to",
+		logKeyClient, cl.ID, logKeyTopic, topic)
+	return false
+}
+
 // aclCheck is mochi's OnACLCheck: every device subscribe and delivery. Publishes are
 // decided in OnPublish instead (publishAllowed): mochi disconnects an MQTT 3 device
 // whose QoS 1 publish OnACLCheck refuses, and the device would resend it at every

@@ -278,3 +278,22 @@ func TestCertificateIdentity(t *testing.T) {
 		t.Fatalf("devices: %+v", ds)
 	}
 }
+
+// A will is a publish the broker makes for the device: a device may not leave one it
+// could not publish itself ($SYS, the gateway's topics, a wildcard).
+func TestWillTopicsChecked(t *testing.T) {
+	e := startEmbedded(t, EmbeddedOptions{}, nil, newRecorder())
+	for _, c := range []struct {
+		topic string
+		ok    bool
+	}{{"$SYS/broker/uptime", false}, {"moongate/devices/x/fw/state", false}, {"sensors/#", false}, {"sensors/x/status", true}} {
+		cl := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+e.Addr()).SetClientID("w").SetProtocolVersion(4).
+			SetAutoReconnect(false).SetWill(c.topic, "gone", 0, true))
+		tok := cl.Connect()
+		tok.WaitTimeout(10 * time.Second)
+		if (tok.Error() == nil) != c.ok {
+			t.Errorf("will on %s: connect error %v", c.topic, tok.Error())
+		}
+		cl.Disconnect(10)
+	}
+}

@@ -538,7 +538,7 @@ func (h *embeddedHook) Provides(b byte) bool {
 }
 
 func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
-	return h.e.authenticate(cl, pk)
+	return h.e.authenticate(cl, pk) && h.e.willAllowed(cl, pk)
 }
 
 // OnSessionEstablished starts the device's counters: its ConnectedAt is now, not when it
