@@ -37,6 +37,13 @@ type fileStamp struct {
 	size int64
 }
 
+// A device's topic names and filters are bounded: deeper or longer ones are refused like
+// an ACL denial. A sensor's topic has a handful of levels.
+const (
+	maxDeviceTopicLevels = 32
+	maxDeviceTopicBytes  = 1024
+)
+
 // Failed logins allowed per source address and window; past them the address is refused
 // without a password check (bcrypt is expensive on purpose).
 const (
@@ -152,6 +159,9 @@ func (a *access) knows(user string) bool {
 // filter or delivery of a topic. Topics under $ and moongate/ belong to the gateway: a
 // device may write them only where an ACL rule names them explicitly.
 func (a *access) allows(user, clientID, topic string, write bool) bool {
+	if len(topic) > maxDeviceTopicBytes || strings.Count(topic, "/") >= maxDeviceTopicLevels {
+		return false // matching a filter of thousands of levels costs the broker dearly
+	}
 	a.mu.RLock()
 	rules := a.rules
 	a.mu.RUnlock()

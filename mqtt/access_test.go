@@ -297,3 +297,23 @@ func TestWillTopicsChecked(t *testing.T) {
 		cl.Disconnect(10)
 	}
 }
+
+// A filter thousands of levels deep is refused in its SUBACK, at once, and the broker
+// goes on serving.
+func TestDeepFiltersRefused(t *testing.T) {
+	e := startEmbedded(t, EmbeddedOptions{}, nil, newRecorder())
+	c := device(t, "tcp://"+e.Addr(), nil)
+	deep := strings.Repeat("a/", 32766) + "#"
+	start := time.Now()
+	tok := c.SubscribeMultiple(map[string]byte{deep: 0, deep[2:]: 0, deep[4:]: 0, "ok/#": 0}, nil)
+	wait(t, tok)
+	res := tok.(*paho.SubscribeToken).Result()
+	t.Logf("a SUBSCRIBE of 3 filters of 32767 levels answered in %v", time.Since(start))
+	if res[deep] != 0x80 || res["ok/#"] != 0 {
+		t.Fatalf("SUBACK %v", res)
+	}
+	wait(t, c.Publish(strings.Repeat("x/", 40)+"y", 0, false, "deep"))
+	if !c.IsConnectionOpen() {
+		t.Fatal("the device was dropped")
+	}
+}
