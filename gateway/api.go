@@ -310,7 +310,8 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "source is required", "field": "source"})
 		return
 	}
-	spec := FunctionSpec{Name: name, Timeout: 100 * time.Millisecond, Memory: 16 << 20, Concurrency: 2, Retries: 3}
+	spec := FunctionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
+		Concurrency: config.DefaultFunctionConcurrency, Retries: config.DefaultFunctionRetries}
 	cur := g.registry.current(name)
 	if cur != nil {
 		spec = cur.spec
@@ -334,7 +335,7 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Timeout != nil {
 		d, err := time.ParseDuration(*req.Timeout)
-		if err != nil || d <= 0 {
+		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad timeout " + strconv.Quote(*req.Timeout), "field": "timeout"})
 			return
 		}
@@ -342,16 +343,13 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Memory != nil {
 		n, err := humanize.ParseBytes(*req.Memory)
-		if err != nil || n < 1<<20 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad memory " + strconv.Quote(*req.Memory) + " (at least 1MiB)", "field": "memory"})
+		if err != nil || n > 1<<62 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad memory " + strconv.Quote(*req.Memory), "field": "memory"})
 			return
 		}
 		spec.Memory = int64(n)
 	}
-	if spec.Concurrency < 1 || spec.Concurrency > 256 {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "concurrency must be between 1 and 256", "field": "concurrency"})
-		return
-	}
+
 	if len(spec.Triggers) == 0 {
 		spec.Triggers = []string{}
 	}

@@ -194,7 +194,7 @@ func TestDeleteStopsFunction(t *testing.T) {
 		for i = 1, 3000000 do n = n + 1 end
 		kv.incr("done")
 	end`
-	body := map[string]any{"source": slow, "triggers": []string{"mqtt:work/#"}, "timeout": "1h", "concurrency": 1}
+	body := map[string]any{"source": slow, "triggers": []string{"mqtt:work/#"}, "timeout": "30s", "concurrency": 1}
 	if r := call(t, "PUT", tg.api+"/api/v1/functions/slow", "", body); r.status != http.StatusCreated {
 		t.Fatalf("deploy: %d %s", r.status, r.raw)
 	}
@@ -235,5 +235,42 @@ func TestAPIRefusesBadNames(t *testing.T) {
 	}
 	if r := call(t, "PUT", tg.api+"/api/v1/functions/ok_name-2", "", map[string]any{"source": src("x"), "triggers": []string{"mqtt:x"}}); r.status != http.StatusCreated {
 		t.Errorf("a valid name: %d %s", r.status, r.raw)
+	}
+}
+
+// No deploy can give a function more than the gateway's ceilings: not the API, not a
+// rollback, not the config; the ceilings are the config's to raise.
+func TestCeilings(t *testing.T) {
+	dir := t.TempDir()
+	tg := startTest(t, dir, baseConfig(dir, ""))
+	fn := tg.api + "/api/v1/functions/big"
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"memory": "1000GiB"}, "memory"},
+		{map[string]any{"timeout": "100000h"}, "timeout"},
+		{map[string]any{"timeout": "0s"}, "timeout"},
+		{map[string]any{"concurrency": 1000}, "concurrency"},
+		{map[string]any{"retries": 1000}, "retries"},
+	} {
+		c.body["source"], c.body["triggers"] = src("x"), []string{"mqtt:x"}
+		r := call(t, "PUT", fn, "", c.body)
+		if r.status != http.StatusBadRequest || r.body["field"] != c.field || !strings.Contains(r.raw, "gateway.ceilings") {
+			t.Errorf("deploy %v: %d %s", c.body, r.status, r.raw)
+		}
+	}
+	tg.stop(t)
+
+	writeFile(t, dir, "big.lua", src("x"))
+	path := filepath.Join(dir, "moongate.yaml")
+	writeFile(t, dir, "moongate.yaml", baseConfig(dir, "functions:\n  - {name: big, source: big.lua, triggers: [\"mqtt:x\"], memory: 1000GiB}\n"))
+	if _, err := config.Load(path); err == nil || !strings.Contains(err.Error(), "functions[0].memory") {
+		t.Fatalf("a config over the ceiling: %v", err)
+	}
+	writeFile(t, dir, "moongate.yaml", strings.Replace(baseConfig(dir, "functions:\n  - {name: big, source: big.lua, triggers: [\"mqtt:x\"], memory: 200MiB}\n"),
+		"gateway:\n", "gateway:\n  ceilings: {memory: 256MiB}\n", 1))
+	if _, err := config.Load(path); err != nil {
+		t.Fatalf("a raised ceiling: %v", err)
 	}
 }

@@ -162,6 +162,11 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	if spec.Created.IsZero() {
 		spec.Created = time.Now().UTC()
 	}
+	// The rules and ceilings of the config's functions: entries hold for every deploy,
+	// through the API, the CLI or a rollback too.
+	if errs := r.g.cfg.Gateway.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
+		return nil, &CompileError{Field: errs[0].Field, Err: errs[0]}
+	}
 	v, err := r.build(spec)
 	if err != nil {
 		return nil, err

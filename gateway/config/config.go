@@ -42,7 +42,9 @@ type Gateway struct {
 	// cut the durable rate by a tenth (by half at one message in flight per device).
 	// "0" turns it off.
 	MemoryLimit *Size `yaml:"memory_limit"`
-	Debug       Debug `yaml:"debug"`
+	// Ceilings bound what any deploy may ask of a function (see Ceilings).
+	Ceilings Ceilings `yaml:"ceilings"`
+	Debug    Debug    `yaml:"debug"`
 }
 
 // Debug holds switches for looking inside a running gateway.
@@ -131,10 +133,10 @@ type Function struct {
 	Name        string            `yaml:"name"`
 	Source      string            `yaml:"source"`
 	Triggers    []string          `yaml:"triggers"`
-	Timeout     time.Duration     `yaml:"timeout"`     // default 100ms
-	Memory      Size              `yaml:"memory"`      // default 16MiB
-	Concurrency int               `yaml:"concurrency"` // default 2
-	Retries     *int              `yaml:"retries"`     // QoS 1 events: tries after the first; default 3
+	Timeout     time.Duration     `yaml:"timeout"`     // default DefaultFunctionTimeout
+	Memory      Size              `yaml:"memory"`      // default DefaultFunctionMemory
+	Concurrency int               `yaml:"concurrency"` // default DefaultFunctionConcurrency
+	Retries     *int              `yaml:"retries"`     // QoS 1 events: tries after the first; default DefaultFunctionRetries
 	Env         map[string]string `yaml:"env"`
 	Emit        string            `yaml:"emit"`
 
@@ -289,19 +291,20 @@ func (c *Config) applyDefaults() {
 	if c.MQTT.ClientID == "" {
 		c.MQTT.ClientID = "moongate-" + g.ID
 	}
+	g.Ceilings.withDefaults()
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		if f.Timeout == 0 {
-			f.Timeout = 100 * time.Millisecond
+			f.Timeout = DefaultFunctionTimeout
 		}
 		if f.Memory == 0 {
-			f.Memory = 16 << 20
+			f.Memory = DefaultFunctionMemory
 		}
 		if f.Concurrency == 0 {
-			f.Concurrency = 2
+			f.Concurrency = DefaultFunctionConcurrency
 		}
 		if f.Retries == nil {
-			n := 3
+			n := DefaultFunctionRetries
 			f.Retries = &n
 		}
 	}

@@ -97,17 +97,8 @@ func (c *Config) validate() ErrorList {
 			}
 			f.Parsed = append(f.Parsed, t)
 		}
-		if f.Timeout < 0 {
-			add(key+".timeout", "must be positive")
-		}
-		if f.Memory < 1<<20 {
-			add(key+".memory", "%s is too small: at least 1MiB", f.Memory)
-		}
-		if f.Concurrency < 1 || f.Concurrency > 256 {
-			add(key+".concurrency", "%d is not between 1 and 256", f.Concurrency)
-		}
-		if *f.Retries < 0 || *f.Retries > 100 {
-			add(key+".retries", "%d is not between 0 and 100", *f.Retries)
+		for _, fe := range c.Gateway.Ceilings.CheckFunctionLimits(f.Timeout, f.Memory, f.Concurrency, *f.Retries) {
+			add(key+"."+fe.Field, "%s", fe.Msg)
 		}
 	}
 

@@ -1,0 +1,75 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Function defaults: what a function gets when its entry (or a deploy through the API)
+// leaves a setting out. The config and the API both take them from here.
+const (
+	DefaultFunctionTimeout     = 100 * time.Millisecond
+	DefaultFunctionMemory      = Size(16 << 20)
+	DefaultFunctionConcurrency = 2
+	DefaultFunctionRetries     = 3
+)
+
+// Ceilings are the most any deploy may ask for, through the config, the API or the CLI:
+// gateway.ceilings, with defaults for a Raspberry Pi, so that no function can be given a
+// bound the board cannot honour (memory: 1000GiB) or one that never ends (timeout:
+// 100000h).
+type Ceilings struct {
+	Timeout     time.Duration `yaml:"timeout"`     // default 30s
+	Memory      Size          `yaml:"memory"`      // default 128MiB
+	Concurrency int           `yaml:"concurrency"` // default 32
+	Retries     int           `yaml:"retries"`     // default 100
+}
+
+func (c *Ceilings) withDefaults() {
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.Memory == 0 {
+		c.Memory = 128 << 20
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 32
+	}
+	if c.Retries == 0 {
+		c.Retries = 100
+	}
+}
+
+// minFunctionMemory is the least memory a function may have: its VM and the sandbox alone
+// take some hundreds of KiB.
+const minFunctionMemory = Size(1 << 20)
+
+// FieldError is a refused setting of a function: Field is its key (timeout, memory...).
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+// CheckFunctionLimits checks a function's settings against the rules and the gateway's
+// ceilings: the config's functions: entries and the API's deploys go through it alike.
+func (c Ceilings) CheckFunctionLimits(timeout time.Duration, memory Size, concurrency, retries int) []*FieldError {
+	var errs []*FieldError
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	if timeout <= 0 || timeout > c.Timeout {
+		add("timeout", "%v is not between 1ms and %v (gateway.ceilings.timeout)", timeout, c.Timeout)
+	}
+	if memory < minFunctionMemory || memory > c.Memory {
+		add("memory", "%s is not between %s and %s (gateway.ceilings.memory)", memory, minFunctionMemory, c.Memory)
+	}
+	if concurrency < 1 || concurrency > c.Concurrency {
+		add("concurrency", "%d is not between 1 and %d (gateway.ceilings.concurrency)", concurrency, c.Concurrency)
+	}
+	if retries < 0 || retries > c.Retries {
+		add("retries", "%d is not between 0 and %d (gateway.ceilings.retries)", retries, c.Retries)
+	}
+	return errs
+}
