@@ -31,4 +31,8 @@ var (
 	// ErrInvalid is returned for a malformed argument: an empty or ill-formed
 	// name, a value that is not JSON, an unknown operation.
 	ErrInvalid = errors.New("invalid argument")
+
+	// ErrDamaged is returned by Open for a data dir it must not open as it is: files
+	// missing or unreadable. Nothing is changed on disk.
+	ErrDamaged = errors.New("store damaged")
 )

@@ -1,0 +1,49 @@
+package store
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// checkManifest refuses a data dir that holds Badger's tables or logs but no MANIFEST:
+// Badger would take it for a new store and delete every table in it, so a lost MANIFEST
+// would silently become the loss of every function, KV key and outbox record.
+func checkManifest(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); err == nil {
+		return nil
+	} else if !os.IsNotExist(err) {
+		return fmt.Errorf("read %s: %w", badger.ManifestFilename, err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("read the data dir: %w", err)
+	}
+	var data []string
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".sst", ".vlog", ".mem":
+			data = append(data, e.Name())
+		}
+	}
+	if len(data) == 0 {
+		return nil // a new store
+	}
+	return fmt.Errorf("%w: %s is missing but %d table and log files are there (%s): opening would delete them. "+
+		"Restore the data dir from a copy, or move it aside (mv %s %s.damaged) to start with an empty store",
+		ErrDamaged, badger.ManifestFilename, len(data), strings.Join(data[:min(3, len(data))], ", "), dir, dir)
+}
+
+// openBadger opens the database; a damaged file that makes Badger panic (a truncated
+// table, say) is an error naming the damage, not a crash of the gateway.
+func openBadger(bo badger.Options) (db *badger.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: the store could not be read (%v): restore the data dir from a copy, or move it aside to start with an empty store", ErrDamaged, r)
+		}
+	}()
+	return badger.Open(bo)
+}
