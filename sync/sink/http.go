@@ -255,7 +255,7 @@ type httpPipe struct {
 	// budget bounds what the reader may take from the connection for one response's
 	// status line and headers (http.ReadResponse has no limit of its own).
 	budget *budgetReader
-	stop func() bool
+	stop   func() bool
 
 	mu       sync.Mutex
 	queue    []*inflight // written, not yet answered, in order
