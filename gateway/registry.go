@@ -213,7 +213,6 @@ func (r *registry) activate(v *version) {
 		r.m.Store(v.name, e)
 	}
 	v.stats = &e.stats
-	e.exec.setWorkers(v.spec.Concurrency)
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()
 	if old != nil {
