@@ -226,6 +226,29 @@ func (e *Embedded) Reload() error {
 	return nil
 }
 
+// authenticate is mochi's OnConnectAuthenticate: a verified client certificate (on the
+// TLS listener with a client CA) names the device; otherwise its user name and password,
+// throttled per address.
+func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
+	if cn, ok := certificateIdentity(cl.Net.Conn); ok && e.opts.ClientCA != "" {
+		// The TLS handshake verified the device's certificate: its name is its user.
+		cl.Properties.Username = []byte(cn)
+		return true
+	}
+	ok, throttled := e.access.authenticate(string(pk.Connect.Username), string(pk.Connect.Password), cl.Net.Remote)
+	switch {
+	case throttled:
+		e.loginsThrottled.Add(1)
+	case !ok:
+		e.authFailures.Add(1)
+		if e.access.logins.Fail(hostOfAddr(cl.Net.Remote)) {
+			e.log.Warn("embedded broker: device refused: bad username or password (logged once a minute per address; past 5 failures the address waits a minute)",
+				logKeyClient, cl.ID, "user", string(pk.Connect.Username), "remote", cl.Net.Remote)
+		}
+	}
+	return ok
+}
+
 // willAllowed refuses a CONNECT whose last will the device could not publish itself: a
 // will is a publish the broker makes for the device later, and mochi checks nothing of
 // it (a will could spoof $SYS, retained, or name a wildcard). The refusal is counted as

@@ -491,26 +491,6 @@ func (e *Embedded) refuse(cl *mochi.Client, pk packets.Packet, code packets.Code
 	e.disconnect(cl, code)
 }
 
-func (e *Embedded) authenticate(cl *mochi.Client, pk packets.Packet) bool {
-	if cn, ok := certificateIdentity(cl.Net.Conn); ok && e.opts.ClientCA != "" {
-		// The TLS handshake verified the device's certificate: its name is its user.
-		cl.Properties.Username = []byte(cn)
-		return true
-	}
-	ok, throttled := e.access.authenticate(string(pk.Connect.Username), string(pk.Connect.Password), cl.Net.Remote)
-	switch {
-	case throttled:
-		e.loginsThrottled.Add(1)
-	case !ok:
-		e.authFailures.Add(1)
-		if e.access.logins.Fail(hostOfAddr(cl.Net.Remote)) {
-			e.log.Warn("embedded broker: device refused: bad username or password (logged once a minute per address; past 5 failures the address waits a minute)",
-				logKeyClient, cl.ID, "user", string(pk.Connect.Username), "remote", cl.Net.Remote)
-		}
-	}
-	return ok
-}
-
 // disconnect ends a device's connection, with a DISCONNECT reason for MQTT 5.
 func (e *Embedded) disconnect(cl *mochi.Client, code packets.Code) {
 	if cl.Properties.ProtocolVersion == 5 {
