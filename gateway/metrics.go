@@ -131,7 +131,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		st := g.bus.Status()
 		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(st.Clients))
 		for reason, n := range map[string]uint64{"bad_credentials": st.AuthFailures, "throttled": st.LoginsThrottled,
-			"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused} {
+			"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused, "retained_full": st.RetainRefused} {
 			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 		}
 		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))

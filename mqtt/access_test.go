@@ -3,6 +3,7 @@ package mqtt
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -315,5 +316,31 @@ func TestDeepFiltersRefused(t *testing.T) {
 	wait(t, c.Publish(strings.Repeat("x/", 40)+"y", 0, false, "deep"))
 	if !c.IsConnectionOpen() {
 		t.Fatal("the device was dropped")
+	}
+}
+
+// A device may leave at most maxRetainedPerClient retained messages: the next is delivered
+// but not kept, counted; clearing one makes room.
+func TestRetainedBounded(t *testing.T) {
+	rec := newRecorder()
+	e := startEmbedded(t, EmbeddedOptions{DeviceRate: -1, DeviceByteRate: -1}, []Subscription{{"r/#", 0}}, rec)
+	c := device(t, "tcp://"+e.Addr(), nil)
+	for i := range maxRetainedPerClient + 1 {
+		wait(t, c.Publish(fmt.Sprintf("r/%d", i), 0, true, "v"))
+	}
+	for range maxRetainedPerClient + 1 {
+		rec.next(t) // every one was delivered
+	}
+	if n := e.Status().RetainRefused; n != 1 {
+		t.Fatalf("%d retained publishes refused, want 1", n)
+	}
+	if n := len(e.srv.Topics.Messages("r/#")); n != maxRetainedPerClient {
+		t.Fatalf("%d retained messages kept, want %d", n, maxRetainedPerClient)
+	}
+	wait(t, c.Publish("r/0", 0, true, "")) // clears r/0
+	wait(t, c.Publish("r/new", 0, true, "v"))
+	eventually(t, "room after a clear", func() bool { return len(e.srv.Topics.Messages("r/#")) == maxRetainedPerClient })
+	if n := e.Status().RetainRefused; n != 1 {
+		t.Fatalf("after a clear, %d refused", n)
 	}
 }

@@ -139,6 +139,9 @@ type Status struct {
 	// because their address failed too often, publishes and subscriptions the ACL denied,
 	// and connections closed at once past the connection caps.
 	AuthFailures, LoginsThrottled, ACLDenied, ConnectionsRefused uint64
+	// RetainRefused counts retained publishes delivered but not kept: the retained store's
+	// bounds (count, bytes, per device) were reached.
+	RetainRefused uint64
 }
 
 // ErrClosed is returned by the methods of a closed Bus.

@@ -121,15 +121,17 @@ type Embedded struct {
 	// of mochi's processing. A connection processes one packet at a time.
 	processing sync.Map // *mochi.Client -> struct{}
 
-	access  *access
-	conns   *connlimit.Limiter
-	devices sync.Map // *mochi.Client -> *deviceState, while connected
+	access   *access
+	conns    *connlimit.Limiter
+	devices  sync.Map // *mochi.Client -> *deviceState, while connected
+	retained retainedIndex
 	// watch is the goroutine that reloads the device files; Close stops and waits for it.
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
 	received, acked, published, refused, oversize atomic.Uint64
 	authFailures, loginsThrottled, aclDenied      atomic.Uint64
+	retainRefused                                 atomic.Uint64
 	oversizeLog                                   oversizeLog
 }
 
@@ -381,6 +383,7 @@ func (e *Embedded) Status() Status {
 		LoginsThrottled:    e.loginsThrottled.Load(),
 		ACLDenied:          e.aclDenied.Load(),
 		ConnectionsRefused: e.conns.Refused(),
+		RetainRefused:      e.retainRefused.Load(),
 	}
 	switch {
 	case e.closed.Load():
@@ -535,6 +538,15 @@ func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	h.e.pace(cl, pk)
 	if !h.e.publishAllowed(cl, pk.TopicName) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, neither delivered nor retained
+	}
+	if pk.FixedHeader.Retain && !cl.Net.Inline && !h.e.retained.admit(cl.ID, pk.TopicName, len(pk.Payload)) {
+		// Delivered, not kept: the retained store is full, or this device's share of it.
+		pk.FixedHeader.Retain = false
+		h.e.retainRefused.Add(1)
+		if h.e.access.denied.Fail("retain " + cl.ID) {
+			h.e.log.Warn("embedded broker: a retained message was not kept: the retained store is full (logged once a minute per device)",
+				logKeyClient, cl.ID, logKeyTopic, pk.TopicName)
+		}
 	}
 	return pk, h.e.onPublish(cl, pk)
 }
