@@ -444,9 +444,19 @@ func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 
 type kvItem struct {
 	Key     string          `json:"key"`
-	Value   json.RawMessage `json:"value"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Size    int             `json:"size"`
+	Omitted bool            `json:"omitted,omitempty"` // the value is not in this listing: over its byte budget
 	Expires *time.Time      `json:"expires,omitempty"`
 }
+
+// A KV listing's byte budget: values over 64 KiB, and values past 1 MiB in all, are left
+// out (omitted, with their size), so a console that opens a function's KV costs neither
+// the gateway's memory nor the browser's what the values weigh.
+const (
+	kvListValueBytes = 64 << 10
+	kvListTotalBytes = 1 << 20
+)
 
 func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
@@ -463,7 +473,7 @@ func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	kvs, err := g.store.KVList(name, r.URL.Query().Get("prefix"), limit+1)
+	kvs, err := g.store.KVList(name, r.URL.Query().Get("prefix"), limit+1, kvListValueBytes, kvListTotalBytes)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -473,7 +483,10 @@ func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 		if i == limit {
 			break
 		}
-		it := kvItem{Key: kv.Key, Value: kv.Value}
+		it := kvItem{Key: kv.Key, Value: kv.Value, Size: kv.Size}
+		if kv.Value == nil {
+			it.Omitted = true // too large for a listing: read it alone with the value's key
+		}
 		if !kv.ExpiresAt.IsZero() {
 			t := kv.ExpiresAt.UTC()
 			it.Expires = &t

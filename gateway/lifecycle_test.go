@@ -274,3 +274,41 @@ func TestCeilings(t *testing.T) {
 		t.Fatalf("a raised ceiling: %v", err)
 	}
 }
+
+// Listing a function's KV reads and sends at most its byte budget: large values are left
+// out with their size, the rest listed.
+func TestKVListingBudget(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "big.lua", `function handle(e)
+		for i = 1, 30 do kv.set(string.format("big/%02d", i), string.rep("x", 200000)) end
+		kv.set("small", 1)
+	end`)
+	tg := startTest(t, dir, baseConfig(dir, "functions:\n  - {name: big, source: big.lua, triggers: [\"mqtt:x\"], memory: 64MiB, timeout: 5s}\n"))
+	if r := call(t, "POST", tg.api+"/api/v1/functions/big/invoke", "", map[string]any{}); r.body["error"] != nil {
+		t.Fatalf("invoke: %s", r.raw)
+	}
+	r := call(t, "GET", tg.api+"/api/v1/functions/big/kv", "", nil)
+	if len(r.raw) > 1<<20+64<<10 {
+		t.Fatalf("the listing is %d bytes", len(r.raw))
+	}
+	items := r.body["items"].([]any)
+	if len(items) != 31 {
+		t.Fatalf("%d items", len(items))
+	}
+	omitted := 0
+	for _, it := range items {
+		m := it.(map[string]any)
+		if m["omitted"] == true {
+			omitted++
+			if m["value"] != nil || m["size"].(float64) < 200000 {
+				t.Errorf("omitted item %v", m)
+			}
+		}
+		if m["key"] == "small" && m["value"].(float64) != 1 {
+			t.Errorf("small: %v", m)
+		}
+	}
+	if omitted == 0 {
+		t.Fatal("30 values of 200 KB listed in full")
+	}
+}

@@ -11,7 +11,8 @@ import (
 // KV is one key of a namespace with its value.
 type KV struct {
 	Key       string
-	Value     []byte    // JSON
+	Value     []byte    // JSON; nil when KVList left it out (see Size)
+	Size      int       // the value's length in bytes
 	ExpiresAt time.Time // zero if the key does not expire
 }
 
@@ -61,15 +62,23 @@ func (s *Store) KVKeys(ns, prefix string, limit int) ([]string, error) {
 }
 
 // KVList returns up to limit keys of namespace ns starting with prefix, with
-// their values, in byte order. limit <= 0 means no limit.
-func (s *Store) KVList(ns, prefix string, limit int) ([]KV, error) {
+// their values, in byte order. limit <= 0 means no limit. A value longer than
+// maxValue, or one that would bring the values returned past maxTotal, is left
+// out (Value nil, Size set) without being read: a listing of large values must not
+// cost their size in memory. Zero means no bound.
+func (s *Store) KVList(ns, prefix string, limit, maxValue, maxTotal int) ([]KV, error) {
 	var kvs []KV
-	err := s.kvScan(ns, prefix, limit, true, func(key string, item *badger.Item) error {
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
+	total := 0
+	err := s.kvScan(ns, prefix, limit, false, func(key string, item *badger.Item) error {
+		kv := KV{Key: key, Size: int(item.ValueSize())}
+		if (maxValue <= 0 || kv.Size <= maxValue) && (maxTotal <= 0 || total+kv.Size <= maxTotal) {
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			kv.Value = v
+			total += len(v)
 		}
-		kv := KV{Key: key, Value: v}
 		if exp := item.ExpiresAt(); exp > 0 {
 			kv.ExpiresAt = time.Unix(int64(exp), 0)
 		}

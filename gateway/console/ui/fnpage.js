@@ -331,7 +331,9 @@ export class FunctionPage {
         return;
       }
       const table = h('table', {}, h('tbody', {}, items.map((it) =>
-        h('tr', {'data-testid': 'kv-row'}, h('td', {}, it.key), h('td', {title: it.expires ? `expires ${it.expires}` : ''}, JSON.stringify(it.value))))));
+        h('tr', {'data-testid': 'kv-row'}, h('td', {}, it.key), h('td', {title: it.expires ? `expires ${it.expires}` : ''},
+          // A value too large for a listing is left out by the gateway, with its size.
+          it.omitted ? h('span', {class: 'muted', 'data-testid': 'kv-omitted'}, `${bytes(it.size)}, too large to list`) : JSON.stringify(it.value))))));
       box.replaceChildren(table);
       if (data.truncated) box.append(h('p', {class: 'muted'}, 'More keys match: narrow the prefix.'));
     } catch (err) {
