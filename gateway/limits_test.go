@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -181,7 +180,7 @@ func TestUnroutedStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs lockedBuffer
 	g := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -215,22 +214,4 @@ func TestUnroutedStreams(t *testing.T) {
 	if r := call(t, "GET", api+"/api/v1/sync", "", nil); !strings.Contains(r.raw, `"unrouted":[{"stream":"results","pending":2}]`) {
 		t.Errorf("want results unrouted with 2 pending, got %s", r.raw)
 	}
-}
-
-// syncBuffer is a log destination the gateway's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
