@@ -14,11 +14,12 @@ import (
 // gateway sees (thousands a second) that is well under a second of work, so latency under
 // overload stays bounded too.
 //
-// Sources that cannot wait without harm are not held. QoS 1 from an external broker is
-// queued whatever the count: paho reads our PUBACKs on the goroutine that delivers to us,
-// and the broker's max_inflight_messages bounds it already. QoS 0 from an external broker,
-// the gateway's own publishes, sensor readings, GPIO edges and ticks are queued up to
-// maxQueued and dropped past it, counted (reason queue_full).
+// An external broker's messages wait too: the goroutine that delivers them is not read
+// from until there is room, so the broker holds the rest (its queue, its in-flight window).
+//
+// Sources that cannot wait without harm are not held: the gateway's own publishes on the
+// embedded broker, sensor readings, GPIO edges and ticks are queued up to maxQueued and
+// dropped past it, counted (reason queue_full).
 const (
 	maxPending = 1024
 	maxQueued  = 16384
@@ -39,7 +40,7 @@ const maxWorkers = 1024
 // sees its own previous state. Keys take turns: a key with a backlog goes to the back of
 // the line after each event, so one busy topic (one device) cannot starve the others.
 //
-// A source that may wait runs its event itself, on its own goroutine, when the event's key
+// A source on a goroutine of its own (inline) runs its event itself when the event's key
 // has nothing queued and no other key waits its turn: a device's reading then costs no
 // hand-off between goroutines, and the device is not read again until its reading is done,
 // which is the backpressure it would get anyway.
@@ -77,12 +78,18 @@ func newExecutor(g *Gateway, name string) *executor {
 		busy: map[string]struct{}{}}
 }
 
+// source says how an event's source may be treated.
+type source struct {
+	wait   bool // it may be held while the function is full
+	inline bool // it may run the event on its own goroutine: that goroutine serves it alone
+}
+
 // enqueue hands t to the function. When the function holds maxPending events already, a
-// source that may wait (wait) is held until there is room or the function stops; others
-// are not held (see maxPending and maxQueued).
-func (e *executor) enqueue(t *task, wait bool) {
+// source that may wait is held until there is room or the function stops; others are not
+// held (see maxPending and maxQueued).
+func (e *executor) enqueue(t *task, src source) {
 	e.mu.Lock()
-	if wait && !e.stopped && (e.pending >= maxPending || len(e.waiters) > 0) {
+	if src.wait && !e.stopped && (e.pending >= maxPending || len(e.waiters) > 0) {
 		w := &waiter{ready: make(chan struct{})}
 		e.waiters = append(e.waiters, w)
 		e.mu.Unlock()
@@ -114,7 +121,7 @@ func (e *executor) enqueue(t *task, wait bool) {
 		e.handBack(t, aborted)
 		return
 	}
-	if e.pending >= maxQueued && !t.durable && !wait {
+	if e.pending >= maxQueued && !t.durable && !src.wait {
 		e.mu.Unlock()
 		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
 		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
@@ -123,7 +130,7 @@ func (e *executor) enqueue(t *task, wait bool) {
 	e.pending++
 	_, running := e.busy[t.key]
 	q := e.queues[t.key]
-	if wait && !running && len(q) == 0 && len(e.ready) == 0 && e.workers < maxWorkers {
+	if src.inline && !running && len(q) == 0 && len(e.ready) == 0 && e.workers < maxWorkers {
 		e.busy[t.key] = struct{}{}
 		e.workers++
 		e.running.Add(1)
