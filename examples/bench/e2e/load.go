@@ -27,6 +27,7 @@ type load struct {
 	qos      byte           // of the readings and of the receiver's subscription
 	window   int            // QoS 1: unacknowledged readings per device
 	expect   func(int) bool // does reading seq come out at the receiver?
+	backlog  bool           // the gateway is down while the devices publish (see run)
 }
 
 // result is what one run measured.

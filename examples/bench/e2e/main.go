@@ -39,7 +39,7 @@ func main() {
 		rounds    = flag.Int("rounds", 3, "alternated rounds")
 		devices   = flag.Int("devices", 100, "devices")
 		total     = flag.Int("readings", 200000, "readings per run, over all devices")
-		scenarios = flag.String("scenarios", "full,20k,qos1", "of full (QoS 0 at full speed), 20k (QoS 0 at 20k/s), qos1 (QoS 1 in and out, window 1000)")
+		scenarios = flag.String("scenarios", "full,20k,qos1,backlog", "of full (QoS 0 at full speed), 20k (QoS 0 at 20k/s), qos1 (QoS 1 in and out, window 1000), backlog (QoS 1 queued by Mosquitto while the gateway is down, drained when it starts; via-mosquitto only)")
 		systems   = flag.String("systems", "mosquitto,embedded,via-mosquitto", "of mosquitto (passthrough), embedded (the gateway's broker), via-mosquitto (the gateway on Mosquitto)")
 		inflight  = flag.Int("max-inflight", 1000, "Mosquitto's max_inflight_messages toward the gateway and the receiver")
 		profile   = flag.String("cpuprofile", "", "write a CPU profile of the gateway's first seconds under load to this file prefix (gateway.debug.pprof)")
@@ -55,11 +55,14 @@ func main() {
 			log.Fatal(err)
 		}
 		fmt.Printf("\n## %s: %d devices, %d readings\n", sc, *devices, *devices*l.readings)
-		fmt.Printf("%-14s %5s %10s %7s %5s %9s %9s %8s %8s %7s\n", "system", "round", "readings/s", "loss", "dups", "p50", "p99", "µs/event", "peak RSS", "vs pass")
+		fmt.Printf("%-14s %5s %10s %7s %5s %9s %9s %-16s %-18s %7s\n", "system", "round", "readings/s", "loss", "dups", "p50", "p99", "CPU µs/reading", "peak RSS", "vs pass")
 		rows := map[string][]row{}
 		for round := 1; round <= *rounds; round++ {
 			var pass float64
 			for _, sys := range strings.Split(*systems, ",") {
+				if l.backlog && sys != "via-mosquitto" {
+					continue
+				}
 				prof := ""
 				if *profile != "" {
 					prof = fmt.Sprintf("%s-%s-%s-%d.pprof", *profile, sc, sys, round)
@@ -80,6 +83,9 @@ func main() {
 		}
 		if *rounds > 1 {
 			for _, sys := range strings.Split(*systems, ",") {
+				if len(rows[sys]) == 0 {
+					continue
+				}
 				fmt.Println(median(rows[sys]).format(sys, "med"))
 			}
 		}
@@ -96,6 +102,9 @@ func scenario(name string, devices, total int) (*load, error) {
 		l.rate = 20000
 	case "qos1":
 		l.qos, l.window = 1, max(1, 1000/devices)
+	case "backlog": // 100k, as issue 12 measures it
+		l.qos, l.window, l.backlog = 1, max(1, 1000/devices), true
+		l.readings = 100000 / devices
 	default:
 		return nil, fmt.Errorf("unknown scenario %q", name)
 	}
@@ -107,14 +116,22 @@ type row struct {
 	rate, loss, ratio float64
 	dups              int
 	p50, p99          time.Duration
-	cpuPerEvent       time.Duration
-	peakRSS           int64 // bytes, summed over the engine's processes
-	behind            time.Duration
+	// CPU per reading and peak RSS of the engine (the gateway, or Mosquitto alone), and of
+	// all the processes that carried the traffic (with Mosquitto's, via Mosquitto).
+	cpuPerEvent, cpuAll time.Duration
+	peakRSS, rssAll     int64 // bytes
+	behind              time.Duration
 }
 
 func (r row) format(sys, round string) string {
-	s := fmt.Sprintf("%-14s %5s %9.1fk %6.2f%% %5d %9s %9s %8.1f %6.1fMi", sys, round, r.rate/1000, 100*r.loss, r.dups,
-		r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), float64(r.cpuPerEvent)/float64(time.Microsecond), float64(r.peakRSS)/(1<<20))
+	cpu := fmt.Sprintf("%.1f", float64(r.cpuPerEvent)/float64(time.Microsecond))
+	rss := fmt.Sprintf("%.1f MiB", float64(r.peakRSS)/(1<<20))
+	if r.rssAll != r.peakRSS {
+		cpu += fmt.Sprintf(" (%.1f)", float64(r.cpuAll)/float64(time.Microsecond))
+		rss += fmt.Sprintf(" (%.0f)", float64(r.rssAll)/(1<<20))
+	}
+	s := fmt.Sprintf("%-14s %5s %9.1fk %6.2f%% %5d %9s %9s %-16s %-18s", sys, round, r.rate/1000, 100*r.loss, r.dups,
+		r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), cpu, rss)
 	if r.ratio > 0 {
 		s += fmt.Sprintf(" %7.2f", r.ratio)
 	}
@@ -140,7 +157,9 @@ func median(rs []row) row {
 		p50:         time.Duration(mid(func(r row) float64 { return float64(r.p50) })),
 		p99:         time.Duration(mid(func(r row) float64 { return float64(r.p99) })),
 		cpuPerEvent: time.Duration(mid(func(r row) float64 { return float64(r.cpuPerEvent) })),
+		cpuAll:      time.Duration(mid(func(r row) float64 { return float64(r.cpuAll) })),
 		peakRSS:     int64(mid(func(r row) float64 { return float64(r.peakRSS) })),
+		rssAll:      int64(mid(func(r row) float64 { return float64(r.rssAll) })),
 	}
 }
 
@@ -200,6 +219,21 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	if err := probe(brokerAddr, rc); err != nil {
 		return row{}, err
 	}
+	var restart func() (time.Time, error)
+	if l.backlog {
+		// The gateway's session and subscription exist: stop it, let Mosquitto queue the
+		// readings, and start it again on them.
+		gw.stop()
+		procs = slices.DeleteFunc(procs, func(p *proc) bool { return p == gw })
+		restart = func() (time.Time, error) {
+			t := time.Now()
+			gw, err := startGateway(dir, moongate, "tcp://"+brokerAddr, freeAddr(), api, l.qos)
+			if err == nil {
+				procs = append(procs, gw)
+			}
+			return t, err
+		}
+	}
 	cpu0 := make([]time.Duration, len(procs))
 	for i, p := range procs {
 		cpu0[i] = p.cpu()
@@ -214,23 +248,29 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	if err != nil {
 		return row{}, fmt.Errorf("devices: %w", err)
 	}
+	if restart != nil {
+		if start, err = restart(); err != nil { // the drain runs from the gateway's start
+			return row{}, err
+		}
+		cpu0 = append(cpu0, 0)
+	}
 	res := rc.wait(5 * time.Second)
 	if err := <-profiled; err != nil {
 		return row{}, fmt.Errorf("profile: %w", err)
 	}
-	var cpu time.Duration
-	var rss int64
-	for i, p := range procs {
-		cpu += p.cpu() - cpu0[i]
-		rss += p.peakRSS()
-	}
 	sent := l.devices * l.readings
 	r := row{
-		loss:        1 - float64(res.received)/float64(res.expected),
-		dups:        res.dups,
-		cpuPerEvent: cpu / time.Duration(sent),
-		peakRSS:     rss,
-		behind:      behind,
+		loss:   1 - float64(res.received)/float64(res.expected),
+		dups:   res.dups,
+		behind: behind,
+	}
+	for i, p := range procs { // the engine is the last: the gateway, or Mosquitto alone
+		cpu, rss := (p.cpu()-cpu0[i])/time.Duration(sent), p.peakRSS()
+		r.cpuAll += cpu
+		r.rssAll += rss
+		if i == len(procs)-1 {
+			r.cpuPerEvent, r.peakRSS = cpu, rss
+		}
 	}
 	if !res.last.IsZero() {
 		r.rate = float64(sent) / res.last.Sub(start).Seconds()
@@ -370,11 +410,16 @@ func startMosquitto(dir, bin string, inflight int) (*proc, string, error) {
 	return p, addr, nil
 }
 
-// The function of the workload: an alert with the reading's device, seq and ts.
+// The function of the workload: an alert with the reading's device, seq and ts. At QoS 1
+// it also counts the device's readings in KV, so that every invocation commits (fsync)
+// before its reading is acknowledged.
 const function = `
 local qos = tonumber(env.QOS)
 function handle(event)
   local r = event.payload
+  if qos > 0 then
+    kv.incr("readings/" .. r.device)
+  end
   if r.temp > 30 then
     mqtt.publish("alerts/" .. r.device, {device = r.device, seq = r.seq, ts = r.ts}, {qos = qos})
   end
