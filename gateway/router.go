@@ -196,7 +196,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		}
 	}
 	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: time.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
-	r.g.metrics.events.WithLabelValues("mqtt").Inc()
+	r.g.metrics.mqttEvents.Inc()
 	r.g.live.event(ev)
 	if len(fns) == 0 {
 		m.Ack()
