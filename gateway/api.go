@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -180,6 +181,7 @@ type countersDoc struct {
 	Invocations   int64 `json:"invocations"`
 	Errors        int64 `json:"errors"`
 	DurationUSSum int64 `json:"duration_us_sum"`
+	Dropped       int64 `json:"dropped"` // events dropped before they ran, every reason (metrics: moongate_events_dropped_total)
 }
 
 type versionDoc struct {
@@ -201,6 +203,7 @@ type functionDoc struct {
 	Concurrency int               `json:"concurrency"`
 	Env         map[string]string `json:"env,omitempty"`
 	Emit        string            `json:"emit"`
+	Overflow    string            `json:"overflow"`
 	Created     time.Time         `json:"created"`
 	Counters    countersDoc       `json:"counters"`
 	Versions    []versionDoc      `json:"versions,omitempty"`
@@ -210,9 +213,9 @@ func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) function
 	d := functionDoc{
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
-		Created: spec.Created,
+		Overflow: cmp.Or(spec.Overflow, config.OverflowBlock), Created: spec.Created,
 		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
-			DurationUSSum: v.stats.durationUS.Load()},
+			DurationUSSum: v.stats.durationUS.Load(), Dropped: v.stats.dropped.Load()},
 	}
 	if d.Triggers == nil {
 		d.Triggers = []string{}
@@ -294,6 +297,7 @@ type deployRequest struct {
 	Retries     *int              `json:"retries"`
 	Env         map[string]string `json:"env"`
 	Emit        *string           `json:"emit"`
+	Overflow    *string           `json:"overflow"`
 }
 
 func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
@@ -326,6 +330,9 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Emit != nil {
 		spec.Emit = *req.Emit
+	}
+	if req.Overflow != nil {
+		spec.Overflow = *req.Overflow
 	}
 	if req.Concurrency != nil {
 		spec.Concurrency = *req.Concurrency

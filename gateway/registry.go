@@ -29,6 +29,7 @@ type FunctionSpec struct {
 	Retries     int               `json:"retries"`
 	Env         map[string]string `json:"env,omitempty"`
 	Emit        string            `json:"emit,omitempty"`
+	Overflow    string            `json:"overflow,omitempty"` // "" is config.OverflowBlock
 	Created     time.Time         `json:"created"`
 	RollbackOf  int               `json:"rollback_of,omitempty"`
 	// ConfigHash is set on versions deployed from moongate.yaml: a restart redeploys the
@@ -58,6 +59,7 @@ type version struct {
 // which cost more than the counting on every event.
 type fnStats struct {
 	invocations, errors, durationUS atomic.Int64
+	dropped                         atomic.Int64 // events dropped before they ran
 	series                          invocationSeries
 }
 
@@ -171,6 +173,12 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	if errs := r.g.cfg.Gateway.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
 		return nil, &CompileError{Field: errs[0].Field, Err: errs[0]}
 	}
+	if err := config.CheckOverflow(spec.Overflow); err != nil {
+		return nil, &CompileError{Field: "overflow", Err: err}
+	}
+	if spec.Overflow == config.OverflowBlock {
+		spec.Overflow = ""
+	}
 	v, err := r.build(spec)
 	if err != nil {
 		return nil, err
@@ -213,11 +221,13 @@ func (r *registry) install(v *version) error {
 func (r *registry) activate(v *version) {
 	e := r.entry(v.name)
 	if e == nil {
-		e = &entry{exec: newExecutor(r.g, v.name)}
+		e = &entry{}
+		e.exec = newExecutor(r.g, v.name, &e.stats)
 		e.stats.series = r.g.metrics.invocationSeries(v.name)
 		r.m.Store(v.name, e)
 	}
 	v.stats = &e.stats
+	e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()
 	if old != nil {
@@ -281,7 +291,10 @@ func specFromConfig(f config.Function) FunctionSpec {
 	s := FunctionSpec{
 		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
 		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,
-		Env: f.Env, Emit: f.Emit,
+		Env: f.Env, Emit: f.Emit, Overflow: f.Overflow,
+	}
+	if s.Overflow == config.OverflowBlock {
+		s.Overflow = "" // the default: the same hash as before the key existed
 	}
 	h, _ := json.Marshal(s)
 	sum := sha256.Sum256(h)

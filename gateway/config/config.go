@@ -139,6 +139,7 @@ type Function struct {
 	Retries     *int              `yaml:"retries"`     // QoS 1 events: tries after the first; default DefaultFunctionRetries
 	Env         map[string]string `yaml:"env"`
 	Emit        string            `yaml:"emit"`
+	Overflow    string            `yaml:"overflow"` // OverflowBlock (default) or OverflowDropOldest
 
 	// Parsed is Triggers, parsed and checked by Load.
 	Parsed []Trigger `yaml:"-"`

@@ -54,6 +54,25 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // CheckFunctionLimits checks a function's settings against the rules and the gateway's
 // ceilings: the config's functions: entries and the API's deploys go through it alike.
+// What a function does with a QoS 0 event (or a sensor reading, edge or tick) that arrives
+// while it holds as many events as it may (1024): OverflowBlock holds the source (a
+// device waits; nothing is lost), OverflowDropOldest drops the oldest such event queued,
+// of the same key if there is one, for telemetry where the latest value wins. QoS 1
+// events are never dropped.
+const (
+	OverflowBlock      = "block"
+	OverflowDropOldest = "drop_oldest"
+)
+
+// CheckOverflow checks a function's overflow; "" is OverflowBlock.
+func CheckOverflow(s string) error {
+	switch s {
+	case "", OverflowBlock, OverflowDropOldest:
+		return nil
+	}
+	return fmt.Errorf("%q is not %s or %s", s, OverflowBlock, OverflowDropOldest)
+}
+
 func (c Ceilings) CheckFunctionLimits(timeout time.Duration, memory Size, concurrency, retries int) []*FieldError {
 	var errs []*FieldError
 	add := func(field, format string, args ...any) {

@@ -69,6 +69,9 @@ func (c *Config) validate() ErrorList {
 			add(key+".name", "duplicate function %q", f.Name)
 		}
 		names[f.Name] = true
+		if err := CheckOverflow(f.Overflow); err != nil {
+			add(key+".overflow", "%v", err)
+		}
 		if f.Source == "" {
 			add(key+".source", "required: the function's .lua file")
 		} else if code, err := os.ReadFile(c.Resolve(f.Source)); err != nil {
