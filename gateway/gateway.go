@@ -19,6 +19,7 @@ import (
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
 	"github.com/moongate/moongate/sync/sink"
@@ -62,6 +63,7 @@ type Gateway struct {
 	registry   *registry
 	router     *router
 	live       *live
+	loopLog    *throttle.Failures // logs a function's stopped loops once a minute
 	metrics    *metrics
 	hub        *console.Hub
 	token      string
@@ -102,6 +104,7 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	g.registry = &registry{g: g}
 	g.router = newRouter(g)
 	g.metrics = newMetrics(g)
+	g.loopLog = throttle.New(1, time.Minute)
 	return g
 }
 

@@ -21,9 +21,12 @@ type metrics struct {
 	deadLetters *prometheus.CounterVec
 	// logLinesDropped counts function log lines over luafn's Limits.LogLines or LogRate.
 	logLinesDropped *prometheus.CounterVec
-	commitErrors    prometheus.Counter
-	publishErrors   prometheus.Counter
-	authFailures    prometheus.Counter
+	// loopsStopped counts publishes refused past gateway.loops.max_hops, publishesDelayed
+	// those that waited for gateway.loops.publish_rate.
+	loopsStopped, publishesDelayed *prometheus.CounterVec
+	commitErrors                   prometheus.Counter
+	publishErrors                  prometheus.Counter
+	authFailures                   prometheus.Counter
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -48,6 +51,12 @@ func newMetrics(g *Gateway) *metrics {
 		logLinesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moongate_log_lines_dropped_total", Help: "Function log lines dropped: over the lines per invocation or per second.",
 		}, []string{"function"}),
+		loopsStopped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_loop_publishes_refused_total", Help: "Function publishes refused: the chain of functions publishing to each other's triggers passed gateway.loops.max_hops.",
+		}, []string{"function"}),
+		publishesDelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_publishes_delayed_total", Help: "Function publishes that waited for the function's gateway.loops.publish_rate.",
+		}, []string{"function"}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_commit_errors_total", Help: "Invocation commits the store refused (e.g. disk full).",
 		}),
@@ -59,7 +68,7 @@ func newMetrics(g *Gateway) *metrics {
 		}),
 	}
 	m.mqttEvents = m.events.WithLabelValues("mqtt")
-	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.commitErrors, m.publishErrors,
+	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.loopsStopped, m.publishesDelayed, m.commitErrors, m.publishErrors,
 		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{g: g})

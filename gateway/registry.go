@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/luafn"
 )
@@ -44,14 +46,15 @@ func (s *FunctionSpec) sha256() string {
 
 // version is one deployed version of a function: compiled, with its warm VM pool.
 type version struct {
-	name     string
-	number   int
-	spec     FunctionSpec
-	fn       *luafn.Function
-	triggers []config.Trigger
-	emit     string
-	retries  int
-	stats    *fnStats // shared by every version of a function
+	name      string
+	number    int
+	spec      FunctionSpec
+	fn        *luafn.Function
+	triggers  []config.Trigger
+	emit      string
+	retries   int
+	stats     *fnStats      // shared by every version of a function
+	publishes *rate.Limiter // gateway.loops.publish_rate, shared likewise; nil: no limit
 }
 
 // fnStats counts invocations since start, for the API and the console cards, and holds
@@ -74,9 +77,10 @@ func (s *fnStats) observe(d time.Duration, err error) {
 
 // entry is a function name: its executor (ordering, queues) outlives versions.
 type entry struct {
-	exec  *executor
-	cur   atomic.Pointer[version]
-	stats fnStats
+	exec      *executor
+	publishes *rate.Limiter
+	cur       atomic.Pointer[version]
+	stats     fnStats
 }
 
 // registry holds the deployed functions. Deploys swap a version pointer: in-flight
@@ -223,10 +227,13 @@ func (r *registry) activate(v *version) {
 	if e == nil {
 		e = &entry{}
 		e.exec = newExecutor(r.g, v.name, &e.stats)
+		if pr := r.g.cfg.Gateway.Loops.PublishRate; pr > 0 {
+			e.publishes = rate.NewLimiter(rate.Limit(pr), int(max(1, pr)))
+		}
 		e.stats.series = r.g.metrics.invocationSeries(v.name)
 		r.m.Store(v.name, e)
 	}
-	v.stats = &e.stats
+	v.stats, v.publishes = &e.stats, e.publishes
 	e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()

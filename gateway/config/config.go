@@ -44,7 +44,9 @@ type Gateway struct {
 	MemoryLimit *Size `yaml:"memory_limit"`
 	// Ceilings bound what any deploy may ask of a function (see Ceilings).
 	Ceilings Ceilings `yaml:"ceilings"`
-	Debug    Debug    `yaml:"debug"`
+	// Loops bound what functions publishing to each other's triggers can do (see Loops).
+	Loops Loops `yaml:"loops"`
+	Debug Debug `yaml:"debug"`
 }
 
 // Debug holds switches for looking inside a running gateway.
@@ -293,6 +295,7 @@ func (c *Config) applyDefaults() {
 		c.MQTT.ClientID = "moongate-" + g.ID
 	}
 	g.Ceilings.withDefaults()
+	g.Loops.withDefaults()
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		if f.Timeout == 0 {

@@ -40,6 +40,29 @@ func (c *Ceilings) withDefaults() {
 	}
 }
 
+// Loops bound what functions that trigger each other can do: gateway.loops. A message a
+// function publishes on the embedded broker carries the functions whose invocations led
+// to it; past MaxHops functions a publish is refused, so a function that triggers itself,
+// or two that trigger each other, stop there. An external broker cannot carry that chain:
+// there PublishRate, the local publishes per second of one function, is what slows a
+// loop down (a publish over it waits: the function is slowed, nothing is dropped).
+type Loops struct {
+	MaxHops     int     `yaml:"max_hops"`     // default 8
+	PublishRate float64 `yaml:"publish_rate"` // per function, with a burst of as many; default 2000; -1: no limit
+}
+
+func (l *Loops) withDefaults() {
+	if l.MaxHops == 0 {
+		l.MaxHops = 8
+	}
+	if l.PublishRate == 0 {
+		l.PublishRate = 2000
+	}
+}
+
+// maxHops bounds gateway.loops.max_hops: the chain travels with every message.
+const maxHops = 64
+
 // minFunctionMemory is the least memory a function may have: its VM and the sandbox alone
 // take some hundreds of KiB.
 const minFunctionMemory = Size(1 << 20)

@@ -57,6 +57,13 @@ func (c *Config) validate() ErrorList {
 		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
 	}
 
+	if h := c.Gateway.Loops.MaxHops; h < 1 || h > maxHops {
+		add("gateway.loops.max_hops", "%d is not between 1 and %d", h, maxHops)
+	}
+	if r := c.Gateway.Loops.PublishRate; r < 0 && r != -1 {
+		add("gateway.loops.publish_rate", "%g is not a rate above 0, or -1 for no limit", r)
+	}
+
 	names := map[string]bool{}
 	for i := range c.Functions {
 		f := &c.Functions[i]

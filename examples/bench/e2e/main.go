@@ -451,6 +451,7 @@ func startGateway(dir, bin, broker, embedded, api string, qos byte) (*proc, erro
   data_dir: ./data
   console: {listen: %s}
   debug: {pprof: true}
+  loops: {publish_rate: -1} # the alerts of a full-speed burst exceed the default 2000/s
 mqtt:
   broker: %s
   embedded: {listen: %s}
