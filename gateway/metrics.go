@@ -118,11 +118,13 @@ var (
 		[]string{"reason"}, nil)
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+	descSessions  = prometheus.NewDesc("moongate_broker_sessions", "Persistent sessions the embedded broker holds, their devices connected or not.", nil, nil)
+	descEvicted   = prometheus.NewDesc("moongate_broker_sessions_evicted_total", "Persistent sessions the embedded broker ended past its bounds, those whose devices went away longest ago first.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted} {
 		ch <- d
 	}
 }
@@ -157,6 +159,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 		}
 		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
 }

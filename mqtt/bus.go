@@ -152,6 +152,10 @@ type Status struct {
 	// RetainRefused counts retained publishes delivered but not kept: the retained store's
 	// bounds (count, bytes, per device) were reached.
 	RetainRefused uint64
+	// Embedded: the persistent sessions held (their devices connected or gone away), and
+	// those ended past the session bounds (sessions.go).
+	Sessions        int
+	SessionsEvicted uint64
 }
 
 // ErrClosed is returned by the methods of a closed Bus.

@@ -51,6 +51,11 @@ type EmbeddedOptions struct {
 	// means 1024 and 128.
 	MaxConnections        int
 	MaxConnectionsPerHost int
+	// MaxSessions caps the persistent sessions held, and MaxSessionsPerHost those of one
+	// IP address; past them the sessions of the devices that went away longest ago end
+	// (sessions.go). Zero means 1024 and 64.
+	MaxSessions        int
+	MaxSessionsPerHost int
 	// ConnectTimeout is how long a new connection may take to send its CONNECT. Zero
 	// means 10s.
 	ConnectTimeout time.Duration
@@ -136,6 +141,8 @@ type Embedded struct {
 	received, acked, published, refused, oversize atomic.Uint64
 	authFailures, loginsThrottled, aclDenied      atomic.Uint64
 	retainRefused                                 atomic.Uint64
+	sessionsEvicted                               atomic.Uint64
+	goneAt                                        sync.Map // *mochi.Client -> UnixNano it disconnected: persistent sessions only
 	oversizeLog                                   oversizeLog
 }
 
@@ -188,6 +195,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	if opts.MaxConnectionsPerHost == 0 {
 		opts.MaxConnectionsPerHost = defaultMaxConnectionsPerHost
+	}
+	if opts.MaxSessions == 0 {
+		opts.MaxSessions = defaultMaxSessions
+	}
+	if opts.MaxSessionsPerHost == 0 {
+		opts.MaxSessionsPerHost = defaultMaxSessionsPerHost
 	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = defaultConnectTimeout
@@ -398,6 +411,8 @@ func (e *Embedded) Status() Status {
 		ACLDenied:          e.aclDenied.Load(),
 		ConnectionsRefused: e.conns.Refused(),
 		RetainRefused:      e.retainRefused.Load(),
+		Sessions:           e.sessions(),
+		SessionsEvicted:    e.sessionsEvicted.Load(),
 	}
 	switch {
 	case e.closed.Load():
@@ -546,6 +561,7 @@ func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet
 // first publishes or is first listed.
 func (h *embeddedHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	h.e.device(cl)
+	h.e.boundSessions(cl)
 }
 
 func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
@@ -587,6 +603,7 @@ func (h *embeddedHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ 
 // mochi closes the connection without a word (a 3.1.1 client has no reason code to get).
 func (h *embeddedHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.e.devices.Delete(cl)
+	h.e.wentAway(cl)
 	if !errors.Is(err, packets.ErrPacketTooLarge) {
 		return
 	}
