@@ -313,12 +313,16 @@ func (g *Gateway) restoreFunctions() error {
 	for i, f := range g.cfg.Functions {
 		spec := specFromConfig(f)
 		inConfig[f.Name] = spec.ConfigHash
-		vs, err := g.versions(f.Name)
+		latest, err := g.store.LatestVersion(f.Name)
 		if err != nil {
 			return err
 		}
 		h := applied[f.Name]
 		if !recorded { // a data dir from before the record: the newest config version tells
+			vs, err := g.versions(f.Name)
+			if err != nil {
+				return err
+			}
 			if last := lastFromConfig(vs); last != nil {
 				h = last.ConfigHash
 			}
@@ -330,7 +334,7 @@ func (g *Gateway) restoreFunctions() error {
 			}
 			continue
 		}
-		spec.Version, spec.Created = nextVersion(vs), now
+		spec.Version, spec.Created = latest+1, now
 		v, err := g.registry.build(spec)
 		if err != nil {
 			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err).(*config.Error))
@@ -352,9 +356,12 @@ func (g *Gateway) restoreFunctions() error {
 		if redeployed[name] {
 			continue
 		}
-		s, err := g.storedVersion(name, n)
+		s, ok, err := g.storedVersion(name, n)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 		}
 		if _, ok := inConfig[name]; !ok && s.ConfigHash != "" {
 			if err := g.store.DeleteFunction(name); err != nil {
@@ -414,20 +421,6 @@ func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
 		}
 	}
 	return nil
-}
-
-// storedVersion reads version n of a function from the store.
-func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, error) {
-	vs, err := g.versions(name)
-	if err != nil {
-		return FunctionSpec{}, err
-	}
-	for _, s := range vs {
-		if s.Version == n {
-			return s, nil
-		}
-	}
-	return FunctionSpec{}, fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 }
 
 func (r *registry) stopAll() {

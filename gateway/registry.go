@@ -164,11 +164,11 @@ func (r *registry) build(spec FunctionSpec) (*version, error) {
 func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	vs, err := r.g.versions(spec.Name)
+	latest, err := r.g.store.LatestVersion(spec.Name)
 	if err != nil {
 		return nil, err // guessing the next number could overwrite a stored version
 	}
-	spec.Version = nextVersion(vs)
+	spec.Version = latest + 1
 	if spec.Created.IsZero() {
 		spec.Created = time.Now().UTC()
 	}
@@ -196,14 +196,6 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 
 // nextVersion numbers a new version after every stored one: numbers are never reused,
 // not even after a delete, so a version number names one source for good.
-func nextVersion(vs []FunctionSpec) int {
-	n := 0
-	for _, s := range vs {
-		n = max(n, s.Version)
-	}
-	return n + 1
-}
-
 // install stores a built version as its function's newest and makes it current. The
 // caller holds r.mu.
 func (r *registry) install(v *version) error {
@@ -218,6 +210,10 @@ func (r *registry) install(v *version) error {
 		return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
 	}
 	r.activate(v)
+	if _, err := r.g.store.PruneVersions(v.name, r.g.cfg.Gateway.VersionHistory); err != nil {
+		// The history is only longer than it should be; the deploy stands.
+		r.g.logger.Warn("prune version history", "function", v.name, "err", err)
+	}
 	return nil
 }
 
@@ -282,6 +278,34 @@ func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeVersions(name, blobs)
+}
+
+// versionPage reads up to limit versions of name older than before (0: the newest),
+// newest first, and whether older ones remain.
+func (g *Gateway) versionPage(name string, before, limit int) ([]FunctionSpec, bool, error) {
+	blobs, more, err := g.store.VersionPage(name, before, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	vs, err := decodeVersions(name, blobs)
+	return vs, more, err
+}
+
+// storedVersion reads version n of a function from the store.
+func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, bool, error) {
+	b, ok, err := g.store.Version(name, n)
+	if err != nil || !ok {
+		return FunctionSpec{}, false, err
+	}
+	vs, err := decodeVersions(name, [][]byte{b})
+	if err != nil {
+		return FunctionSpec{}, false, err
+	}
+	return vs[0], true, nil
+}
+
+func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
 	out := make([]FunctionSpec, 0, len(blobs))
 	for _, b := range blobs {
 		var s FunctionSpec

@@ -46,7 +46,10 @@ type Gateway struct {
 	Ceilings Ceilings `yaml:"ceilings"`
 	// Loops bound what functions publishing to each other's triggers can do (see Loops).
 	Loops Loops `yaml:"loops"`
-	Debug Debug `yaml:"debug"`
+	// VersionHistory is how many versions of each function are kept (the newest); older
+	// ones are deleted at each deploy. Default DefaultVersionHistory.
+	VersionHistory int   `yaml:"version_history"`
+	Debug          Debug `yaml:"debug"`
 }
 
 // Debug holds switches for looking inside a running gateway.
@@ -296,6 +299,9 @@ func (c *Config) applyDefaults() {
 	}
 	g.Ceilings.withDefaults()
 	g.Loops.withDefaults()
+	if g.VersionHistory == 0 {
+		g.VersionHistory = DefaultVersionHistory
+	}
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		if f.Timeout == 0 {

@@ -60,6 +60,13 @@ func (l *Loops) withDefaults() {
 	}
 }
 
+// DefaultVersionHistory is how many versions of a function are kept by default: enough
+// to roll back through a day of edits, few enough that 500 KB sources stay small on disk.
+const DefaultVersionHistory = 50
+
+// maxVersionHistory bounds gateway.version_history.
+const maxVersionHistory = 10000
+
 // maxHops bounds gateway.loops.max_hops: the chain travels with every message.
 const maxHops = 64
 

@@ -57,6 +57,9 @@ func (c *Config) validate() ErrorList {
 		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
 	}
 
+	if n := c.Gateway.VersionHistory; n < 1 || n > maxVersionHistory {
+		add("gateway.version_history", "%d is not between 1 and %d", n, maxVersionHistory)
+	}
 	if h := c.Gateway.Loops.MaxHops; h < 1 || h > maxHops {
 		add("gateway.loops.max_hops", "%d is not between 1 and %d", h, maxHops)
 	}
