@@ -157,6 +157,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.store, err = store.Open(store.Options{
 		Dir:            filepath.Join(g.cfg.Gateway.DataDir, "store"),
 		MaxOutboxBytes: int64(g.cfg.Sync.Outbox.MaxBytes),
+		MaxStreamBytes: int64(g.cfg.Sync.Outbox.MaxStreamBytes),
 		OutboxTTL:      g.cfg.Sync.Outbox.TTL,
 		OnFull:         onFull(g.cfg.Sync.Outbox.OnFull),
 		Logger:         g.logger.With("component", "store"),
