@@ -689,7 +689,7 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 	ms := b.s.now().UnixMilli()
 	out := make([]Record, 0, len(recs))
 	var added int64
-	from := map[string]uint64{}    // per stream: the first seq this call appends
+	from := map[string]uint64{}   // per stream: the first seq this call appends
 	addedTo := map[string]int64{} // per stream: the bytes it appends
 	for _, a := range recs {
 		if err := checkAppend(a); err != nil {
