@@ -610,7 +610,7 @@ func (b *batch) kvGet(k []byte) (entry, bool, error) {
 	if err != nil {
 		return entry{}, false, err
 	}
-	v, err := item.ValueCopy(nil)
+	v, err := valueCopy(item)
 	return entry{key: k, value: v, expiresAt: item.ExpiresAt()}, err == nil, err
 }
 

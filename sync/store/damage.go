@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -35,6 +36,26 @@ func checkManifest(dir string) error {
 	return fmt.Errorf("%w: %s is missing but %d table and log files are there (%s): opening would delete them. "+
 		"Restore the data dir from a copy, or move it aside (mv %s %s.damaged) to start with an empty store",
 		ErrDamaged, badger.ManifestFilename, len(data), strings.Join(data[:min(3, len(data))], ", "), dir, dir)
+}
+
+// checkDir refuses a data dir Badger would open with a silent loss: a lost MANIFEST or a
+// damaged table. It returns the tables it verified and the log tails the replay will
+// drop, copied aside first.
+func checkDir(dir string, bo badger.Options, now time.Time) (TableReport, []LogLoss, error) {
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return TableReport{}, nil, err
+	}
+	defer unlock()
+	if err := checkManifest(dir); err != nil {
+		return TableReport{}, nil, err
+	}
+	tr, err := verifyTables(dir, bo)
+	if err != nil {
+		return tr, nil, err
+	}
+	losses, err := checkLogs(dir, now)
+	return tr, losses, err
 }
 
 // openBadger opens the database; a damaged file that makes Badger panic (a truncated

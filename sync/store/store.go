@@ -133,6 +133,9 @@ type Store struct {
 	group   batch            // the group being staged, reused (see runGroup)
 	job     batch            // the job being staged on top of it, reused
 	maxVlog uint32           // highest value-log file id seen
+
+	tables TableReport // what the open verified
+	losses []LogLoss   // what the open's replay dropped
 }
 
 type cursorID struct{ consumer, stream string }
@@ -164,13 +167,19 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
-	if err := checkManifest(opts.Dir); err != nil {
+	bo := badgerOptions(&opts)
+	tables, losses, err := checkDir(opts.Dir, bo, opts.now())
+	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
-	bo := badgerOptions(&opts)
 	db, err := openBadger(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	for _, l := range losses {
+		opts.Logger.Error("store: a log was damaged: the open dropped what followed the damage",
+			"file", l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy,
+			"what_to_do", "commits after the offset are lost; restore the data dir from a copy to get them back (DURABILITY.md, Recovery)")
 	}
 	s := &Store{
 		db:          db,
@@ -188,6 +197,8 @@ func Open(opts Options) (*Store, error) {
 		changed:     make(chan struct{}),
 		entropy:     ulid.Monotonic(rand.Reader, 0),
 		freed:       make(map[string]int64),
+		tables:      tables,
+		losses:      losses,
 	}
 	s.group.s, s.job.s = s, s
 	s.txnSize, s.txnCount = txnLimits(bo)
@@ -207,7 +218,7 @@ func (s *Store) load() error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			stream := string(item.Key()[1:])
-			err := item.Value(func(v []byte) error {
+			err := valueOf(item, func(v []byte) error {
 				h, err := decodeHead(v)
 				s.heads[stream] = h
 				s.total += h.Bytes
@@ -228,7 +239,7 @@ func (s *Store) load() error {
 			if !ok {
 				continue
 			}
-			err := item.Value(func(v []byte) error {
+			err := valueOf(item, func(v []byte) error {
 				if len(v) != 8 {
 					return fmt.Errorf("cursor %s/%s: %d bytes", consumer, stream, len(v))
 				}
@@ -305,6 +316,9 @@ type Stats struct {
 	Commits        uint64 // requests committed (invocations, appends, acks, puts)
 	Groups         uint64 // Badger transactions written for them
 	Fsyncs         uint64 // syncs of the logs; about one per group
+	// LogLosses lists the log tails the open's replay dropped as damaged; each one is
+	// commits lost (see LogLoss).
+	LogLosses []LogLoss
 }
 
 // Stats returns a snapshot of the outbox and the store's counters.
@@ -315,6 +329,7 @@ func (s *Store) Stats() Stats {
 		Commits:   s.commits.Load(),
 		Groups:    s.groups.Load(),
 		Fsyncs:    s.fsyncs.Load(),
+		LogLosses: s.losses,
 	}
 	s.mu.RLock()
 	for name, h := range s.heads {
