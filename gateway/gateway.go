@@ -136,13 +136,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	g.store, err = store.Open(store.Options{
-		Dir:            filepath.Join(g.cfg.Gateway.DataDir, "store"),
-		MaxOutboxBytes: int64(g.cfg.Sync.Outbox.MaxBytes),
-		OutboxTTL:      g.cfg.Sync.Outbox.TTL,
-		OnFull:         onFull(g.cfg.Sync.Outbox.OnFull),
-		Logger:         g.logger.With("component", "store"),
-	})
+	g.store, err = store.Open(StoreOptions(g.cfg, g.logger.With("component", "store")))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -261,6 +255,18 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wg.Wait()
 	g.logger.Info("stopped")
 	return err
+}
+
+// StoreOptions are the options the gateway opens its store with under cfg; `moongate
+// store check` opens it the same way.
+func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
+	return store.Options{
+		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
+		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
+		OutboxTTL:      cfg.Sync.Outbox.TTL,
+		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
+		Logger:         logger,
+	}
 }
 
 func onFull(s string) store.OnFull {

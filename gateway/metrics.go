@@ -95,12 +95,14 @@ var (
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
 		[]string{"reason"}, nil)
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
+	descLogLosses = prometheus.NewDesc("moongate_store_log_losses", "Log files (WAL or value log) the store's open found damaged: replay dropped what followed the damage (a copy is in the store's damaged/ dir).", nil, nil)
+	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descLogLosses, descLogLost, descFunctions} {
 		ch <- d
 	}
 }
@@ -114,6 +116,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for cause, n := range dropsByCause(st.Dropped) {
 			ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
 		}
+		var lost int64
+		for _, l := range st.LogLosses {
+			lost += l.Bytes
+		}
+		ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
+		ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
 	}
 	for _, s := range g.sinks {
 		st := s.Status()
