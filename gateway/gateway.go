@@ -265,8 +265,18 @@ func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
 		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
 		OutboxTTL:      cfg.Sync.Outbox.TTL,
 		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
+		BatchInterval:  batchInterval(cfg),
 		Logger:         logger,
 	}
+}
+
+// batchInterval is how long the store may hold a lazy commit unsynced: 0 (sync each)
+// unless gateway.durability is batch.
+func batchInterval(cfg *config.Config) time.Duration {
+	if cfg.Gateway.Durability != config.DurabilityBatch {
+		return 0
+	}
+	return cfg.Gateway.BatchInterval
 }
 
 func onFull(s string) store.OnFull {

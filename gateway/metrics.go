@@ -97,12 +97,13 @@ var (
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
 	descLogLosses = prometheus.NewDesc("moongate_store_log_losses", "Log files (WAL or value log) the store's open found damaged: replay dropped what followed the damage (a copy is in the store's damaged/ dir).", nil, nil)
 	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
+	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descLogLosses, descLogLost, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descLogLosses, descLogLost, descSyncs, descFunctions} {
 		ch <- d
 	}
 }
@@ -122,6 +123,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
 		ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
+		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Fsyncs))
 	}
 	for _, s := range g.sinks {
 		st := s.Status()

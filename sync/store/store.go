@@ -76,6 +76,13 @@ type Options struct {
 	// 0 means DefaultMaintenance.
 	Maintenance time.Duration
 
+	// BatchInterval is the longest a lazy commit (Commit.Lazy) waits for its sync: the
+	// store writes it at once and syncs it with the next commit that is not lazy, or
+	// BatchInterval after it at the latest. Fewer syncs write fewer pages to flash
+	// (an SD card wears out by the pages written); a power loss can take the lazy
+	// commits of the last BatchInterval. 0 syncs lazy commits like any other.
+	BatchInterval time.Duration
+
 	// Logger receives the store's and Badger's messages. nil discards them.
 	Logger *slog.Logger
 
@@ -136,6 +143,11 @@ type Store struct {
 
 	tables TableReport // what the open verified
 	losses []LogLoss   // what the open's replay dropped
+
+	// Owned by the committer: lazy commits written but not synced yet.
+	unsynced   bool
+	lazyAppend bool        // some of them appended records: wake the sinks at the sync
+	syncTimer  *time.Timer // armed while unsynced: the sync BatchInterval after the first
 }
 
 type cursorID struct{ consumer, stream string }
