@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4/y"
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // LogLoss is the tail of a log file that replay dropped: Badger replays a memtable WAL
@@ -58,22 +59,43 @@ func checkLogs(dir string, now time.Time) ([]LogLoss, error) {
 	}
 	var losses []LogLoss
 	for _, name := range names {
-		data, err := os.ReadFile(filepath.Join(dir, name))
+		loss, err := checkLog(dir, name, now)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", name, err)
-		}
-		end := logEnd(data)
-		rest := bytes.TrimRight(data[end:], "\x00")
-		if len(rest) == 0 {
-			continue
-		}
-		loss := LogLoss{File: name, Offset: int64(end), Bytes: int64(len(rest))}
-		if loss.Copy, err = keepCopy(dir, name, data, now); err != nil {
 			return nil, err
 		}
-		losses = append(losses, loss)
+		if loss != nil {
+			losses = append(losses, *loss)
+		}
 	}
 	return losses, nil
+}
+
+// checkLog reads one log through a read-only mapping (a value-log file is 16 MiB, more
+// than the heap should take at start) and returns its loss, or nil.
+func checkLog(dir, name string, now time.Time) (*LogLoss, error) {
+	path := filepath.Join(dir, name)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if fi.Size() <= logHeaderSize {
+		return nil, nil // nothing written to it yet
+	}
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	defer mf.Close(-1)
+	end := logEnd(mf.Data)
+	rest := bytes.TrimRight(mf.Data[end:], "\x00")
+	if len(rest) == 0 {
+		return nil, nil
+	}
+	loss := &LogLoss{File: name, Offset: int64(end), Bytes: int64(len(rest))}
+	if loss.Copy, err = keepCopy(dir, name, mf.Data, now); err != nil {
+		return nil, err
+	}
+	return loss, nil
 }
 
 // logEnd returns the offset up to which Badger's replay keeps data.
