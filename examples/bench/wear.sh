@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# SD-card wear (issue 19): the bytes the real gateway writes per event, for a function
+# that only publishes, one that writes one KV key and one that emits one outbox record,
+# at 10, 100 and 1000 events/s, in each durability mode. It prints numbers and asserts
+# nothing. Everything listens on 127.0.0.1 free ports and lives in a temporary directory
+# (put it on the disk you care about with TMPDIR=...).
+#
+#   examples/bench/wear.sh [SECONDS]      (default 600 per run: 10 minutes, so that
+#                                          compactions and value-log GC are included)
+#   FUNCS="kv" RATES="10" MODES="batch" QOS=0 examples/bench/wear.sh 60
+#
+# Per run: devsim publishes at RATE readings/s (QoS $QOS) on the embedded broker for
+# SECONDS; the gateway runs the function on each (trigger mqtt:sensors/+/temp, at the
+# same QoS). Measured from the start of the load to 2 s after its end, the gateway still
+# running:
+#   written    write_bytes of /proc/PID/io: what the gateway made the kernel write to
+#              storage (its data dir: the log goes to a file only at level warn)
+#   fs         the file system's own count (/sys/fs/ext4/DEV/lifetime_write_kbytes) over
+#              the same time, when the data dir is on ext4: device-wide, so on a
+#              shared machine other writers count too
+#   B/event    written / events invoked;  B/day@10/s = B/event * 10 * 86400
+#   state B    bytes of state one event changes: the KV key and value, or the outbox
+#              record as the store accounts it (key + value)
+#   WA         write amplification, B/event / state B
+#   syncs      moongate_store_syncs_total per event
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECS=${1:-600}
+FUNCS=${FUNCS:-publish kv outbox}
+RATES=${RATES:-10 100 1000}
+MODES=${MODES:-sync batch}
+QOS=${QOS:-0}
+. examples/bench/lib.sh
+
+metric() { curl -fs "$API/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $2} END {printf "%.0f", s}'; }
+written() {
+	if [ ! -r /proc/"$GW_PID"/io ]; then
+		echo "the gateway exited:" >&2
+		cat "$dir/gateway.log" >&2
+		exit 1
+	fi
+	awk '/^write_bytes/ {print $2}' /proc/"$GW_PID"/io
+}
+fs_dev=$(df --output=source "$WORK" | tail -1)
+fs_file=/sys/fs/ext4/$(basename "$fs_dev")/lifetime_write_kbytes
+fs_kb() { if [ -r "$fs_file" ]; then cat "$fs_file"; else echo 0; fi; }
+
+trigger='mqtt:sensors/+/temp'
+[ "$QOS" = 1 ] && trigger="$trigger@1"
+
+echo "== SD-card wear: ${SECS}s per run, QoS $QOS readings, embedded broker (data in $WORK, $fs_dev)"
+printf '%-6s %-8s %6s %9s %12s %12s %9s %14s %8s %7s %8s\n' mode function rate events written fs B/event B/day@10/s "state B" WA syncs/ev
+for mode in $MODES; do
+	for fn in $FUNCS; do
+		for rate in $RATES; do
+			dir=$WORK/$mode-$fn-$rate
+			mkdir -p "$dir/functions"
+			cp "examples/bench/functions/wear_$fn.lua" "$dir/functions/"
+			API=http://127.0.0.1:$(free_port)
+			MQTT=$(free_port)
+			cat >"$dir/moongate.yaml" <<YAML
+gateway:
+  id: wear
+  data_dir: ./data
+  log_level: warn
+  durability: $mode
+  console: {listen: ${API#http://}}
+mqtt:
+  embedded: {listen: 127.0.0.1:$MQTT}
+functions:
+  - name: f
+    source: functions/wear_$fn.lua
+    triggers: ["$trigger"]
+YAML
+			(cd "$dir" && exec "$WORK/moongate" run -c moongate.yaml >gateway.log 2>&1) &
+			GW_PID=$!
+			PIDS+=("$GW_PID")
+			up=
+			for _ in $(seq 600); do
+				curl -fs "$API/api/v1/status" >/dev/null 2>&1 && { up=1; break; }
+				kill -0 "$GW_PID" 2>/dev/null || break
+				sleep 0.1
+			done
+			if [ -z "$up" ]; then
+				echo "the gateway did not start:" >&2
+				cat "$dir/gateway.log" >&2
+				exit 1
+			fi
+			# 10 devices above 10/s, each at a tenth of the rate.
+			devices=1
+			[ "$rate" -gt 10 ] && devices=10
+			w0=$(written) f0=$(fs_kb) i0=$(metric moongate_invocations_total) s0=$(metric moongate_store_syncs_total)
+			"$WORK/devsim" -broker "tcp://127.0.0.1:$MQTT" -devices "$devices" \
+				-rate "$(awk -v r="$rate" -v d="$devices" 'BEGIN {print r / d}')" -qos "$QOS" -duration "${SECS}s" >/dev/null 2>&1
+			sleep 2
+			w1=$(written) f1=$(fs_kb) i1=$(metric moongate_invocations_total) s1=$(metric moongate_store_syncs_total)
+			case $fn in
+			kv) # one key per device, overwritten by every reading
+				state=$(curl -fs "$API/api/v1/functions/f/kv" | grep -o '"key":"[^"]*","value":[^}]*},"size":[0-9]*' |
+					awk -F'"size":' '{split($1, k, "\""); n++; s += length(k[4]) + $2} END {if (n) printf "%.0f", s / n; else print 0}') ;;
+			outbox)
+				state=$(awk -v b="$(metric moongate_outbox_pending_bytes)" -v r="$(metric moongate_outbox_pending_records)" 'BEGIN {if (r) printf "%.0f", b / r; else print 0}') ;;
+			*) state=0 ;;
+			esac
+			kill "$GW_PID"; wait "$GW_PID" || true
+			awk -v mode="$mode" -v fn="$fn" -v rate="$rate" -v ev="$((i1 - i0))" -v w="$((w1 - w0))" -v fs="$(((f1 - f0) * 1024))" \
+				-v st="$state" -v sy="$((s1 - s0))" 'BEGIN {
+				be = ev ? w / ev : 0
+				printf "%-6s %-8s %6d %9d %12d %12d %9.0f %14s %8s %7s %8.3f\n", mode, fn, rate, ev, w, fs, be,
+					sprintf("%.2f GB", be * 10 * 86400 / 1e9), st ? st : "-", st ? sprintf("%.0f", be / st) : "-", ev ? sy / ev : 0
+			}'
+		done
+	done
+done
