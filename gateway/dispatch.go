@@ -142,7 +142,6 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 		d = res.Duration
 	}
 	v.stats.observe(d, err)
-	g.metrics.observeInvocation(v.name, d, err)
 	g.live.invocation(v, ev, res, d, err)
 	if err != nil {
 		g.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)

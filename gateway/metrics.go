@@ -16,6 +16,7 @@ type metrics struct {
 	invocations *prometheus.CounterVec
 	durations   *prometheus.HistogramVec
 	events      *prometheus.CounterVec
+	mqttEvents  prometheus.Counter // events{source="mqtt"}, looked up once
 	dropped     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
 	// logLinesDropped counts function log lines over luafn's Limits.LogLines or LogRate.
@@ -57,6 +58,7 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "moongate_console_auth_failures_total", Help: "API and live-stream requests with a wrong or missing token.",
 		}),
 	}
+	m.mqttEvents = m.events.WithLabelValues("mqtt")
 	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.commitErrors, m.publishErrors,
 		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -64,13 +66,24 @@ func newMetrics(g *Gateway) *metrics {
 	return m
 }
 
-func (m *metrics) observeInvocation(fn string, d time.Duration, err error) {
-	result := "ok"
+// invocationSeries are one function's invocation series.
+type invocationSeries struct {
+	ok, failed prometheus.Counter
+	duration   prometheus.Observer
+}
+
+func (m *metrics) invocationSeries(fn string) invocationSeries {
+	return invocationSeries{ok: m.invocations.WithLabelValues(fn, "ok"), failed: m.invocations.WithLabelValues(fn, "error"),
+		duration: m.durations.WithLabelValues(fn)}
+}
+
+func (s invocationSeries) observe(d time.Duration, err error) {
 	if err != nil {
-		result = "error"
+		s.failed.Inc()
+	} else {
+		s.ok.Inc()
 	}
-	m.invocations.WithLabelValues(fn, result).Inc()
-	m.durations.WithLabelValues(fn).Observe(d.Seconds())
+	s.duration.Observe(d.Seconds())
 }
 
 func (m *metrics) handler() http.Handler {

@@ -53,9 +53,12 @@ type version struct {
 	stats    *fnStats // shared by every version of a function
 }
 
-// fnStats counts invocations since start, for the API and the console cards.
+// fnStats counts invocations since start, for the API and the console cards, and holds
+// the function's metric series, looked up once: a lookup by label values hashes them,
+// which cost more than the counting on every event.
 type fnStats struct {
 	invocations, errors, durationUS atomic.Int64
+	series                          invocationSeries
 }
 
 func (s *fnStats) observe(d time.Duration, err error) {
@@ -64,6 +67,7 @@ func (s *fnStats) observe(d time.Duration, err error) {
 	if err != nil {
 		s.errors.Add(1)
 	}
+	s.series.observe(d, err)
 }
 
 // entry is a function name: its executor (ordering, queues) outlives versions.
@@ -210,6 +214,7 @@ func (r *registry) activate(v *version) {
 	e := r.entry(v.name)
 	if e == nil {
 		e = &entry{exec: newExecutor(r.g, v.name)}
+		e.stats.series = r.g.metrics.invocationSeries(v.name)
 		r.m.Store(v.name, e)
 	}
 	v.stats = &e.stats

@@ -457,7 +457,7 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 	// could deadlock a publishing invocation.
 	if cl.Net.Inline || qos == 0 {
 		if !e.stopping.Load() {
-			e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: !cl.Net.Inline})
+			e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: !cl.Net.Inline, OnSenderGoroutine: !cl.Net.Inline})
 		}
 		return nil
 	}
@@ -469,7 +469,7 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 	// so that Close does not cut the connection between the Ack and the PUBACK.
 	e.processing.Store(cl, struct{}{})
 	acked := make(chan struct{})
-	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: true, ack: func() { close(acked) }})
+	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: true, OnSenderGoroutine: true, ack: func() { close(acked) }})
 	t := time.NewTimer(e.opts.AckTimeout)
 	defer t.Stop()
 	select {
