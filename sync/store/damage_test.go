@@ -86,6 +86,35 @@ func copyDir(t *testing.T, from string) string {
 	return to
 }
 
+// garbledLog fills a store with n readings and copies its dir as a kill -9 leaves it
+// (killedCopy), garbles the middle of its last log file matching pattern (which must hold
+// at least min bytes), and opens it: the open must report the cut there as the one loss.
+func garbledLog(t *testing.T, n int, pattern string, min int64) (*Store, string) {
+	t.Helper()
+	live := t.TempDir()
+	s := fillDamageStore(t, live, n, "big")
+	dir := copyDir(t, live)
+	s.Close()
+	file := onlyFile(t, dir, pattern)
+	end := logDataEnd(t, file)
+	if end < min {
+		t.Fatalf("%s holds %d bytes: the commits are not in it", file, end)
+	}
+	garble(t, file, end/2)
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	losses := s.Stats().LogLosses
+	if len(losses) != 1 || losses[0].File != filepath.Base(file) || losses[0].Offset > end/2 || losses[0].Bytes < end/2-4096 {
+		t.Fatalf("log losses %+v; want the cut of %s at %d", losses, filepath.Base(file), end/2)
+	}
+	if _, err := os.Stat(losses[0].Copy); err != nil {
+		t.Fatalf("no copy of the damaged log: %v", err)
+	}
+	return s, dir
+}
+
 // onlyFile returns the one file of dir matching pattern.
 func onlyFile(t *testing.T, dir, pattern string) string {
 	t.Helper()
@@ -183,29 +212,8 @@ func TestDamageNeverSilent(t *testing.T) {
 
 	t.Run("vlog garbage", func(t *testing.T) {
 		// A store that did not close: the value log it wrote is the last one, which
-		// Badger replays on open and cuts at the damage.
-		live := t.TempDir()
-		s := fillDamageStore(t, live, n, "big")
-		dir := copyDir(t, live)
-		s.Close()
-		vlog := onlyFile(t, dir, "*.vlog")
-		end := logDataEnd(t, vlog)
-		if end < 100_000 {
-			t.Fatalf("the value log holds %d bytes: the large values are not in it", end)
-		}
-		garble(t, vlog, end/2)
-		s, err := Open(Options{Dir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A loss reported and counted, with a copy kept.
-		losses := s.Stats().LogLosses
-		if len(losses) != 1 || losses[0].File != filepath.Base(vlog) || losses[0].Offset > end/2 || losses[0].Bytes < end/2-4096 {
-			t.Fatalf("log losses %+v; want the cut of %s at %d", losses, filepath.Base(vlog), end/2)
-		}
-		if _, err := os.Stat(losses[0].Copy); err != nil {
-			t.Fatalf("no copy of the damaged log: %v", err)
-		}
+		// Badger replays on open and cuts at the damage: a loss reported and counted.
+		s, dir := garbledLog(t, n, "*.vlog", 100_000)
 		// A large value past the cut is an error, not a missing key.
 		if v, ok, err := s.KVGet("fn", fmt.Sprintf("big%06d", n-10)); err == nil {
 			t.Fatalf("a value past the damage read without an error: %v %.20s", ok, v)
@@ -252,24 +260,7 @@ func TestDamageNeverSilent(t *testing.T) {
 
 	t.Run("mem garbage", func(t *testing.T) {
 		// A store that did not close: its last commits are only in the WAL.
-		live := t.TempDir()
-		s := fillDamageStore(t, live, 500, "big")
-		dir := copyDir(t, live)
-		s.Close()
-		mem := onlyFile(t, dir, "*.mem")
-		end := logDataEnd(t, mem)
-		if end < 10_000 {
-			t.Fatalf("the WAL holds %d bytes: the commits are not in it", end)
-		}
-		garble(t, mem, end/2)
-		s, err := Open(Options{Dir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		losses := s.Stats().LogLosses
-		if len(losses) != 1 || losses[0].File != filepath.Base(mem) || losses[0].Offset > end/2 || losses[0].Bytes < end/2-4096 {
-			t.Fatalf("log losses %+v; want the cut of %s at %d", losses, filepath.Base(mem), end/2)
-		}
+		s, dir := garbledLog(t, 500, "*.mem", 10_000)
 		s.Close()
 		rep, err := Check(Options{Dir: dir})
 		if !errors.Is(err, ErrDamaged) || !strings.Contains(strings.Join(rep.Problems, "\n"), "earlier open found damaged") {
