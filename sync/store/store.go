@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -341,7 +342,7 @@ func (s *Store) Stats() Stats {
 		Commits:   s.commits.Load(),
 		Groups:    s.groups.Load(),
 		Fsyncs:    s.fsyncs.Load(),
-		LogLosses: s.losses,
+		LogLosses: slices.Clone(s.losses),
 	}
 	s.mu.RLock()
 	for name, h := range s.heads {
