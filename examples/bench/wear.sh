@@ -7,7 +7,7 @@
 #
 #   examples/bench/wear.sh [SECONDS]      (default 600 per run: 10 minutes, so that
 #                                          compactions and value-log GC are included)
-#   FUNCS="kv" RATES="10" MODES="batch" QOS=0 examples/bench/wear.sh 60
+#   FUNCS="kv" RATES="10" MODES="batch" QOS=0 BATCH_INTERVAL=5s examples/bench/wear.sh 60
 #
 # Per run: devsim publishes at RATE readings/s (QoS $QOS) on the embedded broker for
 # SECONDS; the gateway runs the function on each (trigger mqtt:sensors/+/temp, at the
@@ -23,7 +23,8 @@
 #              WEAR_FS=host the data dir is on WORK's file system and the count is
 #              device-wide: on a shared machine other writers count too
 #   B/ev       written / events invoked; fsB/ev: fs / events
-#   B/day@10/s the larger of B/ev and fsB/ev (what the card sees) * 10 * 86400
+#   per day    the larger of B/ev and fsB/ev (what the card sees) * rate * 86400: a
+#              day at the run's rate (the 10/s rows: a day at 10 events/s)
 #   state B    bytes of state one event changes: the KV key and value, or the outbox
 #              record as the store accounts it (key + value)
 #   WA         write amplification: the larger of B/ev and fsB/ev over state B
@@ -35,6 +36,7 @@ FUNCS=${FUNCS:-publish kv outbox}
 RATES=${RATES:-10 100 1000}
 MODES=${MODES:-sync batch}
 QOS=${QOS:-0}
+BATCH_INTERVAL=${BATCH_INTERVAL:-5s} # gateway.batch_interval in batch mode
 . examples/bench/lib.sh
 WEAR_FS=${WEAR_FS:-$([ "$(id -u)" = 0 ] && command -v losetup >/dev/null && echo loop || echo host)}
 MOUNTS=()
@@ -66,8 +68,8 @@ fs_kb() {
 trigger='mqtt:sensors/+/temp'
 [ "$QOS" = 1 ] && trigger="$trigger@1"
 
-echo "== SD-card wear: ${SECS}s per run, QoS $QOS readings, embedded broker, data dir on $WEAR_FS ext4 (fs: $([ "$WEAR_FS" = loop ] && echo "its own" || echo "device-wide"))"
-printf '%-6s %-8s %6s %8s %11s %11s %8s %8s %11s %7s %6s %8s\n' mode function rate events written fs B/ev fsB/ev B/day@10/s "state B" WA syncs/ev
+echo "== SD-card wear: ${SECS}s per run, QoS $QOS readings, batch_interval $BATCH_INTERVAL, embedded broker, data dir on $WEAR_FS ext4 (fs: $([ "$WEAR_FS" = loop ] && echo "its own" || echo "device-wide"))"
+printf '%-6s %-8s %6s %8s %11s %11s %8s %8s %11s %7s %6s %8s\n' mode function rate events written fs B/ev fsB/ev "per day" "state B" WA syncs/ev
 for mode in $MODES; do
 	for fn in $FUNCS; do
 		for rate in $RATES; do
@@ -88,6 +90,7 @@ gateway:
   data_dir: ./data
   log_level: warn
   durability: $mode
+  batch_interval: $BATCH_INTERVAL
   console: {listen: ${API#http://}}
 mqtt:
   embedded: {listen: 127.0.0.1:$MQTT}
@@ -136,7 +139,7 @@ YAML
 				be = ev ? w / ev : 0; fe = ev ? fs / ev : 0
 				card = fe > be ? fe : be # what the card sees: the larger of the two counts
 				printf "%-6s %-8s %6d %8d %11d %11d %8.0f %8.0f %11s %7s %6s %8.3f\n", mode, fn, rate, ev, w, fs, be, fe,
-					sprintf("%.2f GB", card * 10 * 86400 / 1e9), st ? st : "-", st ? sprintf("%.0f", card / st) : "-", ev ? sy / ev : 0
+					sprintf("%.2f GB", card * rate * 86400 / 1e9), st ? st : "-", st ? sprintf("%.0f", card / st) : "-", ev ? sy / ev : 0
 			}'
 		done
 	done
