@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Bounds on the events one function holds, from the moment a source hands one over until
@@ -45,8 +46,10 @@ const maxWorkers = 1024
 // hand-off between goroutines, and the device is not read again until its reading is done,
 // which is the backpressure it would get anyway.
 type executor struct {
-	name string
-	g    *Gateway
+	name  string
+	g     *Gateway
+	stats *fnStats    // the function's counters: drops count there too
+	shed  atomic.Bool // overflow: drop_oldest (see config.OverflowDropOldest)
 	// ctx is cancelled by abort (the function was deleted): the running invocation stops
 	// and a commit still retrying gives up.
 	ctx    context.Context
@@ -72,9 +75,9 @@ type waiter struct {
 	granted bool          // a slot is counted in pending for this waiter
 }
 
-func newExecutor(g *Gateway, name string) *executor {
+func newExecutor(g *Gateway, name string, stats *fnStats) *executor {
 	ctx, cancel := context.WithCancel(g.runCtx)
-	return &executor{name: name, g: g, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
+	return &executor{name: name, g: g, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
 		busy: map[string]struct{}{}}
 }
 
@@ -88,7 +91,20 @@ type source struct {
 // source that may wait is held until there is room or the function stops; others are not
 // held (see maxPending and maxQueued).
 func (e *executor) enqueue(t *task, src source) {
+	if !t.durable && e.shed.Load() {
+		// Shedding: the source is neither held nor runs the event itself (that would
+		// hold it too), so that what it sends meanwhile is read and the oldest dropped.
+		src = source{}
+	}
 	e.mu.Lock()
+	if e.pending >= maxPending && !t.durable && e.shed.Load() {
+		if old := e.dropOldest(t.key); old != nil {
+			e.pending--
+			e.mu.Unlock()
+			e.drop(old, "overflow")
+			e.mu.Lock()
+		}
+	}
 	if src.wait && !e.stopped && (e.pending >= maxPending || len(e.waiters) > 0) {
 		w := &waiter{ready: make(chan struct{})}
 		e.waiters = append(e.waiters, w)
@@ -123,8 +139,7 @@ func (e *executor) enqueue(t *task, src source) {
 	}
 	if e.pending >= maxQueued && !t.durable && !src.wait {
 		e.mu.Unlock()
-		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
-		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
+		e.drop(t, "queue_full")
 		return
 	}
 	e.pending++
@@ -149,6 +164,45 @@ func (e *executor) enqueue(t *task, src source) {
 	e.queues[t.key] = append(q, t)
 	e.spawn()
 	e.mu.Unlock()
+}
+
+// dropOldest takes out the oldest queued event that may be dropped (not durable): of key
+// if it has one, else of the keys in turn. e.mu is held.
+func (e *executor) dropOldest(key string) *task {
+	take := func(k string) *task {
+		q := e.queues[k]
+		i := slices.IndexFunc(q, func(t *task) bool { return !t.durable })
+		if i < 0 {
+			return nil
+		}
+		t := q[i]
+		if len(q) == 1 {
+			delete(e.queues, k)
+			if j := slices.Index(e.ready, k); j >= 0 {
+				e.ready = slices.Delete(e.ready, j, j+1)
+			}
+		} else {
+			e.queues[k] = slices.Delete(q, i, i+1)
+		}
+		return t
+	}
+	if t := take(key); t != nil {
+		return t
+	}
+	for _, k := range e.ready {
+		if t := take(k); t != nil {
+			return t
+		}
+	}
+	return nil
+}
+
+// drop ends an event that will never run, counted by reason. Only events that may be
+// lost (not durable) are dropped; acknowledging them is a no-op.
+func (e *executor) drop(t *task, reason string) {
+	e.g.metrics.dropped.WithLabelValues(e.name, reason).Inc()
+	e.stats.dropped.Add(1)
+	t.done(nil)
 }
 
 // grant hands the room there is to the first waiters. e.mu is held.
@@ -217,6 +271,7 @@ func (e *executor) run(t *task) {
 func (e *executor) handBack(t *task, aborted bool) {
 	if aborted && !t.durable {
 		e.g.metrics.dropped.WithLabelValues(e.name, "deleted").Inc()
+		e.stats.dropped.Add(1)
 	}
 	t.done(errAbandoned)
 }

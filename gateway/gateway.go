@@ -19,6 +19,7 @@ import (
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
 	"github.com/moongate/moongate/sync/sink"
@@ -62,6 +63,7 @@ type Gateway struct {
 	registry   *registry
 	router     *router
 	live       *live
+	loopLog    *throttle.Failures // logs a function's stopped loops once a minute
 	metrics    *metrics
 	hub        *console.Hub
 	token      string
@@ -102,6 +104,7 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	g.registry = &registry{g: g}
 	g.router = newRouter(g)
 	g.metrics = newMetrics(g)
+	g.loopLog = throttle.New(1, time.Minute)
 	return g
 }
 
@@ -326,12 +329,16 @@ func (g *Gateway) restoreFunctions() error {
 	for i, f := range g.cfg.Functions {
 		spec := specFromConfig(f)
 		inConfig[f.Name] = spec.ConfigHash
-		vs, err := g.versions(f.Name)
+		latest, err := g.store.LatestVersion(f.Name)
 		if err != nil {
 			return err
 		}
 		h := applied[f.Name]
 		if !recorded { // a data dir from before the record: the newest config version tells
+			vs, err := g.versions(f.Name)
+			if err != nil {
+				return err
+			}
 			if last := lastFromConfig(vs); last != nil {
 				h = last.ConfigHash
 			}
@@ -343,7 +350,7 @@ func (g *Gateway) restoreFunctions() error {
 			}
 			continue
 		}
-		spec.Version, spec.Created = nextVersion(vs), now
+		spec.Version, spec.Created = latest+1, now
 		v, err := g.registry.build(spec)
 		if err != nil {
 			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err).(*config.Error))
@@ -365,9 +372,12 @@ func (g *Gateway) restoreFunctions() error {
 		if redeployed[name] {
 			continue
 		}
-		s, err := g.storedVersion(name, n)
+		s, ok, err := g.storedVersion(name, n)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 		}
 		if _, ok := inConfig[name]; !ok && s.ConfigHash != "" {
 			if err := g.store.DeleteFunction(name); err != nil {
@@ -427,20 +437,6 @@ func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
 		}
 	}
 	return nil
-}
-
-// storedVersion reads version n of a function from the store.
-func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, error) {
-	vs, err := g.versions(name)
-	if err != nil {
-		return FunctionSpec{}, err
-	}
-	for _, s := range vs {
-		if s.Version == n {
-			return s, nil
-		}
-	}
-	return FunctionSpec{}, fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 }
 
 func (r *registry) stopAll() {

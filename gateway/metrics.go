@@ -21,9 +21,12 @@ type metrics struct {
 	deadLetters *prometheus.CounterVec
 	// logLinesDropped counts function log lines over luafn's Limits.LogLines or LogRate.
 	logLinesDropped *prometheus.CounterVec
-	commitErrors    prometheus.Counter
-	publishErrors   prometheus.Counter
-	authFailures    prometheus.Counter
+	// loopsStopped counts publishes refused past gateway.loops.max_hops, publishesDelayed
+	// those that waited for gateway.loops.publish_rate.
+	loopsStopped, publishesDelayed *prometheus.CounterVec
+	commitErrors                   prometheus.Counter
+	publishErrors                  prometheus.Counter
+	authFailures                   prometheus.Counter
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -48,6 +51,12 @@ func newMetrics(g *Gateway) *metrics {
 		logLinesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moongate_log_lines_dropped_total", Help: "Function log lines dropped: over the lines per invocation or per second.",
 		}, []string{"function"}),
+		loopsStopped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_loop_publishes_refused_total", Help: "Function publishes refused: the chain of functions publishing to each other's triggers passed gateway.loops.max_hops.",
+		}, []string{"function"}),
+		publishesDelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_publishes_delayed_total", Help: "Function publishes that waited for the function's gateway.loops.publish_rate.",
+		}, []string{"function"}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_commit_errors_total", Help: "Invocation commits the store refused (e.g. disk full).",
 		}),
@@ -59,7 +68,7 @@ func newMetrics(g *Gateway) *metrics {
 		}),
 	}
 	m.mqttEvents = m.events.WithLabelValues("mqtt")
-	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.commitErrors, m.publishErrors,
+	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.loopsStopped, m.publishesDelayed, m.commitErrors, m.publishErrors,
 		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{g: g})
@@ -112,11 +121,14 @@ var (
 	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
 	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+	descSessions  = prometheus.NewDesc("moongate_broker_sessions", "Persistent sessions the embedded broker holds, their devices connected or not.", nil, nil)
+	descEvicted   = prometheus.NewDesc("moongate_broker_sessions_evicted_total", "Persistent sessions the embedded broker ended past its bounds, those whose devices went away longest ago first.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descLogLosses, descLogLost, descSyncs, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted,
+		descLogLosses, descLogLost, descSyncs} {
 		ch <- d
 	}
 }
@@ -158,6 +170,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 		}
 		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
 }

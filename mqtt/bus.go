@@ -31,7 +31,8 @@ type Bus interface {
 	// Unsubscribe removes the subscription of filter; unknown filters are not an error.
 	Unsubscribe(filter string) error
 	// Publish sends a message. With QoS 1 it returns once the broker has the message
-	// (external) or once it is handed to the subscribers (embedded).
+	// (external) or once it is handed to the subscribers (embedded). The embedded broker
+	// hands a chain in ctx (WithChain) to the handler with the message.
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 	// Status is a snapshot of the state and counters.
 	Status() Status
@@ -58,6 +59,9 @@ type Message struct {
 	// message's sender alone (one device connection of the embedded broker), so work done
 	// on it before returning slows that sender only.
 	OnSenderGoroutine bool
+	// Chain names the functions whose invocations published this message (WithChain),
+	// oldest first; nil for a device's message and on an external broker.
+	Chain []string
 
 	ack  func() // nil when there is nothing to acknowledge
 	once sync.Once
@@ -148,6 +152,10 @@ type Status struct {
 	// RetainRefused counts retained publishes delivered but not kept: the retained store's
 	// bounds (count, bytes, per device) were reached.
 	RetainRefused uint64
+	// Embedded: the persistent sessions held (their devices connected or gone away), and
+	// those ended past the session bounds (sessions.go).
+	Sessions        int
+	SessionsEvicted uint64
 }
 
 // ErrClosed is returned by the methods of a closed Bus.

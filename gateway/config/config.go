@@ -64,7 +64,12 @@ type Gateway struct {
 	BatchInterval time.Duration `yaml:"batch_interval"`
 	// Ceilings bound what any deploy may ask of a function (see Ceilings).
 	Ceilings Ceilings `yaml:"ceilings"`
-	Debug    Debug    `yaml:"debug"`
+	// Loops bound what functions publishing to each other's triggers can do (see Loops).
+	Loops Loops `yaml:"loops"`
+	// VersionHistory is how many versions of each function are kept (the newest); older
+	// ones are deleted at each deploy. Default DefaultVersionHistory.
+	VersionHistory int   `yaml:"version_history"`
+	Debug          Debug `yaml:"debug"`
 }
 
 // Debug holds switches for looking inside a running gateway.
@@ -159,6 +164,7 @@ type Function struct {
 	Retries     *int              `yaml:"retries"`     // QoS 1 events: tries after the first; default DefaultFunctionRetries
 	Env         map[string]string `yaml:"env"`
 	Emit        string            `yaml:"emit"`
+	Overflow    string            `yaml:"overflow"` // OverflowBlock (default) or OverflowDropOldest
 
 	// Parsed is Triggers, parsed and checked by Load.
 	Parsed []Trigger `yaml:"-"`
@@ -318,6 +324,10 @@ func (c *Config) applyDefaults() {
 		c.MQTT.ClientID = "moongate-" + g.ID
 	}
 	g.Ceilings.withDefaults()
+	g.Loops.withDefaults()
+	if g.VersionHistory == 0 {
+		g.VersionHistory = DefaultVersionHistory
+	}
 	for i := range c.Functions {
 		f := &c.Functions[i]
 		if f.Timeout == 0 {

@@ -65,6 +65,16 @@ func (c *Config) validate() ErrorList {
 		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
 	}
 
+	if n := c.Gateway.VersionHistory; n < 1 || n > maxVersionHistory {
+		add("gateway.version_history", "%d is not between 1 and %d", n, maxVersionHistory)
+	}
+	if h := c.Gateway.Loops.MaxHops; h < 1 || h > maxHops {
+		add("gateway.loops.max_hops", "%d is not between 1 and %d", h, maxHops)
+	}
+	if r := c.Gateway.Loops.PublishRate; r < 0 && r != -1 {
+		add("gateway.loops.publish_rate", "%g is not a rate above 0, or -1 for no limit", r)
+	}
+
 	names := map[string]bool{}
 	for i := range c.Functions {
 		f := &c.Functions[i]
@@ -77,6 +87,9 @@ func (c *Config) validate() ErrorList {
 			add(key+".name", "duplicate function %q", f.Name)
 		}
 		names[f.Name] = true
+		if err := CheckOverflow(f.Overflow); err != nil {
+			add(key+".overflow", "%v", err)
+		}
 		if f.Source == "" {
 			add(key+".source", "required: the function's .lua file")
 		} else if code, err := os.ReadFile(c.Resolve(f.Source)); err != nil {

@@ -34,7 +34,7 @@ import (
 
 func main() {
 	var (
-		moongate  = flag.String("moongate", "bin/moongate", "the gateway binary")
+		moongate  = flag.String("moongate", "bin/moongate", "the gateway binary; several, comma-separated, are measured alternately as SYSTEM#1, SYSTEM#2...")
 		mosquitto = flag.String("mosquitto", "/usr/sbin/mosquitto", "the Mosquitto binary")
 		rounds    = flag.Int("rounds", 3, "alternated rounds")
 		devices   = flag.Int("devices", 100, "devices")
@@ -45,9 +45,29 @@ func main() {
 		profile   = flag.String("cpuprofile", "", "write a CPU profile of the gateway's first seconds under load to this file prefix (gateway.debug.pprof)")
 	)
 	flag.Parse()
-	bin, err := filepath.Abs(*moongate)
-	if err != nil {
-		log.Fatal(err)
+	var bins []string
+	for _, b := range strings.Split(*moongate, ",") {
+		abs, err := filepath.Abs(b)
+		if err != nil {
+			log.Fatal(err)
+		}
+		bins = append(bins, abs)
+	}
+	// Every (system, binary) pair, in the order each round runs them.
+	type target struct{ sys, label, bin string }
+	var targets []target
+	for _, sys := range strings.Split(*systems, ",") {
+		if sys == "mosquitto" {
+			targets = append(targets, target{sys, sys, ""})
+			continue
+		}
+		for i, b := range bins {
+			label := sys
+			if len(bins) > 1 {
+				label = fmt.Sprintf("%s#%d", sys, i+1)
+			}
+			targets = append(targets, target{sys, label, b})
+		}
 	}
 	for _, sc := range strings.Split(*scenarios, ",") {
 		l, err := scenario(sc, *devices, *total)
@@ -59,34 +79,33 @@ func main() {
 		rows := map[string][]row{}
 		for round := 1; round <= *rounds; round++ {
 			var pass float64
-			for _, sys := range strings.Split(*systems, ",") {
-				if l.backlog && sys != "via-mosquitto" {
+			for _, tg := range targets {
+				if l.backlog && tg.sys != "via-mosquitto" {
 					continue
 				}
 				prof := ""
 				if *profile != "" {
-					prof = fmt.Sprintf("%s-%s-%s-%d.pprof", *profile, sc, sys, round)
+					prof = fmt.Sprintf("%s-%s-%s-%d.pprof", *profile, sc, strings.ReplaceAll(tg.label, "#", ""), round)
 				}
-				r, err := run(sys, sc, l, bin, *mosquitto, *inflight, prof)
+				r, err := run(tg.sys, sc, l, tg.bin, *mosquitto, *inflight, prof)
 				if err != nil {
-					log.Fatalf("%s %s round %d: %v", sys, sc, round, err)
+					log.Fatalf("%s %s round %d: %v", tg.label, sc, round, err)
 				}
-				if sys == "mosquitto" {
+				if tg.sys == "mosquitto" {
 					pass = r.rate
 				}
 				if pass > 0 {
 					r.ratio = r.rate / pass
 				}
-				rows[sys] = append(rows[sys], r)
-				fmt.Println(r.format(sys, strconv.Itoa(round)))
+				rows[tg.label] = append(rows[tg.label], r)
+				fmt.Println(r.format(tg.label, strconv.Itoa(round)))
 			}
 		}
 		if *rounds > 1 {
-			for _, sys := range strings.Split(*systems, ",") {
-				if len(rows[sys]) == 0 {
-					continue
+			for _, tg := range targets {
+				if len(rows[tg.label]) > 0 {
+					fmt.Println(median(rows[tg.label]).format(tg.label, "med"))
 				}
-				fmt.Println(median(rows[sys]).format(sys, "med"))
 			}
 		}
 	}
@@ -432,6 +451,7 @@ func startGateway(dir, bin, broker, embedded, api string, qos byte) (*proc, erro
   data_dir: ./data
   console: {listen: %s}
   debug: {pprof: true}
+  loops: {publish_rate: -1} # the alerts of a full-speed burst exceed the default 2000/s
 mqtt:
   broker: %s
   embedded: {listen: %s}
