@@ -77,6 +77,10 @@ type Options struct {
 	// 0 means DefaultMaintenance.
 	Maintenance time.Duration
 
+	// Scrub is the period of the background check of every table against its checksums
+	// (see Stats().DamagedTables). 0 means DefaultScrub; a negative value disables it.
+	Scrub time.Duration
+
 	// BatchInterval is the longest a lazy commit (Commit.Lazy) waits for its sync: the
 	// store writes it at once and syncs it with the next commit that is not lazy, or
 	// BatchInterval after it at the latest. Fewer syncs write fewer pages to flash
@@ -118,6 +122,9 @@ type Store struct {
 	// maintainNow asks the committer to run maintenance at once (tests).
 	maintainNow chan chan struct{}
 
+	// scrubStop is closed by Close; the scrub goroutine closes scrubDone when it stopped.
+	scrubStop, scrubDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -129,6 +136,8 @@ type Store struct {
 	total     int64             // pending outbox bytes, all streams
 	rejected  map[string]uint64 // records refused by RejectNew, per stream
 	changed   chan struct{}
+	// damagedTables are the tables a scrub found damaged since the open.
+	damagedTables []string
 
 	commits, groups, fsyncs atomic.Uint64
 
@@ -171,6 +180,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.Maintenance == 0 {
 		opts.Maintenance = DefaultMaintenance
 	}
+	if opts.Scrub == 0 {
+		opts.Scrub = DefaultScrub
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -212,6 +224,8 @@ func Open(opts Options) (*Store, error) {
 		freed:       make(map[string]int64),
 		tables:      tables,
 		losses:      losses,
+		scrubStop:   make(chan struct{}),
+		scrubDone:   make(chan struct{}),
 	}
 	s.group.s, s.job.s = s, s
 	s.txnSize, s.txnCount = txnLimits(bo)
@@ -221,6 +235,11 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.maxVlog, _ = maxLogFid(opts.Dir, ".vlog")
 	go s.run()
+	if opts.Scrub > 0 {
+		go s.scrubLoop(opts.Scrub)
+	} else {
+		close(s.scrubDone)
+	}
 	return s, nil
 }
 
@@ -276,6 +295,8 @@ func (s *Store) Close() error {
 		s.gate.Unlock()
 		close(s.quit)
 		<-s.done
+		close(s.scrubStop)
+		<-s.scrubDone
 		s.dbUse.Lock()
 		s.dbClosed = true
 		if err := s.db.Close(); err != nil {
@@ -332,6 +353,9 @@ type Stats struct {
 	// LogLosses lists the log tails the open's replay dropped as damaged; each one is
 	// commits lost (see LogLoss).
 	LogLosses []LogLoss
+	// DamagedTables lists the tables the background scrub (Options.Scrub) found damaged
+	// since the open: reads take the keys of their bad blocks for missing.
+	DamagedTables []string
 }
 
 // Stats returns a snapshot of the outbox and the store's counters.
@@ -345,6 +369,7 @@ func (s *Store) Stats() Stats {
 		LogLosses: slices.Clone(s.losses),
 	}
 	s.mu.RLock()
+	st.DamagedTables = slices.Clone(s.damagedTables)
 	for name, h := range s.heads {
 		ss := StreamStats{
 			FirstSeq: h.First, LastSeq: h.Last, Pending: h.pending(), Bytes: h.Bytes,

@@ -45,6 +45,9 @@ func verifyTables(dir string, bo badger.Options) (TableReport, error) {
 			return rep, damaged(table.IDToFilename(id), "is encrypted, which this store never does")
 		}
 		n, err := verifyTable(table.NewFilename(id, dir), tm.Compression, bo.BlockSize)
+		if errors.Is(err, os.ErrNotExist) {
+			return rep, damaged(table.IDToFilename(id), "is listed in the MANIFEST but missing")
+		}
 		if err != nil {
 			return rep, err
 		}
@@ -71,15 +74,13 @@ func readManifest(dir string, bo badger.Options) (*badger.Manifest, error) {
 	return &mf, nil
 }
 
-// verifyTable checks one table file and returns its size. Badger panics on some
+// verifyTable checks one table file and returns its size; a missing file is an error
+// wrapping os.ErrNotExist. Badger panics on some
 // malformed tables (a truncated file, a garbled index) instead of returning an error:
 // the panic is recovered here, in the goroutine that reads, and becomes the damage.
 func verifyTable(path string, c options.CompressionType, blockSize int) (size int64, err error) {
 	name := filepath.Base(path)
 	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, damaged(name, "is listed in the MANIFEST but missing")
-	}
 	if err != nil {
 		return 0, fmt.Errorf("table %s: %w", name, err)
 	}
@@ -88,6 +89,9 @@ func verifyTable(path string, c options.CompressionType, blockSize int) (size in
 	}
 	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
 	if err != nil {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			err = serr // deleted between the two: by a compaction, when Badger runs
+		}
 		return 0, fmt.Errorf("table %s: %w", name, err)
 	}
 	defer func() {
