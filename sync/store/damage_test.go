@@ -210,6 +210,38 @@ func TestDamageNeverSilent(t *testing.T) {
 		wantRefused(t, dir, filepath.Base(sst))
 	})
 
+	t.Run("MANIFEST garbage", func(t *testing.T) {
+		dir := copyDir(t, closed)
+		garble(t, filepath.Join(dir, "MANIFEST"), 8) // past its magic
+		wantRefused(t, dir, "MANIFEST")
+	})
+	t.Run("MANIFEST truncated", func(t *testing.T) {
+		// Badger cuts a MANIFEST at its last whole entry and deletes the tables the rest
+		// listed: they are moved aside instead, and the cut is a loss reported.
+		dir := copyDir(t, closed)
+		sst := onlyFile(t, dir, "*.sst")
+		mf := filepath.Join(dir, "MANIFEST")
+		fi, _ := os.Stat(mf)
+		if err := os.Truncate(mf, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		losses := s.Stats().LogLosses
+		if len(losses) != 1 || losses[0].File != "MANIFEST" || len(losses[0].Tables) == 0 || losses[0].Tables[0] != filepath.Base(sst) {
+			t.Fatalf("log losses %+v; want the MANIFEST's cut, with %s moved aside", losses, filepath.Base(sst))
+		}
+		if aside, _ := filepath.Glob(filepath.Join(dir, "damaged", filepath.Base(sst)+".*")); len(aside) != 1 {
+			t.Fatalf("%s is not in damaged/: %v", filepath.Base(sst), aside)
+		}
+		s.Close()
+		if _, err := Check(Options{Dir: dir}); !errors.Is(err, ErrDamaged) {
+			t.Fatalf("check: %v; want ErrDamaged", err)
+		}
+	})
+
 	t.Run("vlog garbage", func(t *testing.T) {
 		// A store that did not close: the value log it wrote is the last one, which
 		// Badger replays on open and cuts at the damage: a loss reported and counted.

@@ -25,6 +25,9 @@ type LogLoss struct {
 	Offset int64  // replay kept the bytes before it
 	Bytes  int64  // bytes after Offset up to the last non-zero one
 	Copy   string // path of the file's copy, as it was before the open
+	// Tables, for a MANIFEST cut short: the tables it no longer lists, which Badger would
+	// have deleted, moved next to the copy.
+	Tables []string
 }
 
 // Badger's log format (value.go, memtable.go in badger/v4): a 20-byte header, then

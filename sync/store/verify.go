@@ -14,10 +14,13 @@ import (
 	"github.com/dgraph-io/ristretto/v2/z"
 )
 
-// TableReport is what verifyTables found: the tables it read and their bytes.
+// TableReport is what verifyTables found: the tables it read and their bytes, and where
+// the MANIFEST's last whole entry ends (Badger cuts the file there) of its size.
 type TableReport struct {
-	Tables int
-	Bytes  int64
+	Tables              int
+	Bytes               int64
+	manifestEnd, mfSize int64
+	listed              map[uint64]bool // the tables the MANIFEST lists
 }
 
 // verifyTables reads every table the MANIFEST lists and checks its index and every
@@ -29,13 +32,16 @@ type TableReport struct {
 // refuses the open, naming the file, and nothing on disk is changed.
 func verifyTables(dir string, bo badger.Options) (TableReport, error) {
 	var rep TableReport
-	mf, err := readManifest(dir, bo)
+	mf, end, size, err := readManifest(dir, bo)
 	if err != nil || mf == nil {
 		return rep, err
 	}
+	rep.manifestEnd, rep.mfSize = end, size
+	rep.listed = make(map[uint64]bool, len(mf.Tables))
 	ids := make([]uint64, 0, len(mf.Tables))
 	for id := range mf.Tables {
 		ids = append(ids, id)
+		rep.listed[id] = true
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	for _, id := range ids {
@@ -57,21 +63,26 @@ func verifyTables(dir string, bo badger.Options) (TableReport, error) {
 	return rep, nil
 }
 
-// readManifest returns the MANIFEST's tables, or nil for a new store.
-func readManifest(dir string, bo badger.Options) (*badger.Manifest, error) {
+// readManifest returns the MANIFEST's tables, or nil for a new store, with the offset
+// where its last whole entry ends and its size.
+func readManifest(dir string, bo badger.Options) (mf *badger.Manifest, end, size int64, err error) {
 	fp, err := os.Open(filepath.Join(dir, badger.ManifestFilename))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil // checkManifest has ruled out a lost one
+		return nil, 0, 0, nil // checkManifest has ruled out a lost one
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", badger.ManifestFilename, err)
+		return nil, 0, 0, fmt.Errorf("read %s: %w", badger.ManifestFilename, err)
 	}
 	defer fp.Close()
-	mf, _, err := badger.ReplayManifestFile(fp, bo.ExternalMagicVersion, bo)
+	fi, err := fp.Stat()
 	if err != nil {
-		return nil, damaged(badger.ManifestFilename, fmt.Sprintf("cannot be read (%v)", err))
+		return nil, 0, 0, fmt.Errorf("read %s: %w", badger.ManifestFilename, err)
 	}
-	return &mf, nil
+	m, end, err := badger.ReplayManifestFile(fp, bo.ExternalMagicVersion, bo)
+	if err != nil {
+		return nil, 0, 0, damaged(badger.ManifestFilename, fmt.Sprintf("cannot be read (%v)", err))
+	}
+	return &m, end, fi.Size(), nil
 }
 
 // verifyTable checks one table file and returns its size; a missing file is an error
