@@ -99,8 +99,9 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 		return nil
 	}
 	backoff := g.opts.RetryBackoff
+	sc := c.store() // once: a retried record keeps the time of its first attempt
 	for failures := 0; ; failures++ {
-		err := g.store.Commit(ctx, c.store())
+		err := g.store.Commit(ctx, sc)
 		if err == nil {
 			if failures > 0 {
 				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)

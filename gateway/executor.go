@@ -24,6 +24,9 @@ import (
 const (
 	maxPending = 1024
 	maxQueued  = 16384
+	// pressedPending replaces maxPending while the gateway is short of memory
+	// (internal/memguard): sources wait sooner, so queued events stop growing the heap.
+	pressedPending = 64
 )
 
 // maxWorkers bounds the goroutines that run one function's events. An event holds its
@@ -96,8 +99,9 @@ func (e *executor) enqueue(t *task, src source) {
 		// hold it too), so that what it sends meanwhile is read and the oldest dropped.
 		src = source{}
 	}
+	limit := e.maxHeld()
 	e.mu.Lock()
-	if e.pending >= maxPending && !t.durable && e.shed.Load() {
+	if e.pending >= limit && !t.durable && e.shed.Load() {
 		if old := e.dropOldest(t.key); old != nil {
 			e.pending--
 			e.mu.Unlock()
@@ -105,7 +109,7 @@ func (e *executor) enqueue(t *task, src source) {
 			e.mu.Lock()
 		}
 	}
-	if src.wait && !e.stopped && (e.pending >= maxPending || len(e.waiters) > 0) {
+	if src.wait && !e.stopped && (e.pending >= limit || len(e.waiters) > 0) {
 		w := &waiter{ready: make(chan struct{})}
 		e.waiters = append(e.waiters, w)
 		e.mu.Unlock()
@@ -205,9 +209,17 @@ func (e *executor) drop(t *task, reason string) {
 	t.done(nil)
 }
 
+// maxHeld is how many events the function may hold before sources wait.
+func (e *executor) maxHeld() int {
+	if e.g.mem.Pressed() {
+		return pressedPending
+	}
+	return maxPending
+}
+
 // grant hands the room there is to the first waiters. e.mu is held.
 func (e *executor) grant() {
-	for len(e.waiters) > 0 && e.pending < maxPending {
+	for limit := e.maxHeld(); len(e.waiters) > 0 && e.pending < limit; {
 		w := e.waiters[0]
 		e.waiters[0] = nil
 		e.waiters = e.waiters[1:]

@@ -19,6 +19,7 @@ import (
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/memguard"
 	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -64,6 +65,7 @@ type Gateway struct {
 	router     *router
 	live       *live
 	loopLog    *throttle.Failures // logs a function's stopped loops once a minute
+	mem        *memguard.Guard    // the live heap against gateway.memory_limit
 	metrics    *metrics
 	hub        *console.Hub
 	token      string
@@ -105,6 +107,14 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	g.router = newRouter(g)
 	g.metrics = newMetrics(g)
 	g.loopLog = throttle.New(1, time.Minute)
+	g.mem = memguard.New(func(pressed bool, live, limit int64) {
+		if pressed {
+			g.logger.Warn("short of memory: refusing new state (devices wait sooner, retained messages are not kept, new persistent sessions end idle ones) until the live heap drops",
+				"live_heap", live, "memory_limit", limit)
+		} else {
+			g.logger.Info("memory back under its limit: new state is taken again", "live_heap", live, "memory_limit", limit)
+		}
+	})
 	return g
 }
 
@@ -130,6 +140,11 @@ func (g *Gateway) HTTPAddr() string { return g.httpAddr.String() }
 
 // Run starts everything, serves until ctx is cancelled, then stops: it takes no new
 // events, finishes or hands back the ones in flight, flushes, and returns.
+// memCheckInterval is how often the live heap is read (internal/memguard): often enough
+// to refuse a flood's state before the limit, cheap (runtime/metrics does not stop the
+// world).
+const memCheckInterval = 250 * time.Millisecond
+
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.started = time.Now()
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -203,6 +218,12 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.router.started()
 
 	var wg sync.WaitGroup
+	memCtx, stopMem := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.mem.Run(memCtx, memCheckInterval)
+	}()
 	serveErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -252,6 +273,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		g.logger.Warn("close mqtt", "err", cerr)
 	}
 	stopSinks()
+	stopMem()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutCtx) // websocket clients are closed with the hub
@@ -266,6 +288,7 @@ func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
 	return store.Options{
 		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
 		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
+		MaxStreamBytes: int64(cfg.Sync.Outbox.MaxStreamBytes),
 		OutboxTTL:      cfg.Sync.Outbox.TTL,
 		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
 		BatchInterval:  batchInterval(cfg),

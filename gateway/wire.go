@@ -39,6 +39,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			Username: m.Username, Password: m.Password, Logger: logger,
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
+			ShortOfMemory: g.mem.Pressed,
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,

@@ -76,6 +76,10 @@ type EmbeddedOptions struct {
 	// sends a larger one is disconnected, logged (once a minute per client id, with the
 	// size) and counted in Status.Oversize. Zero means 256 KiB (defaultMaxPacketSize).
 	MaxPacketSize uint32
+	// ShortOfMemory, if not nil, reports that the gateway is short of memory: new retained
+	// messages are then delivered but not kept, and a new persistent session ends the
+	// oldest idle one, so that the broker's state stops growing.
+	ShortOfMemory func() bool
 	// Logger receives the broker's log. mochi's own records, errors excepted, are logged
 	// at Debug level. Nil discards.
 	Logger *slog.Logger
@@ -573,12 +577,12 @@ func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	if !h.e.publishAllowed(cl, pk.TopicName) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, neither delivered nor retained
 	}
-	if pk.FixedHeader.Retain && !cl.Net.Inline && !h.e.retained.admit(cl.ID, pk.TopicName, len(pk.Payload)) {
+	if pk.FixedHeader.Retain && !cl.Net.Inline && (len(pk.Payload) > 0 && h.e.shortOfMemory() || !h.e.retained.admit(cl.ID, pk.TopicName, len(pk.Payload))) {
 		// Delivered, not kept: the retained store is full, or this device's share of it.
 		pk.FixedHeader.Retain = false
 		h.e.retainRefused.Add(1)
 		if h.e.access.denied.Fail("retain " + cl.ID) {
-			h.e.log.Warn("embedded broker: a retained message was not kept: the retained store is full (logged once a minute per device)",
+			h.e.log.Warn("embedded broker: a retained message was not kept: the retained store is full, or the gateway short of memory (logged once a minute per device)",
 				logKeyClient, cl.ID, logKeyTopic, pk.TopicName)
 		}
 	}

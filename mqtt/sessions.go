@@ -63,14 +63,18 @@ func (e *Embedded) boundSessions(cl *mochi.Client) {
 	oldestFirst := func(a, b *mochi.Client) int { return cmp.Compare(e.goneSince(a), e.goneSince(b)) }
 	slices.SortFunc(idleHere, oldestFirst)
 	evicted := 0
-	for ; here > e.opts.MaxSessionsPerHost && len(idleHere) > 0; here-- {
+	perHost, total := e.opts.MaxSessionsPerHost, e.opts.MaxSessions
+	if e.shortOfMemory() { // no growth: each new session ends an idle one
+		perHost, total = min(perHost, here-1), min(total, len(all)-1)
+	}
+	for ; here > perHost && len(idleHere) > 0; here-- {
 		e.endSession(idleHere[0])
 		idle = slices.DeleteFunc(idle, func(c *mochi.Client) bool { return c == idleHere[0] })
 		idleHere = idleHere[1:]
 		evicted++
 	}
 	slices.SortFunc(idle, oldestFirst)
-	for n := len(all) - evicted; n > e.opts.MaxSessions && len(idle) > 0; n-- {
+	for n := len(all) - evicted; n > total && len(idle) > 0; n-- {
 		e.endSession(idle[0])
 		idle = idle[1:]
 		evicted++
@@ -79,6 +83,10 @@ func (e *Embedded) boundSessions(cl *mochi.Client) {
 		e.log.Warn("embedded broker: too many persistent sessions; ended those of the devices that went away longest ago (logged once a minute per address)",
 			"remote", host, "ended", evicted, "max", e.opts.MaxSessions, "max_per_address", e.opts.MaxSessionsPerHost)
 	}
+}
+
+func (e *Embedded) shortOfMemory() bool {
+	return e.opts.ShortOfMemory != nil && e.opts.ShortOfMemory()
 }
 
 // sessions counts the persistent sessions held.

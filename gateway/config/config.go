@@ -183,6 +183,8 @@ type Outbox struct {
 	MaxBytes Size          `yaml:"max_bytes"` // default 256MiB
 	TTL      time.Duration `yaml:"ttl"`       // default 168h
 	OnFull   string        `yaml:"on_full"`   // drop_oldest (default) or reject_new
+	// MaxStreamBytes bounds one stream's share; 0 (default): none of its own.
+	MaxStreamBytes Size `yaml:"max_stream_bytes"`
 }
 
 // Sink is one cloud destination; exactly one of HTTP and MQTT is set.

@@ -123,6 +123,9 @@ func (c *Config) validate() ErrorList {
 		}
 	}
 
+	if o := c.Sync.Outbox; o.MaxStreamBytes > o.MaxBytes {
+		add("sync.outbox.max_stream_bytes", "%s is more than sync.outbox.max_bytes (%s)", o.MaxStreamBytes, o.MaxBytes)
+	}
 	switch c.Sync.Outbox.OnFull {
 	case "drop_oldest", "reject_new":
 	default:

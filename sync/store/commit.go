@@ -748,6 +748,8 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 	ms := b.s.now().UnixMilli()
 	out := make([]Record, 0, len(recs))
 	var added int64
+	from := map[string]uint64{}    // per stream: the first seq this call appends
+	addedTo := map[string]int64{} // per stream: the bytes it appends
 	for _, a := range recs {
 		if err := checkAppend(a); err != nil {
 			return nil, err
@@ -757,6 +759,9 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 			h = newHead()
 		}
 		seq := h.Last + 1
+		if _, ok := from[a.Stream]; !ok {
+			from[a.Stream] = seq
+		}
 		id, err := ulid.New(uint64(ms), b.s.entropy)
 		if err != nil {
 			// The monotonic entropy overflowed within this millisecond.
@@ -775,8 +780,24 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 		setMap(&b.staged, a.Stream, append(b.staged[a.Stream], stagedRec{seq: seq, ms: ms, size: size, key: key}))
 		b.total += int64(size)
 		added += int64(size)
+		addedTo[a.Stream] += int64(size)
 		b.appended = true
 		out = append(out, Record{ID: id.String(), Stream: a.Stream, Seq: seq, TS: a.TS, Function: a.Function, Data: a.Data})
+	}
+	if cap := b.s.opts.MaxStreamBytes; cap > 0 {
+		for stream, n := range addedTo {
+			h, _ := b.head(stream)
+			if h.Bytes <= cap {
+				continue
+			}
+			if n > cap || b.s.opts.OnFull == RejectNew {
+				b.s.countRejected(recs)
+				return nil, fmt.Errorf("stream %s: %d bytes pending with %d new, stream quota %d: %w", stream, h.Bytes-n, n, cap, ErrFull)
+			}
+			if err := b.shedStream(stream, h.Bytes-cap, from[stream]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	quota := b.s.opts.MaxOutboxBytes
 	total := b.pendingTotal()
@@ -787,7 +808,7 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 		b.s.countRejected(recs)
 		return nil, fmt.Errorf("%d bytes pending with %d new, quota %d: %w", total-added, added, quota, ErrFull)
 	}
-	if err := b.dropOldest(total - quota); err != nil {
+	if err := b.shed(total-quota, from); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -809,31 +830,57 @@ const (
 	causeTTL
 )
 
-// dropOldest deletes the oldest pending records, across streams, until need
-// bytes are freed.
-func (b *batch) dropOldest(need int64) error {
+// shed deletes pending records until need bytes are freed: from the stream that holds the
+// most first, its oldest first, so that a noisy stream sheds its own records before a quiet
+// one loses any (a junk stream once evicted billing records that were never delivered).
+// The records this commit appends (from[stream] on) are not shed.
+func (b *batch) shed(need int64, from map[string]uint64) error {
+	exhausted := map[string]bool{}
 	for need > 0 {
-		oldest, next := "", ""
-		var oldestMs, nextMs int64 = math.MaxInt64, math.MaxInt64
+		victim, most, second := "", int64(-1), int64(0)
 		for _, name := range b.streams() {
 			h, _ := b.head(name)
-			if h.pending() == 0 {
+			if exhausted[name] || h.pending() == 0 {
 				continue
 			}
 			switch {
-			case h.FirstMs < oldestMs || (h.FirstMs == oldestMs && name < oldest):
-				next, nextMs = oldest, oldestMs
-				oldest, oldestMs = name, h.FirstMs
-			case h.FirstMs < nextMs || (h.FirstMs == nextMs && name < next):
-				next, nextMs = name, h.FirstMs
+			case h.Bytes > most || (h.Bytes == most && name < victim):
+				second = max(second, most)
+				victim, most = name, h.Bytes
+			case h.Bytes > second:
+				second = h.Bytes
 			}
 		}
-		if oldest == "" {
+		if victim == "" {
 			return fmt.Errorf("nothing left to drop, %d bytes over quota: %w", need, ErrFull)
 		}
+		first, appending := from[victim]
 		var freed int64
-		n, err := b.deleteFront(oldest, causeQuota, func(_ uint64, ms int64, size uint32) bool {
-			if freed >= need || (ms > nextMs && freed > 0) {
+		n, err := b.deleteFront(victim, causeQuota, func(seq uint64, _ int64, size uint32) bool {
+			if appending && seq >= first || freed >= need || freed > 0 && most-freed < second {
+				return true // this commit's own, enough, or no longer the largest
+			}
+			freed += int64(size)
+			return false
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			exhausted[victim] = true
+			continue
+		}
+		need -= freed
+	}
+	return nil
+}
+
+// shedStream deletes stream's oldest records, before seq before, until need bytes are freed.
+func (b *batch) shedStream(stream string, need int64, before uint64) error {
+	for need > 0 {
+		var freed int64
+		n, err := b.deleteFront(stream, causeQuota, func(seq uint64, _ int64, size uint32) bool {
+			if seq >= before || freed >= need {
 				return true
 			}
 			freed += int64(size)
@@ -843,7 +890,7 @@ func (b *batch) dropOldest(need int64) error {
 			return err
 		}
 		if n == 0 {
-			return fmt.Errorf("stream %s: no record to drop: %w", oldest, ErrFull)
+			return fmt.Errorf("stream %s: nothing left to drop, %d bytes over its quota: %w", stream, need, ErrFull)
 		}
 		need -= freed
 	}

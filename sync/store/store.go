@@ -30,8 +30,9 @@ import (
 type OnFull int
 
 const (
-	// DropOldest deletes the oldest pending records, across all streams, to make
-	// room. Each dropped record is counted (Stats, cause "quota").
+	// DropOldest deletes pending records to make room, the oldest of the stream
+	// that holds the most first (see Options.MaxOutboxBytes). Each dropped record
+	// is counted (Stats, cause "quota").
 	DropOldest OnFull = iota
 	// RejectNew fails the commit with ErrFull; nothing of it is written. The
 	// rejected records are counted (Stats, cause "rejected").
@@ -52,8 +53,12 @@ type Options struct {
 	Dir string
 
 	// MaxOutboxBytes bounds the pending outbox records of all streams together,
-	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes.
+	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes. Past it, with
+	// DropOldest, the stream that holds the most sheds its oldest records first.
 	MaxOutboxBytes int64
+	// MaxStreamBytes, if above 0, bounds one stream's pending records too: past it that
+	// stream sheds its own oldest (DropOldest) or the commit fails (RejectNew).
+	MaxStreamBytes int64
 
 	// OutboxTTL is how long a record may wait in the outbox; older records are
 	// deleted by the periodic maintenance and counted (cause "ttl").
