@@ -75,6 +75,14 @@ bench: build
 bench-e2e: build
 	$(GO) run ./examples/bench/e2e -moongate $(BIN) $(E2E_FLAGS)
 
+# SD-card wear: bytes the gateway writes per event (publish only, one KV write, one outbox
+# record; 10, 100, 1000 events/s; sync and batch durability). WEAR_SECS per run: the
+# default 600 takes 3 hours for the 18 runs; FUNCS, RATES, MODES, QOS select.
+.PHONY: bench-wear
+WEAR_SECS ?= 600
+bench-wear:
+	examples/bench/wear.sh $(WEAR_SECS)
+
 # Also the data dirs the examples' configs create where moongate ran them.
 clean:
 	rm -rf bin dist moongate-data moongate-data-* examples/*/moongate-data*

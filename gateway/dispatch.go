@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sync/store"
@@ -56,6 +57,8 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 		}
 		if err == nil {
 			c := commitOf(v, t.ev, res)
+			// Only what nobody waits for may wait for its sync: a QoS 1 ack follows the commit.
+			c.lazy = g.cfg.Gateway.Durability == config.DurabilityBatch && !t.durable
 			err = g.commitUntilStored(ctx, v, t.ev, c)
 			if err == nil {
 				g.afterCommit(v, t, res)

@@ -154,14 +154,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := os.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	g.store, err = store.Open(store.Options{
-		Dir:            filepath.Join(g.cfg.Gateway.DataDir, "store"),
-		MaxOutboxBytes: int64(g.cfg.Sync.Outbox.MaxBytes),
-		MaxStreamBytes: int64(g.cfg.Sync.Outbox.MaxStreamBytes),
-		OutboxTTL:      g.cfg.Sync.Outbox.TTL,
-		OnFull:         onFull(g.cfg.Sync.Outbox.OnFull),
-		Logger:         g.logger.With("component", "store"),
-	})
+	g.store, err = store.Open(StoreOptions(g.cfg, g.logger.With("component", "store")))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -287,6 +280,29 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wg.Wait()
 	g.logger.Info("stopped")
 	return err
+}
+
+// StoreOptions are the options the gateway opens its store with under cfg; `moongate
+// store check` opens it the same way.
+func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
+	return store.Options{
+		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
+		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
+		MaxStreamBytes: int64(cfg.Sync.Outbox.MaxStreamBytes),
+		OutboxTTL:      cfg.Sync.Outbox.TTL,
+		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
+		BatchInterval:  batchInterval(cfg),
+		Logger:         logger,
+	}
+}
+
+// batchInterval is how long the store may hold a lazy commit unsynced: 0 (sync each)
+// unless gateway.durability is batch.
+func batchInterval(cfg *config.Config) time.Duration {
+	if cfg.Gateway.Durability != config.DurabilityBatch {
+		return 0
+	}
+	return cfg.Gateway.BatchInterval
 }
 
 func onFull(s string) store.OnFull {

@@ -117,6 +117,10 @@ var (
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
 		[]string{"reason"}, nil)
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
+	descLogLosses = prometheus.NewDesc("moongate_store_log_losses", "Log files (WAL or value log) the store's open found damaged: replay dropped what followed the damage (a copy is in the store's damaged/ dir).", nil, nil)
+	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
+	descDamaged   = prometheus.NewDesc("moongate_store_damaged_tables", "Tables the store's background scrub found damaged since the gateway started: reads take the keys of their bad blocks for missing; stop, run moongate store check, restore.", nil, nil)
+	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 	descPressure  = prometheus.NewDesc("moongate_memory_pressure", "1 while the live heap is near gateway.memory_limit and new state is refused (retained messages, sessions, queued events), else 0.", nil, nil)
 	descSessions  = prometheus.NewDesc("moongate_broker_sessions", "Persistent sessions the embedded broker holds, their devices connected or not.", nil, nil)
@@ -125,7 +129,8 @@ var (
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure,
+		descLogLosses, descLogLost, descDamaged, descSyncs} {
 		ch <- d
 	}
 }
@@ -139,6 +144,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for cause, n := range dropsByCause(st.Dropped) {
 			ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
 		}
+		var lost int64
+		for _, l := range st.LogLosses {
+			lost += l.Bytes
+		}
+		ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
+		ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
+		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, float64(len(st.DamagedTables)))
+		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Fsyncs))
 	}
 	for _, s := range g.sinks {
 		st := s.Status()

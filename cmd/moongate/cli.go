@@ -41,6 +41,7 @@ func commands() []command {
 		{"delete", "NAME [--purge]", "delete a function (its KV stays unless --purge)", deleteCmd},
 		{"logs", "[-f] [NAME]", "stream invocations and logs", logsCmd},
 		{"status", "", "uptime, broker, sinks, outbox depth, memory", statusCmd},
+		{"store", "check [-c moongate.yaml | -data DIR]", "verify a stopped gateway's store (exit 1 on damage)", storeCmd},
 		{"passwd", "[-D] FILE USER", "add a device to the embedded broker's password file, or remove it", passwdCmd},
 		{"firmware", "keygen|sign|verify ...", "sign firmware images and check them", firmwareCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {

@@ -26,6 +26,15 @@ type Config struct {
 	src  *source
 }
 
+// Values of gateway.durability, and the default and bounds of gateway.batch_interval.
+const (
+	DurabilitySync       = "sync"
+	DurabilityBatch      = "batch"
+	DefaultBatchInterval = 5 * time.Second
+	MinBatchInterval     = 10 * time.Millisecond
+	MaxBatchInterval     = time.Minute
+)
+
 // Gateway holds the gateway's own settings.
 type Gateway struct {
 	ID      string  `yaml:"id"`       // default: the hostname
@@ -42,6 +51,17 @@ type Gateway struct {
 	// cut the durable rate by a tenth (by half at one message in flight per device).
 	// "0" turns it off.
 	MemoryLimit *Size `yaml:"memory_limit"`
+	// Durability is "sync" (default): every invocation's commit is synced before it
+	// returns; or "batch": the commits of events nobody waits for (QoS 0 messages,
+	// sensor readings, gpio edges, timers) are synced together at most every
+	// BatchInterval, which writes far fewer pages to an SD card, and a power loss can
+	// take what they committed in the last BatchInterval. QoS 1 messages keep their
+	// guarantee in both: their ack waits for the sync of their commit.
+	Durability string `yaml:"durability"`
+	// BatchInterval is the longest a batch-mode commit waits for its sync. Default 5s:
+	// ext4's own journal commit interval, and measured at 10 KV writes a second, 0.75 GB
+	// written a day where 1s wrote 1.75 GB (each sync costs ext4 a journal commit).
+	BatchInterval time.Duration `yaml:"batch_interval"`
 	// Ceilings bound what any deploy may ask of a function (see Ceilings).
 	Ceilings Ceilings `yaml:"ceilings"`
 	// Loops bound what functions publishing to each other's triggers can do (see Loops).
@@ -285,6 +305,12 @@ func (c *Config) applyDefaults() {
 	}
 	if g.LogLevel == "" {
 		g.LogLevel = "info"
+	}
+	if g.Durability == "" {
+		g.Durability = DurabilitySync
+	}
+	if g.BatchInterval == 0 {
+		g.BatchInterval = DefaultBatchInterval
 	}
 	if g.MemoryLimit == nil {
 		l := Size(48 << 20)

@@ -32,6 +32,14 @@ func (c *Config) validate() ErrorList {
 	default:
 		add("gateway.log_level", "%q is not debug, info, warn or error", c.Gateway.LogLevel)
 	}
+	switch c.Gateway.Durability {
+	case DurabilitySync, DurabilityBatch:
+	default:
+		add("gateway.durability", "%q is not sync or batch", c.Gateway.Durability)
+	}
+	if d := c.Gateway.BatchInterval; d < MinBatchInterval || d > MaxBatchInterval {
+		add("gateway.batch_interval", "%v is not between %v and %v", d, MinBatchInterval, MaxBatchInterval)
+	}
 	if e := c.MQTT.Embedded; c.MQTT.Broker == "embedded" && e.TLSListen != "" && (e.TLS.Cert == "" || e.TLS.Key == "") {
 		add("mqtt.embedded.tls", "tls_listen needs tls.cert and tls.key: the broker's certificate and its key")
 	}

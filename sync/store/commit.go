@@ -36,6 +36,12 @@ type Commit struct {
 	Namespace string   // the function's KV namespace (its name)
 	KV        []KVOp   // applied in order
 	Records   []Append // appended to the outbox in order
+	// Lazy lets Commit return once the commit is written, before it is synced: it is
+	// synced with the next commit that is not lazy, or Options.BatchInterval later at
+	// the latest. Until then a power loss (not a crash of the process: the kernel has
+	// the pages) can take it, never a commit synced before it. For events nobody waits
+	// for (QoS 0 telemetry).
+	Lazy bool
 }
 
 // Commit applies c atomically and durably: when it returns nil, every KV
@@ -61,7 +67,7 @@ func (s *Store) Commit(ctx context.Context, c Commit) error {
 	if len(c.KV) == 0 && len(c.Records) == 0 {
 		return nil
 	}
-	j := &job{kind: jobCommit, commit: c}
+	j := &job{kind: jobCommit, commit: c, lazy: c.Lazy && s.opts.BatchInterval > 0}
 	if err := s.submit(ctx, j); err != nil {
 		return fmt.Errorf("commit %s: %w", c.Namespace, err)
 	}
@@ -90,6 +96,7 @@ type job struct {
 	puts   []entry
 	prefix []byte
 	stream string
+	lazy   bool // may return before its sync (Commit.Lazy)
 
 	out  []Record
 	n    int
@@ -133,10 +140,19 @@ func (s *Store) run() {
 	defer tick.Stop()
 	batch := make([]*job, 0, maxGroupJobs)
 	for {
+		var syncDue <-chan time.Time
+		if s.syncTimer != nil {
+			syncDue = s.syncTimer.C
+		}
 		select {
 		case j := <-s.jobs:
 			batch = s.collect(append(batch[:0], j))
 			s.runGroup(batch)
+		case <-syncDue:
+			s.syncTimer = nil
+			if err := s.syncLazy(); err != nil {
+				s.log.Error("store: sync of lazy commits", "err", err)
+			}
 		case <-tick.C:
 			s.maintain()
 		case reply := <-s.maintainNow:
@@ -146,10 +162,14 @@ func (s *Store) run() {
 			for {
 				batch = s.collect(batch[:0])
 				if len(batch) == 0 {
-					return
+					break
 				}
 				s.runGroup(batch)
 			}
+			if err := s.syncLazy(); err != nil {
+				s.log.Error("store: sync of lazy commits", "err", err)
+			}
+			return
 		}
 	}
 }
@@ -223,6 +243,7 @@ func (s *Store) runGroup(jobs []*job) {
 			g.reset(nil)
 		}
 		g.merge(c)
+		g.durable = g.durable || !j.lazy
 		merged = append(merged, j)
 	}
 	if failed == nil {
@@ -277,18 +298,55 @@ func (s *Store) flush(g *batch) error {
 	s.apply(g)
 	s.recent.written(g.ents)
 	s.groups.Add(1)
+	if !g.durable {
+		// Lazy commits only: synced with the next durable group, or by the timer.
+		s.unsynced = true
+		s.lazyAppend = s.lazyAppend || g.appended
+		if s.syncTimer == nil {
+			s.syncTimer = time.NewTimer(s.opts.BatchInterval)
+		}
+		return nil
+	}
+	return s.syncLogs(g.big, g.appended)
+}
+
+// syncLazy syncs the lazy commits written since the last sync, if any.
+func (s *Store) syncLazy() error {
+	if !s.unsynced {
+		return nil
+	}
+	return s.syncLogs(false, false)
+}
+
+// syncLogs makes every written group durable: it syncs the current WAL and value-log
+// file, and the value-log files rotated away from while writing (big: this group wrote
+// large values). Lazy groups written since the last sync may sit in a WAL or value-log
+// file Badger has rotated away from since, which db.Sync does not sync: those are
+// synced too. It then wakes the sinks if records were appended.
+func (s *Store) syncLogs(big, appended bool) error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
-	if g.big {
+	if big || s.unsynced {
 		// A value-log file rotated while this group was written is not
 		// synced by db.Sync, which syncs only the current one.
 		if err := s.syncRotatedVlogs(); err != nil {
 			return fmt.Errorf("sync: %w", err)
 		}
 	}
+	if s.unsynced {
+		if err := syncLogFiles(s.opts.Dir, ".mem", 0); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
 	s.fsyncs.Add(1)
-	if g.appended {
+	appended = appended || s.lazyAppend
+	s.unsynced, s.lazyAppend = false, false
+	if s.syncTimer != nil {
+		s.syncTimer.Stop()
+		s.syncTimer = nil
+	}
+	if appended {
 		s.mu.Lock()
 		close(s.changed)
 		s.changed = make(chan struct{})
@@ -381,8 +439,9 @@ type batch struct {
 	freed   map[string]int64 // record bytes deleted, per stream
 	size    int64            // transaction bytes, as cost counts them
 	count   int64
-	// appended: records were added; big: a value goes to the value log.
-	appended, big bool
+	// appended: records were added; big: a value goes to the value log; durable: a
+	// job that is not lazy is in it, so its write is synced before it returns.
+	appended, big, durable bool
 }
 
 // indexFrom is the length of ents from which a batch indexes them in a map.
@@ -610,7 +669,7 @@ func (b *batch) kvGet(k []byte) (entry, bool, error) {
 	if err != nil {
 		return entry{}, false, err
 	}
-	v, err := item.ValueCopy(nil)
+	v, err := valueCopy(item)
 	return entry{key: k, value: v, expiresAt: item.ExpiresAt()}, err == nil, err
 }
 
