@@ -66,6 +66,8 @@ type Gateway struct {
 	Ceilings Ceilings `yaml:"ceilings"`
 	// Loops bound what functions publishing to each other's triggers can do (see Loops).
 	Loops Loops `yaml:"loops"`
+	// KVQuota bounds each function's KV (see KVQuota).
+	KVQuota KVQuota `yaml:"kv_quota"`
 	// VersionHistory is how many versions of each function are kept (the newest); older
 	// ones are deleted at each deploy. Default DefaultVersionHistory.
 	VersionHistory int   `yaml:"version_history"`
@@ -327,6 +329,7 @@ func (c *Config) applyDefaults() {
 	}
 	g.Ceilings.withDefaults()
 	g.Loops.withDefaults()
+	g.KVQuota.withDefaults()
 	if g.VersionHistory == 0 {
 		g.VersionHistory = DefaultVersionHistory
 	}

@@ -60,6 +60,23 @@ func (l *Loops) withDefaults() {
 	}
 }
 
+// KVQuota is what one function's KV may hold: gateway.kv_quota. A commit past it fails,
+// for that function alone (retried, then dead-lettered with the reason), so that one
+// careless function cannot fill the disk under the others.
+type KVQuota struct {
+	Keys  int64 `yaml:"keys"`  // default 100000
+	Bytes Size  `yaml:"bytes"` // keys and values; default 64MiB
+}
+
+func (q *KVQuota) withDefaults() {
+	if q.Keys == 0 {
+		q.Keys = 100000
+	}
+	if q.Bytes == 0 {
+		q.Bytes = 64 << 20
+	}
+}
+
 // DefaultVersionHistory is how many versions of a function are kept by default: enough
 // to roll back through a day of edits, few enough that 500 KB sources stay small on disk.
 const DefaultVersionHistory = 50
