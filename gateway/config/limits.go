@@ -3,13 +3,17 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/moongate/moongate/luafn"
 )
 
 // Function defaults: what a function gets when its entry (or a deploy through the API)
-// leaves a setting out. The config and the API both take them from here.
+// leaves a setting out. The config and the API both take them from here; timeout and
+// memory are the sandbox's own (luafn owns them). Concurrency is the gateway's: two warm
+// VMs, so that one slow event does not hold every other key (luafn alone gives one).
 const (
-	DefaultFunctionTimeout     = 100 * time.Millisecond
-	DefaultFunctionMemory      = Size(16 << 20)
+	DefaultFunctionTimeout     = luafn.DefaultTimeout
+	DefaultFunctionMemory      = Size(luafn.DefaultMemory)
 	DefaultFunctionConcurrency = 2
 	DefaultFunctionRetries     = 3
 )
