@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -108,7 +108,7 @@ func TestCrashKill9(t *testing.T) {
 
 	t.Run("mosquitto", func(t *testing.T) {
 		rng := testRand(t)
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 		apiPort := freePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
@@ -139,7 +139,7 @@ func TestCrashKill9(t *testing.T) {
 
 	t.Run("mosquitto-restart", func(t *testing.T) {
 		rng := testRand(t)
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
 		apiPort := freePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
