@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/moongate/moongate/internal/tlsfiles"
 )
 
 // Config describes one sink. Exactly one of HTTP and MQTT is set. Zero fields
@@ -98,12 +100,8 @@ type MQTTConfig struct {
 	KeepAlive time.Duration
 }
 
-// TLSFiles names PEM files; empty fields are unused.
-type TLSFiles struct {
-	CA   string // trusted in addition to the system roots
-	Cert string // client certificate
-	Key  string
-}
+// TLSFiles names PEM files; empty fields are unused (see tlsfiles).
+type TLSFiles = tlsfiles.Files
 
 // Default values.
 const (

@@ -39,7 +39,7 @@ type subscriber struct {
 
 func subscribe(t testing.TB, b *broker, filter string) *subscriber {
 	t.Helper()
-	tlsCfg, err := tlsConfig(b.pki.CA, b.pki.ClientCert, b.pki.ClientKey, "127.0.0.1")
+	tlsCfg, err := TLSFiles{CA: b.pki.CA, Cert: b.pki.ClientCert, Key: b.pki.ClientKey}.Config("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
