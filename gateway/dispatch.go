@@ -225,8 +225,8 @@ func (g *Gateway) deadLetter(ctx context.Context, v *version, ev *luafn.Event, c
 	return nil
 }
 
-// DeadStream is the outbox stream of events that failed every try (SPEC §5).
-const DeadStream = "$dead"
+// DeadStream is where events that failed every try go (SPEC §5): the outbox's own.
+const DeadStream = store.DeadStream
 
 // eventRecord is an event as JSON, for $dead and the live console.
 type eventRecord struct {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/tlsfiles"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // Config describes one sink. Exactly one of HTTP and MQTT is set. Zero fields
@@ -116,8 +117,8 @@ const (
 	DefaultTopic       = "{gateway}/{stream}"
 )
 
-// DeadStream is the dead-letter stream rejected records go to.
-const DeadStream = "$dead"
+// DeadStream is where rejected records go: the outbox's dead-letter stream.
+const DeadStream = store.DeadStream
 
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c

@@ -39,6 +39,10 @@ const (
 	RejectNew
 )
 
+// DeadStream is the outbox's dead-letter stream: events that failed every try, and
+// records a receiver rejected. Its name starts with $, so "*" does not take it.
+const DeadStream = "$dead"
+
 // Defaults for the zero values of Options.
 const (
 	DefaultMaxOutboxBytes = 256 << 20
