@@ -58,8 +58,11 @@ type Dev struct {
 }
 
 // New checks the options and that a device answers at addr (0x48..0x4B,
-// set by the ADDR pin). sleep waits for conversions.
+// set by the ADDR pin). sleep waits for conversions (nil: time.Sleep).
 func New(bus i2c.Bus, addr uint16, o Opts, sleep func(time.Duration)) (*Dev, error) {
+	if sleep == nil {
+		sleep = time.Sleep
+	}
 	if addr < 0x48 || addr > 0x4B {
 		return nil, fmt.Errorf("ads1115: address %#x is not in 0x48..0x4b", addr)
 	}
