@@ -1,3 +1,5 @@
+//go:build linux && (amd64 || arm64)
+
 package powercut
 
 import (
@@ -5,7 +7,10 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -270,7 +275,9 @@ func TestFallocateUndone(t *testing.T) {
 }
 
 // What Badger does: a file sized with ftruncate, written through a shared mapping, made
-// durable with msync. The writes reach the filesystem at writeback, before msync's fsync.
+// durable with msync. The writes reach the filesystem at writeback, before msync's fsync;
+// what was written after the msync reaches it at the latest when the cut unmounts, as
+// unsynced writes.
 func TestMmapMsync(t *testing.T) {
 	f, mnt := mount(t, Options{})
 	p := filepath.Join(mnt, "wal")
@@ -285,54 +292,73 @@ func TestMmapMsync(t *testing.T) {
 	if err := fd.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	syncDir(t, mnt)
-	m, err := unix.Mmap(int(fd.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	copy(m[100:], "synced through msync")
-	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
-		t.Fatal(err)
-	}
-	copy(m[8192:], "written, never synced")
-	copy(m[100:], "SYNCED") // an overwrite of synced data, not synced
-	// Unmapped and closed but not synced: the dirty pages reach the filesystem at the
-	// latest when the cut unmounts it, as unsynced writes.
-	if err := unix.Munmap(m); err != nil {
-		t.Fatal(err)
-	}
 	fd.Close()
+	syncDir(t, mnt)
+	mmapChild(t, p, "100:synced through msync", "sync", "8192:written, never synced", "100:SYNCED")
+	// The unmap wrote the dirty pages back (fuse_vma_close): the backing file has them,
+	// and they are pending.
+	if got := content(t, filepath.Join(f.backing, "wal")); !bytes.HasPrefix(got[8192:], []byte("written, never synced")) {
+		t.Errorf("backing file after the unmap has %q at 8192", got[8192:8200])
+	}
+	if files, _ := f.Pending(); files != 1 {
+		t.Errorf("%d files pending after the unmap, want 1", files)
+	}
 	cut(t, f)
 	want := make([]byte, size)
 	copy(want[100:], "synced through msync")
 	wantContent(t, p, want)
 }
 
-// The mapping writes are seen as writes before the cut, not only in the page cache.
-func TestMmapWritesReachFilesystem(t *testing.T) {
-	f, mnt := mount(t, Options{})
-	p := filepath.Join(mnt, "wal")
-	durable(t, p, make([]byte, 8192))
-	fd, err := os.OpenFile(p, os.O_RDWR, 0)
+const mmapEnv = "POWERCUT_MMAP_FILE"
+
+// mmapChild maps path in a child process, which applies steps: "OFF:TEXT" copies TEXT
+// into the mapping at OFF, "sync" is msync(MS_SYNC). Not in this process: a page fault
+// on the mount blocks a thread the Go runtime cannot stop, and a garbage collection
+// would then wait for ever for the goroutines that serve the fault.
+func mmapChild(t *testing.T, path string, steps ...string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMmapChild$")
+	cmd.Env = append(os.Environ(), mmapEnv+"="+path, "POWERCUT_MMAP_STEPS="+strings.Join(steps, "|"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mmap child: %v: %s", err, out)
+	}
+}
+
+// TestMmapChild is mmapChild's process; it does nothing otherwise.
+func TestMmapChild(t *testing.T) {
+	path := os.Getenv(mmapEnv)
+	if path == "" {
+		t.Skip("run by mmapChild")
+	}
+	fd, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer fd.Close()
-	m, err := unix.Mmap(int(fd.Fd()), 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	st, err := fd.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(m)
-	copy(m, "x")
-	// MS_ASYNC on Linux starts nothing; fsync writes the pages back and then syncs.
-	if files, _ := f.Pending(); files != 0 {
-		t.Fatalf("%d files pending before writeback", files)
-	}
-	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+	m, err := unix.Mmap(int(fd.Fd()), 0, int(st.Size()), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := content(t, filepath.Join(f.backing, "wal")); got[0] != 'x' {
-		t.Errorf("backing file after msync starts %q, want x", got[:1])
+	for _, step := range strings.Split(os.Getenv("POWERCUT_MMAP_STEPS"), "|") {
+		if step == "sync" {
+			if err := unix.Msync(m, unix.MS_SYNC); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		off, text, _ := strings.Cut(step, ":")
+		n, err := strconv.Atoi(off)
+		if err != nil {
+			t.Fatalf("step %q: %v", step, err)
+		}
+		copy(m[n:], text)
+	}
+	if err := unix.Munmap(m); err != nil {
+		t.Fatal(err)
 	}
 }
 
