@@ -49,3 +49,5 @@ require (
 )
 
 replace github.com/yuin/gopher-lua => ./third_party/gopher-lua
+
+replace github.com/dgraph-io/ristretto/v2 => ./third_party/ristretto
