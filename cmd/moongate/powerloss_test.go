@@ -190,18 +190,7 @@ func powerLoss(t *testing.T, seed uint64, broker string) {
 // It returns the redeliveries the function skipped.
 func checkPowerState(t *testing.T, st *store.Store, devs []*device, acked map[string]int, rc *cloud, delivered map[string]int) (dups int) {
 	t.Helper()
-	recs, err := st.Read("seen", 0, 0, 0)
-	if err != nil {
-		t.Fatalf("read the outbox: %v", err)
-	}
-	pending := map[string][]int{}
-	for _, r := range recs {
-		var rd reading
-		if err := json.Unmarshal(r.Data, &rd); err != nil {
-			t.Fatalf("outbox record %d: %v: %s", r.Seq, err, r.Data)
-		}
-		pending[rd.Device] = append(pending[rd.Device], rd.Seq)
-	}
+	pending := outboxSeqs(t, st)
 	got := rc.seqs()
 	for _, d := range devs {
 		last := kvInt(t, st, "counter", "last/"+d.id)

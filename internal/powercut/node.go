@@ -46,6 +46,16 @@ func (n *node) created(name string, undo func(string) error) {
 	n.pc.record(&nsOp{dirs: map[string]bool{n.rel(): true}, undo: func() error { return ignoreMissing(undo(p)) }})
 }
 
+// made returns what records a loopback create of name when it succeeded.
+func (n *node) made(name string, undo func(string) error) func(*fs.Inode, syscall.Errno) (*fs.Inode, syscall.Errno) {
+	return func(ch *fs.Inode, errno syscall.Errno) (*fs.Inode, syscall.Errno) {
+		if errno == 0 {
+			n.created(name, undo)
+		}
+		return ch, errno
+	}
+}
+
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	n.pc.mu.Lock()
 	defer n.pc.mu.Unlock()
@@ -77,31 +87,19 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	n.pc.mu.Lock()
 	defer n.pc.mu.Unlock()
-	ch, errno := n.LoopbackNode.Mkdir(ctx, name, mode, out)
-	if errno == 0 {
-		n.created(name, os.RemoveAll)
-	}
-	return ch, errno
+	return n.made(name, os.RemoveAll)(n.LoopbackNode.Mkdir(ctx, name, mode, out))
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	n.pc.mu.Lock()
 	defer n.pc.mu.Unlock()
-	ch, errno := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
-	if errno == 0 {
-		n.created(name, os.Remove)
-	}
-	return ch, errno
+	return n.made(name, os.Remove)(n.LoopbackNode.Mknod(ctx, name, mode, rdev, out))
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	n.pc.mu.Lock()
 	defer n.pc.mu.Unlock()
-	ch, errno := n.LoopbackNode.Symlink(ctx, target, name, out)
-	if errno == 0 {
-		n.created(name, os.Remove)
-	}
-	return ch, errno
+	return n.made(name, os.Remove)(n.LoopbackNode.Symlink(ctx, target, name, out))
 }
 
 // Link is refused: a second name would share an undo record the model does not keep.
