@@ -10,7 +10,7 @@ DEVSIM    := bin/devsim
 RECEIVER  := bin/receiver
 ARM_TARGETS := dist/moongate-linux-armv6 dist/moongate-linux-armv7 dist/moongate-linux-arm64
 
-.PHONY: all build run test vet unit smoke-arm stress-arm test-powerloss cross bench fuzz clean
+.PHONY: all build run test vet unit smoke-arm stress-arm cross bench fuzz clean
 
 all: build
 
@@ -54,6 +54,7 @@ stress-arm:
 
 # The long power-loss run: 20 kill -9 and power cuts per broker, on internal/powercut
 # (needs /dev/fuse); `make test` runs 3. -seed N replays a failure.
+.PHONY: test-powerloss
 test-powerloss:
 	$(GO) test -count=1 -timeout 30m -run '^TestPowerLoss$$' ./cmd/moongate -cuts 20
 
