@@ -10,7 +10,7 @@ DEVSIM    := bin/devsim
 RECEIVER  := bin/receiver
 ARM_TARGETS := dist/moongate-linux-armv6 dist/moongate-linux-armv7 dist/moongate-linux-arm64
 
-.PHONY: all build run test vet unit smoke-arm stress-arm cross bench fuzz clean
+.PHONY: all build run test vet unit smoke-arm stress-arm cross bench bench-e2e fuzz clean
 
 all: build
 
@@ -73,6 +73,21 @@ FORCE:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	examples/bench/run.sh 10
+
+# The peer workload of issue 12 over TCP against the real binary: 100 devices, QoS 0 at
+# full speed and at 20k/s, QoS 1 in and out, and a 100k QoS 1 backlog drained from
+# Mosquitto; Mosquitto passing the same readings through is measured in the same rounds,
+# alternating. Takes about 5 minutes; run it on an otherwise idle machine.
+bench-e2e: build
+	$(GO) run ./examples/bench/e2e -moongate $(BIN) $(E2E_FLAGS)
+
+# SD-card wear: bytes the gateway writes per event (publish only, one KV write, one outbox
+# record; 10, 100, 1000 events/s; sync and batch durability). WEAR_SECS per run: the
+# default 600 takes 3 hours for the 18 runs; FUNCS, RATES, MODES, QOS select.
+.PHONY: bench-wear
+WEAR_SECS ?= 600
+bench-wear:
+	examples/bench/wear.sh $(WEAR_SECS)
 
 # Also the data dirs the examples' configs create where moongate ran them.
 clean:

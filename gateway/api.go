@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -180,6 +181,7 @@ type countersDoc struct {
 	Invocations   int64 `json:"invocations"`
 	Errors        int64 `json:"errors"`
 	DurationUSSum int64 `json:"duration_us_sum"`
+	Dropped       int64 `json:"dropped"` // events dropped before they ran, every reason (metrics: moongate_events_dropped_total)
 }
 
 type versionDoc struct {
@@ -201,18 +203,22 @@ type functionDoc struct {
 	Concurrency int               `json:"concurrency"`
 	Env         map[string]string `json:"env,omitempty"`
 	Emit        string            `json:"emit"`
+	Overflow    string            `json:"overflow"`
 	Created     time.Time         `json:"created"`
 	Counters    countersDoc       `json:"counters"`
 	Versions    []versionDoc      `json:"versions,omitempty"`
+	// VersionsMore says that older versions than the listed ones are stored
+	// (?history_before=OLDEST lists them).
+	VersionsMore bool `json:"versions_more,omitempty"`
 }
 
 func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) functionDoc {
 	d := functionDoc{
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
-		Created: spec.Created,
+		Overflow: cmp.Or(spec.Overflow, config.OverflowBlock), Created: spec.Created,
 		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
-			DurationUSSum: v.stats.durationUS.Load()},
+			DurationUSSum: v.stats.durationUS.Load(), Dropped: v.stats.dropped.Load()},
 	}
 	if d.Triggers == nil {
 		d.Triggers = []string{}
@@ -231,27 +237,33 @@ func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"functions": docs})
 }
 
-func (g *Gateway) fullDoc(v *version, viewing int) (functionDoc, error) {
-	vs, err := g.versions(v.name)
+// A function document lists its version history a page at a time, newest first.
+const (
+	defaultHistoryPage = 20
+	maxHistoryPage     = 100
+)
+
+// fullDoc is v's document showing version viewing (0: v itself), with the page of its
+// history older than before (0: from the newest).
+func (g *Gateway) fullDoc(v *version, viewing, before, limit int) (functionDoc, error) {
+	spec := v.spec
+	if viewing != 0 {
+		s, ok, err := g.storedVersion(v.name, viewing)
+		if err != nil {
+			return functionDoc{}, err
+		}
+		if !ok {
+			return functionDoc{}, errNotFound
+		}
+		spec = s
+	}
+	vs, more, err := g.versionPage(v.name, before, limit)
 	if err != nil {
 		return functionDoc{}, err
 	}
-	spec := v.spec
-	if viewing != 0 {
-		found := false
-		for _, s := range vs {
-			if s.Version == viewing {
-				spec, found = s, true
-			}
-		}
-		if !found {
-			return functionDoc{}, errNotFound
-		}
-	}
 	d := g.functionDoc(v, spec, true)
-	d.Viewing = viewing
-	for i := len(vs) - 1; i >= 0; i-- {
-		s := vs[i]
+	d.Viewing, d.VersionsMore = viewing, more
+	for _, s := range vs {
 		d.Versions = append(d.Versions, versionDoc{Version: s.Version, Created: s.Created, Size: len(s.Source),
 			SHA256: s.sha256(), RollbackOf: s.RollbackOf})
 	}
@@ -264,16 +276,31 @@ func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(r.PathValue("name")))
 		return
 	}
-	viewing := 0
-	if q := r.URL.Query().Get("version"); q != "" {
-		n, err := strconv.Atoi(q)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "version must be a number")
-			return
+	number := func(key string, def, lo, hi int) (int, bool) {
+		q := r.URL.Query().Get(key)
+		if q == "" {
+			return def, true
 		}
-		viewing = n
+		n, err := strconv.Atoi(q)
+		if err != nil || n < lo || n > hi {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s must be a number from %d to %d", key, lo, hi))
+			return 0, false
+		}
+		return n, true
 	}
-	d, err := g.fullDoc(v, viewing)
+	viewing, ok := number("version", 0, 1, 1<<31-1)
+	if !ok {
+		return
+	}
+	before, ok := number("history_before", 0, 1, 1<<31-1)
+	if !ok {
+		return
+	}
+	limit, ok := number("history_limit", defaultHistoryPage, 1, maxHistoryPage)
+	if !ok {
+		return
+	}
+	d, err := g.fullDoc(v, viewing, before, limit)
 	switch {
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored", viewing, v.name))
@@ -294,6 +321,7 @@ type deployRequest struct {
 	Retries     *int              `json:"retries"`
 	Env         map[string]string `json:"env"`
 	Emit        *string           `json:"emit"`
+	Overflow    *string           `json:"overflow"`
 }
 
 func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
@@ -326,6 +354,9 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Emit != nil {
 		spec.Emit = *req.Emit
+	}
+	if req.Overflow != nil {
+		spec.Overflow = *req.Overflow
 	}
 	if req.Concurrency != nil {
 		spec.Concurrency = *req.Concurrency
@@ -380,7 +411,7 @@ func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, cre
 		return
 	}
 	g.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers)
-	d, err := g.fullDoc(v, 0)
+	d, err := g.fullDoc(v, 0, 0, defaultHistoryPage)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -419,27 +450,30 @@ func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	vs, err := g.versions(name)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
 	target := req.Version
-	if target == 0 {
-		target = cur.number - 1
-		if target < 1 {
+	if target == 0 { // the newest stored before the current one
+		prev, _, err := g.versionPage(name, cur.number, 1)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		if len(prev) == 0 {
 			writeError(w, http.StatusConflict, name+" has no previous version")
 			return
 		}
+		target = prev[0].Version
 	}
-	for _, s := range vs {
-		if s.Version == target {
-			s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
-			g.deployAndRespond(w, s, false)
-			return
-		}
+	s, ok, err := g.storedVersion(name, target)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	case !ok:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored (gateway.version_history keeps the newest %d)",
+			target, name, g.cfg.Gateway.VersionHistory))
+	default:
+		s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
+		g.deployAndRespond(w, s, false)
 	}
-	writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored", target, name))
 }
 
 type kvItem struct {

@@ -177,6 +177,16 @@ func checkFunction(c *config.Config, spec FunctionSpec) error {
 	return nil
 }
 
+// Sandbox builds the function of a functions: entry as a deploy of it builds it (the same
+// compile, limits and store limits), on host's KV, clock and log callback: moongate test
+// runs functions offline in it.
+func Sandbox(f config.Function, host luafn.Host) (*luafn.Function, error) {
+	spec := specFromConfig(f)
+	spec.Version = 1
+	host.Store = storeLimits()
+	return newFunction(spec, host)
+}
+
 // newFunction compiles spec (luafn.Compile) and warms its VMs (luafn.New, which runs the
 // top level and requires handle): every verdict on a function's source and limits comes
 // from here, for check as for a deploy. Errors are luafn's, a *luafn.CompileError when

@@ -19,6 +19,7 @@ type commitSet struct {
 	ns      string
 	kv      []store.KVOp
 	records []appendRec
+	lazy    bool // may be synced later (gateway.durability: batch, an event nobody waits for)
 }
 
 func commitOf(v *version, ev *luafn.Event, res *luafn.Result) commitSet {
@@ -39,7 +40,7 @@ func commitOf(v *version, ev *luafn.Event, res *luafn.Result) commitSet {
 func (c commitSet) empty() bool { return len(c.kv) == 0 && len(c.records) == 0 }
 
 func (c commitSet) store() store.Commit {
-	sc := store.Commit{Namespace: c.ns, KV: c.kv}
+	sc := store.Commit{Namespace: c.ns, KV: c.kv, Lazy: c.lazy}
 	now := time.Now().UnixMilli()
 	for _, r := range c.records {
 		sc.Records = append(sc.Records, store.Append{Stream: r.stream, Function: r.function, Data: r.data, TS: now})

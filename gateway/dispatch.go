@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -17,8 +21,9 @@ import (
 // the gateway stops before it ran, so the source can leave it unacknowledged.
 type task struct {
 	ev      *luafn.Event
-	key     string // ordering key: events with the same key run one after another
-	durable bool   // QoS 1: retried on failure, acknowledged only after commit
+	key     string   // ordering key: events with the same key run one after another
+	durable bool     // QoS 1: retried on failure, acknowledged only after commit
+	chain   []string // the functions whose publishes led to this event (mqtt.WithChain)
 	done    func(error)
 }
 
@@ -52,9 +57,11 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 		}
 		if err == nil {
 			c := commitOf(v, t.ev, res)
+			// Only what nobody waits for may wait for its sync: a QoS 1 ack follows the commit.
+			c.lazy = g.cfg.Gateway.Durability == config.DurabilityBatch && !t.durable
 			err = g.commitUntilStored(ctx, v, t.ev, c)
 			if err == nil {
-				g.afterCommit(v, t.ev, res)
+				g.afterCommit(v, t, res)
 				return nil
 			}
 			var refused *commitRefused
@@ -92,8 +99,9 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 		return nil
 	}
 	backoff := g.opts.RetryBackoff
+	sc := c.store() // once: a retried record keeps the time of its first attempt
 	for failures := 0; ; failures++ {
-		err := g.store.Commit(ctx, c.store())
+		err := g.store.Commit(ctx, sc)
 		if err == nil {
 			if failures > 0 {
 				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
@@ -139,7 +147,6 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 		d = res.Duration
 	}
 	v.stats.observe(d, err)
-	g.metrics.observeInvocation(v.name, d, err)
 	g.live.invocation(v, ev, res, d, err)
 	if err != nil {
 		g.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)
@@ -148,12 +155,29 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 }
 
 // afterCommit applies what must not happen unless the commit did: publishes and pin writes.
-func (g *Gateway) afterCommit(v *version, ev *luafn.Event, res *luafn.Result) {
+// A publish carries the chain of functions that led to it, this one last; past
+// gateway.loops.max_hops it is refused (a loop), and a function's publishes wait for its
+// share of gateway.loops.publish_rate.
+func (g *Gateway) afterCommit(v *version, t *task, res *luafn.Result) {
 	ctx := context.WithoutCancel(g.runCtx)
-	for _, p := range res.Effects.Publishes {
-		if err := g.bus.Publish(ctx, p.Topic, p.Payload, p.QoS, p.Retain); err != nil {
-			g.logger.Warn("publish after commit failed", "function", v.name, "topic", p.Topic, "err", err)
-			g.metrics.publishErrors.Inc()
+	if len(res.Effects.Publishes) > 0 {
+		chain := append(slices.Clip(t.chain), v.name)
+		if len(chain) > g.cfg.Gateway.Loops.MaxHops {
+			g.loopStopped(v, t.ev, chain, res.Effects.Publishes)
+		} else {
+			ctx = mqtt.WithChain(ctx, chain)
+			for _, p := range res.Effects.Publishes {
+				if v.publishes != nil && !v.publishes.Allow() {
+					g.metrics.publishesDelayed.WithLabelValues(v.name).Inc()
+					if err := v.publishes.Wait(g.runCtx); err != nil {
+						return // stopping: what is committed stays committed
+					}
+				}
+				if err := g.bus.Publish(ctx, p.Topic, p.Payload, p.QoS, p.Retain); err != nil {
+					g.logger.Warn("publish after commit failed", "function", v.name, "topic", p.Topic, "err", err)
+					g.metrics.publishErrors.Inc()
+				}
+			}
 		}
 	}
 	for _, w := range res.Effects.PinWrites {
@@ -161,6 +185,20 @@ func (g *Gateway) afterCommit(v *version, ev *luafn.Event, res *luafn.Result) {
 			g.logger.Warn("gpio write after commit failed", "function", v.name, "pin", w.Pin, "err", err)
 		}
 	}
+}
+
+// loopStopped refuses the publishes of an invocation that is max_hops deep in a chain of
+// functions triggering each other: counted, logged once a minute per function, and shown
+// on the function's live log with the functions involved.
+func (g *Gateway) loopStopped(v *version, ev *luafn.Event, chain []string, pubs []luafn.Publish) {
+	g.metrics.loopsStopped.WithLabelValues(v.name).Add(float64(len(pubs)))
+	msg := fmt.Sprintf("loop stopped: %d publishes to %s refused, %d functions deep (gateway.loops.max_hops %d): %s",
+		len(pubs), pubs[0].Topic, len(chain), g.cfg.Gateway.Loops.MaxHops, strings.Join(chain, " → "))
+	if g.loopLog.Fail(v.name) {
+		g.logger.Error(msg+" (logged once a minute per function)", "function", v.name, "event", ev.ID)
+	}
+	g.live.log(luafn.LogRecord{Function: v.name, Version: v.number, EventID: ev.ID,
+		LogEntry: luafn.LogEntry{Time: time.Now(), Level: slog.LevelError, Message: msg}})
 }
 
 // deadRecord is what $dead holds for an event that failed every try.

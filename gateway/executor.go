@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Bounds on the events one function holds, from the moment a source hands one over until
@@ -13,14 +15,18 @@ import (
 // gateway sees (thousands a second) that is well under a second of work, so latency under
 // overload stays bounded too.
 //
-// Sources that cannot wait without harm are not held. QoS 1 from an external broker is
-// queued whatever the count: paho reads our PUBACKs on the goroutine that delivers to us,
-// and the broker's max_inflight_messages bounds it already. QoS 0 from an external broker,
-// the gateway's own publishes, sensor readings, GPIO edges and ticks are queued up to
-// maxQueued and dropped past it, counted (reason queue_full).
+// An external broker's messages wait too: the goroutine that delivers them is not read
+// from until there is room, so the broker holds the rest (its queue, its in-flight window).
+//
+// Sources that cannot wait without harm are not held: the gateway's own publishes on the
+// embedded broker, sensor readings, GPIO edges and ticks are queued up to maxQueued and
+// dropped past it, counted (reason queue_full).
 const (
 	maxPending = 1024
 	maxQueued  = 16384
+	// pressedPending replaces maxPending while the gateway is short of memory
+	// (internal/memguard): sources wait sooner, so queued events stop growing the heap.
+	pressedPending = 64
 )
 
 // maxWorkers bounds the goroutines that run one function's events. An event holds its
@@ -33,13 +39,20 @@ const (
 const maxWorkers = 1024
 
 // executor runs the events of one function: in arrival order per key, different keys in
-// parallel on at most maxWorkers goroutines (the warm VMs bound how many invoke at once), each invocation
-// committed before the next event of its key starts, so a function always sees its own
-// previous state. Keys take turns: a key with a backlog goes to the back of the line after
-// each event, so one busy topic (one device) cannot starve the others.
+// parallel on at most maxWorkers goroutines (the warm VMs bound how many invoke at once),
+// each invocation committed before the next event of its key starts, so a function always
+// sees its own previous state. Keys take turns: a key with a backlog goes to the back of
+// the line after each event, so one busy topic (one device) cannot starve the others.
+//
+// A source on a goroutine of its own (inline) runs its event itself when the event's key
+// has nothing queued and no other key waits its turn: a device's reading then costs no
+// hand-off between goroutines, and the device is not read again until its reading is done,
+// which is the backpressure it would get anyway.
 type executor struct {
-	name string
-	g    *Gateway
+	name  string
+	g     *Gateway
+	stats *fnStats    // the function's counters: drops count there too
+	shed  atomic.Bool // overflow: drop_oldest (see config.OverflowDropOldest)
 	// ctx is cancelled by abort (the function was deleted): the running invocation stops
 	// and a commit still retrying gives up.
 	ctx    context.Context
@@ -49,58 +62,171 @@ type executor struct {
 	queues  map[string][]*task  // per key: the events not started yet
 	ready   []string            // keys with queued events and no worker on them, in turn
 	busy    map[string]struct{} // keys a worker is running an event of
-	pending int                 // events handed over and not done
-	room    chan struct{}       // closed, and replaced, when pending drops below maxPending
-	workers int
+	pending int                 // events handed over and not done, and slots granted to waiters
+	waiters []*waiter           // sources waiting for room, first come first served
+	workers int                 // goroutines running events: workers and sources running inline
 	stopped bool
 	aborted bool // stopped by abort: QoS 0 events handed back are counted as dropped
 	running sync.WaitGroup
 }
 
-func newExecutor(g *Gateway, name string) *executor {
+// A waiter is a source held until the executor has room. Each freed slot is granted to
+// the first waiter alone: waking them all for one slot cost a fifth of the CPU at full
+// speed with a hundred devices waiting.
+type waiter struct {
+	ready   chan struct{} // closed when granted, or when the executor stops
+	granted bool          // a slot is counted in pending for this waiter
+}
+
+func newExecutor(g *Gateway, name string, stats *fnStats) *executor {
 	ctx, cancel := context.WithCancel(g.runCtx)
-	return &executor{name: name, g: g, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
-		busy: map[string]struct{}{}, room: make(chan struct{})}
+	return &executor{name: name, g: g, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
+		busy: map[string]struct{}{}}
+}
+
+// source says how an event's source may be treated.
+type source struct {
+	wait   bool // it may be held while the function is full
+	inline bool // it may run the event on its own goroutine: that goroutine serves it alone
 }
 
 // enqueue hands t to the function. When the function holds maxPending events already, a
-// source that may wait (wait) is held until there is room or the function stops; others
-// are not held (see maxPending and maxQueued).
-func (e *executor) enqueue(t *task, wait bool) {
+// source that may wait is held until there is room or the function stops; others are not
+// held (see maxPending and maxQueued).
+func (e *executor) enqueue(t *task, src source) {
+	if !t.durable && e.shed.Load() {
+		// Shedding: the source is neither held nor runs the event itself (that would
+		// hold it too), so that what it sends meanwhile is read and the oldest dropped.
+		src = source{}
+	}
+	limit := e.maxHeld()
 	e.mu.Lock()
-	gone := false // the gateway stops or the function goes while the source waits
-	for wait && !gone && !e.stopped && e.pending >= maxPending {
-		room := e.room
+	if e.pending >= limit && !t.durable && e.shed.Load() {
+		if old := e.dropOldest(t.key); old != nil {
+			e.pending--
+			e.mu.Unlock()
+			e.drop(old, "overflow")
+			e.mu.Lock()
+		}
+	}
+	if src.wait && !e.stopped && (e.pending >= limit || len(e.waiters) > 0) {
+		w := &waiter{ready: make(chan struct{})}
+		e.waiters = append(e.waiters, w)
 		e.mu.Unlock()
+		gone := false // the gateway stops or the function goes while the source waits
 		select {
-		case <-room:
+		case <-w.ready:
 		case <-e.ctx.Done():
 			gone = true
 		case <-e.g.stopping:
 			gone = true
 		}
 		e.mu.Lock()
+		if w.granted {
+			e.pending-- // taken again below, under the same lock
+		} else if i := slices.Index(e.waiters, w); i >= 0 {
+			e.waiters = slices.Delete(e.waiters, i, i+1)
+		}
+		if gone {
+			e.grant() // a slot granted to a source that left goes to the next
+			aborted := e.aborted
+			e.mu.Unlock()
+			e.handBack(t, aborted)
+			return
+		}
 	}
-	if gone || e.stopped {
+	if e.stopped {
 		aborted := e.aborted
 		e.mu.Unlock()
 		e.handBack(t, aborted)
 		return
 	}
-	if e.pending >= maxQueued && !t.durable && !wait {
+	if e.pending >= maxQueued && !t.durable && !src.wait {
 		e.mu.Unlock()
-		e.g.metrics.dropped.WithLabelValues(e.name, "queue_full").Inc()
-		t.done(nil) // a QoS 0 event may be dropped; acknowledging it is a no-op
+		e.drop(t, "queue_full")
 		return
 	}
 	e.pending++
+	_, running := e.busy[t.key]
 	q := e.queues[t.key]
-	if _, running := e.busy[t.key]; !running && len(q) == 0 {
+	if src.inline && !running && len(q) == 0 && len(e.ready) == 0 && e.workers < maxWorkers {
+		e.busy[t.key] = struct{}{}
+		e.workers++
+		e.running.Add(1)
+		e.mu.Unlock()
+		e.run(t)
+		e.mu.Lock()
+		e.workers--
+		e.running.Done()
+		e.spawn() // the events of other sources that queued meanwhile
+		e.mu.Unlock()
+		return
+	}
+	if !running && len(q) == 0 {
 		e.ready = append(e.ready, t.key)
 	}
 	e.queues[t.key] = append(q, t)
 	e.spawn()
 	e.mu.Unlock()
+}
+
+// dropOldest takes out the oldest queued event that may be dropped (not durable): of key
+// if it has one, else of the keys in turn. e.mu is held.
+func (e *executor) dropOldest(key string) *task {
+	take := func(k string) *task {
+		q := e.queues[k]
+		i := slices.IndexFunc(q, func(t *task) bool { return !t.durable })
+		if i < 0 {
+			return nil
+		}
+		t := q[i]
+		if len(q) == 1 {
+			delete(e.queues, k)
+			if j := slices.Index(e.ready, k); j >= 0 {
+				e.ready = slices.Delete(e.ready, j, j+1)
+			}
+		} else {
+			e.queues[k] = slices.Delete(q, i, i+1)
+		}
+		return t
+	}
+	if t := take(key); t != nil {
+		return t
+	}
+	for _, k := range e.ready {
+		if t := take(k); t != nil {
+			return t
+		}
+	}
+	return nil
+}
+
+// drop ends an event that will never run, counted by reason. Only events that may be
+// lost (not durable) are dropped; acknowledging them is a no-op.
+func (e *executor) drop(t *task, reason string) {
+	e.g.metrics.dropped.WithLabelValues(e.name, reason).Inc()
+	e.stats.dropped.Add(1)
+	t.done(nil)
+}
+
+// maxHeld is how many events the function may hold before sources wait.
+func (e *executor) maxHeld() int {
+	if e.g.mem.Pressed() {
+		return pressedPending
+	}
+	return maxPending
+}
+
+// grant hands the room there is to the first waiters. e.mu is held.
+func (e *executor) grant() {
+	for limit := e.maxHeld(); len(e.waiters) > 0 && e.pending < limit; {
+		w := e.waiters[0]
+		e.waiters[0] = nil
+		e.waiters = e.waiters[1:]
+		w.granted = true
+		e.pending++
+		close(w.ready)
+	}
 }
 
 // spawn starts a worker when a key is ready and fewer than maxWorkers run. e.mu is held.
@@ -130,25 +256,25 @@ func (e *executor) work() {
 		}
 		e.busy[key] = struct{}{}
 		e.mu.Unlock()
-
-		err := e.g.process(e.ctx, e.name, t)
-
-		e.mu.Lock()
-		delete(e.busy, key)
-		if len(e.queues[key]) > 0 {
-			e.ready = append(e.ready, key) // its next event waits its turn
-		}
-		e.pending--
-		if e.pending == maxPending-1 {
-			close(e.room)
-			e.room = make(chan struct{})
-		}
-		e.mu.Unlock()
-		t.done(err)
+		e.run(t)
 		e.mu.Lock()
 	}
 	e.workers--
 	e.mu.Unlock()
+}
+
+// run processes t, whose key the caller marked busy, and then frees the key and t's slot.
+func (e *executor) run(t *task) {
+	err := e.g.process(e.ctx, e.name, t)
+	e.mu.Lock()
+	delete(e.busy, t.key)
+	if len(e.queues[t.key]) > 0 {
+		e.ready = append(e.ready, t.key) // its next event waits its turn
+	}
+	e.pending--
+	e.grant()
+	e.mu.Unlock()
+	t.done(err)
 }
 
 // handBack returns an event that never ran to its source unacknowledged: a QoS 1 message
@@ -157,6 +283,7 @@ func (e *executor) work() {
 func (e *executor) handBack(t *task, aborted bool) {
 	if aborted && !t.durable {
 		e.g.metrics.dropped.WithLabelValues(e.name, "deleted").Inc()
+		e.stats.dropped.Add(1)
 	}
 	t.done(errAbandoned)
 }
@@ -172,8 +299,10 @@ func (e *executor) halt(abort bool) {
 	e.mu.Lock()
 	e.stopped = true
 	e.aborted = e.aborted || abort
-	close(e.room) // wake the waiting sources: they find the executor stopped
-	e.room = make(chan struct{})
+	for _, w := range e.waiters { // wake the waiting sources: they find the executor stopped
+		close(w.ready)
+	}
+	e.waiters = nil
 	e.mu.Unlock()
 	if abort {
 		e.cancel()

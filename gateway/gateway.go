@@ -19,6 +19,8 @@ import (
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/atomicfile"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/memguard"
+	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
 	"github.com/moongate/moongate/sync/sink"
@@ -62,6 +64,8 @@ type Gateway struct {
 	registry   *registry
 	router     *router
 	live       *live
+	loopLog    *throttle.Failures // logs a function's stopped loops once a minute
+	mem        *memguard.Guard    // the live heap against gateway.memory_limit
 	metrics    *metrics
 	hub        *console.Hub
 	token      string
@@ -102,6 +106,15 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	g.registry = &registry{g: g}
 	g.router = newRouter(g)
 	g.metrics = newMetrics(g)
+	g.loopLog = throttle.New(1, time.Minute)
+	g.mem = memguard.New(func(pressed bool, live, limit int64) {
+		if pressed {
+			g.logger.Warn("short of memory: refusing new state (devices wait sooner, retained messages are not kept, new persistent sessions end idle ones) until the live heap drops",
+				"live_heap", live, "memory_limit", limit)
+		} else {
+			g.logger.Info("memory back under its limit: new state is taken again", "live_heap", live, "memory_limit", limit)
+		}
+	})
 	return g
 }
 
@@ -127,6 +140,11 @@ func (g *Gateway) HTTPAddr() string { return g.httpAddr.String() }
 
 // Run starts everything, serves until ctx is cancelled, then stops: it takes no new
 // events, finishes or hands back the ones in flight, flushes, and returns.
+// memCheckInterval is how often the live heap is read (internal/memguard): often enough
+// to refuse a flood's state before the limit, cheap (runtime/metrics does not stop the
+// world).
+const memCheckInterval = 250 * time.Millisecond
+
 func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.started = time.Now()
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
@@ -136,13 +154,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := atomicfile.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	g.store, err = store.Open(store.Options{
-		Dir:            filepath.Join(g.cfg.Gateway.DataDir, "store"),
-		MaxOutboxBytes: int64(g.cfg.Sync.Outbox.MaxBytes),
-		OutboxTTL:      g.cfg.Sync.Outbox.TTL,
-		OnFull:         onFull(g.cfg.Sync.Outbox.OnFull),
-		Logger:         g.logger.With("component", "store"),
-	})
+	g.store, err = store.Open(StoreOptions(g.cfg, g.logger.With("component", "store")))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -206,6 +218,12 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.router.started()
 
 	var wg sync.WaitGroup
+	memCtx, stopMem := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.mem.Run(memCtx, memCheckInterval)
+	}()
 	serveErr := make(chan error, 1)
 	wg.Add(1)
 	go func() {
@@ -255,12 +273,36 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		g.logger.Warn("close mqtt", "err", cerr)
 	}
 	stopSinks()
+	stopMem()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutCtx) // websocket clients are closed with the hub
 	wg.Wait()
 	g.logger.Info("stopped")
 	return err
+}
+
+// StoreOptions are the options the gateway opens its store with under cfg; `moongate
+// store check` opens it the same way.
+func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
+	return store.Options{
+		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
+		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
+		MaxStreamBytes: int64(cfg.Sync.Outbox.MaxStreamBytes),
+		OutboxTTL:      cfg.Sync.Outbox.TTL,
+		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
+		BatchInterval:  batchInterval(cfg),
+		Logger:         logger,
+	}
+}
+
+// batchInterval is how long the store may hold a lazy commit unsynced: 0 (sync each)
+// unless gateway.durability is batch.
+func batchInterval(cfg *config.Config) time.Duration {
+	if cfg.Gateway.Durability != config.DurabilityBatch {
+		return 0
+	}
+	return cfg.Gateway.BatchInterval
 }
 
 func onFull(s string) store.OnFull {
@@ -310,12 +352,16 @@ func (g *Gateway) restoreFunctions() error {
 	for i, f := range g.cfg.Functions {
 		spec := specFromConfig(f)
 		inConfig[f.Name] = spec.ConfigHash
-		vs, err := g.versions(f.Name)
+		latest, err := g.store.LatestVersion(f.Name)
 		if err != nil {
 			return err
 		}
 		h := applied[f.Name]
 		if !recorded { // a data dir from before the record: the newest config version tells
+			vs, err := g.versions(f.Name)
+			if err != nil {
+				return err
+			}
 			if last := lastFromConfig(vs); last != nil {
 				h = last.ConfigHash
 			}
@@ -327,7 +373,7 @@ func (g *Gateway) restoreFunctions() error {
 			}
 			continue
 		}
-		spec.Version, spec.Created = nextVersion(vs), now
+		spec.Version, spec.Created = latest+1, now
 		v, err := g.registry.build(spec)
 		if err != nil {
 			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err).(*config.Error))
@@ -349,9 +395,12 @@ func (g *Gateway) restoreFunctions() error {
 		if redeployed[name] {
 			continue
 		}
-		s, err := g.storedVersion(name, n)
+		s, ok, err := g.storedVersion(name, n)
 		if err != nil {
 			return err
+		}
+		if !ok {
+			return fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 		}
 		if _, ok := inConfig[name]; !ok && s.ConfigHash != "" {
 			if err := g.store.DeleteFunction(name); err != nil {
@@ -411,20 +460,6 @@ func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
 		}
 	}
 	return nil
-}
-
-// storedVersion reads version n of a function from the store.
-func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, error) {
-	vs, err := g.versions(name)
-	if err != nil {
-		return FunctionSpec{}, err
-	}
-	for _, s := range vs {
-		if s.Version == n {
-			return s, nil
-		}
-	}
-	return FunctionSpec{}, fmt.Errorf("restore %s: its active version %d is not stored", name, n)
 }
 
 func (r *registry) stopAll() {

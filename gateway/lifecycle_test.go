@@ -198,14 +198,27 @@ func TestDeleteStopsFunction(t *testing.T) {
 	if r := call(t, "PUT", tg.api+"/api/v1/functions/slow", "", body); r.status != http.StatusCreated {
 		t.Fatalf("deploy: %d %s", r.status, r.raw)
 	}
-	c := paho.NewClient(paho.NewClientOptions().AddBroker(tg.broker).SetClientID("work"))
-	if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
-		t.Fatal(tok.Error())
+	// Two devices: the one whose reading spins is not read again until it is done (its
+	// reading runs on its connection), so the queued readings come from the other.
+	var devs []paho.Client
+	for _, id := range []string{"spinner", "stepper"} {
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(tg.broker).SetClientID(id))
+		if tok := c.Connect(); tok.Wait() && tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+		defer c.Disconnect(0)
+		devs = append(devs, c)
 	}
-	defer c.Disconnect(0)
-	c.Publish("work/a", 0, false, "spin").Wait()
+	devs[0].Publish("work/a", 0, false, "spin").Wait()
+	exec := tg.g.registry.entry("slow").exec
+	eventually(t, "the spinning invocation to run", func() bool {
+		exec.mu.Lock()
+		defer exec.mu.Unlock()
+		_, running := exec.busy["mqtt:work/a"]
+		return running
+	})
 	for range 50 {
-		c.Publish("work/a", 0, false, "step").Wait() // queued behind the spin, same key
+		devs[1].Publish("work/a", 0, false, "step").Wait() // queued behind the spin, same key
 	}
 	m := tg.g.metrics
 	eventually(t, "the spinning invocation to run and the rest to queue", func() bool {

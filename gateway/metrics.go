@@ -16,13 +16,17 @@ type metrics struct {
 	invocations *prometheus.CounterVec
 	durations   *prometheus.HistogramVec
 	events      *prometheus.CounterVec
+	mqttEvents  prometheus.Counter // events{source="mqtt"}, looked up once
 	dropped     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
 	// logLinesDropped counts function log lines over luafn's Limits.LogLines or LogRate.
 	logLinesDropped *prometheus.CounterVec
-	commitErrors    prometheus.Counter
-	publishErrors   prometheus.Counter
-	authFailures    prometheus.Counter
+	// loopsStopped counts publishes refused past gateway.loops.max_hops, publishesDelayed
+	// those that waited for gateway.loops.publish_rate.
+	loopsStopped, publishesDelayed *prometheus.CounterVec
+	commitErrors                   prometheus.Counter
+	publishErrors                  prometheus.Counter
+	authFailures                   prometheus.Counter
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -47,6 +51,12 @@ func newMetrics(g *Gateway) *metrics {
 		logLinesDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "moongate_log_lines_dropped_total", Help: "Function log lines dropped: over the lines per invocation or per second.",
 		}, []string{"function"}),
+		loopsStopped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_loop_publishes_refused_total", Help: "Function publishes refused: the chain of functions publishing to each other's triggers passed gateway.loops.max_hops.",
+		}, []string{"function"}),
+		publishesDelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "moongate_publishes_delayed_total", Help: "Function publishes that waited for the function's gateway.loops.publish_rate.",
+		}, []string{"function"}),
 		commitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "moongate_commit_errors_total", Help: "Invocation commits the store refused (e.g. disk full).",
 		}),
@@ -57,20 +67,32 @@ func newMetrics(g *Gateway) *metrics {
 			Name: "moongate_console_auth_failures_total", Help: "API and live-stream requests with a wrong or missing token.",
 		}),
 	}
-	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.commitErrors, m.publishErrors,
+	m.mqttEvents = m.events.WithLabelValues("mqtt")
+	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.loopsStopped, m.publishesDelayed, m.commitErrors, m.publishErrors,
 		m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{g: g})
 	return m
 }
 
-func (m *metrics) observeInvocation(fn string, d time.Duration, err error) {
-	result := "ok"
+// invocationSeries are one function's invocation series.
+type invocationSeries struct {
+	ok, failed prometheus.Counter
+	duration   prometheus.Observer
+}
+
+func (m *metrics) invocationSeries(fn string) invocationSeries {
+	return invocationSeries{ok: m.invocations.WithLabelValues(fn, "ok"), failed: m.invocations.WithLabelValues(fn, "error"),
+		duration: m.durations.WithLabelValues(fn)}
+}
+
+func (s invocationSeries) observe(d time.Duration, err error) {
 	if err != nil {
-		result = "error"
+		s.failed.Inc()
+	} else {
+		s.ok.Inc()
 	}
-	m.invocations.WithLabelValues(fn, result).Inc()
-	m.durations.WithLabelValues(fn).Observe(d.Seconds())
+	s.duration.Observe(d.Seconds())
 }
 
 func (m *metrics) handler() http.Handler {
@@ -95,12 +117,20 @@ var (
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
 		[]string{"reason"}, nil)
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
+	descLogLosses = prometheus.NewDesc("moongate_store_log_losses", "Log files (WAL or value log) the store's open found damaged: replay dropped what followed the damage (a copy is in the store's damaged/ dir).", nil, nil)
+	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
+	descDamaged   = prometheus.NewDesc("moongate_store_damaged_tables", "Tables the store's background scrub found damaged since the gateway started: reads take the keys of their bad blocks for missing; stop, run moongate store check, restore.", nil, nil)
+	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+	descPressure  = prometheus.NewDesc("moongate_memory_pressure", "1 while the live heap is near gateway.memory_limit and new state is refused (retained messages, sessions, queued events), else 0.", nil, nil)
+	descSessions  = prometheus.NewDesc("moongate_broker_sessions", "Persistent sessions the embedded broker holds, their devices connected or not.", nil, nil)
+	descEvicted   = prometheus.NewDesc("moongate_broker_sessions_evicted_total", "Persistent sessions the embedded broker ended past its bounds, those whose devices went away longest ago first.", nil, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions} {
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure,
+		descLogLosses, descLogLost, descDamaged, descSyncs} {
 		ch <- d
 	}
 }
@@ -114,6 +144,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for cause, n := range dropsByCause(st.Dropped) {
 			ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
 		}
+		var lost int64
+		for _, l := range st.LogLosses {
+			lost += l.Bytes
+		}
+		ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
+		ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
+		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, float64(len(st.DamagedTables)))
+		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Fsyncs))
 	}
 	for _, s := range g.sinks {
 		st := s.Status()
@@ -135,6 +173,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 		}
 		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
+		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
+	pressed := 0.0
+	if g.mem.Pressed() {
+		pressed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descPressure, prometheus.GaugeValue, pressed)
 }

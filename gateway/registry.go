@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/luafn"
 )
@@ -29,6 +31,7 @@ type FunctionSpec struct {
 	Retries     int               `json:"retries"`
 	Env         map[string]string `json:"env,omitempty"`
 	Emit        string            `json:"emit,omitempty"`
+	Overflow    string            `json:"overflow,omitempty"` // "" is config.OverflowBlock
 	Created     time.Time         `json:"created"`
 	RollbackOf  int               `json:"rollback_of,omitempty"`
 	// ConfigHash is set on versions deployed from moongate.yaml: a restart redeploys the
@@ -43,19 +46,24 @@ func (s *FunctionSpec) sha256() string {
 
 // version is one deployed version of a function: compiled, with its warm VM pool.
 type version struct {
-	name     string
-	number   int
-	spec     FunctionSpec
-	fn       *luafn.Function
-	triggers []config.Trigger
-	emit     string
-	retries  int
-	stats    *fnStats // shared by every version of a function
+	name      string
+	number    int
+	spec      FunctionSpec
+	fn        *luafn.Function
+	triggers  []config.Trigger
+	emit      string
+	retries   int
+	stats     *fnStats      // shared by every version of a function
+	publishes *rate.Limiter // gateway.loops.publish_rate, shared likewise; nil: no limit
 }
 
-// fnStats counts invocations since start, for the API and the console cards.
+// fnStats counts invocations since start, for the API and the console cards, and holds
+// the function's metric series, looked up once: a lookup by label values hashes them,
+// which cost more than the counting on every event.
 type fnStats struct {
 	invocations, errors, durationUS atomic.Int64
+	dropped                         atomic.Int64 // events dropped before they ran
+	series                          invocationSeries
 }
 
 func (s *fnStats) observe(d time.Duration, err error) {
@@ -64,13 +72,15 @@ func (s *fnStats) observe(d time.Duration, err error) {
 	if err != nil {
 		s.errors.Add(1)
 	}
+	s.series.observe(d, err)
 }
 
 // entry is a function name: its executor (ordering, queues) outlives versions.
 type entry struct {
-	exec  *executor
-	cur   atomic.Pointer[version]
-	stats fnStats
+	exec      *executor
+	publishes *rate.Limiter
+	cur       atomic.Pointer[version]
+	stats     fnStats
 }
 
 // registry holds the deployed functions. Deploys swap a version pointer: in-flight
@@ -154,11 +164,11 @@ func (r *registry) build(spec FunctionSpec) (*version, error) {
 func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	vs, err := r.g.versions(spec.Name)
+	latest, err := r.g.store.LatestVersion(spec.Name)
 	if err != nil {
 		return nil, err // guessing the next number could overwrite a stored version
 	}
-	spec.Version = nextVersion(vs)
+	spec.Version = latest + 1
 	if spec.Created.IsZero() {
 		spec.Created = time.Now().UTC()
 	}
@@ -166,6 +176,12 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	// through the API, the CLI or a rollback too.
 	if errs := r.g.cfg.Gateway.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
 		return nil, &CompileError{Field: errs[0].Field, Err: errs[0]}
+	}
+	if err := config.CheckOverflow(spec.Overflow); err != nil {
+		return nil, &CompileError{Field: "overflow", Err: err}
+	}
+	if spec.Overflow == config.OverflowBlock {
+		spec.Overflow = ""
 	}
 	v, err := r.build(spec)
 	if err != nil {
@@ -180,14 +196,6 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 
 // nextVersion numbers a new version after every stored one: numbers are never reused,
 // not even after a delete, so a version number names one source for good.
-func nextVersion(vs []FunctionSpec) int {
-	n := 0
-	for _, s := range vs {
-		n = max(n, s.Version)
-	}
-	return n + 1
-}
-
 // install stores a built version as its function's newest and makes it current. The
 // caller holds r.mu.
 func (r *registry) install(v *version) error {
@@ -202,6 +210,10 @@ func (r *registry) install(v *version) error {
 		return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
 	}
 	r.activate(v)
+	if _, err := r.g.store.PruneVersions(v.name, r.g.cfg.Gateway.VersionHistory); err != nil {
+		// The history is only longer than it should be; the deploy stands.
+		r.g.logger.Warn("prune version history", "function", v.name, "err", err)
+	}
 	return nil
 }
 
@@ -209,10 +221,16 @@ func (r *registry) install(v *version) error {
 func (r *registry) activate(v *version) {
 	e := r.entry(v.name)
 	if e == nil {
-		e = &entry{exec: newExecutor(r.g, v.name)}
+		e = &entry{}
+		e.exec = newExecutor(r.g, v.name, &e.stats)
+		if pr := r.g.cfg.Gateway.Loops.PublishRate; pr > 0 {
+			e.publishes = rate.NewLimiter(rate.Limit(pr), int(max(1, pr)))
+		}
+		e.stats.series = r.g.metrics.invocationSeries(v.name)
 		r.m.Store(v.name, e)
 	}
-	v.stats = &e.stats
+	v.stats, v.publishes = &e.stats, e.publishes
+	e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
 	old := e.cur.Swap(v)
 	r.g.triggersChanged()
 	if old != nil {
@@ -260,6 +278,34 @@ func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	return decodeVersions(name, blobs)
+}
+
+// versionPage reads up to limit versions of name older than before (0: the newest),
+// newest first, and whether older ones remain.
+func (g *Gateway) versionPage(name string, before, limit int) ([]FunctionSpec, bool, error) {
+	blobs, more, err := g.store.VersionPage(name, before, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	vs, err := decodeVersions(name, blobs)
+	return vs, more, err
+}
+
+// storedVersion reads version n of a function from the store.
+func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, bool, error) {
+	b, ok, err := g.store.Version(name, n)
+	if err != nil || !ok {
+		return FunctionSpec{}, false, err
+	}
+	vs, err := decodeVersions(name, [][]byte{b})
+	if err != nil {
+		return FunctionSpec{}, false, err
+	}
+	return vs[0], true, nil
+}
+
+func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
 	out := make([]FunctionSpec, 0, len(blobs))
 	for _, b := range blobs {
 		var s FunctionSpec
@@ -276,7 +322,10 @@ func specFromConfig(f config.Function) FunctionSpec {
 	s := FunctionSpec{
 		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
 		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,
-		Env: f.Env, Emit: f.Emit,
+		Env: f.Env, Emit: f.Emit, Overflow: f.Overflow,
+	}
+	if s.Overflow == config.OverflowBlock {
+		s.Overflow = "" // the default: the same hash as before the key existed
 	}
 	h, _ := json.Marshal(s)
 	sum := sha256.Sum256(h)

@@ -163,22 +163,23 @@ func (r *router) syncTimers() {
 					return
 				case now := <-ticker.C:
 					ev := &luafn.Event{ID: newEventID(), Source: "timer", TS: now.UnixMilli(), Topic: t.Spec}
-					r.dispatch(fn, ev, "timer:"+t.Spec, false, false, func(error) {})
+					r.dispatch(fn, ev, "timer:"+t.Spec, false, nil, source{}, func(error) {})
 				}
 			}
 		}()
 	}
 }
 
-// dispatch hands one event to one function; with wait, it may hold the caller while the
-// function is full (see maxPending).
-func (r *router) dispatch(fn string, ev *luafn.Event, key string, durable, wait bool, done func(error)) {
+// dispatch hands one event to one function; with src.wait, it may hold the caller while
+// the function is full (see maxPending), and with src.inline run the event on the
+// caller's goroutine.
+func (r *router) dispatch(fn string, ev *luafn.Event, key string, durable bool, chain []string, src source, done func(error)) {
 	e := r.g.registry.entry(fn)
 	if e == nil {
 		done(nil)
 		return
 	}
-	e.exec.enqueue(&task{ev: ev, key: key, durable: durable, done: done}, wait)
+	e.exec.enqueue(&task{ev: ev, key: key, durable: durable, chain: chain, done: done}, src)
 }
 
 // HandleMessage implements mqtt.Handler: every function whose trigger matches gets the
@@ -195,7 +196,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		}
 	}
 	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: time.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
-	r.g.metrics.events.WithLabelValues("mqtt").Inc()
+	r.g.metrics.mqttEvents.Inc()
 	r.g.live.event(ev)
 	if len(fns) == 0 {
 		m.Ack()
@@ -214,7 +215,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		}
 	}
 	for _, fn := range fns {
-		r.dispatch(fn, ev, "mqtt:"+m.Topic, m.QoS > 0, m.MayWait, done)
+		r.dispatch(fn, ev, "mqtt:"+m.Topic, m.QoS > 0, m.Chain, source{wait: m.MayWait, inline: m.OnSenderGoroutine}, done)
 	}
 }
 
@@ -231,7 +232,7 @@ func (r *router) HandleReading(rd sensors.Reading) {
 	}
 	ev := &luafn.Event{ID: newEventID(), Source: "sensor", TS: rd.TS.UnixMilli(), Sensor: rd.Sensor, Values: rd.Values}
 	for _, fn := range fns {
-		r.dispatch(fn, ev, "sensor:"+rd.Sensor, false, false, func(error) {})
+		r.dispatch(fn, ev, "sensor:"+rd.Sensor, false, nil, source{}, func(error) {})
 	}
 }
 
@@ -244,6 +245,6 @@ func (r *router) HandleEdge(e sensors.Edge) {
 	ev := &luafn.Event{ID: newEventID(), Source: "gpio", TS: e.TS.UnixMilli(), Pin: e.Pin, Level: e.Level, Edge: e.Edge, Coalesced: e.Coalesced}
 	r.g.live.event(ev)
 	for _, fn := range r.routes.Load().gpio[e.Watch] {
-		r.dispatch(fn, ev, "gpio:"+e.Pin, false, false, func(error) {})
+		r.dispatch(fn, ev, "gpio:"+e.Pin, false, nil, source{}, func(error) {})
 	}
 }

@@ -39,6 +39,7 @@ func (g *Gateway) openBus() (mqtt.Bus, error) {
 			Username: m.Username, Password: m.Password, Logger: logger,
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
+			ShortOfMemory: g.mem.Pressed,
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,
@@ -194,8 +195,12 @@ func (g *Gateway) checkTrigger(t config.Trigger) error {
 // those declared as outputs), the gateway id; its log lines go out as they are made.
 func (g *Gateway) luaHost() luafn.Host {
 	return luafn.Host{KV: g.store, Pins: g.pins, WritablePins: g.outputPins, GatewayID: g.cfg.Gateway.ID, OnLog: g.functionLog,
-		// sync/store's own limits, checked where the function calls, not at commit.
-		Store: luafn.StoreLimits{KeyBytes: store.MaxKeyLen, StreamBytes: store.MaxNameLen, ValueBytes: store.MaxValueLen}}
+		Store: storeLimits()}
+}
+
+// storeLimits are sync/store's own limits, checked where the function calls, not at commit.
+func storeLimits() luafn.StoreLimits {
+	return luafn.StoreLimits{KeyBytes: store.MaxKeyLen, StreamBytes: store.MaxNameLen, ValueBytes: store.MaxValueLen}
 }
 
 // functionLog takes a function's log line as it is made (luafn bounds how many a second):

@@ -31,7 +31,8 @@ type Bus interface {
 	// Unsubscribe removes the subscription of filter; unknown filters are not an error.
 	Unsubscribe(filter string) error
 	// Publish sends a message. With QoS 1 it returns once the broker has the message
-	// (external) or once it is handed to the subscribers (embedded).
+	// (external) or once it is handed to the subscribers (embedded). The embedded broker
+	// hands a chain in ctx (WithChain) to the handler with the message.
 	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 	// Status is a snapshot of the state and counters.
 	Status() Status
@@ -49,9 +50,18 @@ type Message struct {
 	Retain  bool // a retained message, sent because a subscription was made (it may have been seen before)
 	// MayWait says that HandleMessage may hold this message's call to slow its sender
 	// down: a device's publish on the embedded broker, delivered on that device's own
-	// connection goroutine, which nothing else waits for. Never set on an external
-	// broker's messages, nor on the gateway's own publishes.
+	// connection goroutine, or an external broker's message, delivered on the goroutine
+	// that reads the gateway's subscriptions (the gateway publishes on a connection of its
+	// own, so holding it never holds the acknowledgements of the gateway's publishes).
+	// Never set on the gateway's own publishes on the embedded broker.
 	MayWait bool
+	// OnSenderGoroutine says that HandleMessage runs on a goroutine that serves this
+	// message's sender alone (one device connection of the embedded broker), so work done
+	// on it before returning slows that sender only.
+	OnSenderGoroutine bool
+	// Chain names the functions whose invocations published this message (WithChain),
+	// oldest first; nil for a device's message and on an external broker.
+	Chain []string
 
 	ack  func() // nil when there is nothing to acknowledge
 	once sync.Once
@@ -71,7 +81,7 @@ func (m *Message) Ack() {
 // Handler receives the messages of a Bus.
 //
 // HandleMessage must return quickly and must not block, unless the message's MayWait is
-// set (then holding it slows only that message's device down): it runs on the connection's
+// set (then holding it slows its sender down): it runs on the connection's
 // receive path (for the embedded broker, also inside Publish when the gateway publishes to
 // a topic it subscribes to). Work and the call to Ack happen later, on any goroutine.
 // With the embedded broker HandleMessage is called concurrently, from one goroutine per
@@ -142,6 +152,10 @@ type Status struct {
 	// RetainRefused counts retained publishes delivered but not kept: the retained store's
 	// bounds (count, bytes, per device) were reached.
 	RetainRefused uint64
+	// Embedded: the persistent sessions held (their devices connected or gone away), and
+	// those ended past the session bounds (sessions.go).
+	Sessions        int
+	SessionsEvicted uint64
 }
 
 // ErrClosed is returned by the methods of a closed Bus.

@@ -77,10 +77,16 @@ func (o ClientOptions) LogValue() slog.Value {
 // with a stable client id, reconnects by itself and subscribes again on every connection,
 // and acknowledges a QoS 1 or 2 message to the broker only after Message.Ack. Messages
 // reach the handler one at a time, in the order the broker sends them.
+//
+// The gateway publishes on a second connection (client id + "-pub"). paho reads the
+// acknowledgements of a connection's publishes on the goroutine that delivers its
+// messages, so with one connection a handler holding a delivery (backpressure: the
+// gateway is full) would hold the very acknowledgements that free it.
 type Client struct {
 	opts     ClientOptions
 	log      *slog.Logger
-	pc       paho.Client
+	pc       paho.Client // subscriptions and deliveries
+	pub      paho.Client // the gateway's publishes
 	subs     subscriptions
 	unsubs   sync.Map // filters unsubscribed while disconnected: string -> struct{}
 	handler  Handler  // set by Start before the first connection
@@ -166,14 +172,32 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		SetDefaultPublishHandler(c.onMessage).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(c.onConnectionLost)
+	pubOpts := paho.NewClientOptions().
+		AddBroker(opts.Broker).
+		SetClientID(opts.ClientID + "-pub").
+		SetUsername(opts.Username).
+		SetPassword(opts.Password).
+		SetCleanSession(opts.CleanSession). // kept, so publishes in flight are resent
+		SetProtocolVersion(4).
+		SetKeepAlive(opts.KeepAlive).
+		SetConnectTimeout(opts.ConnectTimeout).
+		SetMaxReconnectInterval(opts.MaxReconnectInterval).
+		SetAutoReconnect(true).
+		SetConnectRetry(true). // publishes wait in paho's store until the first connection
+		SetConnectRetryInterval(opts.MaxReconnectInterval).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			c.log.Warn("publishing connection to the broker lost, reconnecting", logKeyErr, err)
+		})
 	if secure {
 		tc, err := loadTLS(opts.TLS)
 		if err != nil {
 			return nil, err
 		}
 		po.SetTLSConfig(tc)
+		pubOpts.SetTLSConfig(tc)
 	}
 	c.pc = paho.NewClient(po)
+	c.pub = paho.NewClient(pubOpts)
 	return c, nil
 }
 
@@ -229,6 +253,7 @@ func (c *Client) Start(ctx context.Context, subs []Subscription, h Handler) erro
 	c.subs.add(subs...)
 	c.handler = h
 	c.setState(StateConnecting)
+	c.pub.Connect() // retries by itself until Close (SetConnectRetry)
 	first := make(chan error, 1)
 	c.wg.Add(1)
 	go c.connect(first)
@@ -358,8 +383,9 @@ func (c *Client) wait(tok paho.Token) error {
 }
 
 // onMessage is paho's default publish handler, called in order on paho's router goroutine.
+// The handler may hold it (MayWait): the broker then keeps what follows.
 func (c *Client) onMessage(_ paho.Client, pm paho.Message) {
-	m := &Message{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained()}
+	m := &Message{Topic: pm.Topic(), Payload: pm.Payload(), QoS: pm.Qos(), Retain: pm.Retained(), MayWait: true}
 	if m.QoS > 0 {
 		if !c.inflight.begin() {
 			return // closing: left unacknowledged, the broker redelivers it next session
@@ -457,7 +483,7 @@ func (c *Client) Publish(ctx context.Context, topic string, payload []byte, qos 
 	if *c.state.Load() == StateClosed {
 		return ErrClosed
 	}
-	tok := c.pc.Publish(topic, qos, retain, payload)
+	tok := c.pub.Publish(topic, qos, retain, payload)
 	select {
 	case <-tok.Done():
 	case <-ctx.Done():
@@ -501,6 +527,7 @@ func (c *Client) Close() error {
 		c.wg.Wait()
 		// Disconnect waits up to 250 ms for the acknowledgements already queued to go out.
 		c.pc.Disconnect(250)
+		c.pub.Disconnect(250)
 		c.setState(StateClosed)
 	})
 	return nil

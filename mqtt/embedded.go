@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,11 @@ type EmbeddedOptions struct {
 	// means 1024 and 128.
 	MaxConnections        int
 	MaxConnectionsPerHost int
+	// MaxSessions caps the persistent sessions held, and MaxSessionsPerHost those of one
+	// IP address; past them the sessions of the devices that went away longest ago end
+	// (sessions.go). Zero means 1024 and 64.
+	MaxSessions        int
+	MaxSessionsPerHost int
 	// ConnectTimeout is how long a new connection may take to send its CONNECT. Zero
 	// means 10s.
 	ConnectTimeout time.Duration
@@ -70,6 +76,10 @@ type EmbeddedOptions struct {
 	// sends a larger one is disconnected, logged (once a minute per client id, with the
 	// size) and counted in Status.Oversize. Zero means 256 KiB (defaultMaxPacketSize).
 	MaxPacketSize uint32
+	// ShortOfMemory, if not nil, reports that the gateway is short of memory: new retained
+	// messages are then delivered but not kept, and a new persistent session ends the
+	// oldest idle one, so that the broker's state stops growing.
+	ShortOfMemory func() bool
 	// Logger receives the broker's log. mochi's own records, errors excepted, are logged
 	// at Debug level. Nil discards.
 	Logger *slog.Logger
@@ -101,15 +111,18 @@ func hideSecret(secret string) string {
 // message on the device's connection until then (later messages of that connection wait
 // behind it, in order), and forwards it to the other subscribers after the ack too.
 type Embedded struct {
-	opts     EmbeddedOptions
-	log      *slog.Logger
-	srv      *mochi.Server
-	tcp      *tcpListener
-	tlsLn    *tcpListener // nil without TLSListen
-	ws       *wsListener
-	subs     subscriptions
-	handler  atomic.Pointer[handlerRef]
-	inflight *inflight
+	opts EmbeddedOptions
+	log  *slog.Logger
+	srv  *mochi.Server
+	// gatewayClient publishes the gateway's messages: mochi's inline client, which its
+	// Publish uses, takes no properties, and a chain (chain.go) travels as one.
+	gatewayClient *mochi.Client
+	tcp           *tcpListener
+	tlsLn         *tcpListener // nil without TLSListen
+	ws            *wsListener
+	subs          subscriptions
+	handler       atomic.Pointer[handlerRef]
+	inflight      *inflight
 
 	started   atomic.Bool
 	stopping  atomic.Bool // Close has begun: nothing more goes to the handler
@@ -132,6 +145,8 @@ type Embedded struct {
 	received, acked, published, refused, oversize atomic.Uint64
 	authFailures, loginsThrottled, aclDenied      atomic.Uint64
 	retainRefused                                 atomic.Uint64
+	sessionsEvicted                               atomic.Uint64
+	goneAt                                        sync.Map // *mochi.Client -> UnixNano it disconnected: persistent sessions only
 	oversizeLog                                   oversizeLog
 }
 
@@ -185,6 +200,12 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	if opts.MaxConnectionsPerHost == 0 {
 		opts.MaxConnectionsPerHost = defaultMaxConnectionsPerHost
 	}
+	if opts.MaxSessions == 0 {
+		opts.MaxSessions = defaultMaxSessions
+	}
+	if opts.MaxSessionsPerHost == 0 {
+		opts.MaxSessionsPerHost = defaultMaxSessionsPerHost
+	}
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = defaultConnectTimeout
 	}
@@ -217,6 +238,7 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		SysTopicResendInterval: sysTopicInterval,
 		Logger:                 slog.New(demoteHandler{e.log.Handler()}).With("component", "mochi"),
 	})
+	e.gatewayClient = e.srv.NewClient(nil, mochi.LocalListener, mochi.InlineClientId, true)
 	if err := e.srv.AddHook(&embeddedHook{e: e}, nil); err != nil {
 		return nil, fmt.Errorf("embedded broker: add hook: %w", err)
 	}
@@ -359,7 +381,16 @@ func (e *Embedded) Publish(ctx context.Context, topic string, payload []byte, qo
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := e.srv.Publish(topic, payload, retain, qos); err != nil {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos, Retain: retain},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    uint16(qos), // as mochi's Publish: inbound QoS needs a packet id to pass its checks
+	}
+	if chain := chainFrom(ctx); len(chain) > 0 {
+		pk.Properties.User = []packets.UserProperty{{Key: chainProperty, Val: strings.Join(chain, ",")}}
+	}
+	if err := e.srv.InjectPacket(e.gatewayClient, pk); err != nil {
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	e.published.Add(1)
@@ -384,6 +415,8 @@ func (e *Embedded) Status() Status {
 		ACLDenied:          e.aclDenied.Load(),
 		ConnectionsRefused: e.conns.Refused(),
 		RetainRefused:      e.retainRefused.Load(),
+		Sessions:           e.sessions(),
+		SessionsEvicted:    e.sessionsEvicted.Load(),
 	}
 	switch {
 	case e.closed.Load():
@@ -443,7 +476,7 @@ func (e *Embedded) deliverRetained(h Handler, s Subscription) {
 // onPublish runs in mochi's OnPublish hook, on the publishing connection's goroutine,
 // before mochi acknowledges the message and forwards it. Returning
 // packets.ErrRejectPacket makes mochi drop the message without acknowledging it.
-func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
+func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet, chain []string) error {
 	ref := e.handler.Load()
 	if ref == nil {
 		return nil
@@ -457,7 +490,11 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 	// could deadlock a publishing invocation.
 	if cl.Net.Inline || qos == 0 {
 		if !e.stopping.Load() {
-			e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: !cl.Net.Inline})
+			m := &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: !cl.Net.Inline, OnSenderGoroutine: !cl.Net.Inline}
+			if cl.Net.Inline {
+				m.Chain = chain
+			}
+			e.deliver(ref.h, m)
 		}
 		return nil
 	}
@@ -469,7 +506,7 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet) error {
 	// so that Close does not cut the connection between the Ack and the PUBACK.
 	e.processing.Store(cl, struct{}{})
 	acked := make(chan struct{})
-	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: true, ack: func() { close(acked) }})
+	e.deliver(ref.h, &Message{Topic: pk.TopicName, Payload: pk.Payload, QoS: qos, MayWait: true, OnSenderGoroutine: true, ack: func() { close(acked) }})
 	t := time.NewTimer(e.opts.AckTimeout)
 	defer t.Stop()
 	select {
@@ -528,6 +565,7 @@ func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet
 // first publishes or is first listed.
 func (h *embeddedHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	h.e.device(cl)
+	h.e.boundSessions(cl)
 }
 
 func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
@@ -539,16 +577,20 @@ func (h *embeddedHook) OnPublish(cl *mochi.Client, pk packets.Packet) (packets.P
 	if !h.e.publishAllowed(cl, pk.TopicName) {
 		return pk, packets.CodeSuccessIgnore // acknowledged, neither delivered nor retained
 	}
-	if pk.FixedHeader.Retain && !cl.Net.Inline && !h.e.retained.admit(cl.ID, pk.TopicName, len(pk.Payload)) {
+	if pk.FixedHeader.Retain && !cl.Net.Inline && (len(pk.Payload) > 0 && h.e.shortOfMemory() || !h.e.retained.admit(cl.ID, pk.TopicName, len(pk.Payload))) {
 		// Delivered, not kept: the retained store is full, or this device's share of it.
 		pk.FixedHeader.Retain = false
 		h.e.retainRefused.Add(1)
 		if h.e.access.denied.Fail("retain " + cl.ID) {
-			h.e.log.Warn("embedded broker: a retained message was not kept: the retained store is full (logged once a minute per device)",
+			h.e.log.Warn("embedded broker: a retained message was not kept: the retained store is full, or the gateway short of memory (logged once a minute per device)",
 				logKeyClient, cl.ID, logKeyTopic, pk.TopicName)
 		}
 	}
-	return pk, h.e.onPublish(cl, pk)
+	var chain []string
+	if cl.Net.Inline {
+		chain = takeChain(&pk) // the gateway's own: no subscriber sees it
+	}
+	return pk, h.e.onPublish(cl, pk, chain)
 }
 
 // OnPacketProcessed runs after mochi has handled a packet, PUBACK written.
@@ -565,6 +607,7 @@ func (h *embeddedHook) OnPacketProcessed(cl *mochi.Client, pk packets.Packet, _ 
 // mochi closes the connection without a word (a 3.1.1 client has no reason code to get).
 func (h *embeddedHook) OnDisconnect(cl *mochi.Client, err error, _ bool) {
 	h.e.devices.Delete(cl)
+	h.e.wentAway(cl)
 	if !errors.Is(err, packets.ErrPacketTooLarge) {
 		return
 	}

@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/mqtt/mqtttest"
 )
@@ -51,4 +56,83 @@ func TestBrokerBacklog(t *testing.T) {
 	t.Logf("a backlog of %d messages committed in %v", total, time.Since(start).Round(time.Millisecond))
 	gw.stop()
 	finalCheck(t, gw, devs, 0)
+}
+
+// TestBrokerBurstQoS0: devices flood Mosquitto with QoS 0 readings faster than the function
+// runs, and the function publishes a QoS 1 message back to the same broker for each. Every
+// reading the broker passed on must reach the function: a full gateway holds the broker
+// back (it stops taking deliveries) instead of dropping, and doing so must not hold back the
+// PUBACKs of the function's own publishes, or it would wait for ever.
+func TestBrokerBurstQoS0(t *testing.T) {
+	broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+	apiPort := freePort(t)
+	dir := t.TempDir()
+	const lua = `
+function handle(event)
+  local p = event.payload
+  kv.incr("count/" .. p.device)
+  mqtt.publish("echo/" .. p.device, {seq = p.seq}, {qos = 1})
+end
+`
+	cfg := writeGatewayFiles(t, dir, strings.Replace(counterConfig(broker.URL, freePort(t), apiPort), "@1", "@0", 1),
+		map[string]string{"counter.lua": lua})
+	gw := newGatewayProc(t, dir, cfg, apiPort)
+	gw.start()
+
+	var echoes atomic.Int64
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(broker.URL).SetClientID("echo-sub").
+		SetDefaultPublishHandler(func(paho.Client, paho.Message) { echoes.Add(1) }))
+	if tok := sub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(0)
+	if tok := sub.Subscribe("echo/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+
+	const devices, perDevice = 4, 10000 // more than the gateway queues per function (16384)
+	var wg sync.WaitGroup
+	for d := range devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("burst-%d", d)
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(broker.URL).SetClientID(id))
+			if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+				t.Errorf("%s: %v", id, tok.Error())
+				return
+			}
+			defer c.Disconnect(250)
+			var last paho.Token
+			for seq := 1; seq <= perDevice; seq++ {
+				last = c.Publish("dev/"+id+"/x", 0, false, fmt.Sprintf(`{"device":%q,"seq":%d}`, id, seq))
+			}
+			last.WaitTimeout(10 * time.Second)
+		}()
+	}
+	wg.Wait()
+
+	total := devices * perDevice
+	ok := func() float64 { return gw.metric(`moongate_invocations_total{function="counter",result="ok"}`) }
+	last, lastChange := 0.0, time.Now()
+	for ok() < float64(total) {
+		if n := ok(); n != last {
+			last, lastChange = n, time.Now()
+		}
+		if time.Since(lastChange) > 5*time.Second {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, 30*time.Second, "the echoes", func() bool { return echoes.Load() >= int64(total) })
+	if n, dropped := ok(), gw.metric("moongate_events_dropped_total"); n != float64(total) || dropped != 0 {
+		t.Fatalf("%v of %d readings invoked, %v dropped", n, total, dropped)
+	}
+	gw.stop()
+	st := openStore(t, gw.storeDir())
+	for d := range devices {
+		if n := kvInt(t, st, "counter", fmt.Sprintf("count/burst-%d", d)); n != perDevice {
+			t.Errorf("burst-%d: %d readings counted, want %d", d, n, perDevice)
+		}
+	}
 }

@@ -33,6 +33,7 @@ func commands() []command {
 	return []command{
 		{"run", "[-c moongate.yaml] [--allow-missing-hardware]", "start the gateway", runCmd},
 		{"check", "[-c moongate.yaml]", "validate the config and the functions, then exit", checkCmd},
+		{"test", "[PATH...] [-c moongate.yaml] [-run RE] [-v] [-json] [--watch]", "run function tests (NAME_test.yaml) offline", testCmd},
 		{"deploy", "NAME FILE.lua [--trigger SPEC|none]... [--timeout D] [--memory SIZE]", "deploy a function (a new version)", deployCmd},
 		{"invoke", "NAME [--event JSON] [--dry-run]", "run a function once with a test event", invokeCmd},
 		{"functions", "", "list functions, versions, triggers, counters", functionsCmd},
@@ -40,6 +41,7 @@ func commands() []command {
 		{"delete", "NAME [--purge]", "delete a function (its KV stays unless --purge)", deleteCmd},
 		{"logs", "[-f] [NAME]", "stream invocations and logs", logsCmd},
 		{"status", "", "uptime, broker, sinks, outbox depth, memory", statusCmd},
+		{"store", "check [-c moongate.yaml | -data DIR]", "verify a stopped gateway's store (exit 1 on damage)", storeCmd},
 		{"passwd", "[-D] FILE USER", "add a device to the embedded broker's password file, or remove it", passwdCmd},
 		{"firmware", "keygen|sign|verify ...", "sign firmware images and check them", firmwareCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
@@ -72,6 +74,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case errors.As(err, &ue):
 			fmt.Fprintf(stderr, "moongate %s: %v\n", c.name, err)
 			return exitUsage
+		case errors.Is(err, errTestsFailed): // the failing cases said it
+			return exitFailure
 		default:
 			fmt.Fprintf(stderr, "moongate %s: %v\n", c.name, err)
 			return exitFailure

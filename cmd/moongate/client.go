@@ -168,6 +168,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	memory := fs.String("memory", "", "memory per invocation, e.g. 16MiB")
 	concurrency := fs.Int("concurrency", 0, "warm VMs")
 	emit := fs.String("emit", "", "stream that returned values are emitted to")
+	overflow := fs.String("overflow", "", "when the function is full: block (hold the sources, the default) or drop_oldest (shed the oldest QoS 0 events)")
 	var env multiFlag
 	fs.Var(&env, "env", "KEY=VALUE for the function's env table (repeat)")
 	pos, err := splitArgs(fs, args)
@@ -217,6 +218,12 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if flagSet(fs, "emit") {
 		body["emit"] = *emit
+	}
+	if flagSet(fs, "overflow") {
+		if err := config.CheckOverflow(*overflow); err != nil {
+			return usagef("--overflow: %v", err)
+		}
+		body["overflow"] = *overflow
 	}
 	if len(env) > 0 {
 		m := map[string]string{}

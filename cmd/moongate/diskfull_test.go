@@ -121,6 +121,7 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 		t.Fatal(err)
 	}
 	start := time.Now()
+	freed := start
 	waitDevices(t, errc, len(devs))
 	for int(gw.metric("moongate_outbox_pending_records")) < total && time.Since(start) < 15*time.Second {
 		time.Sleep(20 * time.Millisecond)
@@ -133,6 +134,25 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 	}
 	gw.stop()
 	finalCheck(t, gw, devs, len(devs)*devs[0].window)
+
+	// Nothing committed while the disk was full: the records after the first `committed`
+	// were committed once space returned, and those among them whose commit was tried
+	// while the disk was full keep the time of that first attempt, not of the last.
+	st := openStore(t, gw.storeDir())
+	defer st.Close()
+	recs, err := st.Read("seen", 0, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retried := 0
+	for _, r := range recs {
+		if r.Seq > uint64(committed) && r.TS < freed.UnixMilli() {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Errorf("no record keeps a time from while the disk was full: retried commits were stamped again")
+	}
 }
 
 // fill writes a file until the file system has no byte left.

@@ -30,26 +30,7 @@ SECS=${1:-10}
 DEVICES=${DEVICES:-50}
 SECTIONS=" ${SECTIONS:-0 1 2 3} "
 section() { [[ $SECTIONS == *" $1 "* ]]; }
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-export CGO_ENABLED=0
-go build -trimpath -ldflags '-s -w' -o "$WORK/moongate" ./cmd/moongate
-go build -o "$WORK/devsim" ./examples/devsim
-
-free_port() {
-	local p
-	while :; do
-		p=$(shuf -i 20000-60000 -n 1)
-		ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-	done
-}
+. examples/bench/lib.sh
 
 # gateway DIR BROKER FUNCTION TRIGGER [EXTRA]: writes DIR/moongate.yaml, starts the
 # gateway, waits for its API; sets API, MQTT and GW_PID.

@@ -112,6 +112,7 @@ functions:
   - name: a
     source: f.lua
     triggers: ["every:1s"]
+    overflow: sometimes
 sync:
   outbox: {on_full: explode}
 `)
@@ -129,7 +130,8 @@ sync:
 		p + ":8: functions[0].timeout: cannot unmarshal `10x` into time.Duration",
 		p + ":9: functions[0].memory: invalid size \"lots\"",
 		p + ":10: functions[1].name: duplicate function \"a\"",
-		p + ":14: sync.outbox.on_full: \"explode\" is not drop_oldest or reject_new",
+		p + ":13: functions[1].overflow: \"sometimes\" is not block or drop_oldest",
+		p + ":15: sync.outbox.on_full: \"explode\" is not drop_oldest or reject_new",
 	}
 	got := err.Error()
 	for _, w := range want {

@@ -40,6 +40,36 @@ func (c *Ceilings) withDefaults() {
 	}
 }
 
+// Loops bound what functions that trigger each other can do: gateway.loops. A message a
+// function publishes on the embedded broker carries the functions whose invocations led
+// to it; past MaxHops functions a publish is refused, so a function that triggers itself,
+// or two that trigger each other, stop there. An external broker cannot carry that chain:
+// there PublishRate, the local publishes per second of one function, is what slows a
+// loop down (a publish over it waits: the function is slowed, nothing is dropped).
+type Loops struct {
+	MaxHops     int     `yaml:"max_hops"`     // default 8
+	PublishRate float64 `yaml:"publish_rate"` // per function, with a burst of as many; default 2000; -1: no limit
+}
+
+func (l *Loops) withDefaults() {
+	if l.MaxHops == 0 {
+		l.MaxHops = 8
+	}
+	if l.PublishRate == 0 {
+		l.PublishRate = 2000
+	}
+}
+
+// DefaultVersionHistory is how many versions of a function are kept by default: enough
+// to roll back through a day of edits, few enough that 500 KB sources stay small on disk.
+const DefaultVersionHistory = 50
+
+// maxVersionHistory bounds gateway.version_history.
+const maxVersionHistory = 10000
+
+// maxHops bounds gateway.loops.max_hops: the chain travels with every message.
+const maxHops = 64
+
 // minFunctionMemory is the least memory a function may have: its VM and the sandbox alone
 // take some hundreds of KiB.
 const minFunctionMemory = Size(1 << 20)
@@ -54,6 +84,25 @@ func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
 // CheckFunctionLimits checks a function's settings against the rules and the gateway's
 // ceilings: the config's functions: entries and the API's deploys go through it alike.
+// What a function does with a QoS 0 event (or a sensor reading, edge or tick) that arrives
+// while it holds as many events as it may (1024): OverflowBlock holds the source (a
+// device waits; nothing is lost), OverflowDropOldest drops the oldest such event queued,
+// of the same key if there is one, for telemetry where the latest value wins. QoS 1
+// events are never dropped.
+const (
+	OverflowBlock      = "block"
+	OverflowDropOldest = "drop_oldest"
+)
+
+// CheckOverflow checks a function's overflow; "" is OverflowBlock.
+func CheckOverflow(s string) error {
+	switch s {
+	case "", OverflowBlock, OverflowDropOldest:
+		return nil
+	}
+	return fmt.Errorf("%q is not %s or %s", s, OverflowBlock, OverflowDropOldest)
+}
+
 func (c Ceilings) CheckFunctionLimits(timeout time.Duration, memory Size, concurrency, retries int) []*FieldError {
 	var errs []*FieldError
 	add := func(field, format string, args ...any) {

@@ -256,3 +256,14 @@ func yamlSyntaxError(file string, err error) *Error {
 	}
 	return e
 }
+
+// DecodeYAML decodes a YAML document other than the config (moongate test's files) into v
+// the way the config is decoded: unknown keys refused, every error with file, line and
+// key, all at once, ${VAR} expanded in values.
+func DecodeYAML(file string, data []byte, v any) error {
+	src, errs := parseSource(file, data)
+	if src == nil {
+		return errs.err()
+	}
+	return src.decode(src.root, "", v).sorted().err()
+}

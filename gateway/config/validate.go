@@ -32,6 +32,14 @@ func (c *Config) validate() ErrorList {
 	default:
 		add("gateway.log_level", "%q is not debug, info, warn or error", c.Gateway.LogLevel)
 	}
+	switch c.Gateway.Durability {
+	case DurabilitySync, DurabilityBatch:
+	default:
+		add("gateway.durability", "%q is not sync or batch", c.Gateway.Durability)
+	}
+	if d := c.Gateway.BatchInterval; d < MinBatchInterval || d > MaxBatchInterval {
+		add("gateway.batch_interval", "%v is not between %v and %v", d, MinBatchInterval, MaxBatchInterval)
+	}
 	if e := c.MQTT.Embedded; c.MQTT.Broker == "embedded" && e.TLSListen != "" && (e.TLS.Cert == "" || e.TLS.Key == "") {
 		add("mqtt.embedded.tls", "tls_listen needs tls.cert and tls.key: the broker's certificate and its key")
 	}
@@ -57,6 +65,16 @@ func (c *Config) validate() ErrorList {
 		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
 	}
 
+	if n := c.Gateway.VersionHistory; n < 1 || n > maxVersionHistory {
+		add("gateway.version_history", "%d is not between 1 and %d", n, maxVersionHistory)
+	}
+	if h := c.Gateway.Loops.MaxHops; h < 1 || h > maxHops {
+		add("gateway.loops.max_hops", "%d is not between 1 and %d", h, maxHops)
+	}
+	if r := c.Gateway.Loops.PublishRate; r < 0 && r != -1 {
+		add("gateway.loops.publish_rate", "%g is not a rate above 0, or -1 for no limit", r)
+	}
+
 	names := map[string]bool{}
 	for i := range c.Functions {
 		f := &c.Functions[i]
@@ -69,6 +87,9 @@ func (c *Config) validate() ErrorList {
 			add(key+".name", "duplicate function %q", f.Name)
 		}
 		names[f.Name] = true
+		if err := CheckOverflow(f.Overflow); err != nil {
+			add(key+".overflow", "%v", err)
+		}
 		if f.Source == "" {
 			add(key+".source", "required: the function's .lua file")
 		} else if code, err := os.ReadFile(c.Resolve(f.Source)); err != nil {
@@ -102,6 +123,9 @@ func (c *Config) validate() ErrorList {
 		}
 	}
 
+	if o := c.Sync.Outbox; o.MaxStreamBytes > o.MaxBytes {
+		add("sync.outbox.max_stream_bytes", "%s is more than sync.outbox.max_bytes (%s)", o.MaxStreamBytes, o.MaxBytes)
+	}
 	switch c.Sync.Outbox.OnFull {
 	case "drop_oldest", "reject_new":
 	default:

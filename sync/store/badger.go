@@ -66,7 +66,13 @@ func badgerOptions(o *Options) badger.Options {
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(3).
 		WithNumCompactors(2).
-		WithCompactL0OnClose(true)
+		WithCompactL0OnClose(true).
+		// A block read that fails its checksum is skipped rather than decoded: Badger
+		// then takes its keys for missing, which is why Open verifies every table
+		// first (verify.go). A value read from the value log that fails its checksum
+		// is an error.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true)
 	// No With method: uniform table sizes across levels.
 	bo.TableSizeMultiplier = 1
 	if o.tune != nil {

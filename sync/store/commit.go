@@ -36,6 +36,12 @@ type Commit struct {
 	Namespace string   // the function's KV namespace (its name)
 	KV        []KVOp   // applied in order
 	Records   []Append // appended to the outbox in order
+	// Lazy lets Commit return once the commit is written, before it is synced: it is
+	// synced with the next commit that is not lazy, or Options.BatchInterval later at
+	// the latest. Until then a power loss (not a crash of the process: the kernel has
+	// the pages) can take it, never a commit synced before it. For events nobody waits
+	// for (QoS 0 telemetry).
+	Lazy bool
 }
 
 // Commit applies c atomically and durably: when it returns nil, every KV
@@ -61,7 +67,7 @@ func (s *Store) Commit(ctx context.Context, c Commit) error {
 	if len(c.KV) == 0 && len(c.Records) == 0 {
 		return nil
 	}
-	j := &job{kind: jobCommit, commit: c}
+	j := &job{kind: jobCommit, commit: c, lazy: c.Lazy && s.opts.BatchInterval > 0}
 	if err := s.submit(ctx, j); err != nil {
 		return fmt.Errorf("commit %s: %w", c.Namespace, err)
 	}
@@ -90,6 +96,7 @@ type job struct {
 	puts   []entry
 	prefix []byte
 	stream string
+	lazy   bool // may return before its sync (Commit.Lazy)
 
 	out  []Record
 	n    int
@@ -133,10 +140,19 @@ func (s *Store) run() {
 	defer tick.Stop()
 	batch := make([]*job, 0, maxGroupJobs)
 	for {
+		var syncDue <-chan time.Time
+		if s.syncTimer != nil {
+			syncDue = s.syncTimer.C
+		}
 		select {
 		case j := <-s.jobs:
 			batch = s.collect(append(batch[:0], j))
 			s.runGroup(batch)
+		case <-syncDue:
+			s.syncTimer = nil
+			if err := s.syncLazy(); err != nil {
+				s.log.Error("store: sync of lazy commits", "err", err)
+			}
 		case <-tick.C:
 			s.maintain()
 		case reply := <-s.maintainNow:
@@ -146,10 +162,14 @@ func (s *Store) run() {
 			for {
 				batch = s.collect(batch[:0])
 				if len(batch) == 0 {
-					return
+					break
 				}
 				s.runGroup(batch)
 			}
+			if err := s.syncLazy(); err != nil {
+				s.log.Error("store: sync of lazy commits", "err", err)
+			}
+			return
 		}
 	}
 }
@@ -223,6 +243,7 @@ func (s *Store) runGroup(jobs []*job) {
 			g.reset(nil)
 		}
 		g.merge(c)
+		g.durable = g.durable || !j.lazy
 		merged = append(merged, j)
 	}
 	if failed == nil {
@@ -277,12 +298,38 @@ func (s *Store) flush(g *batch) error {
 	s.apply(g)
 	s.recent.written(g.ents)
 	s.groups.Add(1)
-	if g.big {
+	if !g.durable {
+		// Lazy commits only: synced with the next durable group, or by the timer.
+		s.unsynced = true
+		s.lazyAppend = s.lazyAppend || g.appended
+		if s.syncTimer == nil {
+			s.syncTimer = time.NewTimer(s.opts.BatchInterval)
+		}
+		return nil
+	}
+	return s.syncLogs(g.big, g.appended)
+}
+
+// syncLazy syncs the lazy commits written since the last sync, if any.
+func (s *Store) syncLazy() error {
+	if !s.unsynced {
+		return nil
+	}
+	return s.syncLogs(false, false)
+}
+
+// syncLogs makes every written group durable: it syncs the current WAL and value-log
+// file, and the value-log files rotated away from while writing (big: this group wrote
+// large values). Lazy groups written since the last sync may sit in a WAL or value-log
+// file Badger has rotated away from since, which db.Sync does not sync: those are
+// synced too. It then wakes the sinks if records were appended.
+func (s *Store) syncLogs(big, appended bool) error {
+	if big || s.unsynced {
 		// The value log first: Badger's Sync syncs the WAL and then the value
 		// log, and a power cut between the two leaves WAL entries that point at
 		// value-log bytes that never reached the disk: a record that reads back
 		// empty, with the rest of its commit applied (TestPowerCut). This also
-		// syncs a value-log file rotated while the group was written, which
+		// syncs a value-log file rotated while the groups were written, which
 		// db.Sync, syncing only the current one, would leave out.
 		if err := s.syncVlogs(); err != nil {
 			return fmt.Errorf("sync: %w", err)
@@ -291,8 +338,19 @@ func (s *Store) flush(g *batch) error {
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	if s.unsynced {
+		if err := syncLogFiles(s.opts.Dir, ".mem", 0); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
 	s.fsyncs.Add(1)
-	if g.appended {
+	appended = appended || s.lazyAppend
+	s.unsynced, s.lazyAppend = false, false
+	if s.syncTimer != nil {
+		s.syncTimer.Stop()
+		s.syncTimer = nil
+	}
+	if appended {
 		s.mu.Lock()
 		close(s.changed)
 		s.changed = make(chan struct{})
@@ -387,8 +445,9 @@ type batch struct {
 	freed   map[string]int64 // record bytes deleted, per stream
 	size    int64            // transaction bytes, as cost counts them
 	count   int64
-	// appended: records were added; big: a value goes to the value log.
-	appended, big bool
+	// appended: records were added; big: a value goes to the value log; durable: a
+	// job that is not lazy is in it, so its write is synced before it returns.
+	appended, big, durable bool
 }
 
 // indexFrom is the length of ents from which a batch indexes them in a map.
@@ -616,7 +675,7 @@ func (b *batch) kvGet(k []byte) (entry, bool, error) {
 	if err != nil {
 		return entry{}, false, err
 	}
-	v, err := item.ValueCopy(nil)
+	v, err := valueCopy(item)
 	return entry{key: k, value: v, expiresAt: item.ExpiresAt()}, err == nil, err
 }
 
@@ -695,6 +754,8 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 	ms := b.s.now().UnixMilli()
 	out := make([]Record, 0, len(recs))
 	var added int64
+	from := map[string]uint64{}   // per stream: the first seq this call appends
+	addedTo := map[string]int64{} // per stream: the bytes it appends
 	for _, a := range recs {
 		if err := checkAppend(a); err != nil {
 			return nil, err
@@ -704,6 +765,9 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 			h = newHead()
 		}
 		seq := h.Last + 1
+		if _, ok := from[a.Stream]; !ok {
+			from[a.Stream] = seq
+		}
 		id, err := ulid.New(uint64(ms), b.s.entropy)
 		if err != nil {
 			// The monotonic entropy overflowed within this millisecond.
@@ -722,8 +786,24 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 		setMap(&b.staged, a.Stream, append(b.staged[a.Stream], stagedRec{seq: seq, ms: ms, size: size, key: key}))
 		b.total += int64(size)
 		added += int64(size)
+		addedTo[a.Stream] += int64(size)
 		b.appended = true
 		out = append(out, Record{ID: id.String(), Stream: a.Stream, Seq: seq, TS: a.TS, Function: a.Function, Data: a.Data})
+	}
+	if cap := b.s.opts.MaxStreamBytes; cap > 0 {
+		for stream, n := range addedTo {
+			h, _ := b.head(stream)
+			if h.Bytes <= cap {
+				continue
+			}
+			if n > cap || b.s.opts.OnFull == RejectNew {
+				b.s.countRejected(recs)
+				return nil, fmt.Errorf("stream %s: %d bytes pending with %d new, stream quota %d: %w", stream, h.Bytes-n, n, cap, ErrFull)
+			}
+			if err := b.shedStream(stream, h.Bytes-cap, from[stream]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	quota := b.s.opts.MaxOutboxBytes
 	total := b.pendingTotal()
@@ -734,7 +814,7 @@ func (b *batch) stageRecords(recs []Append) ([]Record, error) {
 		b.s.countRejected(recs)
 		return nil, fmt.Errorf("%d bytes pending with %d new, quota %d: %w", total-added, added, quota, ErrFull)
 	}
-	if err := b.dropOldest(total - quota); err != nil {
+	if err := b.shed(total-quota, from); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -756,31 +836,57 @@ const (
 	causeTTL
 )
 
-// dropOldest deletes the oldest pending records, across streams, until need
-// bytes are freed.
-func (b *batch) dropOldest(need int64) error {
+// shed deletes pending records until need bytes are freed: from the stream that holds the
+// most first, its oldest first, so that a noisy stream sheds its own records before a quiet
+// one loses any (a junk stream once evicted billing records that were never delivered).
+// The records this commit appends (from[stream] on) are not shed.
+func (b *batch) shed(need int64, from map[string]uint64) error {
+	exhausted := map[string]bool{}
 	for need > 0 {
-		oldest, next := "", ""
-		var oldestMs, nextMs int64 = math.MaxInt64, math.MaxInt64
+		victim, most, second := "", int64(-1), int64(0)
 		for _, name := range b.streams() {
 			h, _ := b.head(name)
-			if h.pending() == 0 {
+			if exhausted[name] || h.pending() == 0 {
 				continue
 			}
 			switch {
-			case h.FirstMs < oldestMs || (h.FirstMs == oldestMs && name < oldest):
-				next, nextMs = oldest, oldestMs
-				oldest, oldestMs = name, h.FirstMs
-			case h.FirstMs < nextMs || (h.FirstMs == nextMs && name < next):
-				next, nextMs = name, h.FirstMs
+			case h.Bytes > most || (h.Bytes == most && name < victim):
+				second = max(second, most)
+				victim, most = name, h.Bytes
+			case h.Bytes > second:
+				second = h.Bytes
 			}
 		}
-		if oldest == "" {
+		if victim == "" {
 			return fmt.Errorf("nothing left to drop, %d bytes over quota: %w", need, ErrFull)
 		}
+		first, appending := from[victim]
 		var freed int64
-		n, err := b.deleteFront(oldest, causeQuota, func(_ uint64, ms int64, size uint32) bool {
-			if freed >= need || (ms > nextMs && freed > 0) {
+		n, err := b.deleteFront(victim, causeQuota, func(seq uint64, _ int64, size uint32) bool {
+			if appending && seq >= first || freed >= need || freed > 0 && most-freed < second {
+				return true // this commit's own, enough, or no longer the largest
+			}
+			freed += int64(size)
+			return false
+		})
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			exhausted[victim] = true
+			continue
+		}
+		need -= freed
+	}
+	return nil
+}
+
+// shedStream deletes stream's oldest records, before seq before, until need bytes are freed.
+func (b *batch) shedStream(stream string, need int64, before uint64) error {
+	for need > 0 {
+		var freed int64
+		n, err := b.deleteFront(stream, causeQuota, func(seq uint64, _ int64, size uint32) bool {
+			if seq >= before || freed >= need {
 				return true
 			}
 			freed += int64(size)
@@ -790,7 +896,7 @@ func (b *batch) dropOldest(need int64) error {
 			return err
 		}
 		if n == 0 {
-			return fmt.Errorf("stream %s: no record to drop: %w", oldest, ErrFull)
+			return fmt.Errorf("stream %s: nothing left to drop, %d bytes over its quota: %w", stream, need, ErrFull)
 		}
 		need -= freed
 	}

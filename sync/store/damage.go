@@ -5,8 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/table"
 )
 
 // checkManifest refuses a data dir that holds Badger's tables or logs but no MANIFEST:
@@ -35,6 +37,74 @@ func checkManifest(dir string) error {
 	return fmt.Errorf("%w: %s is missing but %d table and log files are there (%s): opening would delete them. "+
 		"Restore the data dir from a copy, or move it aside (mv %s %s.damaged) to start with an empty store",
 		ErrDamaged, badger.ManifestFilename, len(data), strings.Join(data[:min(3, len(data))], ", "), dir, dir)
+}
+
+// checkDir refuses a data dir Badger would open with a silent loss: a lost MANIFEST or a
+// damaged table. It returns the tables it verified and the log tails the replay will
+// drop, copied aside first.
+func checkDir(dir string, bo badger.Options, now time.Time) (TableReport, []LogLoss, error) {
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return TableReport{}, nil, err
+	}
+	defer unlock()
+	if err := checkManifest(dir); err != nil {
+		return TableReport{}, nil, err
+	}
+	tr, err := verifyTables(dir, bo)
+	if err != nil {
+		return tr, nil, err
+	}
+	losses, err := checkLogs(dir, now)
+	if err != nil {
+		return tr, nil, err
+	}
+	cut, err := checkManifestCut(dir, tr, now)
+	if cut != nil {
+		losses = append(losses, *cut)
+	}
+	return tr, losses, err
+}
+
+// checkManifestCut handles a MANIFEST that ends in a partial entry. Badger cuts it at
+// its last whole entry and deletes every table the rest would have listed: after a torn
+// write (the power failed while a compaction committed) those tables hold nothing that
+// is not elsewhere, but a MANIFEST cut short by damage takes every table it no longer
+// lists with it. Which of the two it was cannot be told from the file, so the tables are
+// moved to dir/damaged (Badger then has none to delete) and the cut is reported as a loss.
+func checkManifestCut(dir string, tr TableReport, now time.Time) (*LogLoss, error) {
+	if tr.manifestEnd >= tr.mfSize {
+		return nil, nil
+	}
+	ssts, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		return nil, err
+	}
+	var unlisted []string
+	for _, p := range ssts {
+		if id, ok := table.ParseFileID(p); ok && !tr.listed[id] {
+			unlisted = append(unlisted, p)
+		}
+	}
+	if len(unlisted) == 0 {
+		return nil, nil
+	}
+	data, err := os.ReadFile(filepath.Join(dir, badger.ManifestFilename))
+	if err != nil {
+		return nil, err
+	}
+	loss := &LogLoss{File: badger.ManifestFilename, Offset: tr.manifestEnd, Bytes: tr.mfSize - tr.manifestEnd}
+	if loss.Copy, err = keepCopy(dir, badger.ManifestFilename, data, now); err != nil {
+		return nil, err
+	}
+	for _, p := range unlisted {
+		to := filepath.Join(filepath.Dir(loss.Copy), filepath.Base(p)+"."+now.UTC().Format("20060102T150405Z"))
+		if err := os.Rename(p, to); err != nil {
+			return nil, fmt.Errorf("move %s aside: %w", filepath.Base(p), err)
+		}
+		loss.Tables = append(loss.Tables, filepath.Base(p))
+	}
+	return loss, nil
 }
 
 // openBadger opens the database; a damaged file that makes Badger panic (a truncated

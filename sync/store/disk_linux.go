@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -32,4 +33,19 @@ func diskUsage(dir string) (int64, error) {
 		n += int64(st.Blocks) * 512
 	}
 	return n, nil
+}
+
+// lockDir takes Badger's directory lock (the flock Badger takes on the directory) while
+// the store reads files before opening Badger, so that a gateway running on dir cannot
+// compact them away under the check. unlock releases it.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another process has the store open (lock on %s): %w", dir, err)
+	}
+	return func() { f.Close() }, nil
 }

@@ -37,7 +37,7 @@ func (s *Store) Versions(name string) ([][]byte, error) {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: versionPrefix(name), PrefetchValues: true, PrefetchSize: 8})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
+			v, err := valueCopy(it.Item())
 			if err != nil {
 				return err
 			}
@@ -79,7 +79,7 @@ func (s *Store) Active() (map[string]int, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			err := item.Value(func(v []byte) error {
+			err := valueOf(item, func(v []byte) error {
 				if len(v) != 4 {
 					return fmt.Errorf("active version of %q: %d bytes", item.Key()[1:], len(v))
 				}
@@ -119,7 +119,7 @@ func (s *Store) GetMeta(key string) ([]byte, bool, error) {
 		if err != nil {
 			return err
 		}
-		v, err = item.ValueCopy(nil)
+		v, err = valueCopy(item)
 		return err
 	})
 	if err == badger.ErrKeyNotFound {

@@ -40,7 +40,7 @@ func (s *Store) KVGet(ns, key string) (value []byte, ok bool, err error) {
 		if err != nil {
 			return err
 		}
-		value, err = item.ValueCopy(nil)
+		value, err = valueCopy(item)
 		ok = err == nil
 		return err
 	})
@@ -72,7 +72,7 @@ func (s *Store) KVList(ns, prefix string, limit, maxValue, maxTotal int) ([]KV, 
 	err := s.kvScan(ns, prefix, limit, false, func(key string, item *badger.Item) error {
 		kv := KV{Key: key, Size: int(item.ValueSize())}
 		if (maxValue <= 0 || kv.Size <= maxValue) && (maxTotal <= 0 || total+kv.Size <= maxTotal) {
-			v, err := item.ValueCopy(nil)
+			v, err := valueCopy(item)
 			if err != nil {
 				return err
 			}

@@ -161,7 +161,7 @@ func (s *Store) Read(stream string, afterSeq uint64, maxRecords, maxBytes int) (
 			}
 			total += int(size)
 			r := Record{Stream: stream, Seq: seq}
-			if err := item.Value(func(v []byte) error { return decodeRecord(v, &r) }); err != nil {
+			if err := valueOf(item, func(v []byte) error { return decodeRecord(v, &r) }); err != nil {
 				return err
 			}
 			out = append(out, r)

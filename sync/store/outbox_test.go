@@ -268,3 +268,47 @@ func TestVersionsAndMeta(t *testing.T) {
 		t.Errorf("KV kept after purge: %s", got)
 	}
 }
+
+// A noisy stream sheds its own records first: the billing records, older but few, are
+// kept while the junk stream that fills the outbox loses its oldest. With a per-stream
+// quota the junk stream is held to it even while the outbox has room.
+func TestQuotaNoisyStreamShedsItsOwn(t *testing.T) {
+	size := recordSize(t, "junk", `"0123456789"`)
+	clk := &clock{time.Unix(1_700_000_000, 0)}
+	s := openTest(t, Options{MaxOutboxBytes: 20 * size, now: clk.now})
+	for range 3 {
+		appendOne(t, s, "bill", `"0123456789"`)
+		clk.t = clk.t.Add(time.Second)
+	}
+	for range 100 {
+		appendOne(t, s, "junk", `"0123456789"`)
+		clk.t = clk.t.Add(time.Second)
+	}
+	st := s.Stats()
+	if b := st.Streams["bill"]; b.Pending != 3 || b.Dropped.Quota != 0 {
+		t.Fatalf("billing: %+v: a quiet stream lost records to a noisy one", b)
+	}
+	if j := st.Streams["junk"]; j.Pending != 17 || j.Dropped.Quota != 83 || j.FirstSeq != 84 {
+		t.Fatalf("junk: %+v, want its newest 17", j)
+	}
+
+	s = openTest(t, Options{MaxOutboxBytes: 20 * size, MaxStreamBytes: 5 * size, now: clk.now})
+	for range 10 {
+		appendOne(t, s, "junk", `"0123456789"`)
+	}
+	appendOne(t, s, "bill", `"0123456789"`)
+	st = s.Stats()
+	if j := st.Streams["junk"]; j.Pending != 5 || j.Dropped.Quota != 5 {
+		t.Fatalf("junk under a stream quota of 5: %+v", j)
+	}
+	if b := st.Streams["bill"]; b.Pending != 1 {
+		t.Fatalf("billing: %+v", b)
+	}
+	var many []Append
+	for range 6 {
+		many = append(many, Append{Stream: "junk", Data: []byte(`"0123456789"`)})
+	}
+	if _, err := s.Append(context.Background(), many...); !errors.Is(err, ErrFull) {
+		t.Fatalf("one commit over the stream quota: %v, want ErrFull", err)
+	}
+}

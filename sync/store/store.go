@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -30,8 +31,9 @@ import (
 type OnFull int
 
 const (
-	// DropOldest deletes the oldest pending records, across all streams, to make
-	// room. Each dropped record is counted (Stats, cause "quota").
+	// DropOldest deletes pending records to make room, the oldest of the stream
+	// that holds the most first (see Options.MaxOutboxBytes). Each dropped record
+	// is counted (Stats, cause "quota").
 	DropOldest OnFull = iota
 	// RejectNew fails the commit with ErrFull; nothing of it is written. The
 	// rejected records are counted (Stats, cause "rejected").
@@ -52,8 +54,12 @@ type Options struct {
 	Dir string
 
 	// MaxOutboxBytes bounds the pending outbox records of all streams together,
-	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes.
+	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes. Past it, with
+	// DropOldest, the stream that holds the most sheds its oldest records first.
 	MaxOutboxBytes int64
+	// MaxStreamBytes, if above 0, bounds one stream's pending records too: past it that
+	// stream sheds its own oldest (DropOldest) or the commit fails (RejectNew).
+	MaxStreamBytes int64
 
 	// OutboxTTL is how long a record may wait in the outbox; older records are
 	// deleted by the periodic maintenance and counted (cause "ttl").
@@ -76,6 +82,17 @@ type Options struct {
 	// TTL expiry, and trimming of records every consumer has acknowledged.
 	// 0 means DefaultMaintenance.
 	Maintenance time.Duration
+
+	// Scrub is the period of the background check of every table against its checksums
+	// (see Stats().DamagedTables). 0 means DefaultScrub; a negative value disables it.
+	Scrub time.Duration
+
+	// BatchInterval is the longest a lazy commit (Commit.Lazy) waits for its sync: the
+	// store writes it at once and syncs it with the next commit that is not lazy, or
+	// BatchInterval after it at the latest. Fewer syncs write fewer pages to flash
+	// (an SD card wears out by the pages written); a power loss can take the lazy
+	// commits of the last BatchInterval. 0 syncs lazy commits like any other.
+	BatchInterval time.Duration
 
 	// Logger receives the store's and Badger's messages. nil discards them.
 	Logger *slog.Logger
@@ -111,6 +128,9 @@ type Store struct {
 	// maintainNow asks the committer to run maintenance at once (tests).
 	maintainNow chan chan struct{}
 
+	// scrubStop is closed by Close; the scrub goroutine closes scrubDone when it stopped.
+	scrubStop, scrubDone chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -122,6 +142,8 @@ type Store struct {
 	total     int64             // pending outbox bytes, all streams
 	rejected  map[string]uint64 // records refused by RejectNew, per stream
 	changed   chan struct{}
+	// damagedTables are the tables a scrub found damaged since the open.
+	damagedTables []string
 
 	commits, groups, fsyncs atomic.Uint64
 
@@ -134,6 +156,14 @@ type Store struct {
 	group   batch            // the group being staged, reused (see runGroup)
 	job     batch            // the job being staged on top of it, reused
 	maxVlog uint32           // highest value-log file id seen
+
+	tables TableReport // what the open verified
+	losses []LogLoss   // what the open's replay dropped
+
+	// Owned by the committer: lazy commits written but not synced yet.
+	unsynced   bool
+	lazyAppend bool        // some of them appended records: wake the sinks at the sync
+	syncTimer  *time.Timer // armed while unsynced: the sync BatchInterval after the first
 }
 
 type cursorID struct{ consumer, stream string }
@@ -156,6 +186,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.Maintenance == 0 {
 		opts.Maintenance = DefaultMaintenance
 	}
+	if opts.Scrub == 0 {
+		opts.Scrub = DefaultScrub
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -167,13 +200,19 @@ func Open(opts Options) (*Store, error) {
 	if err := atomicfile.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
-	if err := checkManifest(opts.Dir); err != nil {
+	bo := badgerOptions(&opts)
+	tables, losses, err := checkDir(opts.Dir, bo, opts.now())
+	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
-	bo := badgerOptions(&opts)
 	db, err := openBadger(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	for _, l := range losses {
+		opts.Logger.Error("store: a log was damaged: the open dropped what followed the damage",
+			"file", l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy, "tables_moved_aside", l.Tables,
+			"what_to_do", "commits after the offset are lost; restore the data dir from a copy to get them back (DURABILITY.md, Recovery)")
 	}
 	s := &Store{
 		db:          db,
@@ -191,6 +230,10 @@ func Open(opts Options) (*Store, error) {
 		changed:     make(chan struct{}),
 		entropy:     ulid.Monotonic(rand.Reader, 0),
 		freed:       make(map[string]int64),
+		tables:      tables,
+		losses:      losses,
+		scrubStop:   make(chan struct{}),
+		scrubDone:   make(chan struct{}),
 	}
 	s.group.s, s.job.s = s, s
 	s.txnSize, s.txnCount = txnLimits(bo)
@@ -200,6 +243,11 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.maxVlog, _ = maxLogFid(opts.Dir, ".vlog")
 	go s.run()
+	if opts.Scrub > 0 {
+		go s.scrubLoop(opts.Scrub)
+	} else {
+		close(s.scrubDone)
+	}
 	return s, nil
 }
 
@@ -210,7 +258,7 @@ func (s *Store) load() error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			stream := string(item.Key()[1:])
-			err := item.Value(func(v []byte) error {
+			err := valueOf(item, func(v []byte) error {
 				h, err := decodeHead(v)
 				s.heads[stream] = h
 				s.total += h.Bytes
@@ -231,7 +279,7 @@ func (s *Store) load() error {
 			if !ok {
 				continue
 			}
-			err := item.Value(func(v []byte) error {
+			err := valueOf(item, func(v []byte) error {
 				if len(v) != 8 {
 					return fmt.Errorf("cursor %s/%s: %d bytes", consumer, stream, len(v))
 				}
@@ -255,6 +303,8 @@ func (s *Store) Close() error {
 		s.gate.Unlock()
 		close(s.quit)
 		<-s.done
+		close(s.scrubStop)
+		<-s.scrubDone
 		s.dbUse.Lock()
 		s.dbClosed = true
 		if err := s.db.Close(); err != nil {
@@ -308,6 +358,12 @@ type Stats struct {
 	Commits        uint64 // requests committed (invocations, appends, acks, puts)
 	Groups         uint64 // Badger transactions written for them
 	Fsyncs         uint64 // syncs of the logs; about one per group
+	// LogLosses lists the log tails the open's replay dropped as damaged; each one is
+	// commits lost (see LogLoss).
+	LogLosses []LogLoss
+	// DamagedTables lists the tables the background scrub (Options.Scrub) found damaged
+	// since the open: reads take the keys of their bad blocks for missing.
+	DamagedTables []string
 }
 
 // Stats returns a snapshot of the outbox and the store's counters.
@@ -318,8 +374,10 @@ func (s *Store) Stats() Stats {
 		Commits:   s.commits.Load(),
 		Groups:    s.groups.Load(),
 		Fsyncs:    s.fsyncs.Load(),
+		LogLosses: slices.Clone(s.losses),
 	}
 	s.mu.RLock()
+	st.DamagedTables = slices.Clone(s.damagedTables)
 	for name, h := range s.heads {
 		ss := StreamStats{
 			FirstSeq: h.First, LastSeq: h.Last, Pending: h.pending(), Bytes: h.Bytes,

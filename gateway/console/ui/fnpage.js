@@ -237,7 +237,8 @@ export class FunctionPage {
     box.hidden = false;
   }
 
-  versions(doc) {
+  // versions lists the history page of doc; with more, appends it to what is listed.
+  versions(doc, more = false) {
     const items = (doc.versions || []).map((v) => {
       const current = v.version === doc.version;
       return h('li', {'data-testid': 'version', dataset: {version: v.version}},
@@ -249,7 +250,27 @@ export class FunctionPage {
           h('button', {class: 'btn small', 'data-testid': `rollback-${v.version}`, onclick: (ev) => this.armRollback(ev.currentTarget, v.version)}, 'Roll back'),
         ]);
     });
-    $('versions').replaceChildren(...(items.length ? items : [h('li', {class: 'muted'}, 'No history.')]));
+    const list = $('versions');
+    if (more) {
+      list.querySelector('[data-testid=versions-more]')?.remove();
+      list.append(...items);
+    } else {
+      list.replaceChildren(...(items.length ? items : [h('li', {class: 'muted'}, 'No history.')]));
+    }
+    const oldest = (doc.versions || []).at(-1);
+    if (doc.versions_more && oldest) {
+      list.append(h('li', {'data-testid': 'versions-more'},
+        h('button', {class: 'btn small ghost', onclick: () => this.olderVersions(doc.version, oldest.version)}, 'Older versions')));
+    }
+  }
+
+  async olderVersions(current, before) {
+    try {
+      const doc = await get(`${fnPath(this.name)}?history_before=${before}`);
+      this.versions({...doc, version: current}, true);
+    } catch (err) {
+      this.status(err.message, 'err');
+    }
   }
 
   async view(version) {

@@ -64,7 +64,8 @@ export class FunctionsView {
       const inv = c.invocations || 0;
       const errs = c.errors || 0;
       foot.replaceChildren(
-        h('span', {'data-testid': 'fn-counts'}, `${count(inv, 'invocation')} · ${count(errs, 'error')}`),
+        h('span', {'data-testid': 'fn-counts'}, `${count(inv, 'invocation')} · ${count(errs, 'error')}`
+          + (c.dropped ? ` · ${count(c.dropped, 'dropped event')}` : '')),
         h('span', {}, inv ? `mean ${micros(c.duration_us_sum / inv)}` : ''));
       if (!inv) {
         metrics.replaceChildren(h('div', {class: 'metric none', 'data-testid': 'fn-none'}, 'no invocations yet'));

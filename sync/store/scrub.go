@@ -1,0 +1,68 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+)
+
+// DefaultScrub is the period of the background check of every table (Options.Scrub).
+const DefaultScrub = 6 * time.Hour
+
+// scrubLoop runs scrub every period until Close.
+func (s *Store) scrubLoop(period time.Duration) {
+	defer close(s.scrubDone)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.scrubStop:
+			return
+		case <-tick.C:
+			s.scrub()
+		}
+	}
+}
+
+// scrub verifies every table Badger has open, as Open does before opening them. A block
+// that goes bad under a running gateway is otherwise silent: Badger takes its keys for
+// missing, and a compaction may then drop them for good. A damaged table is logged at
+// ERROR and stays in Stats().DamagedTables until the next open, which refuses it.
+func (s *Store) scrub() {
+	s.dbUse.RLock()
+	if s.dbClosed {
+		s.dbUse.RUnlock()
+		return
+	}
+	tables := s.db.Tables()
+	s.dbUse.RUnlock()
+	for _, ti := range tables {
+		path := table.NewFilename(ti.ID, s.opts.Dir)
+		name := filepath.Base(path)
+		// The store writes uncompressed tables only (badgerOptions).
+		_, err := verifyTable(path, options.None, blockSize)
+		if err == nil || errors.Is(err, os.ErrNotExist) { // gone: compacted away meanwhile
+			continue
+		}
+		select {
+		case <-s.scrubStop:
+			return
+		default:
+		}
+		s.mu.Lock()
+		known := slices.Contains(s.damagedTables, name)
+		if !known {
+			s.damagedTables = append(s.damagedTables, name)
+		}
+		s.mu.Unlock()
+		if !known {
+			s.log.Error("store: a table is damaged: reads take the keys of its bad blocks for missing until the gateway is stopped and the store restored",
+				"file", name, "err", err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
+		}
+	}
+}
