@@ -112,7 +112,7 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 			return errAbandoned
 		}
 		g.metrics.commitErrors.Inc()
-		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) {
+		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrQuota) {
 			return &commitRefused{err}
 		}
 		if failures == 0 {

@@ -289,6 +289,7 @@ func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
 		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
 		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
 		MaxStreamBytes: int64(cfg.Sync.Outbox.MaxStreamBytes),
+		KVQuota:        store.KVQuota{Keys: cfg.Gateway.KVQuota.Keys, Bytes: int64(cfg.Gateway.KVQuota.Bytes)},
 		OutboxTTL:      cfg.Sync.Outbox.TTL,
 		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
 		BatchInterval:  batchInterval(cfg),

@@ -147,7 +147,7 @@ func tagIn(source string) string {
 func (w *modelWorld) writeConfig() {
 	w.t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "gateway:\n  id: model\n  data_dir: ./data\n  console: {listen: 127.0.0.1:%d}\nmqtt:\n  broker: embedded\n  embedded: {listen: 127.0.0.1:%d}\nfunctions:", w.apiPort, w.mqttPort)
+	fmt.Fprintf(&b, "gateway:\n  id: model\n  data_dir: ./data\n  version_history: %d\n  console: {listen: 127.0.0.1:%d}\nmqtt:\n  broker: embedded\n  embedded: {listen: 127.0.0.1:%d}\nfunctions:", modelHistory, w.apiPort, w.mqttPort)
 	slots := 0
 	for _, slot := range configSlots {
 		src, ok := w.config[slot]
@@ -479,30 +479,50 @@ func (w *modelWorld) check(when string) {
 	w.probe(fail)
 }
 
+// modelHistory is the model gateway's version_history, small so that the random steps
+// prune it; checkHistory reads it in pages of modelPage.
+const (
+	modelHistory = 6
+	modelPage    = 4
+)
+
 func (w *modelWorld) checkHistory(name string, fail func(string, ...any)) {
 	w.t.Helper()
 	f := w.fns[name]
-	status, raw := w.api("GET", "/api/v1/functions/"+name, nil)
-	if f.active == 0 {
-		if status != http.StatusNotFound {
-			fail("GET %s, not active: %d %s", name, status, raw)
+	type versionDoc struct {
+		Version int    `json:"version"`
+		SHA256  string `json:"sha256"`
+	}
+	var versions []versionDoc
+	for before := 0; ; {
+		path := fmt.Sprintf("/api/v1/functions/%s?history_limit=%d", name, modelPage)
+		if before > 0 {
+			path += fmt.Sprintf("&history_before=%d", before)
 		}
-		return
+		status, raw := w.api("GET", path, nil)
+		if f.active == 0 {
+			if status != http.StatusNotFound {
+				fail("GET %s, not active: %d %s", name, status, raw)
+			}
+			return
+		}
+		var doc struct {
+			Versions []versionDoc `json:"versions"`
+			More     bool         `json:"versions_more"`
+		}
+		if status != http.StatusOK || json.Unmarshal([]byte(raw), &doc) != nil {
+			fail("GET %s: %d %s", name, status, raw)
+		}
+		versions = append(versions, doc.Versions...)
+		if !doc.More || len(doc.Versions) == 0 {
+			break
+		}
+		before = doc.Versions[len(doc.Versions)-1].Version
 	}
-	var doc struct {
-		Version  int `json:"version"`
-		Versions []struct {
-			Version int    `json:"version"`
-			SHA256  string `json:"sha256"`
-		} `json:"versions"`
+	if want := min(len(f.history), modelHistory); len(versions) != want {
+		fail("%s has %d versions, the model %d (of %d, version_history %d)", name, len(versions), want, len(f.history), modelHistory)
 	}
-	if status != http.StatusOK || json.Unmarshal([]byte(raw), &doc) != nil {
-		fail("GET %s: %d %s", name, status, raw)
-	}
-	if len(doc.Versions) != len(f.history) {
-		fail("%s has %d versions, the model %d: %s", name, len(doc.Versions), len(f.history), raw)
-	}
-	for i, v := range doc.Versions { // newest first
+	for i, v := range versions { // newest first
 		m := f.history[len(f.history)-1-i]
 		sum := sha256.Sum256([]byte(m.source))
 		if v.Version != m.number || v.SHA256 != hex.EncodeToString(sum[:]) {

@@ -387,6 +387,9 @@ func (s *Store) apply(g *batch) {
 	for name, n := range g.freed {
 		s.freed[name] += n
 	}
+	for ns, d := range g.kvDelta {
+		s.kvUsage[ns] = s.kvUsage[ns].add(d)
+	}
 }
 
 // readTxn returns the snapshot the committer stages against: the database as
@@ -441,9 +444,10 @@ type batch struct {
 	heads   map[string]streamHead
 	cursors map[cursorID]uint64
 	staged  map[string][]stagedRec
-	total   int64            // change of pending outbox bytes
-	freed   map[string]int64 // record bytes deleted, per stream
-	size    int64            // transaction bytes, as cost counts them
+	total   int64              // change of pending outbox bytes
+	freed   map[string]int64   // record bytes deleted, per stream
+	kvDelta map[string]KVUsage // change of each KV namespace's usage
+	size    int64              // transaction bytes, as cost counts them
 	count   int64
 	// appended: records were added; big: a value goes to the value log; durable: a
 	// job that is not lazy is in it, so its write is synced before it returns.
@@ -467,8 +471,9 @@ func (b *batch) reset(parent *batch) *batch {
 	clear(b.cursors)
 	clear(b.staged)
 	clear(b.freed)
+	clear(b.kvDelta)
 	*b = batch{s: b.s, parent: parent, ents: ents[:0], index: index, heads: b.heads,
-		cursors: b.cursors, staged: b.staged, freed: b.freed}
+		cursors: b.cursors, staged: b.staged, freed: b.freed, kvDelta: b.kvDelta}
 	return b
 }
 
@@ -528,6 +533,9 @@ func (b *batch) merge(c *batch) {
 	for k, v := range c.freed {
 		setMap(&b.freed, k, b.freed[k]+v)
 	}
+	for k, v := range c.kvDelta {
+		setMap(&b.kvDelta, k, b.kvDelta[k].add(v))
+	}
 	b.total += c.total
 	b.appended = b.appended || c.appended
 	b.big = b.big || c.big
@@ -577,11 +585,16 @@ func (b *batch) stageCommit(c Commit) ([]Record, error) {
 		}
 	}
 	now := b.s.now()
+	before := b.usage(c.Namespace)
 	for _, op := range c.KV {
 		if err := checkKey(op.Key); err != nil {
 			return nil, err
 		}
 		k := kvKey(c.Namespace, op.Key)
+		old, existed, err := b.kvGet(k)
+		if err != nil {
+			return nil, fmt.Errorf("kv %q: %w", op.Key, err)
+		}
 		switch op.Kind {
 		case OpSet:
 			if err := checkValue(op.Value); err != nil {
@@ -593,29 +606,36 @@ func (b *batch) stageCommit(c Commit) ([]Record, error) {
 			if op.TTL < 0 {
 				return nil, fmt.Errorf("set %q: negative ttl: %w", op.Key, ErrInvalid)
 			}
-			b.put(entry{key: k, value: op.Value, expiresAt: expiry(now, op.TTL)})
+			b.stageKV(c.Namespace, old, existed, entry{key: k, value: op.Value, expiresAt: expiry(now, op.TTL)})
 		case OpDel:
-			b.put(entry{key: k, del: true})
+			b.stageKV(c.Namespace, old, existed, entry{key: k, del: true})
 		case OpIncr:
-			cur, ok, err := b.kvGet(k)
-			if err != nil {
-				return nil, fmt.Errorf("incr %q: %w", op.Key, err)
-			}
 			var v []byte
-			if ok {
-				v = cur.value
+			if existed {
+				v = old.value
 			}
 			n, err := incr(v, op.Delta)
 			if err != nil {
 				return nil, fmt.Errorf("incr %q: %w", op.Key, err)
 			}
 			// Like Redis INCR, an incr keeps the key's expiry.
-			b.put(entry{key: k, value: n, expiresAt: cur.expiresAt})
+			b.stageKV(c.Namespace, old, existed, entry{key: k, value: n, expiresAt: old.expiresAt})
 		default:
 			return nil, fmt.Errorf("kv op %d on %q: %w", op.Kind, op.Key, ErrInvalid)
 		}
 	}
+	if len(c.KV) > 0 {
+		if err := b.checkQuota(c.Namespace, before); err != nil {
+			return nil, err
+		}
+	}
 	return b.stageRecords(c.Records)
+}
+
+// stageKV puts e, a KV entry of ns that was old (if existed), and accounts for it.
+func (b *batch) stageKV(ns string, old entry, existed bool, e entry) {
+	b.account(ns, old, existed, e)
+	b.put(e)
 }
 
 func expiry(now time.Time, ttl time.Duration) uint64 {
@@ -1020,7 +1040,14 @@ func (b *batch) stageDeletePrefix(prefix []byte) (int, error) {
 	defer it.Close()
 	n := 0
 	for it.Rewind(); it.Valid() && n < deleteLimit; it.Next() {
-		b.put(entry{key: it.Item().KeyCopy(nil), del: true})
+		item := it.Item()
+		k := item.KeyCopy(nil)
+		if k[0] == tagKV { // a purge: the namespace's usage goes with its keys
+			if i := bytes.IndexByte(k[1:], 0); i >= 0 {
+				setMap(&b.kvDelta, string(k[1:1+i]), b.kvDelta[string(k[1:1+i])].add(KVUsage{-1, -(int64(len(k)) + item.ValueSize())}))
+			}
+		}
+		b.put(entry{key: k, del: true})
 		n++
 	}
 	return n, nil
@@ -1048,8 +1075,25 @@ func (s *Store) maintain() {
 			}
 		}
 	}
+	if s.kvExpiring {
+		s.recountKV()
+	}
 	s.reclaim()
 	s.gcValueLog()
+}
+
+// recountKV counts the KV usage again, forgetting the keys that expired.
+func (s *Store) recountKV() {
+	err := s.view(func(txn *badger.Txn) error {
+		usage, expiring := s.countKV(txn)
+		s.mu.Lock()
+		s.kvUsage, s.kvExpiring = usage, expiring
+		s.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("store: recount kv usage", "err", err)
+	}
 }
 
 // reclaimMin is how many record bytes drained streams must have freed before

@@ -27,7 +27,7 @@ func (s *Store) Version(name string, version int) (blob []byte, ok bool, err err
 		if err != nil {
 			return err
 		}
-		blob, err = item.ValueCopy(nil)
+		blob, err = valueCopy(item)
 		ok = err == nil
 		return err
 	})
@@ -40,9 +40,9 @@ func (s *Store) Version(name string, version int) (blob []byte, ok bool, err err
 // LatestVersion returns the highest version of function name stored, 0 if none.
 func (s *Store) LatestVersion(name string) (int, error) {
 	var latest int
-	err := s.newestFirst(name, 0, func(v int, _ *badger.Item) bool {
+	err := s.newestFirst(name, 0, func(v int, _ *badger.Item) (bool, error) {
 		latest = v
-		return false
+		return false, nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("latest version %s: %w", name, err)
@@ -56,17 +56,17 @@ func (s *Store) VersionPage(name string, before, limit int) (blobs [][]byte, mor
 	if err := checkName("function", name); err != nil {
 		return nil, false, fmt.Errorf("version page: %w", err)
 	}
-	err = s.newestFirst(name, before, func(_ int, item *badger.Item) bool {
+	err = s.newestFirst(name, before, func(_ int, item *badger.Item) (bool, error) {
 		if len(blobs) == limit {
 			more = true
-			return false
+			return false, nil
 		}
-		b, err := item.ValueCopy(nil)
+		b, err := valueCopy(item)
 		if err != nil {
-			return false
+			return false, err
 		}
 		blobs = append(blobs, b)
-		return true
+		return true, nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("version page %s: %w", name, err)
@@ -82,11 +82,11 @@ func (s *Store) PruneVersions(name string, keep int) (int, error) {
 	}
 	var dels []entry
 	n := 0
-	err := s.newestFirst(name, 0, func(v int, _ *badger.Item) bool {
+	err := s.newestFirst(name, 0, func(v int, _ *badger.Item) (bool, error) {
 		if n++; n > keep {
 			dels = append(dels, entry{key: versionKey(name, v), del: true})
 		}
-		return true
+		return true, nil
 	})
 	if err != nil || len(dels) == 0 {
 		return 0, err
@@ -98,8 +98,8 @@ func (s *Store) PruneVersions(name string, keep int) (int, error) {
 }
 
 // newestFirst calls fn with the versions of name below before (0: all), newest first,
-// until it returns false. Values are read only if fn reads them.
-func (s *Store) newestFirst(name string, before int, fn func(version int, item *badger.Item) bool) error {
+// until it returns false or an error. Values are read only if fn reads them.
+func (s *Store) newestFirst(name string, before int, fn func(version int, item *badger.Item) (bool, error)) error {
 	prefix := versionPrefix(name)
 	seek := binary.BigEndian.AppendUint32(append([]byte(nil), prefix...), 1<<32-1)
 	if before > 0 {
@@ -113,8 +113,8 @@ func (s *Store) newestFirst(name string, before int, fn func(version int, item *
 			if len(k) != len(prefix)+4 {
 				continue
 			}
-			if !fn(int(binary.BigEndian.Uint32(k[len(prefix):])), it.Item()) {
-				return nil
+			if more, err := fn(int(binary.BigEndian.Uint32(k[len(prefix):])), it.Item()); !more || err != nil {
+				return err
 			}
 		}
 		return nil
