@@ -52,6 +52,12 @@ smoke-arm: dist/moongate-linux-armv7 dist/moongate-linux-arm64
 stress-arm:
 	MOONGATE_STRESS=1 GOARCH=arm GOARM=6 $(GO) test -count=1 -timeout 10m -exec qemu-arm -run TestStress32bit ./sync/store
 
+# The long power-loss run: 20 kill -9 and power cuts per broker, on internal/powercut
+# (needs /dev/fuse); `make test` runs 3. -seed N replays a failure.
+.PHONY: test-powerloss
+test-powerloss:
+	$(GO) test -count=1 -timeout 30m -run '^TestPowerLoss$$' ./cmd/moongate -cuts 20
+
 cross: $(ARM_TARGETS)
 
 dist/moongate-linux-armv6: FORCE

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/moongate/moongate/internal/atomicfile"
 )
 
 // OnFull says what the outbox does when a commit's records do not fit under
@@ -206,7 +207,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+	// Durably: Badger syncs the directory when it adds a file, but not the parent
+	// that holds the directory itself.
+	if err := atomicfile.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
 	bo := badgerOptions(&opts)
