@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/powercut"
-	"github.com/moongate/moongate/mqtt/mqtttest"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -54,7 +54,7 @@ func TestPowerLoss(t *testing.T) {
 	t.Logf("seed %d (replay: go test ./cmd/moongate -run TestPowerLoss -seed %d)", seed, seed)
 	t.Run("embedded", func(t *testing.T) { powerLoss(t, seed, "") })
 	t.Run("mosquitto", func(t *testing.T) {
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 		powerLoss(t, seed, broker.URL)
 	})
 }
