@@ -15,7 +15,7 @@ func (s *Store) run() {
 	defer close(s.done)
 	tick := time.NewTicker(s.opts.Maintenance)
 	defer tick.Stop()
-	batch := make([]*job, 0, maxGroupJobs)
+	jobs := make([]*job, 0, maxGroupJobs)
 	for {
 		var syncDue <-chan time.Time
 		if s.syncTimer != nil {
@@ -23,8 +23,8 @@ func (s *Store) run() {
 		}
 		select {
 		case j := <-s.jobs:
-			batch = s.collect(append(batch[:0], j))
-			s.runGroup(batch)
+			jobs = s.collect(append(jobs[:0], j))
+			s.runGroup(jobs)
 		case <-syncDue:
 			s.syncTimer = nil
 			if err := s.syncLazy(); err != nil {
@@ -37,11 +37,11 @@ func (s *Store) run() {
 			close(reply)
 		case <-s.quit:
 			for {
-				batch = s.collect(batch[:0])
-				if len(batch) == 0 {
+				jobs = s.collect(jobs[:0])
+				if len(jobs) == 0 {
 					break
 				}
-				s.runGroup(batch)
+				s.runGroup(jobs)
 			}
 			if err := s.syncLazy(); err != nil {
 				s.log.Error("store: sync of lazy commits", "err", err)
@@ -51,17 +51,17 @@ func (s *Store) run() {
 	}
 }
 
-// collect adds the jobs already waiting to batch: they form one group.
-func (s *Store) collect(batch []*job) []*job {
-	for len(batch) < maxGroupJobs {
+// collect adds the jobs already waiting to jobs: they form one group.
+func (s *Store) collect(jobs []*job) []*job {
+	for len(jobs) < maxGroupJobs {
 		select {
 		case j := <-s.jobs:
-			batch = append(batch, j)
+			jobs = append(jobs, j)
 		default:
-			return batch
+			return jobs
 		}
 	}
-	return batch
+	return jobs
 }
 
 // runGroup stages every job on top of the ones before it, then writes them in
