@@ -37,7 +37,7 @@ func Load(path string) (*config.Config, error) {
 			if e.File == c.File {
 				return e.Line
 			}
-			return c.Errorf(e.Key, "").(*config.Error).Line
+			return c.Errorf(e.Key, "").Line
 		}
 		sort.SliceStable(errs, func(i, j int) bool { return at(errs[i]) < at(errs[j]) })
 		return nil, errs
@@ -92,14 +92,14 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 	if c.MQTT.Broker == "embedded" {
 		pwErr, aclErr := mqtt.CheckDeviceFiles(c.Resolve(c.MQTT.Embedded.PasswordFile), c.Resolve(c.MQTT.Embedded.ACLFile))
 		if pwErr != nil {
-			errs = append(errs, c.Errorf("mqtt.embedded.password_file", "%v", pwErr).(*config.Error))
+			errs = append(errs, c.Errorf("mqtt.embedded.password_file", "%v", pwErr))
 		}
 		if aclErr != nil {
-			errs = append(errs, c.Errorf("mqtt.embedded.acl_file", "%v", aclErr).(*config.Error))
+			errs = append(errs, c.Errorf("mqtt.embedded.acl_file", "%v", aclErr))
 		}
 		if t := c.MQTT.Embedded.TLS; c.MQTT.Embedded.TLSListen != "" && !under("mqtt.embedded.tls") {
 			if err := mqtt.CheckServerTLS(c.Resolve(t.Cert), c.Resolve(t.Key), c.Resolve(t.ClientCA)); err != nil {
-				errs = append(errs, c.Errorf("mqtt.embedded.tls", "%v", err).(*config.Error))
+				errs = append(errs, c.Errorf("mqtt.embedded.tls", "%v", err))
 			}
 		}
 	}
@@ -121,12 +121,12 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 			continue
 		}
 		if err := sink.Check(sinkConfig(c, sc)); err != nil {
-			errs = append(errs, c.Errorf(key, "%v", err).(*config.Error))
+			errs = append(errs, c.Errorf(key, "%v", err))
 		}
 	}
 	if c.MQTT.Broker != "embedded" && !under("mqtt") {
 		if _, err := mqtt.NewClient(clientOptions(c)); err != nil {
-			errs = append(errs, c.Errorf("mqtt", "%v", err).(*config.Error))
+			errs = append(errs, c.Errorf("mqtt", "%v", err))
 		}
 	}
 	return errs, nil
@@ -149,7 +149,7 @@ func checkWatches(c *config.Config, cfgs map[string]sensors.Config) (config.Erro
 				continue
 			}
 			if err := m.Watch(t.Watch); err != nil {
-				errs = append(errs, c.Errorf(fmt.Sprintf("functions[%d].triggers[%d]", i, j), "%v", err).(*config.Error))
+				errs = append(errs, c.Errorf(fmt.Sprintf("functions[%d].triggers[%d]", i, j), "%v", err))
 			}
 		}
 	}
@@ -214,7 +214,7 @@ func functionError(c *config.Config, key string, f config.Function, err error) *
 		return &config.Error{File: c.Resolve(f.Source), Line: ce.Line, Key: key, Msg: ce.Message}
 	}
 	if errors.As(err, &ce) {
-		return c.Errorf(key+".source", "%s: %s", c.Resolve(f.Source), ce.Message).(*config.Error)
+		return c.Errorf(key+".source", "%s: %s", c.Resolve(f.Source), ce.Message)
 	}
-	return c.Errorf(key, "%v", err).(*config.Error)
+	return c.Errorf(key, "%v", err)
 }

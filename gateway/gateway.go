@@ -377,7 +377,7 @@ func (g *Gateway) restoreFunctions() error {
 		spec.Version, spec.Created = latest+1, now
 		v, err := g.registry.build(spec)
 		if err != nil {
-			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err).(*config.Error))
+			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err))
 			continue
 		}
 		deploys = append(deploys, v)

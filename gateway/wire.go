@@ -157,9 +157,9 @@ func fieldErrors(c *config.Config, key string, err error) config.ErrorList {
 	for _, e := range errs {
 		var fe *sensors.FieldError
 		if errors.As(e, &fe) {
-			out = append(out, c.Errorf(key+"."+fe.Field, "%v", fe.Err).(*config.Error))
+			out = append(out, c.Errorf(key+"."+fe.Field, "%v", fe.Err))
 		} else {
-			out = append(out, c.Errorf(key, "%v", e).(*config.Error))
+			out = append(out, c.Errorf(key, "%v", e))
 		}
 	}
 	return out

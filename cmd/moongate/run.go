@@ -75,7 +75,7 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if errors.As(err, &list) {
 			return usageError{err}
 		}
-		return fmt.Errorf("%w", err)
+		return err
 	}
 	return nil
 }

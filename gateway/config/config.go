@@ -278,11 +278,7 @@ func (c *Config) DecodeStrict(node *yaml.Node, key string, v any) error {
 }
 
 // Errorf makes an error located at the key path (e.g. "functions[0].triggers[1]").
-func (c *Config) Errorf(key, format string, args ...any) error {
-	return c.errorAt(key, format, args...)
-}
-
-func (c *Config) errorAt(key, format string, args ...any) *Error {
+func (c *Config) Errorf(key, format string, args ...any) *Error {
 	e := &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
 	if c.src != nil {
 		e.File = c.src.file

@@ -17,7 +17,7 @@ const MinTokenLength = 16
 // also reads each function's source file.
 func (c *Config) validate() ErrorList {
 	var errs ErrorList
-	add := func(key, format string, args ...any) { errs = append(errs, c.errorAt(key, format, args...)) }
+	add := func(key, format string, args ...any) { errs = append(errs, c.Errorf(key, format, args...)) }
 
 	switch tok := c.Gateway.Console.Token; {
 	case !IsLoopback(c.Gateway.Console.Listen) && tok == "":
