@@ -34,7 +34,7 @@ func commands() []command {
 		{"run", "[-c moongate.yaml] [--allow-missing-hardware]", "start the gateway", runCmd},
 		{"check", "[-c moongate.yaml]", "validate the config and the functions, then exit", checkCmd},
 		{"test", "[PATH...] [-c moongate.yaml] [-run RE] [-v] [-json] [--watch]", "run function tests (NAME_test.yaml) offline", testCmd},
-		{"deploy", "NAME FILE.lua [--trigger SPEC|none]... [--timeout D] [--memory SIZE]", "deploy a function (a new version)", deployCmd},
+		{"deploy", "NAME FILE.lua [--trigger SPEC|none]... [--timeout D] [--memory SIZE] [--test FILE_test.yaml]...", "deploy a function (a new version)", deployCmd},
 		{"invoke", "NAME [--event JSON] [--dry-run]", "run a function once with a test event", invokeCmd},
 		{"functions", "", "list functions, versions, triggers, counters", functionsCmd},
 		{"rollback", "NAME [VERSION]", "deploy an earlier version again", rollbackCmd},

@@ -43,6 +43,17 @@ func (r *Runner) Run(f *File) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.run(f, entry), nil
+}
+
+// RunFunction runs every case of f against fn (its Code, env and limits) instead of the
+// .lua file beside f: a gateway's check of a version before it goes live. The test's env
+// and emit win, as in Run; triggers are not checked.
+func (r *Runner) RunFunction(f *File, fn config.Function) []Result {
+	return (&Runner{}).run(f, overrides(f, &fn))
+}
+
+func (r *Runner) run(f *File, entry *config.Function) []Result {
 	var out []Result
 	for _, c := range f.Cases {
 		res := Result{File: f.path, Case: c.Name}
@@ -52,7 +63,7 @@ func (r *Runner) Run(f *File) ([]Result, error) {
 		res.OK = len(res.Diffs) == 0
 		out = append(out, res)
 	}
-	return out, nil
+	return out
 }
 
 // function finds the config entry of f's function (or makes one with the defaults).
@@ -79,15 +90,19 @@ func (r *Runner) function(f *File) (*config.Function, error) {
 			return nil, fmt.Errorf("%s: no function of %s has source %s", f.path, r.Config.File, f.Function)
 		}
 	}
-	e := *entry // the test's env and emit win: they are what the cases were written for
+	return overrides(f, entry), nil
+}
+
+// overrides is entry with the test's env and emit: they are what the cases were written for.
+func overrides(f *File, entry *config.Function) *config.Function {
+	e := *entry
 	if f.Env != nil {
 		e.Env = f.Env
 	}
 	if f.Emit != "" {
 		e.Emit = f.Emit
 	}
-	entry = &e
-	return entry, nil
+	return &e
 }
 
 // runCase runs c's events on a fresh VM and KV, and compares what they did with c.Expect.
