@@ -107,8 +107,19 @@ func overrides(f *File, entry *config.Function) *config.Function {
 
 // runCase runs c's events on a fresh VM and KV, and compares what they did with c.Expect.
 func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs []string) {
+	got, kv, lastErr, diffs := r.observe(f, entry, c)
+	if kv == nil { // the case did not get to its expectations
+		return diffs, got.logs
+	}
+	return append(diffs, compare(c.Expect, got, kv, lastErr)...), got.logs
+}
+
+// observe runs c's events on a fresh VM and KV and returns what they did, the KV after
+// them and the last event's error; diffs are the failures that are not expectations (a
+// nil kv: the case stopped short).
+func (r *Runner) observe(f *File, entry *config.Function, c Case) (got observed, kv *memKV, lastErr error, diffs []string) {
 	clock := f.Clock
-	kv := newMemKV(func() time.Time { return clock })
+	kv = newMemKV(func() time.Time { return clock })
 	for k, v := range f.KV {
 		kv.put(k, v)
 	}
@@ -119,12 +130,10 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		Pins: pins(f.Inputs), WritablePins: r.outputs(f)}
 	fn, err := gateway.Sandbox(*entry, host)
 	if err != nil {
-		return []string{"the function does not load: " + err.Error()}, nil
+		return got, nil, nil, []string{"the function does not load: " + err.Error()}
 	}
 	defer fn.Close()
 
-	var got observed
-	var lastErr error
 	for i, e := range c.Events {
 		after := e.After
 		if after == 0 {
@@ -135,7 +144,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		}
 		ev, err := e.event(i, clock)
 		if err != nil {
-			return []string{fmt.Sprintf("events[%d]: %v", i, err)}, logs
+			return got, nil, nil, []string{fmt.Sprintf("events[%d]: %v", i, err)}
 		}
 		if r.Config != nil {
 			if msg := reaches(entry, e, ev); msg != "" {
@@ -146,7 +155,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		res, err := fn.Invoke(context.Background(), ev)
 		if res != nil {
 			for _, l := range res.Logs {
-				logs = append(logs, fmt.Sprintf("%s %s", strings.ToLower(l.Level.String()), l.Message))
+				got.logs = append(got.logs, fmt.Sprintf("%s %s", strings.ToLower(l.Level.String()), l.Message))
 			}
 		}
 		lastErr = err
@@ -161,8 +170,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 			diffs = append(diffs, fmt.Sprintf("events[%d]: %v", i, err))
 		}
 	}
-	got.logs = logs
-	return append(diffs, compare(c.Expect, got, kv, lastErr)...), logs
+	return got, kv, lastErr, diffs
 }
 
 // pins reads the levels a test gives.
