@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,8 +35,31 @@ func TestConsoleTestsPanelInBrowser(t *testing.T) {
 	}
 	badSrc := strings.Replace(string(src), `"alerts/"`, `"alarms/"`, 1)
 
+	// A live event saved as a test case: its event, and the result its run returned.
+	b.Open(g.api + "/")
+	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
+	dev := mqttClient(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "panel-device")
+	waitFor(t, 20*time.Second, "the device's reading in the live table", func() bool {
+		if tok := dev.Publish("sensors/kitchen/temp", 1, false, `{"temp": 20}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		return b.Count(`[data-testid="live-row"][data-type="invocation"]`) > 0
+	})
+	b.Click(`[data-testid="live-row"][data-type="event"]`)
+	b.Click(id("live-test-case"))
+	yaml := b.WaitText(id("live-test-case-yaml"), `mqtt: {topic: "sensors/kitchen/temp", payload: {"temp":20}, qos: 1}`)
+	if !strings.Contains(yaml, "result: null") {
+		t.Errorf("the saved case reads %q, want the run's result", yaml)
+	}
+	b.Screenshot("live-test-case")
+
+	// The case runs in the Tests panel.
 	b.Open(g.api + "/#/fn/temp-alert")
 	b.WaitVisible(`[data-testid="view-fn"][data-loaded="temp-alert"]`)
+	b.SetValue(id("tests-input"), "env: {THRESHOLD: \"30\"}\ncases:\n"+yaml)
+	b.Click(id("tests-run"))
+	b.WaitText(id("tests-summary"), "1 passed, 0 failed")
+
 	b.SetValue(id("tests-input"), string(testYAML))
 	b.SetValue(id("editor-input"), badSrc)
 

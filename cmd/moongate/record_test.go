@@ -48,7 +48,9 @@ func TestRecordReplaySnapshot(t *testing.T) {
 	publish("sensors/kitchen/temp", `{"temp": 31.5}`)
 	publish("sensors/hall/temp", `21.0`)
 	publish("sensors/kitchen/temp", `{"humidity": 40}`)
-	waitFor(t, 20*time.Second, "three recorded events", func() bool { return strings.Count(out.String(), "sensors/kitchen/temp") == 2 && strings.Contains(out.String(), "sensors/hall/temp") })
+	waitFor(t, 20*time.Second, "three recorded events", func() bool {
+		return strings.Count(out.String(), "sensors/kitchen/temp") == 2 && strings.Contains(out.String(), "sensors/hall/temp")
+	})
 	cancel()
 	rec.Wait()
 	if code != exitOK || !strings.Contains(errOut.String(), "recorded ") {
