@@ -216,7 +216,7 @@ func snapshotCmd(path, cfgPath, function string, stdout io.Writer) error {
 	}
 	for _, f := range cfg.Functions {
 		if f.Name == function {
-			out, err := fntest.Snapshot(f, records)
+			out, err := fntest.Snapshot(cfg, f, records)
 			if err != nil {
 				return fmt.Errorf("snapshot of %s: %w", function, err)
 			}

@@ -73,17 +73,19 @@ func (r RecordEvent) testEvent() (Event, bool, error) {
 // empty KV, expecting what the function does with it today in the sandbox (publishes,
 // emits, GPIO writes, the KV after, the result, or the error's kind and line). fn is the
 // function as the gateway runs it (Code, env, emit, limits); the file names its source by
-// base name, so it goes beside the .lua. The file is run once before it is returned: a
-// function whose outputs are not reproducible (math.random, say) is an error.
-func Snapshot(fn config.Function, records []Record) ([]byte, error) {
+// base name, so it goes beside the .lua, and lists the config's output pins (cfg may be
+// nil). The file is run once before it is returned: a function whose outputs are not
+// reproducible (math.random, say) is an error.
+func Snapshot(cfg *config.Config, fn config.Function, records []Record) ([]byte, error) {
 	if len(records) == 0 {
 		return nil, errors.New("no recorded events")
 	}
 	f := &File{Function: filepath.Base(fn.Source), Name: fn.Name, Env: fn.Env, Emit: fn.Emit,
 		Clock: time.UnixMilli(records[0].TS).UTC(), path: strings.TrimSuffix(filepath.Base(fn.Source), ".lua") + "_test.yaml"}
+	f.Outputs = (&Runner{Config: cfg}).outputs(&File{})
 	var r Runner
 	entry := overrides(f, &fn)
-	out := snapFile{Function: f.Function, Name: f.Name, Env: f.Env, Emit: f.Emit, Clock: f.Clock}
+	out := snapFile{Function: f.Function, Name: f.Name, Env: f.Env, Emit: f.Emit, Outputs: f.Outputs, Clock: f.Clock}
 	for i, rec := range records {
 		ev, ok, err := rec.Event.testEvent()
 		if err != nil {
@@ -162,6 +164,7 @@ type snapFile struct {
 	Name     string            `yaml:"name"`
 	Env      map[string]string `yaml:"env,omitempty"`
 	Emit     string            `yaml:"emit,omitempty"`
+	Outputs  []string          `yaml:"outputs,omitempty"`
 	Clock    time.Time         `yaml:"clock"`
 	Cases    []snapCase        `yaml:"cases"`
 }
