@@ -329,10 +329,14 @@ func functionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if f.Counters.Invocations > 0 {
 			mean = micros(f.Counters.DurationUSSum / f.Counters.Invocations)
 		}
-		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), fmt.Sprint(f.Counters.Invocations),
+		tested := "no"
+		if f.Tested {
+			tested = count(f.TestsPassed, "case")
+		}
+		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), tested, fmt.Sprint(f.Counters.Invocations),
 			fmt.Sprint(f.Counters.Errors), mean, f.Timeout, f.Memory, strings.Join(f.Triggers, " ")})
 	}
-	table(stdout, []string{"NAME", "VERSION", "INVOCATIONS", "ERRORS", "MEAN", "TIMEOUT", "MEMORY", "TRIGGERS"}, rows)
+	table(stdout, []string{"NAME", "VERSION", "TESTED", "INVOCATIONS", "ERRORS", "MEAN", "TIMEOUT", "MEMORY", "TRIGGERS"}, rows)
 	return nil
 }
 

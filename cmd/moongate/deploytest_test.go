@@ -73,6 +73,9 @@ func TestDeployWithTests(t *testing.T) {
 	if doc["tested"] != true || doc["tests_passed"] != float64(4) {
 		t.Errorf("after a tested deploy: tested=%v tests_passed=%v", doc["tested"], doc["tests_passed"])
 	}
+	if _, out, _ := moongate(t, "functions", "--api", g.api); !strings.Contains(out, "temp-alert  2        4 cases") {
+		t.Errorf("moongate functions after a tested deploy:\n%s", out)
+	}
 
 	code, out, errOut = moongate(t, "deploy", "--api", g.api, "temp-alert", bad, "--test", testFile)
 	if code != exitFailure || !strings.Contains(out, "FAIL "+testFile+": a hot reading publishes an alert and emits it") ||
