@@ -127,3 +127,19 @@ func TestRecordReplaySnapshot(t *testing.T) {
 		t.Errorf("the snapshot after a change: exit %d\n%s", c, tout)
 	}
 }
+
+func TestReplaySpeed(t *testing.T) {
+	for in, want := range map[string]float64{"max": 0, "1x": 1, "10x": 10, "0.5x": 0.5, "2": 2} {
+		if got, err := parseSpeed(in); err != nil || got != want {
+			t.Errorf("--speed %s: %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "fast", "0x", "-2x"} {
+		if _, err := parseSpeed(in); err == nil {
+			t.Errorf("--speed %q accepted", in)
+		}
+	}
+	if code, _, errOut := moongate(t, "replay", "missing.jsonl", "--speed", "fast"); code != exitUsage || !strings.Contains(errOut, "--speed") {
+		t.Errorf("replay --speed fast: exit %d %s", code, errOut)
+	}
+}
