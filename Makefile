@@ -52,6 +52,12 @@ smoke-arm: dist/moongate-linux-armv7 dist/moongate-linux-arm64
 stress-arm:
 	MOONGATE_STRESS=1 GOARCH=arm GOARM=6 $(GO) test -count=1 -timeout 10m -exec qemu-arm -run TestStress32bit ./sync/store
 
+# The long power-loss run: 20 kill -9 and power cuts per broker, on internal/powercut
+# (needs /dev/fuse); `make test` runs 3. -seed N replays a failure.
+.PHONY: test-powerloss
+test-powerloss:
+	$(GO) test -count=1 -timeout 30m -run '^TestPowerLoss$$' ./cmd/moongate -cuts 20
+
 cross: $(ARM_TARGETS)
 
 dist/moongate-linux-armv6: FORCE
@@ -71,7 +77,9 @@ bench: build
 # The peer workload of issue 12 over TCP against the real binary: 100 devices, QoS 0 at
 # full speed and at 20k/s, QoS 1 in and out, and a 100k QoS 1 backlog drained from
 # Mosquitto; Mosquitto passing the same readings through is measured in the same rounds,
-# alternating. Takes about 5 minutes; run it on an otherwise idle machine.
+# alternating. Then issue 21's bad neighbour: ten good devices, quiet and beside a
+# flooding device and a runaway function. Takes about 5 minutes; run it on an otherwise
+# idle machine. E2E_FLAGS="-scenarios full -rounds 1" for one part.
 bench-e2e: build
 	$(GO) run ./examples/bench/e2e -moongate $(BIN) $(E2E_FLAGS)
 

@@ -178,6 +178,14 @@ func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, doc)
 }
 
+// kvUsageDoc is what a function's KV holds, against gateway.kv_quota.
+type kvUsageDoc struct {
+	Keys       int64 `json:"keys"`
+	Bytes      int64 `json:"bytes"`
+	QuotaKeys  int64 `json:"quota_keys"`
+	QuotaBytes int64 `json:"quota_bytes"`
+}
+
 type countersDoc struct {
 	Invocations   int64 `json:"invocations"`
 	Errors        int64 `json:"errors"`
@@ -205,6 +213,7 @@ type functionDoc struct {
 	Env         map[string]string `json:"env,omitempty"`
 	Emit        string            `json:"emit"`
 	Overflow    string            `json:"overflow"`
+	KV          kvUsageDoc        `json:"kv"`
 	Created     time.Time         `json:"created"`
 	// Tested says the version went live through a deploy with tests attached, all of
 	// which passed (TestsPassed cases); false for a deploy without tests.
@@ -222,7 +231,7 @@ func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) function
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
 		Overflow: cmp.Or(spec.Overflow, config.OverflowBlock), Created: spec.Created,
-		Tested: spec.TestsPassed > 0, TestsPassed: spec.TestsPassed,
+		Tested: spec.TestsPassed > 0, TestsPassed: spec.TestsPassed, KV: g.kvUsage(v.name),
 		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
 			DurationUSSum: v.stats.durationUS.Load(), Dropped: v.stats.dropped.Load()},
 	}
@@ -233,6 +242,11 @@ func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) function
 		d.Source, d.Env = spec.Source, spec.Env
 	}
 	return d
+}
+
+func (g *Gateway) kvUsage(name string) kvUsageDoc {
+	u, q := g.store.KVUsage(name), g.cfg.Gateway.KVQuota
+	return kvUsageDoc{Keys: u.Keys, Bytes: u.Bytes, QuotaKeys: q.Keys, QuotaBytes: int64(q.Bytes)}
 }
 
 func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/console/consoletest"
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // The Devices tab in a real headless Chromium against a real gateway whose broker takes
@@ -91,7 +91,7 @@ func TestConsoleDevicesInBrowser(t *testing.T) {
 
 // On an external broker the Devices tab says why it lists nothing.
 func TestConsoleDevicesExternalBroker(t *testing.T) {
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	dir := t.TempDir()
 	tg := startTest(t, dir, strings.Replace(baseConfig(dir, ""), "  broker: embedded\n  embedded: {listen: 127.0.0.1:0}\n",
 		fmt.Sprintf("  broker: %s\n", m.URL), 1))

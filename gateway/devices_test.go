@@ -11,8 +11,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/mqtt"
-	"github.com/moongate/moongate/mqtt/mqtttest"
 )
 
 // deviceConfig is a gateway whose embedded broker takes the user kitchen (password
@@ -145,7 +145,7 @@ func TestDevicesAPI(t *testing.T) {
 // On an external broker the gateway is one client among others: it has no device list
 // and says so, and refuses to disconnect.
 func TestDevicesAPIExternalBroker(t *testing.T) {
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	dir := t.TempDir()
 	cfg := strings.Replace(baseConfig(dir, ""), "  broker: embedded\n  embedded: {listen: 127.0.0.1:0}\n",
 		fmt.Sprintf("  broker: %s\n", m.URL), 1)

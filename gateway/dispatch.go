@@ -56,9 +56,9 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 			continue
 		}
 		if err == nil {
-			c := commitOf(v, t.ev, res)
+			c := commitOf(v, res, time.Now())
 			// Only what nobody waits for may wait for its sync: a QoS 1 ack follows the commit.
-			c.lazy = g.cfg.Gateway.Durability == config.DurabilityBatch && !t.durable
+			c.Lazy = g.cfg.Gateway.Durability == config.DurabilityBatch && !t.durable
 			err = g.commitUntilStored(ctx, v, t.ev, c)
 			if err == nil {
 				g.afterCommit(v, t, res)
@@ -94,14 +94,13 @@ func (e *commitRefused) Unwrap() error { return e.err }
 // a reason that passes (a full disk, an I/O error); a refusal for what c holds is returned
 // at once, as a *commitRefused.
 // It logs the first failure of a streak and the recovery, not every retry.
-func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c commitSet) error {
-	if c.empty() {
+func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c store.Commit) error {
+	if emptyCommit(c) {
 		return nil
 	}
 	backoff := g.opts.RetryBackoff
-	sc := c.store() // once: a retried record keeps the time of its first attempt
 	for failures := 0; ; failures++ {
-		err := g.store.Commit(ctx, sc)
+		err := g.store.Commit(ctx, c) // the same commit each try (commitOf)
 		if err == nil {
 			if failures > 0 {
 				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
@@ -112,7 +111,7 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 			return errAbandoned
 		}
 		g.metrics.commitErrors.Inc()
-		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) {
+		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrQuota) {
 			return &commitRefused{err}
 		}
 		if failures == 0 {
@@ -217,7 +216,7 @@ func (g *Gateway) deadLetter(ctx context.Context, v *version, ev *luafn.Event, c
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
-	c := commitSet{ns: v.name, records: []appendRec{{stream: DeadStream, function: v.name, data: data}}}
+	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
 	if err := g.commitUntilStored(ctx, v, ev, c); err != nil {
 		return err
 	}
@@ -225,8 +224,8 @@ func (g *Gateway) deadLetter(ctx context.Context, v *version, ev *luafn.Event, c
 	return nil
 }
 
-// DeadStream is the outbox stream of events that failed every try (SPEC §5).
-const DeadStream = "$dead"
+// DeadStream is where events that failed every try go (SPEC §5): the outbox's own.
+const DeadStream = store.DeadStream
 
 // eventRecord is an event as JSON, for $dead and the live console.
 type eventRecord struct {

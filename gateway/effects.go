@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/moongate/moongate/luafn"
 )
@@ -75,8 +76,8 @@ func (g *Gateway) describeEffects(v *version, ev *luafn.Event, res *luafn.Result
 		held[op.Key] = e
 		d.KV = append(d.KV, e)
 	}
-	for _, r := range commitOf(v, ev, res).records {
-		d.Emits = append(d.Emits, emitEffect{Stream: r.stream, Data: r.data})
+	for _, r := range commitOf(v, res, time.Now()).Records {
+		d.Emits = append(d.Emits, emitEffect{Stream: r.Stream, Data: r.Data})
 	}
 	for _, p := range res.Effects.Publishes {
 		d.Publishes = append(d.Publishes, publishEffect{Topic: p.Topic, Payload: string(p.Payload), QoS: p.QoS, Retain: p.Retain})

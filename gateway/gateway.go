@@ -11,13 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/atomicfile"
 	"github.com/moongate/moongate/internal/connlimit"
 	"github.com/moongate/moongate/internal/memguard"
 	"github.com/moongate/moongate/internal/throttle"
@@ -154,7 +154,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer cancelRun()
 	g.runCtx = runCtx
 
-	if err := os.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	g.store, err = store.Open(StoreOptions(g.cfg, g.logger.With("component", "store")))
@@ -292,6 +292,7 @@ func StoreOptions(cfg *config.Config, logger *slog.Logger) store.Options {
 		Dir:            filepath.Join(cfg.Gateway.DataDir, "store"),
 		MaxOutboxBytes: int64(cfg.Sync.Outbox.MaxBytes),
 		MaxStreamBytes: int64(cfg.Sync.Outbox.MaxStreamBytes),
+		KVQuota:        store.KVQuota{Keys: cfg.Gateway.KVQuota.Keys, Bytes: int64(cfg.Gateway.KVQuota.Bytes)},
 		OutboxTTL:      cfg.Sync.Outbox.TTL,
 		OnFull:         onFull(cfg.Sync.Outbox.OnFull),
 		BatchInterval:  batchInterval(cfg),

@@ -84,8 +84,8 @@ func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil && !dry {
 		// A test invocation is not held while the store refuses it: its caller is waiting.
-		if c := commitOf(v, ev, res); !c.empty() {
-			if err = g.store.Commit(r.Context(), c.store()); err != nil {
+		if c := commitOf(v, res, time.Now()); !emptyCommit(c) {
+			if err = g.store.Commit(r.Context(), c); err != nil {
 				g.metrics.commitErrors.Inc()
 				err = fmt.Errorf("commit: %w", err)
 			}

@@ -122,6 +122,8 @@ var (
 	descDamaged   = prometheus.NewDesc("moongate_store_damaged_tables", "Tables the store's background scrub found damaged since the gateway started: reads take the keys of their bad blocks for missing; stop, run moongate store check, restore.", nil, nil)
 	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
+	descKVKeys    = prometheus.NewDesc("moongate_kv_keys", "Keys in a function's KV (gateway.kv_quota.keys bounds it).", []string{"function"}, nil)
+	descKVBytes   = prometheus.NewDesc("moongate_kv_bytes", "Key and value bytes in a function's KV (gateway.kv_quota.bytes bounds it).", []string{"function"}, nil)
 	descPressure  = prometheus.NewDesc("moongate_memory_pressure", "1 while the live heap is near gateway.memory_limit and new state is refused (retained messages, sessions, queued events), else 0.", nil, nil)
 	descSessions  = prometheus.NewDesc("moongate_broker_sessions", "Persistent sessions the embedded broker holds, their devices connected or not.", nil, nil)
 	descEvicted   = prometheus.NewDesc("moongate_broker_sessions_evicted_total", "Persistent sessions the embedded broker ended past its bounds, those whose devices went away longest ago first.", nil, nil)
@@ -129,7 +131,7 @@ var (
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure,
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure, descKVKeys, descKVBytes,
 		descLogLosses, descLogLost, descDamaged, descSyncs} {
 		ch <- d
 	}
@@ -177,6 +179,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
 	}
 	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
+	for _, v := range g.registry.all() {
+		u := g.store.KVUsage(v.name)
+		ch <- prometheus.MustNewConstMetric(descKVKeys, prometheus.GaugeValue, float64(u.Keys), v.name)
+		ch <- prometheus.MustNewConstMetric(descKVBytes, prometheus.GaugeValue, float64(u.Bytes), v.name)
+	}
 	pressed := 0.0
 	if g.mem.Pressed() {
 		pressed = 1

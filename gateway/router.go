@@ -37,6 +37,7 @@ type router struct {
 	running    bool
 	subscribed map[string]byte
 	timers     map[string]func() // "function|spec" -> stop
+	ticking    sync.WaitGroup    // the timers' goroutines: stop waits for them
 	stopped    atomic.Bool
 }
 
@@ -102,12 +103,13 @@ func (r *router) started() {
 func (r *router) stop() {
 	r.stopped.Store(true)
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.running = false
 	for k, stop := range r.timers {
 		stop()
 		delete(r.timers, k)
 	}
+	r.mu.Unlock()
+	r.ticking.Wait() // a tick being dispatched ends first
 }
 
 func (r *router) syncSubscriptions(rt *routes) {
@@ -156,7 +158,9 @@ func (r *router) syncTimers() {
 		ticker := time.NewTicker(t.Every)
 		done := make(chan struct{})
 		r.timers[k] = func() { ticker.Stop(); close(done) }
+		r.ticking.Add(1)
 		go func() {
+			defer r.ticking.Done()
 			for {
 				select {
 				case <-done:

@@ -13,7 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 func writeAccessFile(t *testing.T, path, content string) {
@@ -241,7 +241,7 @@ func TestConnectionBounds(t *testing.T) {
 // of another CA is refused.
 func TestCertificateIdentity(t *testing.T) {
 	dir := t.TempDir()
-	pki := mqtttest.NewPKI(t, dir)
+	pki := mosquittotest.NewPKI(t, dir)
 	aclFile := filepath.Join(dir, "acl")
 	writeAccessFile(t, aclFile, "pattern write sensors/%u/#\n")
 	rec := newRecorder()

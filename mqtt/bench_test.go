@@ -10,7 +10,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // acker acknowledges messages on its own goroutine, as the gateway does after its commit.
@@ -91,7 +91,7 @@ func BenchmarkEmbeddedQoS1Roundtrip(b *testing.B) {
 // A device publishes QoS 1 to Mosquitto; the gateway's Client gets it and acks it on
 // another goroutine. Publishes are pipelined; the clock stops when all were acked.
 func BenchmarkClientQoS1Deliver(b *testing.B) {
-	m := mqtttest.StartMosquitto(b, mqtttest.MosquittoOptions{Config: "max_inflight_messages 1000\nmax_queued_messages 100000\n"})
+	m := mosquittotest.StartMosquitto(b, mosquittotest.MosquittoOptions{Config: "max_inflight_messages 1000\nmax_queued_messages 100000\n"})
 	h, n := acker(b)
 	startClient(b, clientOpts(m.URL, "gw-bench"), []Subscription{{"bench/#", 1}}, h)
 	dev := device(b, m.URL, func(o *paho.ClientOptions) { o.SetMaxResumePubInFlight(1000) })

@@ -2,8 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,16 +15,11 @@ import (
 	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/moongate/moongate/internal/redact"
+	"github.com/moongate/moongate/internal/tlsfiles"
 )
 
-// TLSFiles names the PEM files for a TLS connection to a broker.
-type TLSFiles struct {
-	CA   string // CAs that sign the broker's certificate; empty: the system's roots
-	Cert string // client certificate, for brokers that require one; needs Key
-	Key  string // private key of Cert
-}
-
-func (f TLSFiles) empty() bool { return f == TLSFiles{} }
+// TLSFiles names the PEM files for a TLS connection to a broker (see tlsfiles).
+type TLSFiles = tlsfiles.Files
 
 // ClientOptions configure a Client. Broker is required; the other zero values work.
 type ClientOptions struct {
@@ -122,7 +115,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("broker URL %q: no host", redact.URL(opts.Broker))
 	}
-	if !secure && !opts.TLS.empty() {
+	if !secure && !opts.TLS.Empty() {
 		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", redact.URL(opts.Broker))
 	}
 	if opts.ClientID == "" {
@@ -189,7 +182,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 			c.log.Warn("publishing connection to the broker lost, reconnecting", logKeyErr, err)
 		})
 	if secure {
-		tc, err := loadTLS(opts.TLS)
+		tc, err := opts.TLS.Config("")
 		if err != nil {
 			return nil, err
 		}
@@ -199,31 +192,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	c.pc = paho.NewClient(po)
 	c.pub = paho.NewClient(pubOpts)
 	return c, nil
-}
-
-func loadTLS(f TLSFiles) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if f.CA != "" {
-		pem, err := os.ReadFile(f.CA)
-		if err != nil {
-			return nil, fmt.Errorf("tls ca: %w", err)
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls ca %s: no PEM certificate in it", f.CA)
-		}
-	}
-	if (f.Cert == "") != (f.Key == "") {
-		return nil, errors.New("tls: cert and key go together")
-	}
-	if f.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
-		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
 }
 
 // Start implements Bus. It returns once the first connection attempt has ended, and if it

@@ -12,7 +12,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // clientOpts are options for tests: quick reconnects, and Close hands back at once.
@@ -47,7 +47,7 @@ func connected(t testing.TB, c *Client) {
 // (a) a round trip through a real Mosquitto, both ways, with manual acks.
 func TestClientRoundTrip(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-a"), []Subscription{{"sensors/+/temp", 1}}, rec)
 	connected(t, c)
@@ -98,7 +98,7 @@ func TestClientRoundTrip(t *testing.T) {
 // comes back with the same client id: the persistent session kept them.
 func TestClientPersistentSession(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-b"), []Subscription{{"q/#", 1}}, rec)
 	connected(t, c)
@@ -127,7 +127,7 @@ func TestClientPersistentSession(t *testing.T) {
 // its commit) comes again on the next connection; an acknowledged one does not.
 func TestClientUnackedRedelivered(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	subs := []Subscription{{"r/#", 1}}
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-c"), subs, rec)
@@ -158,7 +158,7 @@ func TestClientUnackedRedelivered(t *testing.T) {
 // subscribes again, and messages published after the restart arrive.
 func TestClientBrokerRestart(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-d"), []Subscription{{"s/#", 1}}, rec)
 	connected(t, c)
@@ -194,7 +194,7 @@ func TestClientBrokerRestart(t *testing.T) {
 // even though the broker kept the session (and its subscriptions) across its restart.
 func TestClientUnsubscribeWhileDisconnected(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Persistence: true})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Persistence: true})
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-u"), []Subscription{{"gone/#", 1}, {"kept/#", 1}}, rec)
 	connected(t, c)
@@ -220,7 +220,7 @@ func TestClientUnsubscribeWhileDisconnected(t *testing.T) {
 // connects once the broker is up.
 func TestClientStartsWhileBrokerDown(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 	m.Stop()
 	rec := newRecorder()
 	c := startClient(t, clientOpts(m.URL, "gw-down"), []Subscription{{"x", 1}}, rec)
@@ -237,7 +237,7 @@ func TestClientStartsWhileBrokerDown(t *testing.T) {
 // (e) username and password; a refusal fails Start, and the password stays out of logs.
 func TestClientPassword(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Username: "gw", Password: "pa55"})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Username: "gw", Password: "pa55"})
 	bad := clientOpts(m.URL, "gw-e")
 	bad.Username, bad.Password = "gw", "wrong"
 	c, err := NewClient(bad)
@@ -269,7 +269,7 @@ func TestClientPassword(t *testing.T) {
 // (f) TLS with a CA and a client certificate, against a broker that requires one.
 func TestClientTLSClientCertificate(t *testing.T) {
 	t.Parallel()
-	m := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{RequireCertificate: true})
+	m := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{RequireCertificate: true})
 	pki := m.PKI
 	opts := clientOpts(m.URL, "gw-f")
 	opts.TLS = TLSFiles{CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}

@@ -24,8 +24,8 @@ const (
 	DriverSim     = "sim"     // values computed from expressions over time
 )
 
-// Drivers lists every driver name, for help texts.
-var Drivers = []string{DriverBME280, DriverBMP280, DriverSHT3x, DriverADS1115, DriverBH1750, DriverDS18B20, DriverGPIO, DriverSim}
+// drivers lists every driver name, for errors.
+var drivers = []string{DriverBME280, DriverBMP280, DriverSHT3x, DriverADS1115, DriverBH1750, DriverDS18B20, DriverGPIO, DriverSim}
 
 // i2cAddrs lists, per I²C driver, the addresses the chip can answer on;
 // the first is the default.
@@ -133,8 +133,8 @@ func (c Config) Validate() error {
 				}
 				seen[ch] = true
 			}
-			if c.Range != 0 && !slices.Contains(ads1115.FullScales, c.Range) {
-				bad("range", "%g is not one of %v (volts)", c.Range, ads1115.FullScales)
+			if c.Range != 0 && !slices.Contains(ads1115.FullScales(), c.Range) {
+				bad("range", "%g is not one of %v (volts)", c.Range, ads1115.FullScales())
 			}
 		}
 		unused(used...)
@@ -205,9 +205,9 @@ func (c Config) Validate() error {
 			bad("every", "%s is shorter than %s", c.Every, minEverySim)
 		}
 	case "":
-		bad("driver", "required (one of %s)", strings.Join(Drivers, ", "))
+		bad("driver", "required (one of %s)", strings.Join(drivers, ", "))
 	default:
-		bad("driver", "unknown driver %q (one of %s)", c.Driver, strings.Join(Drivers, ", "))
+		bad("driver", "unknown driver %q (one of %s)", c.Driver, strings.Join(drivers, ", "))
 	}
 	return errors.Join(errs...)
 }

@@ -11,7 +11,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // TestBrokerBacklog: while the gateway is stopped, devices publish more messages than the
@@ -20,7 +20,7 @@ import (
 // the whole backlog at once. The gateway must work through it: full queues hold the broker
 // back, but must not hold back the broker's PUBACKs for the function's own publishes.
 func TestBrokerBacklog(t *testing.T) {
-	broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+	broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 	apiPort := freePort(t)
 	dir := t.TempDir()
 	lua := strings.Replace(counterLua, `  cloud.emit("seen", {device = dev, seq = seq})`,
@@ -64,7 +64,7 @@ func TestBrokerBacklog(t *testing.T) {
 // back (it stops taking deliveries) instead of dropping, and doing so must not hold back the
 // PUBACKs of the function's own publishes, or it would wait for ever.
 func TestBrokerBurstQoS0(t *testing.T) {
-	broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+	broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 	apiPort := freePort(t)
 	dir := t.TempDir()
 	const lua = `

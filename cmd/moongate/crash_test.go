@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -108,7 +108,7 @@ func TestCrashKill9(t *testing.T) {
 
 	t.Run("mosquitto", func(t *testing.T) {
 		rng := testRand(t)
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 		apiPort := freePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
@@ -139,7 +139,7 @@ func TestCrashKill9(t *testing.T) {
 
 	t.Run("mosquitto-restart", func(t *testing.T) {
 		rng := testRand(t)
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
 		apiPort := freePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
@@ -278,18 +278,7 @@ func finalCheck(t *testing.T, gw *gatewayProc, devs []*device, dupBound int) {
 // requires last == acked). It returns the redeliveries the function skipped.
 func checkCounter(t *testing.T, st *store.Store, devs []*device, acked map[string]int, exact bool) (dups int) {
 	t.Helper()
-	recs, err := st.Read("seen", 0, 0, 0)
-	if err != nil {
-		t.Fatalf("read the outbox: %v", err)
-	}
-	seen := map[string][]int{}
-	for _, r := range recs {
-		var rd reading
-		if err := json.Unmarshal(r.Data, &rd); err != nil {
-			t.Fatalf("outbox record %d: %v: %s", r.Seq, err, r.Data)
-		}
-		seen[rd.Device] = append(seen[rd.Device], rd.Seq)
-	}
+	seen := outboxSeqs(t, st)
 	for _, d := range devs {
 		seqs := seen[d.id]
 		for i, s := range seqs {
@@ -313,4 +302,23 @@ func checkCounter(t *testing.T, st *store.Store, devs []*device, acked map[strin
 		dups += kvInt(t, st, "counter", "dups/"+d.id)
 	}
 	return dups
+}
+
+// outboxSeqs reads the counter function's "seen" records in st: per device, their seqs
+// in outbox order.
+func outboxSeqs(t *testing.T, st *store.Store) map[string][]int {
+	t.Helper()
+	recs, err := st.Read("seen", 0, 0, 0)
+	if err != nil {
+		t.Fatalf("read the outbox: %v", err)
+	}
+	seqs := map[string][]int{}
+	for _, r := range recs {
+		var rd reading
+		if err := json.Unmarshal(r.Data, &rd); err != nil {
+			t.Fatalf("outbox record %d: %v: %s", r.Seq, err, r.Data)
+		}
+		seqs[rd.Device] = append(seqs[rd.Device], rd.Seq)
+	}
+	return seqs
 }

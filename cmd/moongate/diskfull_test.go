@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // TestDiskFull: the gateway's data dir is on a small tmpfs, and another program fills it to
@@ -43,7 +43,7 @@ func TestDiskFull(t *testing.T) {
 	// failed must be retried by the gateway until space returns, not handed back.
 	t.Run("mosquitto", func(t *testing.T) {
 		dir := mountTmpfs(t)
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{Config: mosquittoQueueConfig})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
 		apiPort := freePort(t)
 		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)

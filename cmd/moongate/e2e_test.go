@@ -17,7 +17,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/moongate/moongate/mqtt/mqtttest"
+	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
 // The end-to-end tests run the real binary as a child process. MOONGATE_E2E_BIN names a
@@ -206,7 +206,7 @@ func TestE2E(t *testing.T) {
 		g.stop(t)
 	})
 	t.Run("mosquitto", func(t *testing.T) {
-		broker := mqtttest.StartMosquitto(t, mqtttest.MosquittoOptions{})
+		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
 		apiPort := freePort(t)
 		dir, cfg := writeQuickstart(t, broker.URL, freePort(t), apiPort)
 		g := startGateway(t, dir, cfg, apiPort)

@@ -23,7 +23,7 @@ import (
 )
 
 var (
-	modelSeed  = flag.Uint64("seed", 0, "TestModelDeploys: the seed of the random steps (0: from the clock)")
+	modelSeed  = flag.Uint64("seed", 0, "TestModelDeploys, TestPowerLoss: the seed of the random steps (0: from the clock)")
 	modelSteps = flag.Int("steps", 200, "TestModelDeploys: how many random steps")
 )
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/moongate/moongate/sync/sink"
 )
 
 // Config is a whole moongate.yaml.
@@ -66,6 +68,8 @@ type Gateway struct {
 	Ceilings Ceilings `yaml:"ceilings"`
 	// Loops bound what functions publishing to each other's triggers can do (see Loops).
 	Loops Loops `yaml:"loops"`
+	// KVQuota bounds each function's KV (see KVQuota).
+	KVQuota KVQuota `yaml:"kv_quota"`
 	// VersionHistory is how many versions of each function are kept (the newest); older
 	// ones are deleted at each deploy. Default DefaultVersionHistory.
 	VersionHistory int   `yaml:"version_history"`
@@ -327,6 +331,7 @@ func (c *Config) applyDefaults() {
 	}
 	g.Ceilings.withDefaults()
 	g.Loops.withDefaults()
+	g.KVQuota.withDefaults()
 	if g.VersionHistory == 0 {
 		g.VersionHistory = DefaultVersionHistory
 	}
@@ -361,14 +366,15 @@ func (c *Config) applyDefaults() {
 		if len(s.Streams) == 0 {
 			s.Streams = []string{"*"}
 		}
+		// The sink owns its defaults; the config shows them.
 		if s.Batch.MaxRecords == 0 {
-			s.Batch.MaxRecords = 500
+			s.Batch.MaxRecords = sink.DefaultMaxRecords
 		}
 		if s.Batch.MaxBytes == 0 {
-			s.Batch.MaxBytes = 256 << 10
+			s.Batch.MaxBytes = sink.DefaultMaxBytes
 		}
 		if s.Batch.Linger == 0 {
-			s.Batch.Linger = time.Second
+			s.Batch.Linger = sink.DefaultLinger
 		}
 		if s.MQTT != nil && s.MQTT.ClientID == "" {
 			s.MQTT.ClientID = "moongate-" + g.ID + "-" + s.Name

@@ -3,13 +3,17 @@ package config
 import (
 	"fmt"
 	"time"
+
+	"github.com/moongate/moongate/luafn"
 )
 
 // Function defaults: what a function gets when its entry (or a deploy through the API)
-// leaves a setting out. The config and the API both take them from here.
+// leaves a setting out. The config and the API both take them from here; timeout and
+// memory are the sandbox's own (luafn owns them). Concurrency is the gateway's: two warm
+// VMs, so that one slow event does not hold every other key (luafn alone gives one).
 const (
-	DefaultFunctionTimeout     = 100 * time.Millisecond
-	DefaultFunctionMemory      = Size(16 << 20)
+	DefaultFunctionTimeout     = luafn.DefaultTimeout
+	DefaultFunctionMemory      = Size(luafn.DefaultMemory)
 	DefaultFunctionConcurrency = 2
 	DefaultFunctionRetries     = 3
 )
@@ -57,6 +61,23 @@ func (l *Loops) withDefaults() {
 	}
 	if l.PublishRate == 0 {
 		l.PublishRate = 2000
+	}
+}
+
+// KVQuota is what one function's KV may hold: gateway.kv_quota. A commit past it fails,
+// for that function alone (retried, then dead-lettered with the reason), so that one
+// careless function cannot fill the disk under the others.
+type KVQuota struct {
+	Keys  int64 `yaml:"keys"`  // default 100000
+	Bytes Size  `yaml:"bytes"` // keys and values; default 64MiB
+}
+
+func (q *KVQuota) withDefaults() {
+	if q.Keys == 0 {
+		q.Keys = 100000
+	}
+	if q.Bytes == 0 {
+		q.Bytes = 64 << 20
 	}
 }
 

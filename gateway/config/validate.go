@@ -65,6 +65,11 @@ func (c *Config) validate() ErrorList {
 		add("mqtt.embedded.max_packet_size", "%s is not between 1KiB and 256MiB", p)
 	}
 
+	if q := c.Gateway.KVQuota; q.Keys < 1 {
+		add("gateway.kv_quota.keys", "%d is not a count of keys", q.Keys)
+	} else if q.Bytes < 1<<10 {
+		add("gateway.kv_quota.bytes", "%s is less than 1KiB", q.Bytes)
+	}
 	if n := c.Gateway.VersionHistory; n < 1 || n > maxVersionHistory {
 		add("gateway.version_history", "%d is not between 1 and %d", n, maxVersionHistory)
 	}

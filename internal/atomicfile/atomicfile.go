@@ -1,9 +1,12 @@
 // Package atomicfile writes small files (tokens, password files) so that a crash or a
-// reader at the wrong moment sees the old content or the new, never a torn file.
+// reader at the wrong moment sees the old content or the new, never a torn file, and
+// creates directories that survive a power cut.
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -38,10 +41,38 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 	if err = os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
+	return syncDir(filepath.Dir(path))
+}
+
+// MkdirAll is os.MkdirAll that also makes the directories durable: a new directory is
+// an entry in its parent, which only an fsync of the parent writes down. Without it a
+// power cut can take a directory whose files were all synced. The leaf's parent is
+// synced even when the leaf exists: a process that died before could have made it.
+func MkdirAll(path string, perm os.FileMode) error {
+	path = filepath.Clean(path)
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return syncDir(filepath.Dir(path))
+	}
+	parent := filepath.Dir(path)
+	if parent != path {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(path, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }

@@ -31,9 +31,12 @@ const (
 	cfgCompDisable = 0b11 // COMP_QUE: comparator off, ALERT/RDY high impedance
 )
 
-// FullScales are the programmable gain amplifier's ranges in volts, indexed
+// fullScales are the programmable gain amplifier's ranges in volts, indexed
 // by the PGA field (table 3); PGA 101..111 all mean ±0.256 V.
-var FullScales = []float64{6.144, 4.096, 2.048, 1.024, 0.512, 0.256}
+var fullScales = [...]float64{6.144, 4.096, 2.048, 1.024, 0.512, 0.256}
+
+// FullScales returns the ranges, a copy: a caller cannot change what New accepts.
+func FullScales() []float64 { return slices.Clone(fullScales[:]) }
 
 // DataRates are the samples per second, indexed by the DR field.
 var DataRates = []int{8, 16, 32, 64, 128, 250, 475, 860}
@@ -55,8 +58,11 @@ type Dev struct {
 }
 
 // New checks the options and that a device answers at addr (0x48..0x4B,
-// set by the ADDR pin). sleep waits for conversions.
+// set by the ADDR pin). sleep waits for conversions (nil: time.Sleep).
 func New(bus i2c.Bus, addr uint16, o Opts, sleep func(time.Duration)) (*Dev, error) {
+	if sleep == nil {
+		sleep = time.Sleep
+	}
 	if addr < 0x48 || addr > 0x4B {
 		return nil, fmt.Errorf("ads1115: address %#x is not in 0x48..0x4b", addr)
 	}
@@ -66,9 +72,9 @@ func New(bus i2c.Bus, addr uint16, o Opts, sleep func(time.Duration)) (*Dev, err
 	if o.DataRate == 0 {
 		o.DataRate = 128
 	}
-	pga := slices.Index(FullScales, o.FullScale)
+	pga := slices.Index(fullScales[:], o.FullScale)
 	if pga < 0 {
-		return nil, fmt.Errorf("ads1115: full scale %gV is not one of %v", o.FullScale, FullScales)
+		return nil, fmt.Errorf("ads1115: full scale %gV is not one of %v", o.FullScale, fullScales)
 	}
 	dr := slices.Index(DataRates, o.DataRate)
 	if dr < 0 {

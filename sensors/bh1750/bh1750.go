@@ -27,8 +27,12 @@ type Dev struct {
 }
 
 // New powers the sensor on at addr (0x23 with ADDR low, 0x5C with ADDR
-// high), which also checks that it answers. sleep waits for measurements.
+// high), which also checks that it answers. sleep waits for measurements (nil:
+// time.Sleep).
 func New(bus i2c.Bus, addr uint16, sleep func(time.Duration)) (*Dev, error) {
+	if sleep == nil {
+		sleep = time.Sleep
+	}
 	if addr != 0x23 && addr != 0x5C {
 		return nil, fmt.Errorf("bh1750: address %#x is not 0x23 or 0x5c", addr)
 	}

@@ -83,8 +83,11 @@ type Dev struct {
 }
 
 // New identifies the device at addr (0x76 or 0x77) and reads its
-// calibration. sleep waits for conversions; tests pass a no-op.
+// calibration. sleep waits for conversions (nil: time.Sleep); tests pass a no-op.
 func New(bus i2c.Bus, addr uint16, sleep func(time.Duration)) (*Dev, error) {
+	if sleep == nil {
+		sleep = time.Sleep
+	}
 	if addr != 0x76 && addr != 0x77 {
 		return nil, fmt.Errorf("bmx280: address %#x is not 0x76 or 0x77", addr)
 	}

@@ -4,7 +4,7 @@
 // The language is deliberately tiny: float64 numbers, the variable t
 // (seconds since the sensor started), the constants pi and e, the operators
 // + - * / % ^ (power, right associative) and unary minus, parentheses, and a
-// fixed set of functions (see Funcs). There are no loops, assignments or
+// fixed set of functions (see funcs). There are no loops, assignments or
 // user-defined names, so evaluating an expression always terminates and
 // costs at most a few operations per node.
 //
@@ -73,9 +73,9 @@ func (e *Expr) String() string {
 // Source returns the text the expression was parsed from.
 func (e *Expr) Source() string { return e.src }
 
-// Funcs lists the functions an expression may call, with their arity, for
+// funcs lists the functions an expression may call, with their arity, for
 // documentation and error messages.
-var Funcs = map[string]int{
+var funcs = map[string]int{
 	"sin": 1, "cos": 1, "tan": 1, "asin": 1, "acos": 1, "atan": 1,
 	"abs": 1, "sqrt": 1, "exp": 1, "log": 1, "floor": 1, "ceil": 1, "round": 1,
 	"min": 2, "max": 2, "pow": 2, "mod": 2,
@@ -434,7 +434,7 @@ func (p *parser) parsePrimary() (node, error) {
 		case "e":
 			return num(math.E), nil
 		}
-		if _, ok := Funcs[t.text]; ok {
+		if _, ok := funcs[t.text]; ok {
 			return nil, fmt.Errorf("at offset %d: function %s needs arguments in parentheses", t.pos, t.text)
 		}
 		return nil, fmt.Errorf("at offset %d: unknown name %q (variables: t, pi, e)", t.pos, t.text)
@@ -456,7 +456,7 @@ func (p *parser) parsePrimary() (node, error) {
 }
 
 func (p *parser) parseCall(name token) (node, error) {
-	arity, ok := Funcs[name.text]
+	arity, ok := funcs[name.text]
 	if !ok {
 		return nil, fmt.Errorf("at offset %d: unknown function %q", name.pos, name.text)
 	}

@@ -28,8 +28,12 @@ type Dev struct {
 }
 
 // New checks that a sensor answers at addr (0x44 or 0x45) by reading its
-// status register and checking the CRC. sleep waits for conversions.
+// status register and checking the CRC. sleep waits for conversions (nil:
+// time.Sleep).
 func New(bus i2c.Bus, addr uint16, sleep func(time.Duration)) (*Dev, error) {
+	if sleep == nil {
+		sleep = time.Sleep
+	}
 	if addr != 0x44 && addr != 0x45 {
 		return nil, fmt.Errorf("sht3x: address %#x is not 0x44 or 0x45", addr)
 	}

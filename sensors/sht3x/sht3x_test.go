@@ -97,3 +97,20 @@ func TestNoDevice(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// A nil sleep is time.Sleep, not a panic at the first conversion.
+func TestNilSleep(t *testing.T) {
+	bus := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{
+		{Addr: 0x44, W: []byte{0xF3, 0x2D}},
+		{Addr: 0x44, R: status},
+		{Addr: 0x44, W: []byte{0x24, 0x00}},
+		{Addr: 0x44, R: []byte{0x66, 0x66, 0x93, 0x80, 0x00, 0xA2}},
+	}}
+	d, err := New(bus, 0x44, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.Sense(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -97,7 +97,7 @@ func BenchmarkHTTPDrain(b *testing.B) {
 // BenchmarkMQTTDrain drains a backlog to a local Mosquitto at QoS 1 over
 // TLS with client certificates. One op is one record.
 func BenchmarkMQTTDrain(b *testing.B) {
-	br := startBroker(b, newPKI(b))
+	br := startBroker(b)
 	st := openStore(b, b.TempDir())
 	defer st.Close()
 	s := newSink(b, Config{Name: "iot", GatewayID: "pi-kitchen", MQTT: &MQTTConfig{

@@ -106,7 +106,7 @@ func (l *lane) loadCommands(ctx context.Context) error {
 		return err
 	}
 	if err := json.Unmarshal(v, &l.cmd); err != nil {
-		l.log.Warn("ignoring unreadable command record", "error", err)
+		l.log.Warn("ignoring unreadable command record", logKeyErr, err)
 		l.cmd = cmdState{}
 		return nil
 	}
@@ -145,7 +145,7 @@ func (l *lane) finishCommands(ctx context.Context) error {
 				return ctx.Err()
 			}
 			l.s.drop(dropCommand, 1)
-			l.log.Warn("command not published", "topic", c.Topic, "error", err)
+			l.log.Warn("command not published", "topic", c.Topic, logKeyErr, err)
 			continue
 		}
 		l.s.commands.Add(1)

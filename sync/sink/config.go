@@ -6,6 +6,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/moongate/moongate/internal/tlsfiles"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // Config describes one sink. Exactly one of HTTP and MQTT is set. Zero fields
@@ -98,12 +101,8 @@ type MQTTConfig struct {
 	KeepAlive time.Duration
 }
 
-// TLSFiles names PEM files; empty fields are unused.
-type TLSFiles struct {
-	CA   string // trusted in addition to the system roots
-	Cert string // client certificate
-	Key  string
-}
+// TLSFiles names PEM files; empty fields are unused (see tlsfiles).
+type TLSFiles = tlsfiles.Files
 
 // Default values.
 const (
@@ -118,8 +117,8 @@ const (
 	DefaultTopic       = "{gateway}/{stream}"
 )
 
-// DeadStream is the dead-letter stream rejected records go to.
-const DeadStream = "$dead"
+// DeadStream is where rejected records go: the outbox's dead-letter stream.
+const DeadStream = store.DeadStream
 
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/moongate/moongate/internal/tlsfiles"
 )
 
 // HTTP responses are read whole to keep the connection in step; only this
@@ -71,7 +73,7 @@ func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
 	}
 	t.addr = net.JoinHostPort(u.Hostname(), port)
 	if u.Scheme == "https" {
-		t.tls, err = tlsConfig(cfg.CAFile, cfg.CertFile, cfg.KeyFile, u.Hostname())
+		t.tls, err = tlsfiles.Files{CA: cfg.CAFile, Cert: cfg.CertFile, Key: cfg.KeyFile}.Config(u.Hostname())
 		if err != nil {
 			return nil, err
 		}

@@ -136,7 +136,7 @@ func (l *lane) start(ctx context.Context) error {
 		}
 		if ok {
 			if err := json.Unmarshal(v, &l.spans); err != nil {
-				l.log.Warn("ignoring unreadable batch spans", "error", err)
+				l.log.Warn("ignoring unreadable batch spans", logKeyErr, err)
 				l.spans = nil
 			}
 		}
@@ -342,11 +342,11 @@ func (l *lane) handle(ctx context.Context, r result) {
 		l.failures, l.resends = 0, 0
 		l.s.succeeded(l)
 		if r.err != nil {
-			l.log.Warn("delivered; response not understood", "batch", b.key(), "error", r.err)
+			l.log.Warn("delivered; response not understood", "batch", b.key(), logKeyErr, r.err)
 		}
 		if len(r.commands) > 0 {
 			if err := l.applyCommands(ctx, b, r.commands); err != nil {
-				l.log.Error("commands", "batch", b.key(), "error", err)
+				l.log.Error("commands", "batch", b.key(), logKeyErr, err)
 			}
 			l.advance(b.last(), len(b.recs), 0)
 			l.flushAck()
@@ -373,7 +373,7 @@ func (l *lane) handle(ctx context.Context, r result) {
 		if len(b.recs) > 1 {
 			left, right := b.split(l.enc)
 			l.isolate = append(l.isolate, right, left)
-			l.log.Debug("batch rejected, splitting", "batch", b.key(), "error", r.err)
+			l.log.Debug("batch rejected, splitting", "batch", b.key(), logKeyErr, r.err)
 			return
 		}
 		if err := l.deadLetter(ctx, b.recs[0], r.err); err != nil {
@@ -443,7 +443,7 @@ func (l *lane) flushAck() {
 		return
 	}
 	if err := l.s.out.Ack(l.s.cfg.Name, l.stream, l.acked); err != nil {
-		l.log.Error("write cursor", "error", err)
+		l.log.Error("write cursor", logKeyErr, err)
 		return
 	}
 	l.durable = l.acked
@@ -454,7 +454,7 @@ func (l *lane) flushAck() {
 // with the reason. Records of a "$" stream (a sink may take $dead itself) are
 // not dead-lettered again: that would loop.
 func (l *lane) deadLetter(ctx context.Context, rec store.Record, reason error) error {
-	l.log.Warn("record rejected", "id", rec.ID, "seq", rec.Seq, "error", reason)
+	l.log.Warn("record rejected", "id", rec.ID, "seq", rec.Seq, logKeyErr, reason)
 	if strings.HasPrefix(l.stream, "$") {
 		return nil
 	}
@@ -496,7 +496,7 @@ func rawOrNull(d json.RawMessage) json.RawMessage {
 // localError reports a failure of the gateway itself (the store), not of
 // the receiver, and returns how long to wait before trying again.
 func (l *lane) localError(err error) time.Duration {
-	l.log.Error("sink", "error", err)
+	l.log.Error("sink", logKeyErr, err)
 	l.s.noteError(err)
 	d := l.s.cfg.Backoff.delay(l.failures)
 	l.failures++

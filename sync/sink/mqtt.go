@@ -73,7 +73,7 @@ func newMQTTTransport(s *Sink, cfg *MQTTConfig) (*mqttTransport, error) {
 	t := &mqttTransport{s: s, cfg: cfg, sem: make(chan struct{}, cfg.Window), ready: make(chan struct{})}
 	switch u.Scheme {
 	case "ssl", "tls", "mqtts", "tcps", "wss":
-		t.tls, err = tlsConfig(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, u.Hostname())
+		t.tls, err = cfg.TLS.Config(u.Hostname())
 		if err != nil {
 			return nil, err
 		}

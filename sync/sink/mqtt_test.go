@@ -64,7 +64,7 @@ func checkMQTTOrder(t testing.TB, msgs []paho.Message, stream string, want uint6
 }
 
 func TestMQTTBridgeTLSClientCert(t *testing.T) {
-	b := startBroker(t, newPKI(t))
+	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
 	st := openStore(t, t.TempDir())
 	defer st.Close()
@@ -100,7 +100,7 @@ func TestMQTTBridgeTLSClientCert(t *testing.T) {
 // The broker goes away in the middle of a drain and comes back: the sink
 // resends from its cursor, the subscriber sees no gap, only resends.
 func TestMQTTBrokerRestartMidDrain(t *testing.T) {
-	b := startBroker(t, newPKI(t))
+	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
 	st := openStore(t, t.TempDir())
 	defer st.Close()
@@ -130,7 +130,7 @@ func TestMQTTBrokerRestartMidDrain(t *testing.T) {
 }
 
 func TestMQTTBrokerDownAtStart(t *testing.T) {
-	b := startBroker(t, newPKI(t))
+	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
 	b.stop()
 	st := openStore(t, t.TempDir())

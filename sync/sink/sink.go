@@ -105,6 +105,7 @@ type Status struct {
 const (
 	logKeySink   = "sink"
 	logKeyStream = "stream"
+	logKeyErr    = "err" // as every package's logs name an error
 )
 
 // Sink drains the outbox to one receiver. Create it with New, run it with
@@ -210,7 +211,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.log.Error("list streams", "error", err)
+			s.log.Error("list streams", logKeyErr, err)
 			s.noteError(err)
 		}
 		for _, name := range streams {
@@ -374,7 +375,7 @@ func (s *Sink) settle() {
 	if worst == Online {
 		s.log.Info("sink state", "from", from, "to", worst)
 	} else {
-		s.log.Warn("sink state", "from", from, "to", worst, "error", lastErr)
+		s.log.Warn("sink state", "from", from, "to", worst, logKeyErr, lastErr)
 	}
 	if s.cfg.OnTransition != nil {
 		s.cfg.OnTransition(s.Status())

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 const (
 	crashDirEnv  = "MOONGATE_STORE_CRASH_DIR"
+	crashBigEnv  = "MOONGATE_STORE_CRASH_BIG"
 	crashWorkers = 4
 )
 
@@ -28,12 +30,18 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
-	dir := t.TempDir()
+	crashRounds(t, t.TempDir(), nil, nil)
+}
+
+// crashRounds runs the child on dir (with env added to its environment), kills it and
+// checks the store, five times; afterKill, when set, runs after the kill and returns the
+// directory to check instead of dir.
+func crashRounds(t *testing.T, dir string, env []string, afterKill func(round int) string) {
 	reported := make([]int, crashWorkers) // highest n the child reported, per worker
 	total := 0
 	for round := range 5 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
-		cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+		cmd.Env = append(append(os.Environ(), crashDirEnv+"="+dir), env...)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +70,11 @@ func TestCrashKill9(t *testing.T) {
 		timer.Stop()
 		total += lines
 		t.Logf("round %d: killed after %v, %d commits reported", round, delay, lines)
-		checkCrashState(t, dir, reported)
+		check := dir
+		if afterKill != nil {
+			check = afterKill(round)
+		}
+		checkCrashState(t, check, reported)
 	}
 	if total == 0 {
 		t.Fatal("the child never reported a commit: nothing was tested")
@@ -135,11 +147,15 @@ func TestCrashChild(t *testing.T) {
 				panic(err)
 			}
 			n, _ := strconv.Atoi(string(v))
+			pad := "" // with crashBigEnv, records go to the value log
+			if os.Getenv(crashBigEnv) != "" {
+				pad = strings.Repeat("x", 2*valueThreshold)
+			}
 			for {
 				n++
 				err := s.Commit(context.Background(), Commit{Namespace: "crash",
 					KV:      []KVOp{{Kind: OpIncr, Key: fmt.Sprintf("w%d", w), Delta: 1}},
-					Records: []Append{{Stream: "crash", Data: fmt.Appendf(nil, `{"w":%d,"n":%d}`, w, n)}},
+					Records: []Append{{Stream: "crash", Data: fmt.Appendf(nil, `{"w":%d,"n":%d,"pad":%q}`, w, n, pad)}},
 				})
 				if err != nil {
 					panic(err)

@@ -55,6 +55,9 @@ func checkDir(dir string, bo badger.Options, now time.Time) (TableReport, []LogL
 	if err != nil {
 		return tr, nil, err
 	}
+	if err := removeEmptyWALs(dir); err != nil {
+		return tr, nil, err
+	}
 	losses, err := checkLogs(dir, now)
 	if err != nil {
 		return tr, nil, err
@@ -64,6 +67,25 @@ func checkDir(dir string, bo badger.Options, now time.Time) (TableReport, []LogL
 		losses = append(losses, *cut)
 	}
 	return tr, losses, err
+}
+
+// removeEmptyWALs deletes the write-ahead logs a crash left empty. Badger creates a .mem
+// file and then sizes it; a process killed between the two leaves it empty, and Badger
+// then refuses the whole dir ("while opening fid: N err: Create a new file": it sizes the
+// file and takes that for an error). An empty log holds nothing to lose.
+func removeEmptyWALs(dir string) error {
+	logs, err := filepath.Glob(filepath.Join(dir, "*.mem"))
+	if err != nil {
+		return err
+	}
+	for _, p := range logs {
+		if fi, err := os.Stat(p); err == nil && fi.Size() == 0 {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("remove the empty write-ahead log %s a crash left: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkManifestCut handles a MANIFEST that ends in a partial entry. Badger cuts it at

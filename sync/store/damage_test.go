@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -318,4 +319,31 @@ func TestDamageNeverSilent(t *testing.T) {
 			t.Fatalf("last key %s", got)
 		}
 	})
+}
+
+// A process killed between Badger creating a write-ahead log and sizing it leaves an
+// empty .mem file; the store opens on it, with everything committed before.
+func TestOpenWithEmptyWALFromACrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(context.Background(), Commit{Namespace: "f", KV: []KVOp{{Kind: OpSet, Key: "k", Value: []byte(`1`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "00009.mem"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("open with an empty WAL: %v", err)
+	}
+	defer s.Close()
+	if v, ok, err := s.KVGet("f", "k"); err != nil || !ok || string(v) != "1" {
+		t.Fatalf("k = %s %v %v", v, ok, err)
+	}
 }

@@ -28,6 +28,10 @@ var (
 	// (see MaxKeyLen, MaxValueLen and MaxNameLen).
 	ErrTooLarge = errors.New("too large")
 
+	// ErrQuota is returned for a commit that would take a function's KV namespace past
+	// Options.KVQuota. Nothing of the commit is written.
+	ErrQuota = errors.New("kv quota exceeded")
+
 	// ErrInvalid is returned for a malformed argument: an empty or ill-formed
 	// name, a value that is not JSON, an unknown operation.
 	ErrInvalid = errors.New("invalid argument")

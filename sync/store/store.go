@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"sync"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/oklog/ulid/v2"
+
+	"github.com/moongate/moongate/internal/atomicfile"
 )
 
 // OnFull says what the outbox does when a commit's records do not fit under
@@ -38,6 +39,10 @@ const (
 	// rejected records are counted (Stats, cause "rejected").
 	RejectNew
 )
+
+// DeadStream is the outbox's dead-letter stream: events that failed every try, and
+// records a receiver rejected. Its name starts with $, so "*" does not take it.
+const DeadStream = "$dead"
 
 // Defaults for the zero values of Options.
 const (
@@ -56,6 +61,10 @@ type Options struct {
 	// counted as key plus value bytes. 0 means DefaultMaxOutboxBytes. Past it, with
 	// DropOldest, the stream that holds the most sheds its oldest records first.
 	MaxOutboxBytes int64
+	// KVQuota bounds each KV namespace (a function's): a commit that would take one past
+	// it fails with ErrQuota. The zero value is no bound.
+	KVQuota KVQuota
+
 	// MaxStreamBytes, if above 0, bounds one stream's pending records too: past it that
 	// stream sheds its own oldest (DropOldest) or the commit fails (RejectNew).
 	MaxStreamBytes int64
@@ -134,13 +143,17 @@ type Store struct {
 	closeErr  error
 
 	// mu guards the state below. The committer is its only writer.
-	mu        sync.RWMutex
-	heads     map[string]streamHead
-	cursors   map[cursorID]uint64
-	consumers map[string][]string
-	total     int64             // pending outbox bytes, all streams
-	rejected  map[string]uint64 // records refused by RejectNew, per stream
-	changed   chan struct{}
+	mu    sync.RWMutex
+	heads map[string]streamHead
+	// kvUsage is each KV namespace's keys and bytes (kvusage.go); kvExpiring says that
+	// keys with an expiry exist, so maintenance recounts.
+	kvUsage    map[string]KVUsage
+	kvExpiring bool
+	cursors    map[cursorID]uint64
+	consumers  map[string][]string
+	total      int64             // pending outbox bytes, all streams
+	rejected   map[string]uint64 // records refused by RejectNew, per stream
+	changed    chan struct{}
 	// damagedTables are the tables a scrub found damaged since the open.
 	damagedTables []string
 
@@ -194,7 +207,9 @@ func Open(opts Options) (*Store, error) {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+	// Durably: Badger syncs the directory when it adds a file, but not the parent
+	// that holds the directory itself.
+	if err := atomicfile.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
 	bo := badgerOptions(&opts)
@@ -248,9 +263,10 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// load reads the outbox heads and the cursors into memory.
+// load reads the outbox heads, the cursors and the KV usage into memory.
 func (s *Store) load() error {
 	return s.view(func(txn *badger.Txn) error {
+		s.kvUsage, s.kvExpiring = s.countKV(txn)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagHead}})
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()

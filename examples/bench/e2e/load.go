@@ -21,13 +21,15 @@ import (
 // load is one run of the workload: devices publishing readings, a receiver counting what
 // comes out.
 type load struct {
-	devices  int
-	readings int            // per device
-	rate     float64        // readings per second over all devices; 0 = as fast as possible
-	qos      byte           // of the readings and of the receiver's subscription
-	window   int            // QoS 1: unacknowledged readings per device
-	expect   func(int) bool // does reading seq come out at the receiver?
-	backlog  bool           // the gateway is down while the devices publish (see run)
+	devices   int
+	readings  int            // per device
+	rate      float64        // readings per second over all devices; 0 = as fast as possible
+	qos       byte           // of the readings and of the receiver's subscription
+	window    int            // QoS 1: unacknowledged readings per device
+	expect    func(int) bool // does reading seq come out at the receiver?
+	backlog   bool           // the gateway is down while the devices publish (see run)
+	neighbour bool           // the runaway function is deployed (see startGateway)
+	attack    bool           // a flooding device and the runaway function run beside (see attack)
 }
 
 // result is what one run measured.
@@ -319,4 +321,63 @@ func probeOnce(c net.Conn) error {
 	pp.TopicName = "sensors/probe/temp"
 	pp.Payload = []byte(`{"device":"probe","seq":0,"ts":0,"temp":35.5}`)
 	return pp.Write(c)
+}
+
+// attack runs the bad neighbour of issue 21 until the returned stop: one device floods
+// QoS 0 readings on ever new topics that the workload's function takes (sensors/flood-N/temp),
+// as fast as its connection goes, and another restarts the runaway function's loop every
+// 10 ms.
+func attack(addr string) (stop func(), err error) {
+	flood, _, err := dial(addr, "flood")
+	if err != nil {
+		return nil, err
+	}
+	looper, _, err := dial(addr, "looper")
+	if err != nil {
+		flood.Close()
+		return nil, err
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		w := bufio.NewWriterSize(flood, 4<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			pp := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			pp.TopicName = fmt.Sprintf("sensors/flood-%d/temp", i)
+			pp.Payload = []byte(`{"device":"flood","seq":0,"ts":0,"temp":99}`)
+			if pp.Write(w) != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			pp := packets.NewControlPacket(packets.Publish).(*packets.PublishPacket)
+			pp.TopicName, pp.Payload = "loop/start", []byte("go")
+			if pp.Write(looper) != nil {
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		flood.Close() // ends a write the broker holds back
+		looper.Close()
+		wg.Wait()
+	}, nil
 }

@@ -39,7 +39,7 @@ func main() {
 		rounds    = flag.Int("rounds", 3, "alternated rounds")
 		devices   = flag.Int("devices", 100, "devices")
 		total     = flag.Int("readings", 200000, "readings per run, over all devices")
-		scenarios = flag.String("scenarios", "full,20k,qos1,backlog", "of full (QoS 0 at full speed), 20k (QoS 0 at 20k/s), qos1 (QoS 1 in and out, window 1000), backlog (QoS 1 queued by Mosquitto while the gateway is down, drained when it starts; via-mosquitto only)")
+		scenarios = flag.String("scenarios", "full,20k,qos1,backlog,neighbour", "of full (QoS 0 at full speed), 20k (QoS 0 at 20k/s), qos1 (QoS 1 in and out, window 1000), backlog (QoS 1 queued by Mosquitto while the gateway is down, drained when it starts; via-mosquitto only), neighbour (10 good devices at 500 readings/s in all, quiet and beside a flooding device and a runaway function; embedded only)")
 		systems   = flag.String("systems", "mosquitto,embedded,via-mosquitto", "of mosquitto (passthrough), embedded (the gateway's broker), via-mosquitto (the gateway on Mosquitto)")
 		inflight  = flag.Int("max-inflight", 1000, "Mosquitto's max_inflight_messages toward the gateway and the receiver")
 		profile   = flag.String("cpuprofile", "", "write a CPU profile of the gateway's first seconds under load to this file prefix (gateway.debug.pprof)")
@@ -54,11 +54,14 @@ func main() {
 		bins = append(bins, abs)
 	}
 	// Every (system, binary) pair, in the order each round runs them.
-	type target struct{ sys, label, bin string }
+	type target struct {
+		sys, label, bin string
+		attack          bool // neighbour: the flood and the runaway function run beside
+	}
 	var targets []target
 	for _, sys := range strings.Split(*systems, ",") {
 		if sys == "mosquitto" {
-			targets = append(targets, target{sys, sys, ""})
+			targets = append(targets, target{sys: sys, label: sys})
 			continue
 		}
 		for i, b := range bins {
@@ -66,15 +69,31 @@ func main() {
 			if len(bins) > 1 {
 				label = fmt.Sprintf("%s#%d", sys, i+1)
 			}
-			targets = append(targets, target{sys, label, b})
+			targets = append(targets, target{sys: sys, label: label, bin: b})
 		}
 	}
+	neighbourTargets := func() []target {
+		var out []target
+		for i, b := range bins {
+			suffix := ""
+			if len(bins) > 1 {
+				suffix = fmt.Sprintf("#%d", i+1)
+			}
+			out = append(out, target{"embedded", "quiet" + suffix, b, false}, target{"embedded", "attacked" + suffix, b, true})
+		}
+		return out
+	}
+	allTargets := targets
 	for _, sc := range strings.Split(*scenarios, ",") {
 		l, err := scenario(sc, *devices, *total)
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("\n## %s: %d devices, %d readings\n", sc, *devices, *devices*l.readings)
+		targets = allTargets
+		if l.neighbour {
+			targets = neighbourTargets()
+		}
+		fmt.Printf("\n## %s: %d devices, %d readings\n", sc, l.devices, l.devices*l.readings)
 		fmt.Printf("%-14s %5s %10s %7s %5s %9s %9s %-16s %-18s %7s\n", "system", "round", "readings/s", "loss", "dups", "p50", "p99", "CPU µs/reading", "peak RSS", "vs pass")
 		rows := map[string][]row{}
 		for round := 1; round <= *rounds; round++ {
@@ -87,11 +106,13 @@ func main() {
 				if *profile != "" {
 					prof = fmt.Sprintf("%s-%s-%s-%d.pprof", *profile, sc, strings.ReplaceAll(tg.label, "#", ""), round)
 				}
-				r, err := run(tg.sys, sc, l, tg.bin, *mosquitto, *inflight, prof)
+				lt := *l
+				lt.attack = tg.attack
+				r, err := run(tg.sys, sc, &lt, tg.bin, *mosquitto, *inflight, prof)
 				if err != nil {
 					log.Fatalf("%s %s round %d: %v", tg.label, sc, round, err)
 				}
-				if tg.sys == "mosquitto" {
+				if tg.sys == "mosquitto" || l.neighbour && !tg.attack {
 					pass = r.rate
 				}
 				if pass > 0 {
@@ -121,6 +142,8 @@ func scenario(name string, devices, total int) (*load, error) {
 		l.rate = 20000
 	case "qos1":
 		l.qos, l.window = 1, max(1, 1000/devices)
+	case "neighbour": // issue 21's bad neighbour: ten well-behaved devices, 10 s
+		l.devices, l.rate, l.readings, l.neighbour = 10, 500, 500, true
 	case "backlog": // 100k, as issue 12 measures it
 		l.qos, l.window, l.backlog = 1, max(1, 1000/devices), true
 		l.readings = 100000 / devices
@@ -222,7 +245,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 			brokerAddr = embedded
 		}
 		api = freeAddr()
-		gw, err = startGateway(dir, moongate, broker, embedded, api, l.qos)
+		gw, err = startGateway(dir, moongate, broker, embedded, api, l.qos, l.neighbour)
 		if err != nil {
 			return row{}, err
 		}
@@ -246,7 +269,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 		procs = slices.DeleteFunc(procs, func(p *proc) bool { return p == gw })
 		restart = func() (time.Time, error) {
 			t := time.Now()
-			gw, err := startGateway(dir, moongate, "tcp://"+brokerAddr, freeAddr(), api, l.qos)
+			gw, err := startGateway(dir, moongate, "tcp://"+brokerAddr, freeAddr(), api, l.qos, false)
 			if err == nil {
 				procs = append(procs, gw)
 			}
@@ -263,7 +286,14 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	} else {
 		profiled <- nil
 	}
+	stopAttack := func() {}
+	if l.attack {
+		if stopAttack, err = attack(brokerAddr); err != nil {
+			return row{}, fmt.Errorf("attack: %w", err)
+		}
+	}
 	start, behind, err := l.publish(brokerAddr)
+	stopAttack()
 	if err != nil {
 		return row{}, fmt.Errorf("devices: %w", err)
 	}
@@ -445,14 +475,33 @@ function handle(event)
 end
 `
 
-func startGateway(dir, bin, broker, embedded, api string, qos byte) (*proc, error) {
+// runaway is the careless function of the neighbour scenario: it triggers itself and
+// writes 10 keys of 900 B each time.
+const runaway = `
+function handle(event)
+  for i = 1, 10 do
+    kv.set("junk/" .. event.id .. "/" .. i, string.rep("x", 900))
+  end
+  mqtt.publish("loop/again", "again")
+end
+`
+
+// startGateway starts the gateway on the workload's function; with neighbour, the
+// gateway keeps its default bounds and has the runaway function deployed too.
+func startGateway(dir, bin, broker, embedded, api string, qos byte, neighbour bool) (*proc, error) {
+	loops, extra := "  loops: {publish_rate: -1} # the alerts of a full-speed burst exceed the default 2000/s\n", ""
+	if neighbour {
+		loops, extra = "", "  - {name: runaway, source: runaway.lua, triggers: [\"mqtt:loop/#\"]}\n"
+		if err := os.WriteFile(filepath.Join(dir, "runaway.lua"), []byte(runaway), 0o644); err != nil {
+			return nil, err
+		}
+	}
 	conf := fmt.Sprintf(`gateway:
   id: bench
   data_dir: ./data
   console: {listen: %s}
   debug: {pprof: true}
-  loops: {publish_rate: -1} # the alerts of a full-speed burst exceed the default 2000/s
-mqtt:
+%smqtt:
   broker: %s
   embedded: {listen: %s}
 functions:
@@ -460,7 +509,7 @@ functions:
     source: alert.lua
     triggers: ["mqtt:sensors/+/temp@%d"]
     env: {QOS: "%d"}
-`, api, broker, embedded, qos, qos)
+%s`, api, loops, broker, embedded, qos, qos, extra)
 	if err := os.WriteFile(filepath.Join(dir, "moongate.yaml"), []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

@@ -4,7 +4,7 @@
 // the latency percentile and sparkline, and the rate until two samples are in. A function
 // that never ran shows that, not figures made of nothing.
 
-import {$, h, count, micros, toast} from './dom.js';
+import {$, h, bytes, count, micros, toast} from './dom.js';
 import {get} from './api.js';
 import {spark} from './spark.js';
 
@@ -66,7 +66,10 @@ export class FunctionsView {
       foot.replaceChildren(
         h('span', {'data-testid': 'fn-counts'}, `${count(inv, 'invocation')} · ${count(errs, 'error')}`
           + (c.dropped ? ` · ${count(c.dropped, 'dropped event')}` : '')),
-        h('span', {}, inv ? `mean ${micros(c.duration_us_sum / inv)}` : ''));
+        h('span', {}, inv ? `mean ${micros(c.duration_us_sum / inv)}` : ''),
+        fn.kv ? h('span', {'data-testid': 'fn-kv', class: fn.kv.bytes > 0.9 * fn.kv.quota_bytes || fn.kv.keys > 0.9 * fn.kv.quota_keys ? 'state-err' : '',
+          title: `gateway.kv_quota: ${count(fn.kv.quota_keys, 'key')}, ${bytes(fn.kv.quota_bytes)}`},
+        `KV ${count(fn.kv.keys, 'key')}, ${bytes(fn.kv.bytes)} of ${bytes(fn.kv.quota_bytes)}`) : '');
       if (!inv) {
         metrics.replaceChildren(h('div', {class: 'metric none', 'data-testid': 'fn-none'}, 'no invocations yet'));
         chart.replaceChildren();

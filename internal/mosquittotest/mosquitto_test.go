@@ -1,4 +1,4 @@
-package mqtttest
+package mosquittotest
 
 import (
 	"crypto/tls"

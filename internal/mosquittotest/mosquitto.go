@@ -1,6 +1,6 @@
-// Package mqtttest runs real MQTT brokers for tests: a Mosquitto process on a free
+// Package mosquittotest runs real MQTT brokers for tests: a Mosquitto process on a free
 // 127.0.0.1 port with a generated configuration, and the certificates to talk TLS to it.
-package mqtttest
+package mosquittotest
 
 import (
 	"crypto/pbkdf2"
