@@ -35,6 +35,7 @@ func (g *Gateway) handler() http.Handler {
 	api("PUT /api/v1/functions/{name}", g.putFunction)
 	api("DELETE /api/v1/functions/{name}", g.deleteFunction)
 	api("POST /api/v1/functions/{name}/invoke", g.invokeFunction)
+	api("POST /api/v1/functions/{name}/test", g.testFunction)
 	api("POST /api/v1/functions/{name}/rollback", g.rollbackFunction)
 	api("GET /api/v1/functions/{name}/kv", g.getKV)
 	api("GET /api/v1/sync", g.getSync)
@@ -214,8 +215,12 @@ type functionDoc struct {
 	Overflow    string            `json:"overflow"`
 	KV          kvUsageDoc        `json:"kv"`
 	Created     time.Time         `json:"created"`
-	Counters    countersDoc       `json:"counters"`
-	Versions    []versionDoc      `json:"versions,omitempty"`
+	// Tested says the version went live through a deploy with tests attached, all of
+	// which passed (TestsPassed cases); false for a deploy without tests.
+	Tested      bool         `json:"tested"`
+	TestsPassed int          `json:"tests_passed,omitempty"`
+	Counters    countersDoc  `json:"counters"`
+	Versions    []versionDoc `json:"versions,omitempty"`
 	// VersionsMore says that older versions than the listed ones are stored
 	// (?history_before=OLDEST lists them).
 	VersionsMore bool `json:"versions_more,omitempty"`
@@ -226,7 +231,7 @@ func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) function
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
 		Overflow: cmp.Or(spec.Overflow, config.OverflowBlock), Created: spec.Created,
-		KV: g.kvUsage(v.name),
+		Tested: spec.TestsPassed > 0, TestsPassed: spec.TestsPassed, KV: g.kvUsage(v.name),
 		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
 			DurationUSSum: v.stats.durationUS.Load(), Dropped: v.stats.dropped.Load()},
 	}
@@ -337,15 +342,39 @@ type deployRequest struct {
 	Env         map[string]string `json:"env"`
 	Emit        *string           `json:"emit"`
 	Overflow    *string           `json:"overflow"`
+	// Tests, when given, run against the new version before it goes live: any failing
+	// case refuses the deploy. Nil (absent) deploys untested, and the function's document
+	// says so (tested: false).
+	Tests []TestFile `json:"tests"`
 }
 
 func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
+	spec, req, created, ok := g.specFromRequest(w, r)
+	if !ok {
+		return
+	}
+	var verify func(FunctionSpec) (FunctionSpec, error)
+	if req.Tests != nil { // attached tests always run: no field or setting skips them
+		verify = func(s FunctionSpec) (FunctionSpec, error) {
+			report, err := g.runTests(s, req.Tests)
+			if err == nil && report.Failed > 0 {
+				err = &testsFailed{report: report}
+			}
+			s.TestsPassed = report.Passed
+			return s, err
+		}
+	}
+	g.deployAndRespond(w, spec, created, verify)
+}
+
+// specFromRequest reads a deploy's body into the spec it would deploy: the current
+// version's, with the fields given. It answers the request itself when it returns false.
+func (g *Gateway) specFromRequest(w http.ResponseWriter, r *http.Request) (spec FunctionSpec, req deployRequest, created, ok bool) {
 	name := r.PathValue("name")
 	if err := config.CheckFunctionName(name); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "name"})
 		return
 	}
-	var req deployRequest
 	if !decodeBody(w, r, &req) {
 		return
 	}
@@ -353,12 +382,12 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "source is required", "field": "source"})
 		return
 	}
-	spec := FunctionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
+	spec = FunctionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
 		Concurrency: config.DefaultFunctionConcurrency, Retries: config.DefaultFunctionRetries}
 	cur := g.registry.current(name)
 	if cur != nil {
 		spec = cur.spec
-		spec.ConfigHash, spec.RollbackOf, spec.Created = "", 0, time.Time{}
+		spec.ConfigHash, spec.RollbackOf, spec.Created, spec.TestsPassed = "", 0, time.Time{}, 0
 	}
 	spec.Source = *req.Source
 	if req.Triggers != nil {
@@ -383,7 +412,7 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 		d, err := time.ParseDuration(*req.Timeout)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad timeout " + strconv.Quote(*req.Timeout), "field": "timeout"})
-			return
+			return spec, req, false, false
 		}
 		spec.Timeout = d
 	}
@@ -391,7 +420,7 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 		n, err := humanize.ParseBytes(*req.Memory)
 		if err != nil || n > 1<<62 {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "bad memory " + strconv.Quote(*req.Memory), "field": "memory"})
-			return
+			return spec, req, false, false
 		}
 		spec.Memory = int64(n)
 	}
@@ -399,13 +428,42 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 	if len(spec.Triggers) == 0 {
 		spec.Triggers = []string{}
 	}
-	g.deployAndRespond(w, spec, cur == nil)
+	return spec, req, cur == nil, true
 }
 
-func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created bool) {
-	v, err := g.registry.deploy(spec)
+// deployAndRespond deploys spec (verify, when set, runs on the compiled version before it
+// goes live; see registry.deploy) and answers with the new version's document.
+func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created bool, verify func(FunctionSpec) (FunctionSpec, error)) {
+	v, err := g.registry.deploy(spec, verify)
+	if err != nil {
+		writeDeployError(w, err)
+		return
+	}
+	g.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers,
+		"tests_passed", v.spec.TestsPassed)
+	d, err := g.fullDoc(v, 0, 0, defaultHistoryPage)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, d)
+}
+
+// writeDeployError answers a refused deploy: 400 with the place of a compile error or
+// the failing test cases; the old version keeps running.
+func writeDeployError(w http.ResponseWriter, err error) {
 	var ce *CompileError
+	var tf *testsFailed
 	switch {
+	case errors.As(err, &tf):
+		writeJSON(w, http.StatusBadRequest, map[string]any{
+			"error": tf.Error() + ": not deployed, the running version is unchanged", "field": "tests", "tests": tf.report})
+	case errors.Is(err, errNoTestRunner):
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "tests"})
 	case errors.As(err, &ce):
 		body := map[string]any{"error": ce.Error()}
 		if ce.Line > 0 {
@@ -420,22 +478,9 @@ func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, cre
 			body["field"] = ce.Field
 		}
 		writeJSON(w, http.StatusBadRequest, body)
-		return
-	case err != nil:
+	default:
 		writeError(w, http.StatusInternalServerError, err.Error())
-		return
 	}
-	g.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers)
-	d, err := g.fullDoc(v, 0, 0, defaultHistoryPage)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	status := http.StatusOK
-	if created {
-		status = http.StatusCreated
-	}
-	writeJSON(w, status, d)
 }
 
 func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
@@ -487,7 +532,7 @@ func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 			target, name, g.cfg.Gateway.VersionHistory))
 	default:
 		s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
-		g.deployAndRespond(w, s, false)
+		g.deployAndRespond(w, s, false, nil)
 	}
 }
 

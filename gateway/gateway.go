@@ -36,6 +36,9 @@ type Options struct {
 	// RetryBackoff is the wait before the first retry of a failed durable event; it doubles
 	// per try up to 5s. Zero means 100ms.
 	RetryBackoff time.Duration
+	// Tests runs the tests attached to a deploy (PUT /api/v1/functions/{name} with tests,
+	// POST .../test). Nil: such requests are refused, never deployed untested.
+	Tests TestRunner
 }
 
 // pinIO is what functions and the console need of the sensors: the pins.

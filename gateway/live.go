@@ -24,7 +24,7 @@ func (l *live) event(ev *luafn.Event) {
 		return
 	}
 	l.hub.Publish(console.Event{TS: ev.TS, ID: ev.ID, Source: ev.Source, Topic: eventTopic(ev), Payload: ev.Payload, QoS: ev.QoS,
-		Pin: ev.Pin, Level: ev.Level, Edge: ev.Edge})
+		Pin: ev.Pin, Level: ev.Level, Edge: ev.Edge, Sensor: ev.Sensor, Values: ev.Values})
 }
 
 // eventTopic names non-MQTT events in the console's topic column.

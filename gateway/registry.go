@@ -34,6 +34,9 @@ type FunctionSpec struct {
 	Overflow    string            `json:"overflow,omitempty"` // "" is config.OverflowBlock
 	Created     time.Time         `json:"created"`
 	RollbackOf  int               `json:"rollback_of,omitempty"`
+	// TestsPassed is how many test cases this version passed before it went live (a
+	// deploy with tests attached); 0 for an untested deploy.
+	TestsPassed int `json:"tests_passed,omitempty"`
 	// ConfigHash is set on versions deployed from moongate.yaml: a restart redeploys the
 	// config's function only when its entry changed, so console deploys survive restarts.
 	ConfigHash string `json:"config_hash,omitempty"`
@@ -160,8 +163,11 @@ func (r *registry) build(spec FunctionSpec) (*version, error) {
 }
 
 // deploy stores spec as the function's next version and makes it current. It returns the
-// new version; on error the old version keeps running.
-func (r *registry) deploy(spec FunctionSpec) (*version, error) {
+// new version; on error the old version keeps running. verify, when set, runs once the
+// version compiled and before anything is stored: its error refuses the deploy, and the
+// spec it returns is the one stored. It runs under r.mu, so no other deploy of the same
+// name can slip in between the tests and the install.
+func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (FunctionSpec, error)) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	latest, err := r.g.store.LatestVersion(spec.Name)
@@ -186,6 +192,12 @@ func (r *registry) deploy(spec FunctionSpec) (*version, error) {
 	v, err := r.build(spec)
 	if err != nil {
 		return nil, err
+	}
+	if verify != nil {
+		if v.spec, err = verify(v.spec); err != nil {
+			v.fn.Close()
+			return nil, err
+		}
 	}
 	if err := r.install(v); err != nil {
 		v.fn.Close()

@@ -42,6 +42,16 @@ type apiError struct {
 	Status int
 	Msg    string `json:"error"`
 	Line   int    `json:"line"`
+	// Tests are the cases of a deploy refused because some failed.
+	Tests *struct {
+		Cases []struct {
+			File  string   `json:"file"`
+			Case  string   `json:"case"`
+			OK    bool     `json:"ok"`
+			Diffs []string `json:"diffs"`
+			Logs  []string `json:"logs"`
+		} `json:"cases"`
+	} `json:"tests"`
 }
 
 func (e *apiError) Error() string {
@@ -169,14 +179,15 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	concurrency := fs.Int("concurrency", 0, "warm VMs")
 	emit := fs.String("emit", "", "stream that returned values are emitted to")
 	overflow := fs.String("overflow", "", "when the function is full: block (hold the sources, the default) or drop_oldest (shed the oldest QoS 0 events)")
-	var env multiFlag
+	var env, tests multiFlag
 	fs.Var(&env, "env", "KEY=VALUE for the function's env table (repeat)")
+	fs.Var(&tests, "test", "FILE_test.yaml (repeat): the gateway runs it against the new version first and refuses the deploy if a case fails")
 	pos, err := splitArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
-		return usagef("usage: moongate deploy NAME FILE.lua [--trigger SPEC]... [--timeout D] [--memory SIZE]")
+		return usagef("usage: moongate deploy NAME FILE.lua [--trigger SPEC]... [--timeout D] [--memory SIZE] [--test FILE_test.yaml]...")
 	}
 	if err := config.CheckFunctionName(pos[0]); err != nil {
 		return usagef("%v", err)
@@ -186,6 +197,17 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("read %s: %v", pos[1], err)
 	}
 	body := map[string]any{"source": string(src)}
+	if len(tests) > 0 {
+		files := []map[string]string{}
+		for _, t := range tests {
+			y, err := os.ReadFile(t)
+			if err != nil {
+				return usagef("read %s: %v", t, err)
+			}
+			files = append(files, map[string]string{"file": t, "yaml": string(y)})
+		}
+		body["tests"] = files
+	}
 	switch {
 	case slices.Contains(triggers, "none"):
 		if len(triggers) > 1 {
@@ -242,19 +264,37 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if errors.As(err, &ae) && ae.Line > 0 {
 			return fmt.Errorf("%s:%d: %s", pos[1], ae.Line, ae.Msg)
 		}
+		if errors.As(err, &ae) && ae.Tests != nil {
+			for _, c := range ae.Tests.Cases {
+				if c.OK {
+					continue
+				}
+				fmt.Fprintf(stdout, "FAIL %s: %s\n", c.File, c.Case)
+				for _, d := range c.Diffs {
+					fmt.Fprintf(stdout, "    %s\n", d)
+				}
+				printLogs(stdout, c.Logs)
+			}
+		}
 		return err
 	}
 	triggersText := strings.Join(fn.Triggers, ", ")
 	if len(fn.Triggers) == 0 {
 		triggersText = "no triggers: invoke only"
 	}
-	fmt.Fprintf(stdout, "deployed %s version %d (%s)\n", fn.Name, fn.Version, triggersText)
+	tested := ""
+	if fn.TestsPassed > 0 {
+		tested = fmt.Sprintf(", %s passed", count(fn.TestsPassed, "test case"))
+	}
+	fmt.Fprintf(stdout, "deployed %s version %d (%s%s)\n", fn.Name, fn.Version, triggersText, tested)
 	return nil
 }
 
 type functionInfo struct {
 	Name        string   `json:"name"`
 	Version     int      `json:"version"`
+	Tested      bool     `json:"tested"`
+	TestsPassed int      `json:"tests_passed"`
 	Triggers    []string `json:"triggers"`
 	Timeout     string   `json:"timeout"`
 	Memory      string   `json:"memory"`
@@ -289,10 +329,14 @@ func functionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if f.Counters.Invocations > 0 {
 			mean = micros(f.Counters.DurationUSSum / f.Counters.Invocations)
 		}
-		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), fmt.Sprint(f.Counters.Invocations),
+		tested := "no"
+		if f.Tested {
+			tested = count(f.TestsPassed, "case")
+		}
+		rows = append(rows, []string{f.Name, fmt.Sprint(f.Version), tested, fmt.Sprint(f.Counters.Invocations),
 			fmt.Sprint(f.Counters.Errors), mean, f.Timeout, f.Memory, strings.Join(f.Triggers, " ")})
 	}
-	table(stdout, []string{"NAME", "VERSION", "INVOCATIONS", "ERRORS", "MEAN", "TIMEOUT", "MEMORY", "TRIGGERS"}, rows)
+	table(stdout, []string{"NAME", "VERSION", "TESTED", "INVOCATIONS", "ERRORS", "MEAN", "TIMEOUT", "MEMORY", "TRIGGERS"}, rows)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,9 +30,20 @@ func testCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	verbose := flags.Bool("v", false, "print every case and the function's log lines")
 	asJSON := flags.Bool("json", false, "print one JSON object per case")
 	watch := flags.Bool("watch", false, "run again whenever a test or a .lua file changes")
+	snapshot := flags.String("snapshot", "", "events.jsonl (moongate record): print a test file with a case per event, expecting what the function does with it today; needs -c")
+	function := flags.String("function", "", "with --snapshot: the function whose events to take (needed when the recording has several)")
 	paths, err := splitArgs(flags, args)
 	if err != nil {
 		return err
+	}
+	if *snapshot != "" {
+		if *cfgPath == "" || len(paths) > 0 || *watch {
+			return usagef("usage: moongate test --snapshot events.jsonl -c moongate.yaml [--function NAME] > NAME_test.yaml")
+		}
+		return snapshotCmd(*snapshot, *cfgPath, *function, stdout)
+	}
+	if *function != "" {
+		return usagef("--function goes with --snapshot")
 	}
 	if len(paths) == 0 {
 		paths = []string{"."}
@@ -179,4 +191,38 @@ func tree(paths []string) string {
 		})
 	}
 	return b.String()
+}
+
+// snapshotCmd prints a test file made of recorded events (fntest.Snapshot).
+func snapshotCmd(path, cfgPath, function string, stdout io.Writer) error {
+	cfg, err := gateway.Load(cfgPath)
+	if err != nil {
+		return usageError{err}
+	}
+	records, err := readRecords(path, function)
+	if err != nil {
+		return err
+	}
+	if function == "" {
+		for _, r := range records {
+			if function != "" && r.Function != function {
+				return usagef("%s has events of %s and %s: pick one with --function", path, function, r.Function)
+			}
+			function = r.Function
+		}
+	}
+	if len(records) == 0 {
+		return usagef("%s has no events of %s", path, cmp.Or(function, "any function"))
+	}
+	for _, f := range cfg.Functions {
+		if f.Name == function {
+			out, err := fntest.Snapshot(cfg, f, records)
+			if err != nil {
+				return fmt.Errorf("snapshot of %s: %w", function, err)
+			}
+			_, err = stdout.Write(out)
+			return err
+		}
+	}
+	return usagef("%s has no function %s", cfgPath, function)
 }

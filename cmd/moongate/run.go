@@ -16,6 +16,7 @@ import (
 
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/gateway/fntest"
 )
 
 const defaultConfig = "moongate.yaml"
@@ -67,7 +68,8 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if lim := *cfg.Gateway.MemoryLimit; lim > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(lim))
 	}
-	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing})
+	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing,
+		Tests: fntest.OnGateway})
 	stopReloads := reloadOnHangup(g, logger)
 	defer stopReloads()
 	if err := g.Run(ctx); err != nil {

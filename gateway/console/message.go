@@ -44,6 +44,9 @@ type Event struct {
 	Pin   string
 	Level int
 	Edge  string
+	// A sensor reading's sensor and values; Sensor empty for other events.
+	Sensor string
+	Values map[string]float64
 }
 
 // LogLine is one log call made by a function during an invocation, as the invoke API
@@ -122,20 +125,22 @@ func (m Firmware) timestamp() int64   { return m.TS }
 
 func (m Event) wire(ts int64, maxPayload int) any {
 	w := struct {
-		Type      string `json:"type"`
-		TS        int64  `json:"ts"`
-		ID        string `json:"id"`
-		Source    string `json:"source"`
-		Topic     string `json:"topic"`
-		Payload   any    `json:"payload"`
-		Truncated bool   `json:"truncated,omitempty"`
-		QoS       byte   `json:"qos"`
-		Size      int    `json:"size"`
-		Pin       string `json:"pin,omitempty"`
-		Level     *int   `json:"level,omitempty"`
-		Edge      string `json:"edge,omitempty"`
+		Type      string             `json:"type"`
+		TS        int64              `json:"ts"`
+		ID        string             `json:"id"`
+		Source    string             `json:"source"`
+		Topic     string             `json:"topic"`
+		Payload   any                `json:"payload"`
+		Truncated bool               `json:"truncated,omitempty"`
+		QoS       byte               `json:"qos"`
+		Size      int                `json:"size"`
+		Pin       string             `json:"pin,omitempty"`
+		Level     *int               `json:"level,omitempty"`
+		Edge      string             `json:"edge,omitempty"`
+		Sensor    string             `json:"sensor,omitempty"`
+		Values    map[string]float64 `json:"values,omitempty"`
 	}{Type: TypeEvent, TS: ts, ID: m.ID, Source: m.Source, Topic: m.Topic, QoS: m.QoS, Size: len(m.Payload),
-		Pin: m.Pin, Edge: m.Edge}
+		Pin: m.Pin, Edge: m.Edge, Sensor: m.Sensor, Values: m.Values}
 	w.Payload, w.Truncated = payloadValue(m.Payload, maxPayload)
 	if m.Pin != "" {
 		w.Level = &m.Level // 0 is a level, not an absent one

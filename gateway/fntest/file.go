@@ -130,6 +130,12 @@ func Load(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Parse(path, data)
+}
+
+// Parse checks a test file's text as Load does; path names it in errors and results (and
+// places the .lua file, for Runner.Run).
+func Parse(path string, data []byte) (*File, error) {
 	f := &File{path: path}
 	if err := config.DecodeYAML(path, data, f); err != nil {
 		return nil, err

@@ -43,6 +43,17 @@ func (r *Runner) Run(f *File) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.run(f, entry), nil
+}
+
+// RunFunction runs every case of f against fn (its Code, env and limits) instead of the
+// .lua file beside f: a gateway's check of a version before it goes live. The test's env
+// and emit win, as in Run; triggers are not checked.
+func (r *Runner) RunFunction(f *File, fn config.Function) []Result {
+	return (&Runner{}).run(f, overrides(f, &fn))
+}
+
+func (r *Runner) run(f *File, entry *config.Function) []Result {
 	var out []Result
 	for _, c := range f.Cases {
 		res := Result{File: f.path, Case: c.Name}
@@ -52,7 +63,7 @@ func (r *Runner) Run(f *File) ([]Result, error) {
 		res.OK = len(res.Diffs) == 0
 		out = append(out, res)
 	}
-	return out, nil
+	return out
 }
 
 // function finds the config entry of f's function (or makes one with the defaults).
@@ -79,21 +90,36 @@ func (r *Runner) function(f *File) (*config.Function, error) {
 			return nil, fmt.Errorf("%s: no function of %s has source %s", f.path, r.Config.File, f.Function)
 		}
 	}
-	e := *entry // the test's env and emit win: they are what the cases were written for
+	return overrides(f, entry), nil
+}
+
+// overrides is entry with the test's env and emit: they are what the cases were written for.
+func overrides(f *File, entry *config.Function) *config.Function {
+	e := *entry
 	if f.Env != nil {
 		e.Env = f.Env
 	}
 	if f.Emit != "" {
 		e.Emit = f.Emit
 	}
-	entry = &e
-	return entry, nil
+	return &e
 }
 
 // runCase runs c's events on a fresh VM and KV, and compares what they did with c.Expect.
 func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs []string) {
+	got, kv, lastErr, diffs := r.observe(f, entry, c)
+	if kv == nil { // the case did not get to its expectations
+		return diffs, got.logs
+	}
+	return append(diffs, compare(c.Expect, got, kv, lastErr)...), got.logs
+}
+
+// observe runs c's events on a fresh VM and KV and returns what they did, the KV after
+// them and the last event's error; diffs are the failures that are not expectations (a
+// nil kv: the case stopped short).
+func (r *Runner) observe(f *File, entry *config.Function, c Case) (got observed, kv *memKV, lastErr error, diffs []string) {
 	clock := f.Clock
-	kv := newMemKV(func() time.Time { return clock })
+	kv = newMemKV(func() time.Time { return clock })
 	for k, v := range f.KV {
 		kv.put(k, v)
 	}
@@ -104,12 +130,10 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		Pins: pins(f.Inputs), WritablePins: r.outputs(f)}
 	fn, err := gateway.Sandbox(*entry, host)
 	if err != nil {
-		return []string{"the function does not load: " + err.Error()}, nil
+		return got, nil, nil, []string{"the function does not load: " + err.Error()}
 	}
 	defer fn.Close()
 
-	var got observed
-	var lastErr error
 	for i, e := range c.Events {
 		after := e.After
 		if after == 0 {
@@ -120,7 +144,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		}
 		ev, err := e.event(i, clock)
 		if err != nil {
-			return []string{fmt.Sprintf("events[%d]: %v", i, err)}, logs
+			return got, nil, nil, []string{fmt.Sprintf("events[%d]: %v", i, err)}
 		}
 		if r.Config != nil {
 			if msg := reaches(entry, e, ev); msg != "" {
@@ -131,7 +155,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 		res, err := fn.Invoke(context.Background(), ev)
 		if res != nil {
 			for _, l := range res.Logs {
-				logs = append(logs, fmt.Sprintf("%s %s", strings.ToLower(l.Level.String()), l.Message))
+				got.logs = append(got.logs, fmt.Sprintf("%s %s", strings.ToLower(l.Level.String()), l.Message))
 			}
 		}
 		lastErr = err
@@ -146,8 +170,7 @@ func (r *Runner) runCase(f *File, entry *config.Function, c Case) (diffs, logs [
 			diffs = append(diffs, fmt.Sprintf("events[%d]: %v", i, err))
 		}
 	}
-	got.logs = logs
-	return append(diffs, compare(c.Expect, got, kv, lastErr)...), logs
+	return got, kv, lastErr, diffs
 }
 
 // pins reads the levels a test gives.

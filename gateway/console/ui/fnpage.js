@@ -38,6 +38,8 @@ export class FunctionPage {
     this.editor = new Editor({onSave: () => this.deploy(), onRun: () => this.invoke()});
     $('deploy').addEventListener('click', () => this.deploy());
     $('invoke').addEventListener('click', () => this.invoke());
+    $('tests-run').addEventListener('click', () => this.runTests());
+    $('tests-input').addEventListener('input', () => { this.mine().tests = $('tests-input').value; });
     $('fn-delete').addEventListener('click', () => this.askDelete());
     // The form's submit names the button at once; the dialog's close event comes a task
     // later, possibly after the dialog was opened again.
@@ -55,7 +57,7 @@ export class FunctionPage {
   mine() {
     const key = this.name ?? '';
     let k = this.kept.get(key);
-    if (!k) this.kept.set(key, (k = {event: null, prefix: ''}));
+    if (!k) this.kept.set(key, (k = {event: null, prefix: '', tests: ''}));
     return k;
   }
 
@@ -65,6 +67,8 @@ export class FunctionPage {
     this.doc = null;
     $('invoke-event').value = this.mine().event ?? '';
     $('kv-prefix').value = this.mine().prefix;
+    $('tests-input').value = this.mine().tests;
+    $('tests-result').hidden = true;
     $('fn-delete').hidden = name === null;
     this.editor.clearError();
     // data-loaded tells tests (and CSS) when the editor holds this function's source.
@@ -123,7 +127,10 @@ export class FunctionPage {
       if (i > 0) env[l.slice(0, i).trim()] = l.slice(i + 1).trim();
     }
     const conc = parseInt($('fn-concurrency').value, 10);
+    const tests = $('tests-input').value.trim();
     return {
+      // Tests in the panel go along with every deploy: the gateway runs them first.
+      tests: tests ? [{file: `${this.name ?? ($('fn-name').value.trim() || 'function')}_test.yaml`, yaml: tests}] : undefined,
       source: this.editor.value,
       triggers: lines($('fn-triggers').value),
       timeout: $('fn-timeout').value.trim() || null,
@@ -153,8 +160,10 @@ export class FunctionPage {
     this.status('Deploying…');
     this.editor.clearError();
     try {
-      const doc = await api('PUT', fnPath(name), this.body());
-      this.status(`Deployed v${doc.version}`, 'ok');
+      const body = this.body();
+      const doc = await api('PUT', fnPath(name), body);
+      this.status(`Deployed v${doc.version}${doc.tested ? `, ${doc.tests_passed} test case${doc.tests_passed === 1 ? '' : 's'} passed` : ''}`, 'ok');
+      if (body.tests) $('tests-result').hidden = true;
       this.show(doc);
       if (this.name === null) {
         this.kept.set(name, this.mine()); // what was typed before the first deploy stays
@@ -177,14 +186,63 @@ export class FunctionPage {
       this.status(`${what}: ${err.message}`, 'err');
       return;
     }
-    const {line, field} = err.body;
-    if (line) {
+    const {line, field, tests} = err.body;
+    if (tests) {
+      this.testReport(tests);
+      this.status(`${what}: ${tests.failed} of ${tests.passed + tests.failed} test cases failed; the running version is unchanged`, 'err');
+    } else if (line) {
       this.editor.setError(line, err.message);
       this.status(`${what}: error at line ${line}`, 'err');
     } else {
       this.status(`${what}: ${err.message}`, 'err');
       if (field) $(`fn-${field}`)?.focus();
     }
+  }
+
+  // runTests runs the panel's tests against the editor's source on the gateway, without
+  // deploying (POST .../test).
+  async runTests() {
+    const name = this.name ?? ($('fn-name').value.trim() || 'function');
+    const body = this.body();
+    if (!body.tests) {
+      this.testReport({error: 'Paste or write a test file first.'});
+      return;
+    }
+    const btn = $('tests-run');
+    btn.disabled = true;
+    this.editor.clearError();
+    try {
+      this.testReport(await api('POST', `${fnPath(name)}/test`, body));
+    } catch (err) {
+      if (err instanceof ApiError && err.body.line) this.editor.setError(err.body.line, err.message);
+      this.testReport({error: err.message});
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // testReport shows a run of tests: a summary, one line per case, a failing case's diffs
+  // and log lines under it.
+  testReport(r) {
+    const box = $('tests-result');
+    if (r.error) {
+      box.replaceChildren(h('pre', {class: 'res-err', 'data-testid': 'tests-error'}, r.error));
+    } else {
+      const ok = r.failed === 0;
+      const parts = [h('div', {class: 'res-head'},
+        h('span', {class: `pill ${ok ? 'ok' : 'err'}`, 'data-testid': 'tests-state'}, ok ? 'pass' : 'fail'),
+        h('span', {'data-testid': 'tests-summary'}, `${r.passed} passed, ${r.failed} failed`))];
+      for (const c of r.cases) {
+        parts.push(h('div', {class: 'test-case', 'data-testid': 'test-case', dataset: {ok: c.ok}},
+          h('span', {class: `pill ${c.ok ? 'ok' : 'err'}`}, c.ok ? 'ok' : 'fail'), h('span', {class: 'name'}, c.case)));
+        if (!c.ok) {
+          parts.push(h('pre', {class: 'res-err', 'data-testid': 'test-diffs'}, (c.diffs || []).join('\n')));
+          if (c.logs && c.logs.length) parts.push(h('pre', {'data-testid': 'test-logs'}, c.logs.join('\n')));
+        }
+      }
+      box.replaceChildren(...parts);
+    }
+    box.hidden = false;
   }
 
   async invoke() {

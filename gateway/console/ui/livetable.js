@@ -34,7 +34,24 @@ function round(v) {
   return typeof v === 'number' ? String(Number(v.toPrecision(4))) : String(v);
 }
 
-function row(m, fresh) {
+// testCase is a live event as a case of a test file (NAME_test.yaml, moongate test): its
+// event, and the result its first run returned when that run is still in the table. JSON
+// is YAML, so values go as JSON.
+export function testCase(m, all) {
+  const j = JSON.stringify;
+  let ev;
+  if (m.source === 'gpio') ev = `gpio: {pin: ${j(m.pin)}, level: ${m.level}, edge: ${j(m.edge || '')}}`;
+  else if (m.source === 'sensor') ev = `sensor: {name: ${j(m.sensor)}, values: ${j(m.values || {})}}`;
+  else if (m.source === 'timer') ev = `timer: ${j(m.topic)}`;
+  else ev = `mqtt: {topic: ${j(m.topic)}, payload: ${j(m.payload ?? null)}, qos: ${m.qos || 0}}`;
+  const inv = all.find((x) => x.type === 'invocation' && x.event_id === m.id);
+  const lines = [`  - name: ${j(`${m.topic || m.source} at ${clock(m.ts || Date.now())}`)}`, '    events:', `      - ${ev}`];
+  if (inv && !inv.error) lines.push(`    expect:  # what ${inv.function} v${inv.version} returned`, `      result: ${j(inv.result ?? null)}`);
+  else lines.push('    expect: {}');
+  return `${lines.join('\n')}\n`;
+}
+
+function row(m, fresh, all) {
   if (m.type === 'skipped') {
     return h('div', {class: 'lrow skipped', role: 'row', 'data-testid': 'live-skipped', dataset: {count: m.count}},
       `⚠ ${m.count.toLocaleString('en-US')} message${m.count === 1 ? '' : 's'} skipped: the stream ran faster than this console takes`);
@@ -47,10 +64,22 @@ function row(m, fresh) {
     h('span', {class: 'topic', title: topic ?? ''}, topic ?? ''),
     h('span', {class: `detail${bad ? ' err' : ''}`}, detail ?? ''));
   el.addEventListener('click', (ev) => {
-    if (ev.target.closest('.json')) return;
-    const open = el.querySelector('.json');
-    if (open) open.remove();
-    else el.append(h('pre', {class: 'json'}, JSON.stringify(m, null, 2)));
+    if (ev.target.closest('.json, .case')) return;
+    const open = el.querySelectorAll('.json, .case');
+    if (open.length) {
+      open.forEach((e) => e.remove());
+      return;
+    }
+    el.append(h('pre', {class: 'json'}, JSON.stringify(m, null, 2)));
+    if (m.type === 'event' && !m.truncated) {
+      el.append(h('div', {class: 'case'}, h('button', {class: 'btn small', 'data-testid': 'live-test-case', onclick: (e) => {
+        e.stopPropagation(); // the button goes away: the row would not see it was inside
+        const yaml = testCase(m, all);
+        const url = URL.createObjectURL(new Blob([`cases:\n${yaml}`], {type: 'application/yaml'}));
+        e.currentTarget.replaceWith(h('pre', {'data-testid': 'live-test-case-yaml'}, yaml),
+          h('a', {class: 'btn small', href: url, download: 'case_test.yaml', 'data-testid': 'live-test-case-download'}, 'Download'));
+      }}, 'Save as test case')));
+    }
   });
   return el;
 }
@@ -131,7 +160,7 @@ export class LiveTable {
     const frag = document.createDocumentFragment();
     const fresh = batch.length < 20;
     for (let i = batch.length - 1; i >= 0; i--) {
-      if (this.matches(batch[i])) frag.append(row(batch[i], fresh));
+      if (this.matches(batch[i])) frag.append(row(batch[i], fresh, this.all));
     }
     this.rows.prepend(frag);
     while (this.rows.childElementCount > SHOWN) this.rows.lastElementChild.remove();
@@ -142,7 +171,7 @@ export class LiveTable {
     const frag = document.createDocumentFragment();
     let n = 0;
     for (let i = this.all.length - 1; i >= 0 && n < SHOWN; i--) {
-      if (this.matches(this.all[i])) { frag.append(row(this.all[i], false)); n++; }
+      if (this.matches(this.all[i])) { frag.append(row(this.all[i], false, this.all)); n++; }
     }
     this.rows.replaceChildren(frag);
     this.meta();
