@@ -510,8 +510,20 @@ functions:
     triggers: ["mqtt:sensors/+/temp@%d"]
     env: {QOS: "%d"}
 %s`, api, loops, broker, embedded, qos, qos, extra)
+	// A build from before gateway.loops refuses the key (and has no such bound): so
+	// that builds across the change compare, it runs without the line.
 	if err := os.WriteFile(filepath.Join(dir, "moongate.yaml"), []byte(conf), 0o644); err != nil {
 		return nil, err
+	}
+	if loops != "" {
+		check := exec.Command(bin, "check", "-c", "moongate.yaml")
+		check.Dir = dir
+		if out, err := check.CombinedOutput(); err != nil && strings.Contains(string(out), "gateway.loops: unknown key") {
+			conf = strings.Replace(conf, loops, "", 1)
+			if err := os.WriteFile(filepath.Join(dir, "moongate.yaml"), []byte(conf), 0o644); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "alert.lua"), []byte(function), 0o644); err != nil {
 		return nil, err
