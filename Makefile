@@ -44,9 +44,9 @@ unit:
 # The ARM binaries, run under qemu-user through the same end-to-end path as on x86.
 smoke-arm: dist/moongate-linux-armv7 dist/moongate-linux-arm64
 	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-armv7 MOONGATE_E2E_EXEC=qemu-arm \
-	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded' ./cmd/moongate
+	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere' ./cmd/moongate
 	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-arm64 MOONGATE_E2E_EXEC=qemu-aarch64 \
-	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded' ./cmd/moongate
+	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere' ./cmd/moongate
 
 # Badger on 32-bit ARM: 1M keys through compactions, reopen, read back, under qemu-arm.
 stress-arm:

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func moongate(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -121,5 +124,80 @@ cases:
 	code, _, errOut = moongate(t, "test", dir)
 	if code != exitUsage || !strings.Contains(errOut, "counter_test.yaml:3: cases[0].evnts: unknown key") {
 		t.Errorf("a bad test file: exit %d, %s", code, errOut)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a command writes from its goroutine while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// --watch runs the tests again when a file changes, until interrupted.
+func TestMoongateTestWatch(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "w.lua"), []byte(`function handle(e) return {n = 1} end`), 0o644)
+	testFile := filepath.Join(dir, "w_test.yaml")
+	os.WriteFile(testFile, []byte("cases:\n  - name: one\n    events: [{mqtt: {topic: a, payload: x}}]\n    expect: {result: {n: 1}}\n"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out lockedBuffer
+	done := make(chan int)
+	go func() { done <- Main(ctx, []string{"test", "--watch", dir}, &out, &out) }()
+	waitFor(t, 10*time.Second, "the first run", func() bool { return strings.Contains(out.String(), "1 passed, 0 failed") })
+	// The function changes: the run that follows fails.
+	os.WriteFile(filepath.Join(dir, "w.lua"), []byte(`function handle(e) return {n = 2} end`), 0o644)
+	waitFor(t, 10*time.Second, "a run after the change", func() bool { return strings.Contains(out.String(), "result.n: want 1, got 2") })
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("--watch ended with %d:\n%s", code, out.String())
+	}
+}
+
+// The function tests give the same result on the ARM binaries under qemu as on this
+// machine, case by case (make smoke-arm runs it with MOONGATE_E2E_BIN and
+// MOONGATE_E2E_EXEC; without them it compares this machine's binary with itself).
+func TestExampleFunctionTestsSameEverywhere(t *testing.T) {
+	t.Setenv("CLOUD_URL", "http://127.0.0.1:9/ingest")
+	bin, exe := gatewayBinary(t), os.Getenv("MOONGATE_E2E_EXEC")
+	strip := func(out string) string { // durations differ; nothing else may
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(l), &m); err != nil {
+				t.Fatalf("-json line %q: %v", l, err)
+			}
+			delete(m, "duration_ns")
+			b, _ := json.Marshal(m)
+			lines = append(lines, string(b))
+		}
+		return strings.Join(lines, "\n")
+	}
+	for _, ex := range []string{"quickstart", "button-relay", "weather-station", "lan-devices"} {
+		dir := filepath.Join("..", "..", "examples", ex)
+		args := []string{"test", "-json", "-c", filepath.Join(dir, "moongate.yaml"), dir}
+		_, here, _ := moongate(t, args...)
+		argv := append([]string{bin}, args...)
+		if exe != "" {
+			argv = append([]string{exe}, argv...)
+		}
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+		if strip(string(out)) != strip(here) {
+			t.Errorf("%s: %s gives\n%s\nand this machine\n%s", ex, bin, out, here)
+		}
 	}
 }

@@ -161,7 +161,7 @@ func (r *Runner) observe(f *File, entry *config.Function, c Case) (got observed,
 		lastErr = err
 		if err != nil {
 			if i < len(c.Events)-1 || c.Expect.Error == nil {
-				diffs = append(diffs, fmt.Sprintf("events[%d]: unexpected error: %v", i, err))
+				diffs = append(diffs, fmt.Sprintf("events[%d]: unexpected error: %s", i, describeErr(err)))
 			}
 			continue
 		}
@@ -396,7 +396,7 @@ func (d *differ) errorKind(w *ExpectError, err error) {
 		return
 	}
 	if w.Kind != "" && !errors.Is(err, errorKinds[w.Kind]) {
-		d.addf("error: want %s, got %v", describeWant(w), err)
+		d.addf("error: want %s, got %s", describeWant(w), describeErr(err))
 		return
 	}
 	var ie *luafn.InvokeError
@@ -407,6 +407,22 @@ func (d *differ) errorKind(w *ExpectError, err error) {
 	if w.Message != "" && !strings.Contains(err.Error(), w.Message) {
 		d.addf("error: want a message with %q, got %v", w.Message, err)
 	}
+}
+
+// describeErr is an invocation's error as the gateway logs it (function, version,
+// file:line, message), with its kind and the Lua traceback.
+func describeErr(err error) string {
+	var ie *luafn.InvokeError
+	if !errors.As(err, &ie) {
+		return err.Error()
+	}
+	s := fmt.Sprintf("%v (%v)", err, ie.Kind)
+	for _, l := range strings.Split(strings.TrimSpace(ie.Traceback), "\n") {
+		if l != "" {
+			s += "\n        " + l
+		}
+	}
+	return s
 }
 
 func describeWant(w *ExpectError) string {
