@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -127,24 +126,6 @@ cases:
 	}
 }
 
-// lockedBuffer is a bytes.Buffer a command writes from its goroutine while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // --watch runs the tests again when a file changes, until interrupted.
 func TestMoongateTestWatch(t *testing.T) {
 	dir := t.TempDir()
@@ -152,7 +133,7 @@ func TestMoongateTestWatch(t *testing.T) {
 	testFile := filepath.Join(dir, "w_test.yaml")
 	os.WriteFile(testFile, []byte("cases:\n  - name: one\n    events: [{mqtt: {topic: a, payload: x}}]\n    expect: {result: {n: 1}}\n"), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
+	var out syncBuffer // e2e_test.go
 	done := make(chan int)
 	go func() { done <- Main(ctx, []string{"test", "--watch", dir}, &out, &out) }()
 	waitFor(t, 10*time.Second, "the first run", func() bool { return strings.Contains(out.String(), "1 passed, 0 failed") })
