@@ -10,8 +10,9 @@ import (
 )
 
 // TestBadNeighbourBounds: beside a well-behaved device, one client makes persistent
-// sessions under ever new ids, and a careless function triggers itself and writes KV
-// without end. The real binary holds every bound: the sessions end past 64 for the
+// sessions under ever new ids, a careless function triggers itself without end, and
+// another writes KV on every message of that loop. (Two functions: a loop that writes
+// KV itself would stop at the quota, at a hop that depends on timing, not at max_hops.) The real binary holds every bound: the sessions end past 64 for the
 // address, the loop is refused past max_hops, the function's KV stops at its quota (its
 // commits dead-lettered), while the good device's QoS 1 readings are all acknowledged and
 // counted and the API answers; the heap ends under the memory limit.
@@ -28,12 +29,13 @@ mqtt:
   embedded: {listen: 127.0.0.1:%d}
 functions:
   - {name: good, source: good.lua, triggers: ["mqtt:sensors/+/temp@1"]}
+  - {name: looper, source: looper.lua, triggers: ["mqtt:loop/#"]}
   - {name: runaway, source: runaway.lua, triggers: ["mqtt:loop/#"]}
 `, apiPort, mqttPort), map[string]string{
-		"good.lua": `function handle(e) kv.incr("n") end`,
+		"good.lua":   `function handle(e) kv.incr("n") end`,
+		"looper.lua": `function handle(e) mqtt.publish("loop/again", "again") end`,
 		"runaway.lua": `function handle(e)
   for i = 1, 10 do kv.set("junk/" .. e.id .. "/" .. i, string.rep("x", 900)) end
-  mqtt.publish("loop/again", "again")
 end`,
 	})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
