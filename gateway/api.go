@@ -387,7 +387,7 @@ func (a *api) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created
 // writeDeployError answers a refused deploy: 400 with the place of a compile error or
 // the failing test cases; the old version keeps running.
 func writeDeployError(w http.ResponseWriter, err error) {
-	var ce *CompileError
+	var ce *deployRefused
 	var tf *testsFailed
 	switch {
 	case errors.As(err, &tf):
@@ -397,9 +397,6 @@ func writeDeployError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "tests"})
 	case errors.As(err, &ce):
 		body := map[string]any{"error": ce.Error()}
-		if ce.Line > 0 {
-			body["line"] = ce.Line
-		}
 		// An error in the source gives its place once, in line, so the console ("Line 3:
 		// ...") and the CLI ("temp_alert.lua:3: ...") can say where without repeating it.
 		if le := (*luafn.CompileError)(nil); errors.As(err, &le) && le.Line > 0 {

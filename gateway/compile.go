@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -27,20 +26,16 @@ func (c *compiler) build(spec FunctionSpec) (*version, error) {
 	for _, s := range spec.Triggers {
 		t, err := config.ParseTrigger(s)
 		if err != nil {
-			return nil, &CompileError{Field: "triggers", Err: err}
+			return nil, &deployRefused{Field: "triggers", Err: err}
 		}
 		if err := c.checkTrigger(t); err != nil {
-			return nil, &CompileError{Field: "triggers", Err: err}
+			return nil, &deployRefused{Field: "triggers", Err: err}
 		}
 		triggers = append(triggers, t)
 	}
 	fn, err := newFunction(spec, c.host)
 	if err != nil {
-		var ce *luafn.CompileError
-		if errors.As(err, &ce) {
-			return nil, &CompileError{Line: ce.Line, Err: err}
-		}
-		return nil, &CompileError{Err: err}
+		return nil, &deployRefused{Err: err}
 	}
 	return &version{name: spec.Name, number: spec.Version, spec: spec, fn: fn, triggers: triggers,
 		emit: spec.Emit, retries: spec.Retries}, nil

@@ -105,6 +105,8 @@ func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t
 			// dead-lettered with the reason, so that its topic is not held for ever.
 		}
 		if attempt >= tries {
+			p.logger.Warn("invocation failed: the event goes to "+DeadStream, "function", v.name, "version", v.number,
+				"event", t.ev.ID, "tries", attempt, "err", err)
 			return p.deadLetter(ctx, v, t.ev, err, attempt)
 		}
 		p.logger.Warn("invocation failed, retrying", "function", v.name, "version", v.number,
@@ -180,9 +182,6 @@ func (p *processor) invoke(ctx context.Context, v *version, ev *luafn.Event) (*l
 	}
 	v.stats.observe(d, err)
 	p.live.invocation(v, ev, res, d, err)
-	if err != nil {
-		p.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)
-	}
 	return res, err
 }
 

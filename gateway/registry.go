@@ -137,16 +137,16 @@ func (r *registry) all() []*version {
 	return out
 }
 
-// CompileError is a deploy refused because the source does not compile, or its settings
-// are invalid; the old version keeps running.
-type CompileError struct {
-	Line  int    // 1-based line in the source, 0 when not about the source
-	Field string // the setting at fault when not the source
+// deployRefused is a deploy refused for what it asks, answered 400: a source that does
+// not compile (Err wraps a *luafn.CompileError, which has the line), or a setting that is
+// invalid (Field). The old version keeps running.
+type deployRefused struct {
+	Field string // the setting at fault; "" for the source
 	Err   error
 }
 
-func (e *CompileError) Error() string { return e.Err.Error() }
-func (e *CompileError) Unwrap() error { return e.Err }
+func (e *deployRefused) Error() string { return e.Err.Error() }
+func (e *deployRefused) Unwrap() error { return e.Err }
 
 // deploy stores spec as the function's next version and makes it current. It returns the
 // new version; on error the old version keeps running. verify, when set, runs once the
@@ -167,10 +167,10 @@ func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (Function
 	// The rules and ceilings of the config's functions: entries hold for every deploy,
 	// through the API, the CLI or a rollback too.
 	if errs := r.limits.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
-		return nil, &CompileError{Field: errs[0].Field, Err: errs[0]}
+		return nil, &deployRefused{Field: errs[0].Field, Err: errs[0]}
 	}
 	if err := config.CheckOverflow(spec.Overflow); err != nil {
-		return nil, &CompileError{Field: "overflow", Err: err}
+		return nil, &deployRefused{Field: "overflow", Err: err}
 	}
 	if spec.Overflow == config.OverflowBlock {
 		spec.Overflow = ""

@@ -53,7 +53,7 @@ func (a *api) runTests(spec FunctionSpec, tests []TestFile) (testReport, error) 
 		return testReport{}, errNoTestRunner
 	}
 	if len(tests) == 0 {
-		return testReport{}, &CompileError{Field: "tests", Err: errors.New("tests: no test files")}
+		return testReport{}, &deployRefused{Field: "tests", Err: errors.New("tests: no test files")}
 	}
 	retries := spec.Retries
 	f := config.Function{Name: spec.Name, Source: spec.Filename, Code: spec.Source, Triggers: spec.Triggers,
@@ -64,7 +64,7 @@ func (a *api) runTests(spec FunctionSpec, tests []TestFile) (testReport, error) 
 	}
 	results, err := a.tests(f, tests)
 	if err != nil {
-		return testReport{}, &CompileError{Field: "tests", Err: err}
+		return testReport{}, &deployRefused{Field: "tests", Err: err}
 	}
 	r := testReport{Cases: results}
 	for _, c := range results {
