@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // A function past gateway.kv_quota fails alone: its commits are refused (dead-lettered with
@@ -26,7 +28,7 @@ func TestKVQuotaPerFunction(t *testing.T) {
 	}
 	dead := func() float64 { return testutil.ToFloat64(tg.g.metrics.deadLetters.WithLabelValues("greedy")) }
 	var n float64
-	eventually(t, "5 keys kept, 5 commits refused, the other function's 10 counted", func() bool {
+	poll.Eventually(t, "5 keys kept, 5 commits refused, the other function's 10 counted", func() bool {
 		return dead() == 5 && kvJSON(t, tg, "modest", "n", &n) && n == 10
 	})
 	r := call(t, "GET", tg.api+"/api/v1/functions/greedy", "", nil)

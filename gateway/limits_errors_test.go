@@ -8,6 +8,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // Effects the store can never take end: a key too long for the store fails the
@@ -38,7 +40,7 @@ func TestEffectsTheStoreRefusesEnd(t *testing.T) {
 		}
 	}
 	var dead []deadRecord
-	eventually(t, "both events in $dead", func() bool {
+	poll.Eventually(t, "both events in $dead", func() bool {
 		recs, err := tg.g.store.Read(DeadStream, 0, 100, 1<<20)
 		if err != nil {
 			t.Fatal(err)

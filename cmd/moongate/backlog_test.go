@@ -12,6 +12,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // TestBrokerBacklog: while the gateway is stopped, devices publish more messages than the
@@ -124,12 +126,12 @@ end
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitFor(t, 30*time.Second, "the echoes", func() bool { return echoes.Load() >= int64(total) })
+	poll.Within(t, 30*time.Second, "the echoes", func() bool { return echoes.Load() >= int64(total) })
 	if n, dropped := ok(), gw.metric("moongate_events_dropped_total"); n != float64(total) || dropped != 0 {
 		t.Fatalf("%v of %d readings invoked, %v dropped", n, total, dropped)
 	}
 	gw.stop()
-	st := openStore(t, gw.storeDir())
+	st := storetest.Open(t, gw.storeDir())
 	for d := range devices {
 		if n := kvInt(t, st, "counter", fmt.Sprintf("count/burst-%d", d)); n != perDevice {
 			t.Errorf("burst-%d: %d readings counted, want %d", d, n, perDevice)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 const teleLua = `
@@ -61,7 +63,7 @@ func TestDurabilityBatch(t *testing.T) {
 				}
 			}
 			// Every commit has been written once its record is pending in the outbox.
-			waitFor(t, 30*time.Second, "the QoS 0 commits", func() bool { return gw.metric("moongate_outbox_pending_records") == n })
+			poll.Within(t, 30*time.Second, "the QoS 0 commits", func() bool { return gw.metric("moongate_outbox_pending_records") == n })
 			syncs := gw.metric("moongate_store_syncs_total") - base
 			switch {
 			case mode == "sync" && syncs < n:

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // TestDiskFull: the gateway's data dir is on a small tmpfs, and another program fills it to
@@ -82,7 +84,7 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 	defer cancel()
 	errc := runDevices(ctx, devs)
 	total := len(devs) * devs[0].n
-	waitFor(t, 20*time.Second, "the first messages", func() bool { return gw.metric("moongate_outbox_pending_records") >= 400 })
+	poll.Within(t, 20*time.Second, "the first messages", func() bool { return gw.metric("moongate_outbox_pending_records") >= 400 })
 
 	filler := filepath.Join(gw.dir, "filler")
 	fill(t, filler)
@@ -138,7 +140,7 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 	// Nothing committed while the disk was full: the records after the first `committed`
 	// were committed once space returned, and those among them whose commit was tried
 	// while the disk was full keep the time of that first attempt, not of the last.
-	st := openStore(t, gw.storeDir())
+	st := storetest.Open(t, gw.storeDir())
 	defer st.Close()
 	recs, err := st.Read("seen", 0, 0, 0)
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // TestBadNeighbourBounds: beside a well-behaved device, one client makes persistent
@@ -70,7 +72,7 @@ end`,
 			resp.Body.Close()
 		}
 	}
-	waitFor(t, 20*time.Second, "the good function's count", func() bool {
+	poll.Within(t, 20*time.Second, "the good function's count", func() bool {
 		return gw.metric(`moongate_invocations_total{function="good",result="ok"}`) == float64(readings)
 	})
 	if n := gw.metric("moongate_broker_sessions"); n > 64 {
@@ -82,7 +84,7 @@ end`,
 	if n := gw.metric("moongate_loop_publishes_refused_total"); n == 0 {
 		t.Error("the loop was never refused")
 	}
-	waitFor(t, 20*time.Second, "the runaway's commits dead-lettered at its quota", func() bool {
+	poll.Within(t, 20*time.Second, "the runaway's commits dead-lettered at its quota", func() bool {
 		return gw.metric(`moongate_dead_letters_total{function="runaway"}`) > 0
 	})
 	if n := gw.metric(`moongate_kv_keys{function="runaway"}`); n > 200 {
