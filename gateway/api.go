@@ -157,7 +157,7 @@ type functionDoc struct {
 	VersionsMore bool `json:"versions_more,omitempty"`
 }
 
-func (a *api) functionDoc(v *version, spec FunctionSpec, full bool) functionDoc {
+func (a *api) functionDoc(v *version, spec functionSpec, full bool) functionDoc {
 	d := functionDoc{
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
@@ -284,9 +284,9 @@ func (a *api) putFunction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var verify func(FunctionSpec) (FunctionSpec, error)
+	var verify func(functionSpec) (functionSpec, error)
 	if req.Tests != nil { // attached tests always run: no field or setting skips them
-		verify = func(s FunctionSpec) (FunctionSpec, error) {
+		verify = func(s functionSpec) (functionSpec, error) {
 			report, err := a.runTests(s, req.Tests)
 			if err == nil && report.Failed > 0 {
 				err = &testsFailed{report: report}
@@ -300,7 +300,7 @@ func (a *api) putFunction(w http.ResponseWriter, r *http.Request) {
 
 // specFromRequest reads a deploy's body into the spec it would deploy: the current
 // version's, with the fields given. It answers the request itself when it returns false.
-func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec FunctionSpec, req deployRequest, created, ok bool) {
+func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec functionSpec, req deployRequest, created, ok bool) {
 	name := r.PathValue("name")
 	if err := config.CheckFunctionName(name); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "name"})
@@ -313,7 +313,7 @@ func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec Func
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "source is required", "field": "source"})
 		return
 	}
-	spec = FunctionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
+	spec = functionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
 		Concurrency: config.DefaultFunctionConcurrency, Retries: config.DefaultFunctionRetries}
 	cur := a.registry.current(name)
 	if cur != nil {
@@ -364,7 +364,7 @@ func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec Func
 
 // deployAndRespond deploys spec (verify, when set, runs on the compiled version before it
 // goes live; see registry.deploy) and answers with the new version's document.
-func (a *api) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created bool, verify func(FunctionSpec) (FunctionSpec, error)) {
+func (a *api) deployAndRespond(w http.ResponseWriter, spec functionSpec, created bool, verify func(functionSpec) (functionSpec, error)) {
 	v, err := a.registry.deploy(spec, verify)
 	if err != nil {
 		writeDeployError(w, err)

@@ -21,7 +21,7 @@ type compiler struct {
 }
 
 // build compiles spec and warms its VM pool.
-func (c *compiler) build(spec FunctionSpec) (*version, error) {
+func (c *compiler) build(spec functionSpec) (*version, error) {
 	var triggers []config.Trigger
 	for _, s := range spec.Triggers {
 		t, err := config.ParseTrigger(s)

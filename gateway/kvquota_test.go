@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // A function past gateway.kv_quota fails alone: its commits are refused (dead-lettered with
@@ -41,7 +42,7 @@ func TestKVQuotaPerFunction(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil || doc.KV.Keys != 5 || doc.KV.QuotaKeys != 5 {
 		t.Fatalf("GET greedy: %s (%v)", r.raw, err)
 	}
-	recs, err := tg.g.store.Read(DeadStream, 0, 0, 0)
+	recs, err := tg.g.store.Read(store.DeadStream, 0, 0, 0)
 	if err != nil || len(recs) != 5 || !strings.Contains(string(recs[0].Data), "kv quota exceeded") {
 		t.Fatalf("dead letters: %d (%v), first %s", len(recs), err, recs[0].Data)
 	}

@@ -10,6 +10,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // Effects the store can never take end: a key too long for the store fails the
@@ -41,7 +42,7 @@ func TestEffectsTheStoreRefusesEnd(t *testing.T) {
 	}
 	var dead []deadRecord
 	poll.Eventually(t, "both events in $dead", func() bool {
-		recs, err := tg.g.store.Read(DeadStream, 0, 100, 1<<20)
+		recs, err := tg.g.store.Read(store.DeadStream, 0, 100, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}

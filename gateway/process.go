@@ -105,7 +105,7 @@ func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t
 			// dead-lettered with the reason, so that its topic is not held for ever.
 		}
 		if attempt >= tries {
-			p.logger.Warn("invocation failed: the event goes to "+DeadStream, "function", v.name, "version", v.number,
+			p.logger.Warn("invocation failed: the event goes to "+store.DeadStream, "function", v.name, "version", v.number,
 				"event", t.ev.ID, "tries", attempt, "err", err)
 			return p.deadLetter(ctx, v, t.ev, err, attempt)
 		}
@@ -248,16 +248,13 @@ func (p *processor) deadLetter(ctx context.Context, v *version, ev *luafn.Event,
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
-	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
+	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: store.DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
 	if err := p.commitUntilStored(ctx, v, ev, c); err != nil {
 		return err
 	}
 	p.metrics.deadLetters.WithLabelValues(v.name).Inc()
 	return nil
 }
-
-// DeadStream is where events that failed every try go (SPEC §5): the outbox's own.
-const DeadStream = store.DeadStream
 
 // eventRecord is an event as JSON, for $dead and the live console.
 type eventRecord struct {

@@ -19,9 +19,9 @@ import (
 	"github.com/moongate/moongate/sync/store"
 )
 
-// FunctionSpec is a deployable function: what the config's functions: entry and the API's
+// functionSpec is a deployable function: what the config's functions: entry and the API's
 // PUT body describe. It is stored, one per version, as JSON.
-type FunctionSpec struct {
+type functionSpec struct {
 	Name        string            `json:"name"`
 	Version     int               `json:"version"`
 	Source      string            `json:"source"`
@@ -44,7 +44,7 @@ type FunctionSpec struct {
 	ConfigHash string `json:"config_hash,omitempty"`
 }
 
-func (s *FunctionSpec) sha256() string {
+func (s *functionSpec) sha256() string {
 	h := sha256.Sum256([]byte(s.Source))
 	return hex.EncodeToString(h[:])
 }
@@ -53,7 +53,7 @@ func (s *FunctionSpec) sha256() string {
 type version struct {
 	name      string
 	number    int
-	spec      FunctionSpec
+	spec      functionSpec
 	fn        *luafn.Function
 	triggers  []config.Trigger
 	emit      string
@@ -92,7 +92,7 @@ type entry struct {
 // invocations finish on the version they started with, later events get the new one.
 type registry struct {
 	store *store.Store
-	build func(FunctionSpec) (*version, error) // compiler.build
+	build func(functionSpec) (*version, error) // compiler.build
 	exec  *executorEnv
 	// series looks up a function's invocation series once (metrics.invocationSeries).
 	series func(fn string) invocationSeries
@@ -153,7 +153,7 @@ func (e *deployRefused) Unwrap() error { return e.Err }
 // version compiled and before anything is stored: its error refuses the deploy, and the
 // spec it returns is the one stored. It runs under r.mu, so no other deploy of the same
 // name can slip in between the tests and the install.
-func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (FunctionSpec, error)) (*version, error) {
+func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (functionSpec, error)) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	latest, err := r.store.LatestVersion(spec.Name)
@@ -277,7 +277,7 @@ func (r *registry) stopAll() {
 var errNotFound = errors.New("not found")
 
 // versions returns every stored version of a function, oldest first.
-func (r *registry) versions(name string) ([]FunctionSpec, error) {
+func (r *registry) versions(name string) ([]functionSpec, error) {
 	blobs, err := r.store.Versions(name)
 	if err != nil {
 		return nil, err
@@ -287,7 +287,7 @@ func (r *registry) versions(name string) ([]FunctionSpec, error) {
 
 // versionPage reads up to limit versions of name older than before (0: the newest),
 // newest first, and whether older ones remain.
-func (r *registry) versionPage(name string, before, limit int) ([]FunctionSpec, bool, error) {
+func (r *registry) versionPage(name string, before, limit int) ([]functionSpec, bool, error) {
 	blobs, more, err := r.store.VersionPage(name, before, limit)
 	if err != nil {
 		return nil, false, err
@@ -297,22 +297,22 @@ func (r *registry) versionPage(name string, before, limit int) ([]FunctionSpec, 
 }
 
 // storedVersion reads version n of a function from the store.
-func (r *registry) storedVersion(name string, n int) (FunctionSpec, bool, error) {
+func (r *registry) storedVersion(name string, n int) (functionSpec, bool, error) {
 	b, ok, err := r.store.Version(name, n)
 	if err != nil || !ok {
-		return FunctionSpec{}, false, err
+		return functionSpec{}, false, err
 	}
 	vs, err := decodeVersions(name, [][]byte{b})
 	if err != nil {
-		return FunctionSpec{}, false, err
+		return functionSpec{}, false, err
 	}
 	return vs[0], true, nil
 }
 
-func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
-	out := make([]FunctionSpec, 0, len(blobs))
+func decodeVersions(name string, blobs [][]byte) ([]functionSpec, error) {
+	out := make([]functionSpec, 0, len(blobs))
 	for _, b := range blobs {
-		var s FunctionSpec
+		var s functionSpec
 		if err := json.Unmarshal(b, &s); err != nil {
 			return nil, fmt.Errorf("decode stored version of %s: %w", name, err)
 		}
@@ -322,8 +322,8 @@ func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
 }
 
 // specFromConfig turns a functions: entry into a spec.
-func specFromConfig(f config.Function) FunctionSpec {
-	s := FunctionSpec{
+func specFromConfig(f config.Function) functionSpec {
+	s := functionSpec{
 		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
 		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,
 		Env: f.Env, Emit: f.Emit, Overflow: f.Overflow,

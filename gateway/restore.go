@@ -136,7 +136,7 @@ func (r *registry) recordAppliedConfig(hashes map[string]string) error {
 }
 
 // lastFromConfig is the newest version deployed from the config, or nil.
-func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
+func lastFromConfig(vs []functionSpec) *functionSpec {
 	for i := len(vs) - 1; i >= 0; i-- {
 		if vs[i].ConfigHash != "" {
 			return &vs[i]

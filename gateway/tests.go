@@ -48,7 +48,7 @@ func (e *testsFailed) Error() string {
 var errNoTestRunner = errors.New("this gateway runs no function tests (Options.Tests is not set)")
 
 // runTests runs tests against spec, as the version spec would run.
-func (a *api) runTests(spec FunctionSpec, tests []TestFile) (testReport, error) {
+func (a *api) runTests(spec functionSpec, tests []TestFile) (testReport, error) {
 	if a.tests == nil {
 		return testReport{}, errNoTestRunner
 	}
