@@ -17,6 +17,7 @@ import (
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -370,7 +371,7 @@ func (a *api) deployAndRespond(w http.ResponseWriter, spec functionSpec, created
 		writeDeployError(w, err)
 		return
 	}
-	a.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers,
+	a.logger.Info("function deployed", logkey.Function, v.name, logkey.Version, v.number, "triggers", v.spec.Triggers,
 		"tests_passed", v.spec.TestsPassed)
 	d, err := a.fullDoc(v, 0, 0, defaultHistoryPage)
 	if err != nil {
@@ -420,7 +421,7 @@ func (a *api) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
-		a.logger.Info("function deleted", "function", name)
+		a.logger.Info("function deleted", logkey.Function, name)
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

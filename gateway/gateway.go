@@ -18,6 +18,7 @@ import (
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/atomicfile"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/internal/memguard"
 	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
@@ -119,7 +120,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := atomicfile.MkdirAll(cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := store.Open(StoreOptions(cfg, logger.With("component", "store")))
+	st, err := store.Open(StoreOptions(cfg, logger.With(logkey.Component, "store")))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -138,7 +139,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	defer func() { // after Run's goroutines are done (wg.Wait below) or a failed start
 		if cerr := sens.Close(); cerr != nil {
-			logger.Warn("close sensors", "err", cerr)
+			logger.Warn("close sensors", logkey.Err, cerr)
 		}
 	}()
 
@@ -148,7 +149,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		Authorize:      auth.authorized,
 		AllowedOrigins: cfg.Gateway.Console.AllowedOrigins,
 		Matcher:        mqtt.Match,
-		Logger:         logger.With("component", "live"),
+		Logger:         logger.With(logkey.Component, "live"),
 	})
 	defer hub.Close()
 	lv := &live{hub: hub}
@@ -198,7 +199,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		// holds a file descriptor: bound all three (the live stream's websocket is
 		// hijacked and keeps its own deadlines).
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 60 * time.Second,
-		ErrorLog: slog.NewLogLogger(logger.With("component", "console").Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(logger.With(logkey.Component, "console").Handler(), slog.LevelDebug)}
 
 	// Subscriptions are in place before the bus takes its first message (SPEC §2).
 	if err := bus.Start(runCtx, rt.subscriptions(), rt); err != nil {
@@ -229,7 +230,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		go func() {
 			defer wg.Done()
 			if err := s.Run(sinkCtx); err != nil && sinkCtx.Err() == nil {
-				logger.Error("sink stopped", "sink", s.Status().Name, "err", err)
+				logger.Error("sink stopped", logkey.Sink, s.Status().Name, logkey.Err, err)
 			}
 		}()
 	}
@@ -239,7 +240,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	go func() {
 		defer wg.Done()
 		if err := sens.Run(sensorCtx, rt); err != nil && sensorCtx.Err() == nil {
-			logger.Error("sensors stopped", "err", err)
+			logger.Error("sensors stopped", logkey.Err, err)
 		}
 	}()
 	g.store, g.bus, g.pins, g.registry, g.metrics, g.hub = st, bus, sens, reg, m, hub
@@ -260,7 +261,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	reg.stopAll()
 	cancelRun()
 	if cerr := bus.Close(); cerr != nil {
-		logger.Warn("close mqtt", "err", cerr)
+		logger.Warn("close mqtt", logkey.Err, cerr)
 	}
 	stopSinks()
 	stopMem()
@@ -317,13 +318,13 @@ func onFull(s string) store.OnFull {
 }
 
 func (g *Gateway) logStarted(bus mqtt.Status, functions []*version, sinks []*sink.Sink) {
-	g.logger.Info("moongate started", "version", g.opts.Version, "gateway", g.cfg.Gateway.ID,
+	g.logger.Info("moongate started", "moongate", g.opts.Version, "gateway", g.cfg.Gateway.ID,
 		"console", "http://"+g.httpAddr.String(), "mqtt", bus.Broker, "data_dir", g.cfg.Gateway.DataDir)
 	for _, v := range functions {
-		g.logger.Info("function ready", "function", v.name, "version", v.number, "triggers", v.spec.Triggers)
+		g.logger.Info("function ready", logkey.Function, v.name, logkey.Version, v.number, "triggers", v.spec.Triggers)
 	}
 	for _, s := range sinks {
-		g.logger.Info("sink ready", "sink", s.Status().Name)
+		g.logger.Info("sink ready", logkey.Sink, s.Status().Name)
 	}
 	warnUnrouted(g.cfg, functions, g.logger)
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
@@ -105,12 +106,12 @@ func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t
 			// dead-lettered with the reason, so that its topic is not held for ever.
 		}
 		if attempt >= tries {
-			p.logger.Warn("invocation failed: the event goes to "+store.DeadStream, "function", v.name, "version", v.number,
-				"event", t.ev.ID, "tries", attempt, "err", err)
+			p.logger.Warn("invocation failed: the event goes to "+store.DeadStream, logkey.Function, v.name, logkey.Version, v.number,
+				logkey.Event, t.ev.ID, "tries", attempt, logkey.Err, err)
 			return p.deadLetter(ctx, v, t.ev, err, attempt)
 		}
-		p.logger.Warn("invocation failed, retrying", "function", v.name, "version", v.number,
-			"event", t.ev.ID, "attempt", attempt, "err", err)
+		p.logger.Warn("invocation failed, retrying", logkey.Function, v.name, logkey.Version, v.number,
+			logkey.Event, t.ev.ID, "attempt", attempt, logkey.Err, err)
 		if !p.sleep(ctx, backoff) {
 			return errAbandoned
 		}
@@ -138,7 +139,7 @@ func (p *processor) commitUntilStored(ctx context.Context, v *version, ev *luafn
 		err := p.store.Commit(ctx, c) // the same commit each try (commitOf)
 		if err == nil {
 			if failures > 0 {
-				p.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
+				p.logger.Info("commit succeeded again", logkey.Function, v.name, logkey.Event, ev.ID, "failed_tries", failures)
 			}
 			return nil
 		}
@@ -151,7 +152,7 @@ func (p *processor) commitUntilStored(ctx context.Context, v *version, ev *luafn
 		}
 		if failures == 0 {
 			p.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
-				"function", v.name, "event", ev.ID, "err", err)
+				logkey.Function, v.name, logkey.Event, ev.ID, logkey.Err, err)
 		}
 		if !p.sleep(ctx, backoff) {
 			return errAbandoned
@@ -205,7 +206,7 @@ func (p *processor) afterCommit(v *version, t *task, res *luafn.Result) {
 					}
 				}
 				if err := p.bus.Publish(ctx, pub.Topic, pub.Payload, pub.QoS, pub.Retain); err != nil {
-					p.logger.Warn("publish after commit failed", "function", v.name, "topic", pub.Topic, "err", err)
+					p.logger.Warn("publish after commit failed", logkey.Function, v.name, logkey.Topic, pub.Topic, logkey.Err, err)
 					p.metrics.publishErrors.Inc()
 				}
 			}
@@ -213,7 +214,7 @@ func (p *processor) afterCommit(v *version, t *task, res *luafn.Result) {
 	}
 	for _, w := range res.Effects.PinWrites {
 		if err := p.pins.WritePin(w.Pin, w.Level); err != nil {
-			p.logger.Warn("gpio write after commit failed", "function", v.name, "pin", w.Pin, "err", err)
+			p.logger.Warn("gpio write after commit failed", logkey.Function, v.name, logkey.Pin, w.Pin, logkey.Err, err)
 		}
 	}
 }
@@ -226,7 +227,7 @@ func (p *processor) loopStopped(v *version, ev *luafn.Event, chain []string, pub
 	msg := fmt.Sprintf("loop stopped: %d publishes to %s refused, %d functions deep (gateway.loops.max_hops %d): %s",
 		len(pubs), pubs[0].Topic, len(chain), p.maxHops, strings.Join(chain, " → "))
 	if p.loopLog.Fail(v.name) {
-		p.logger.Error(msg+" (logged once a minute per function)", "function", v.name, "event", ev.ID)
+		p.logger.Error(msg+" (logged once a minute per function)", logkey.Function, v.name, logkey.Event, ev.ID)
 	}
 	p.live.log(luafn.LogRecord{Function: v.name, Version: v.number, EventID: ev.ID,
 		LogEntry: luafn.LogEntry{Time: time.Now(), Level: slog.LevelError, Message: msg}})
@@ -286,6 +287,6 @@ func recordOf(ev *luafn.Event) eventRecord {
 // logAbandon is used by sources that hand an event back.
 func logAbandon(l *slog.Logger, what string, err error) {
 	if err != nil && !errors.Is(err, errAbandoned) {
-		l.Warn("event not acknowledged", "source", what, "err", err)
+		l.Warn("event not acknowledged", "source", what, logkey.Err, err)
 	}
 }

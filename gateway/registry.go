@@ -15,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/sync/store"
 )
@@ -208,7 +209,7 @@ func (r *registry) install(v *version) error {
 	r.activate(v)
 	if _, err := r.store.PruneVersions(v.name, r.limits.VersionHistory); err != nil {
 		// The history is only longer than it should be; the deploy stands.
-		r.logger.Warn("prune version history", "function", v.name, "err", err)
+		r.logger.Warn("prune version history", logkey.Function, v.name, logkey.Err, err)
 	}
 	return nil
 }

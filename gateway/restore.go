@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // restore brings back every function that was active before the stop, at the
@@ -52,7 +53,7 @@ func (r *registry) restore(cfg *config.Config) error {
 		if h == spec.ConfigHash {
 			if _, ok := active[f.Name]; !ok {
 				r.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
-					"function", f.Name)
+					logkey.Function, f.Name)
 			}
 			continue
 		}
@@ -89,7 +90,7 @@ func (r *registry) restore(cfg *config.Config) error {
 			if err := r.store.DeleteFunction(name); err != nil {
 				return fmt.Errorf("delete %s, removed from the config: %w", name, err)
 			}
-			r.logger.Info("function deleted: it was removed from the config", "function", name, "version", n)
+			r.logger.Info("function deleted: it was removed from the config", logkey.Function, name, logkey.Version, n)
 			continue
 		}
 		v, err := r.build(s)

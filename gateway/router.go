@@ -10,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -128,7 +129,7 @@ func (r *router) syncSubscriptions(rt *routes) {
 			continue
 		}
 		if err := r.bus.Subscribe(mqtt.Subscription{Filter: f, QoS: q}); err != nil {
-			r.logger.Error("subscribe", "filter", f, "err", err)
+			r.logger.Error("subscribe", "filter", f, logkey.Err, err)
 			continue
 		}
 		r.subscribed[f] = q
@@ -138,7 +139,7 @@ func (r *router) syncSubscriptions(rt *routes) {
 			continue
 		}
 		if err := r.bus.Unsubscribe(f); err != nil {
-			r.logger.Warn("unsubscribe", "filter", f, "err", err)
+			r.logger.Warn("unsubscribe", "filter", f, logkey.Err, err)
 		}
 		delete(r.subscribed, f)
 	}

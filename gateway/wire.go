@@ -16,6 +16,7 @@ import (
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/internal/atomicfile"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -27,7 +28,7 @@ import (
 // or connected until its Start.
 func openBus(cfg *config.Config, logger *slog.Logger, shortOfMemory func() bool) (mqtt.Bus, error) {
 	m := cfg.MQTT
-	logger = logger.With("component", "mqtt")
+	logger = logger.With(logkey.Component, "mqtt")
 	if m.Broker == "embedded" {
 		if m.Embedded.AllowAnonymous {
 			logger.Warn("embedded broker: allow_anonymous is set: any device that reaches the listener may publish to every function's topics and subscribe to everything",
@@ -89,7 +90,7 @@ func openSensors(cfg *config.Config, allowMissingHardware bool, logger *slog.Log
 	}
 	m, err := sensors.New(cfgs, sensors.Options{
 		AllowMissingHardware: allowMissingHardware || cfg.Gateway.AllowMissingHardware,
-		Logger:               logger.With("component", "sensors"),
+		Logger:               logger.With(logkey.Component, "sensors"),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sensors: %w", err)
@@ -198,9 +199,9 @@ func (fl functionLogs) log(r luafn.LogRecord) {
 	if r.Dropped > 0 {
 		fl.dropped.WithLabelValues(r.Function).Add(float64(r.Dropped))
 	}
-	attrs := []any{"function", r.Function, "version", r.Version}
+	attrs := []any{logkey.Function, r.Function, logkey.Version, r.Version}
 	if r.EventID != "" {
-		attrs = append(attrs, "event", r.EventID)
+		attrs = append(attrs, logkey.Event, r.EventID)
 	}
 	if r.File != "" {
 		attrs = append(attrs, "at", fmt.Sprintf("%s:%d", r.File, r.Line))
@@ -259,11 +260,11 @@ func resolveToken(cfg *config.Config, logger *slog.Logger) (string, error) {
 		tok := strings.TrimSpace(string(b))
 		if len(tok) >= config.MinTokenLength {
 			if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-				logger.Warn("the console token file can be read by other users: chmod 600 it", "file", path, "mode", fi.Mode().Perm().String())
+				logger.Warn("the console token file can be read by other users: chmod 600 it", logkey.File, path, "mode", fi.Mode().Perm().String())
 			}
 			return tok, nil
 		}
-		logger.Warn("the console token file holds no usable token: generating a new one", "file", path)
+		logger.Warn("the console token file holds no usable token: generating a new one", logkey.File, path)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read the console token: %w", err)
 	}
@@ -275,7 +276,7 @@ func resolveToken(cfg *config.Config, logger *slog.Logger) (string, error) {
 	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("store token: %w", err)
 	}
-	logger.Info("generated a console token", "file", path)
+	logger.Info("generated a console token", logkey.File, path)
 	return tok, nil
 }
 
@@ -291,7 +292,7 @@ func warnUnrouted(cfg *config.Config, functions []*version, logger *slog.Logger)
 		}
 		if !routed {
 			logger.Warn("no sink takes this function's emit stream: its records wait in the outbox until sync.outbox ttl or on_full drops them",
-				"function", v.name, "stream", v.emit)
+				logkey.Function, v.name, logkey.Stream, v.emit)
 		}
 	}
 }

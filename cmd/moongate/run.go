@@ -17,6 +17,7 @@ import (
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/fntest"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 const defaultConfig = "moongate.yaml"
@@ -96,7 +97,7 @@ func reloadOnHangup(g *gateway.Gateway, logger *slog.Logger) (stop func()) {
 				return
 			case <-hup:
 				if err := g.Reload(); err != nil {
-					logger.Error("reload on SIGHUP failed; the previous settings stay", "err", err)
+					logger.Error("reload on SIGHUP failed; the previous settings stay", logkey.Err, err)
 				}
 			}
 		}

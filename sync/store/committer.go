@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // The committer: the one goroutine that writes. It takes every request waiting, stages
@@ -28,7 +30,7 @@ func (s *Store) run() {
 		case <-syncDue:
 			s.syncTimer = nil
 			if err := s.syncLazy(); err != nil {
-				s.log.Error("store: sync of lazy commits", "err", err)
+				s.log.Error("store: sync of lazy commits", logkey.Err, err)
 			}
 		case <-tick.C:
 			s.maintain()
@@ -44,7 +46,7 @@ func (s *Store) run() {
 				s.runGroup(jobs)
 			}
 			if err := s.syncLazy(); err != nil {
-				s.log.Error("store: sync of lazy commits", "err", err)
+				s.log.Error("store: sync of lazy commits", logkey.Err, err)
 			}
 			return
 		}
@@ -136,7 +138,7 @@ func (s *Store) checkSpace() error {
 	}
 	free, err := freeBytes(s.opts.Dir)
 	if err != nil {
-		s.log.Warn("store: statfs failed", "dir", s.opts.Dir, "err", err)
+		s.log.Warn("store: statfs failed", "dir", s.opts.Dir, logkey.Err, err)
 		return nil
 	}
 	if free < s.opts.MinFreeBytes {

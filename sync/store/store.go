@@ -24,6 +24,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/moongate/moongate/internal/atomicfile"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // OnFull says what the outbox does when a commit's records do not fit under
@@ -223,7 +224,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	for _, l := range losses {
 		opts.Logger.Error("store: a log was damaged: the open dropped what followed the damage",
-			"file", l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy, "tables_moved_aside", l.Tables,
+			logkey.File, l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy, "tables_moved_aside", l.Tables,
 			"what_to_do", "commits after the offset are lost; restore the data dir from a copy to get them back (DURABILITY.md, Recovery)")
 	}
 	s := &Store{
