@@ -99,6 +99,19 @@ func (g *Gateway) Reload() error {
 	return nil
 }
 
+// Healthy returns nil when the gateway's event path can go on: its store's committer
+// answers within ctx (a write or a sync that hangs holds every event that commits). It is
+// for a supervisor's watchdog, after Ready. The network is not checked: a gateway that is
+// offline is healthy, and keeps its events.
+func (g *Gateway) Healthy(ctx context.Context) error {
+	select {
+	case <-g.ready:
+	default:
+		return errors.New("the gateway is not running yet")
+	}
+	return g.store.Ping(ctx)
+}
+
 // HTTPAddr is the console listener's address, valid after Ready.
 func (g *Gateway) HTTPAddr() string { return g.httpAddr.String() }
 

@@ -91,6 +91,15 @@ func (s *syncBuffer) String() string {
 // startGateway runs `moongate run -c cfg` and waits until its API answers.
 func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 	t.Helper()
+	c := launchGateway(t, dir, cfg, apiPort, nil)
+	c.waitAPI(t)
+	return c
+}
+
+// launchGateway starts `moongate run -c cfg` with env added to the test's, and returns
+// at once; the process is killed when the test ends if it still runs.
+func launchGateway(t *testing.T, dir, cfg string, apiPort int, env []string) *child {
+	t.Helper()
 	bin := gatewayBinary(t)
 	args := []string{"run", "-c", cfg}
 	name := bin
@@ -101,6 +110,9 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 	c.cmd = exec.Command(name, args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
+	if env != nil {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +126,19 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 			t.Logf("gateway output:\n%s", c.out.String())
 		}
 	})
+	return c
+}
+
+// waitAPI waits until the gateway's API answers.
+func (c *child) waitAPI(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second) // qemu is slow to start
 	for {
 		resp, err := http.Get(c.api + "/api/v1/status")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return c
+				return
 			}
 		}
 		select {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -37,6 +38,8 @@ func (s *Store) run() {
 		case reply := <-s.maintainNow:
 			s.maintain()
 			close(reply)
+		case reply := <-s.pings:
+			close(reply)
 		case <-s.quit:
 			for {
 				jobs = s.collect(jobs[:0])
@@ -51,6 +54,22 @@ func (s *Store) run() {
 			return
 		}
 	}
+}
+
+// Ping returns once the committer is between groups: it is not stuck in a write or a
+// sync (a storage device that stopped answering, a full disk's retry). A health check
+// (the systemd watchdog) calls it with a deadline.
+func (s *Store) Ping(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case s.pings <- reply:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("store: the committer did not answer: %w", ctx.Err())
+	}
+	<-reply // the committer closes it at once
+	return nil
 }
 
 // collect adds the jobs already waiting to jobs: they form one group.

@@ -136,6 +136,8 @@ type Store struct {
 	done     chan struct{} // closed by the committer when it has stopped
 	// maintainNow asks the committer to run maintenance at once (tests).
 	maintainNow chan chan struct{}
+	// pings are answered by the committer between groups (Ping).
+	pings chan chan struct{}
 
 	// scrubStop is closed by Close; the scrub goroutine closes scrubDone when it stopped.
 	scrubStop, scrubDone chan struct{}
@@ -236,6 +238,7 @@ func Open(opts Options) (*Store, error) {
 		quit:        make(chan struct{}),
 		done:        make(chan struct{}),
 		maintainNow: make(chan chan struct{}),
+		pings:       make(chan chan struct{}),
 		heads:       make(map[string]streamHead),
 		cursors:     make(map[cursorID]uint64),
 		consumers:   make(map[string][]string),
