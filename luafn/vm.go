@@ -105,11 +105,11 @@ func (v *vm) Done() <-chan struct{} {
 		default:
 		}
 	}
-	cf := stateFrame(v.L)
-	if cf.Idx >= v.limits.CallDepth {
+	fn, pc := v.L.CurrentFrame()
+	if v.L.CallDepth() > v.limits.CallDepth {
 		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
-	} else if inst := cf.Fn.Proto.Code[cf.Pc-1]; allocatingOps&(uint64(1)<<(inst>>26)) != 0 {
-		v.chargeInstruction(cf, inst)
+	} else if inst := fn.Proto.Code[pc-1]; allocatingOps&(uint64(1)<<(inst>>26)) != 0 {
+		v.chargeInstruction(inst)
 	}
 	return v.done
 }
@@ -175,9 +175,6 @@ func (v *vm) watch() {
 // newVM creates a state, installs the sandbox and runs the chunk's top level under the
 // function's bounds.
 func newVM(p *Program, h *Host, logs *logBudget) (*vm, error) {
-	if errLayout != nil {
-		return nil, errLayout
-	}
 	lim := p.spec.Limits
 	v := &vm{
 		prog:      p,
