@@ -14,8 +14,8 @@ import (
 //
 // Only base (minus the loaders, fenv, collectgarbage, newproxy), table, string (minus
 // dump), math and the host modules exist. Coroutines are not offered: the list
-// of libraries leaves them out, and a coroutine runs on a thread whose context is not
-// ours, so it would escape the per-instruction hook.
+// of libraries leaves them out, and a coroutine runs on a thread of its own, which the
+// VM's hook does not watch, so it would escape the bounds.
 //
 // Every library table Lua can reach is a read-only proxy: an empty table whose
 // metatable (hidden by __metatable) reads from the real library and refuses writes.
