@@ -7,6 +7,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -45,7 +46,7 @@ func TestDurabilityBatch(t *testing.T) {
 	for _, mode := range []string{"sync", "batch"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			apiPort, mqttPort := freePort(t), freePort(t)
+			apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 			cfg := writeGatewayFiles(t, dir, batchConfig(mode, mqttPort, apiPort), map[string]string{"tele.lua": teleLua})
 			gw := newGatewayProc(t, dir, cfg, apiPort)
 			gw.start()

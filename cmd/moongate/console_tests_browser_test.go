@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/console/consoletest"
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -18,7 +19,7 @@ import (
 // and fail lines, the diffs), a deploy with failing tests is refused and the running
 // version stays, and a deploy of a version that passes goes live marked tested.
 func TestConsoleTestsPanelInBrowser(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	b := consoletest.New(t, consoletest.Options{Timeout: 15 * time.Second})
 	g := startGateway(t, dir, cfg, apiPort)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/sync/store"
@@ -72,7 +73,7 @@ const (
 func TestCrashKill9(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		rng := testRand(t)
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig("embedded", mqttPort, apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
@@ -111,9 +112,9 @@ func TestCrashKill9(t *testing.T) {
 	t.Run("mosquitto", func(t *testing.T) {
 		rng := testRand(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
+		apiPort := loopback.FreePort(t)
 		dir := t.TempDir()
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start() // its persistent session exists before the devices publish
 
@@ -142,9 +143,9 @@ func TestCrashKill9(t *testing.T) {
 	t.Run("mosquitto-restart", func(t *testing.T) {
 		rng := testRand(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
+		apiPort := loopback.FreePort(t)
 		dir := t.TempDir()
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
 

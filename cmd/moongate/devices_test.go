@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -70,7 +71,7 @@ func TestDeviceCredentialsAndACL(t *testing.T) {
 	if b, _ := os.ReadFile(pw); bytes.Contains(b, []byte("one-secret")) {
 		t.Fatal("the password file holds the password")
 	}
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: lan, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
 mqtt:
   embedded: {listen: 127.0.0.1:%d, password_file: passwd, acl_file: acl}
@@ -142,7 +143,7 @@ functions:
 func TestBrokerPasswordRedacted(t *testing.T) {
 	const secret = "Hunter2Secret"
 	dir := t.TempDir()
-	apiPort, deadPort := freePort(t), freePort(t) // nothing listens on deadPort
+	apiPort, deadPort := loopback.FreePort(t), loopback.FreePort(t) // nothing listens on deadPort
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: redact, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
 mqtt: {broker: "tcp://gw:%s@127.0.0.1:%d"}
 sync:

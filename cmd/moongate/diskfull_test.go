@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/sync/store/storetest"
@@ -28,7 +29,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Run("embedded", func(t *testing.T) {
 		dir := mountTmpfs(t)
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		cfg := writeGatewayFiles(t, dir, counterConfig("embedded", mqttPort, apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
@@ -46,8 +47,8 @@ func TestDiskFull(t *testing.T) {
 	t.Run("mosquitto", func(t *testing.T) {
 		dir := mountTmpfs(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		apiPort := loopback.FreePort(t)
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
 		devs := newDevices("d", broker.URL, 4, 1000, 4)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
@@ -51,16 +51,6 @@ func gatewayBinary(t *testing.T) string {
 		t.Fatal(buildOnce.err)
 	}
 	return buildOnce.path
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // child is a moongate process under test.
@@ -217,7 +207,7 @@ func mqttClient(t *testing.T, broker, id string) paho.Client {
 // a real Mosquitto.
 func TestE2E(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 		g := startGateway(t, dir, cfg, apiPort)
 		checkAlerts(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort))
@@ -225,8 +215,8 @@ func TestE2E(t *testing.T) {
 	})
 	t.Run("mosquitto", func(t *testing.T) {
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
-		apiPort := freePort(t)
-		dir, cfg := writeQuickstart(t, broker.URL, freePort(t), apiPort)
+		apiPort := loopback.FreePort(t)
+		dir, cfg := writeQuickstart(t, broker.URL, loopback.FreePort(t), apiPort)
 		g := startGateway(t, dir, cfg, apiPort)
 		checkAlerts(t, broker.URL)
 		g.stop(t)

@@ -8,6 +8,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -19,7 +20,7 @@ import (
 // commits dead-lettered), while the good device's QoS 1 readings are all acknowledged and
 // counted and the API answers; the heap ends under the memory limit.
 func TestBadNeighbourBounds(t *testing.T) {
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway:
   id: neighbour

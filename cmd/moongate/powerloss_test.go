@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/internal/powercut"
@@ -81,7 +82,7 @@ func powerLoss(t *testing.T, seed uint64, broker string) {
 	})
 
 	rc := newCloud(t)
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	deviceBroker := fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort)
 	if broker == "" {
 		broker = "embedded"

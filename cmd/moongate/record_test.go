@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/fntest"
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -23,7 +24,7 @@ import (
 // `moongate test --snapshot` turns them into a test file that passes today and fails
 // when the function's behaviour changes.
 func TestRecordReplaySnapshot(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	g := startGateway(t, dir, cfg, apiPort)
 	defer g.stop(t)

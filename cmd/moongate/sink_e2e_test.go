@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -49,7 +50,7 @@ func TestSinkKill9(t *testing.T) {
 	rc := newReceiver(t)
 	rc.hold = make(chan struct{}) // the receiver takes the first batches and answers none yet
 
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
 	config := fmt.Sprintf(`gateway:
   id: sinktest

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -83,7 +84,7 @@ func (ns *notifySocket) lines() []string {
 // journal stamps each; anywhere else they do.
 func TestJournalLinesHaveNoTimestamp(t *testing.T) {
 	dir := t.TempDir()
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway:
   data_dir: ./data
   console: {listen: 127.0.0.1:%d}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/internal/powercut"
 )
@@ -44,7 +46,7 @@ func TestWatchdogStopsWhileTheStoreHangs(t *testing.T) {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway:
   id: watchdog
   data_dir: ./data
