@@ -85,20 +85,6 @@ func New(cfg *config.Config, opts Options) *Gateway {
 // Ready is closed once the gateway accepts events and API requests.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
-// Reload reads again what can change while the gateway runs: the embedded broker's
-// password and ACL files. Everything else needs a restart.
-func (g *Gateway) Reload() error {
-	select {
-	case <-g.ready:
-	default:
-		return errors.New("reload: the gateway is not running yet")
-	}
-	if r, ok := g.bus.(interface{ Reload() error }); ok {
-		return r.Reload()
-	}
-	return nil
-}
-
 // Healthy returns nil when the gateway's event path can go on: its store's committer
 // answers within ctx (a write or a sync that hangs holds every event that commits). It is
 // for a supervisor's watchdog, after Ready. The network is not checked: a gateway that is

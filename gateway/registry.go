@@ -245,6 +245,11 @@ func (r *registry) activate(v *version) {
 func (r *registry) remove(name string, purge bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.removeLocked(name, purge)
+}
+
+// removeLocked is remove for a caller that holds r.mu.
+func (r *registry) removeLocked(name string, purge bool) error {
 	e := r.entry(name)
 	if e == nil {
 		return errNotFound
