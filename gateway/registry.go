@@ -100,6 +100,7 @@ type registry struct {
 	// changed is called after the current versions changed: the router rebuilds its routes.
 	changed func()
 	limits  *config.Gateway // ceilings, version_history, loops.publish_rate
+	clock   Clock
 	logger  *slog.Logger
 
 	mu sync.Mutex // serialises deploys and deletes
@@ -163,7 +164,7 @@ func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (function
 	}
 	spec.Version = latest + 1
 	if spec.Created.IsZero() {
-		spec.Created = time.Now().UTC()
+		spec.Created = r.clock.Now().UTC()
 	}
 	// The rules and ceilings of the config's functions: entries hold for every deploy,
 	// through the API, the CLI or a rollback too.

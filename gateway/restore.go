@@ -3,7 +3,6 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/internal/logkey"
@@ -78,7 +77,7 @@ func (r *registry) planConfig(cfg *config.Config, active func(name string) bool)
 	}
 	inConfig = map[string]string{}
 	var errs config.ErrorList
-	now := time.Now().UTC()
+	now := r.clock.Now().UTC()
 	for i, f := range cfg.Functions {
 		spec := specFromConfig(f)
 		inConfig[f.Name] = spec.ConfigHash
