@@ -162,9 +162,25 @@ func (h *homeAssistant) watchInputs(watch func(sensors.Watch) error) error {
 	return nil
 }
 
-// run announces at start and again whenever the functions change, until ctx ends.
+// run announces at start, and again whenever the functions change or Home Assistant
+// comes back, until ctx ends.
 func (h *homeAssistant) run(ctx context.Context) {
-	h.announce(ctx)
+	for {
+		h.announce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.kick:
+		}
+	}
+}
+
+// announce sends what changed of the entities, and every pin's level (the readings send
+// themselves at the next poll).
+func (h *homeAssistant) announce(ctx context.Context) {
+	if err := h.ann.Announce(ctx, h.entities()); err != nil && ctx.Err() == nil {
+		h.logger.Warn("announce to Home Assistant", logkey.Err, err)
+	}
 	for name, sc := range h.sensors {
 		if sc.Driver != sensors.DriverGPIO {
 			continue
@@ -173,20 +189,6 @@ func (h *homeAssistant) run(ctx context.Context) {
 			h.publishPin(name, level)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.kick:
-			h.announce(ctx)
-		}
-	}
-}
-
-func (h *homeAssistant) announce(ctx context.Context) {
-	if err := h.ann.Announce(ctx, h.entities()); err != nil && ctx.Err() == nil {
-		h.logger.Warn("announce to Home Assistant", logkey.Err, err)
-	}
 }
 
 // functionsChanged is the registry's news of a deploy or a delete.
@@ -194,6 +196,11 @@ func (h *homeAssistant) functionsChanged() {
 	if h == nil {
 		return
 	}
+	h.again()
+}
+
+// again asks run to announce.
+func (h *homeAssistant) again() {
 	select {
 	case h.kick <- struct{}{}:
 	default: // an announcement is due already
@@ -278,15 +285,16 @@ func (h *homeAssistant) sensorOfPin(pin string) string {
 	return pin
 }
 
-// subscriptions are the bus subscriptions the switches' commands need.
+// subscriptions are what the switches' commands and Home Assistant's birth message need.
 func (h *homeAssistant) subscriptions() []mqtt.Subscription {
 	if h == nil {
 		return nil
 	}
-	return []mqtt.Subscription{{Filter: pinCommandFilter(h.gw)}}
+	return []mqtt.Subscription{{Filter: pinCommandFilter(h.gw)}, {Filter: homeassistant.BirthTopic(h.ann.Prefix)}}
 }
 
-// messageHandler is next with the switches' commands also taken: a command drives the
+// messageHandler is next with the switches' commands and Home Assistant's birth message
+// also taken: a command drives the
 // output pin it names, through the same write a function's gpio.write makes after its
 // commit, and only pins declared mode: out (WritePin refuses the others). A function
 // whose trigger matches the command topic gets the message too.
@@ -294,10 +302,15 @@ func (h *homeAssistant) messageHandler(next mqtt.Handler) mqtt.Handler {
 	if h == nil {
 		return next
 	}
-	filter := pinCommandFilter(h.gw)
+	filter, birth := pinCommandFilter(h.gw), homeassistant.BirthTopic(h.ann.Prefix)
 	return mqtt.HandlerFunc(func(m *mqtt.Message) {
-		if mqtt.Match(filter, m.Topic) && !m.Retain {
+		switch {
+		case mqtt.Match(filter, m.Topic) && !m.Retain:
 			h.command(m.Topic, string(m.Payload))
+		case m.Topic == birth && string(m.Payload) == homeassistant.Online:
+			// Home Assistant restarted, or its broker did and lost the retained configs.
+			h.ann.Forget()
+			h.again()
 		}
 		next.HandleMessage(m)
 	})

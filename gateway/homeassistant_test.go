@@ -183,7 +183,19 @@ func (h *haClient) waitFor(t *testing.T, topic string, ok func(string) bool) haM
 
 func (h *haClient) publish(t *testing.T, topic, payload string) {
 	t.Helper()
-	if tok := h.cli.Publish(topic, 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	h.send(t, topic, payload, false)
+}
+
+// publishRetained replaces (or with "" clears) a retained message, as a broker that
+// restarted without its retained messages would have it.
+func (h *haClient) publishRetained(t *testing.T, topic, payload string) {
+	t.Helper()
+	h.send(t, topic, payload, true)
+}
+
+func (h *haClient) send(t *testing.T, topic, payload string, retain bool) {
+	t.Helper()
+	if tok := h.cli.Publish(topic, 1, retain, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("publish %s: %v", topic, tok.Error())
 	}
 }
@@ -202,7 +214,7 @@ func TestHomeAssistantDiscovery(t *testing.T) {
 	}
 	write("double.lua", `function handle(event) mqtt.publish("derived/room/double", tostring(event.values.temp * 2)) end`)
 	// Home Assistant's user may read what the gateway announces and command its switches.
-	write("acl", "topic read homeassistant/#\ntopic read moongate/#\ntopic read derived/#\ntopic write moongate/test-gw/gpio/+/set\n")
+	write("acl", "topic readwrite homeassistant/#\ntopic read moongate/#\ntopic read derived/#\ntopic write moongate/test-gw/gpio/+/set\n")
 	tg := startTest(t, dir, fmt.Sprintf(`gateway:
   id: test-gw
   data_dir: %s
@@ -311,6 +323,12 @@ functions:
 		t.Fatalf("simulate edge: %d %s", r.status, r.raw)
 	}
 	ha.waitFor(t, "moongate/test-gw/gpio/button", func(p string) bool { return p == "1" })
+
+	// Home Assistant's birth message brings every config back, lost or not.
+	ha.publishRetained(t, cfgTopic("sensor", "room_temp"), "")
+	ha.waitFor(t, cfgTopic("sensor", "room_temp"), func(p string) bool { return p == "" })
+	ha.publish(t, "homeassistant/status", "online")
+	ha.waitFor(t, cfgTopic("sensor", "room_temp"), func(p string) bool { return checkDiscovery(cfgTopic("sensor", "room_temp"), []byte(p)) == nil })
 
 	// A deleted function's entity goes away.
 	if r := call(t, http.MethodDelete, "http://"+tg.g.HTTPAddr()+"/api/v1/functions/double", "", nil); r.status != http.StatusNoContent {

@@ -178,9 +178,12 @@ func runInit(hw hardware, args []string, stdout, stderr io.Writer) error {
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	s := initSettings{dataDir: *data}
-	if s.dataDir == "" {
-		s.dataDir = filepath.Join(filepath.Dir(path), "moongate-data")
+	// Absolute, so that the gateway finds its data wherever it is started from.
+	s := initSettings{dataDir: filepath.Join(filepath.Dir(path), "moongate-data")}
+	if *data != "" {
+		if s.dataDir, err = filepath.Abs(*data); err != nil {
+			return err
+		}
 	}
 	if s.host, err = os.Hostname(); err != nil || s.host == "" {
 		s.host = "moongate"

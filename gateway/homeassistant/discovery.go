@@ -25,6 +25,10 @@ const (
 	Switch       = "switch"
 )
 
+// BirthTopic is where Home Assistant says it (re)started, under its discovery prefix:
+// Online there asks every integration to announce itself again.
+func BirthTopic(prefix string) string { return prefix + "/status" }
+
 // Presence payloads: Home Assistant's defaults for payload_available and
 // payload_not_available, so any other integration reading them agrees.
 const (
@@ -86,9 +90,11 @@ func (a *Announcer) ConfigTopic(e Entity) string {
 	return fmt.Sprintf("%s/%s/%s/%s/config", a.Prefix, e.Component, Slug(a.Device.ID), Slug(e.ObjectID))
 }
 
-// UniqueID is e's unique_id: stable across restarts, unique among every gateway's.
+// UniqueID is e's unique_id: stable across restarts, unique among every gateway's (and
+// among the components, whose object ids are apart in the topics but not in Home
+// Assistant's registry).
 func (a *Announcer) UniqueID(e Entity) string {
-	return "moongate_" + Slug(a.Device.ID) + "_" + Slug(e.ObjectID)
+	return "moongate_" + Slug(a.Device.ID) + "_" + e.Component + "_" + Slug(e.ObjectID)
 }
 
 // Config is e's discovery payload.
@@ -132,6 +138,14 @@ func (a *Announcer) Config(e Entity) ([]byte, error) {
 		return nil, fmt.Errorf("entity %s: unknown component %q", e.ObjectID, e.Component)
 	}
 	return json.Marshal(m)
+}
+
+// Forget makes the next Announce publish every entity's message again: Home Assistant
+// (or its broker) has come back and may have lost them.
+func (a *Announcer) Forget() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.announced = nil
 }
 
 // Announce publishes the discovery message of every entity whose message is new or
