@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,10 +144,12 @@ type haMsg struct {
 	retained bool
 }
 
+var haClients atomic.Int64
+
 func connectHA(t *testing.T, broker string, filters ...string) *haClient {
 	t.Helper()
 	h := &haClient{last: map[string]haMsg{}}
-	h.cli = paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("home-assistant"))
+	h.cli = paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("home-assistant-%d", haClients.Add(1))))
 	if tok := h.cli.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("connect: %v", tok.Error())
 	}
@@ -250,9 +253,14 @@ functions:
 		cfgTopic("switch", "relay"):                         {},
 		cfgTopic("sensor", "fn_double_derived_room_double"): {"temperature", "°C"},
 	}
+	for topic := range want {
+		ha.waitFor(t, topic, func(string) bool { return true })
+	}
+	// Home Assistant connecting later finds them kept (ha may have seen them published).
+	late := connectHA(t, tg.broker, "homeassistant/#")
 	configs := map[string]map[string]any{}
 	for topic, kind := range want {
-		m := ha.waitFor(t, topic, func(string) bool { return true })
+		m := late.waitFor(t, topic, func(string) bool { return true })
 		if !m.retained {
 			t.Errorf("%s: not retained", topic)
 		}

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,23 @@ func watchPresence(t *testing.T, broker string) <-chan string {
 		got <- s
 	}))
 	return got
+}
+
+// expectOnline waits until the client's online is on the broker: the client publishes it
+// once connected, which may come after a watcher subscribed (then not as retained).
+func expectOnline(t *testing.T, broker string) {
+	t.Helper()
+	got := watchPresence(t, broker)
+	for {
+		select {
+		case s := <-got:
+			if strings.HasPrefix(s, "online") {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("presence: online never came")
+		}
+	}
 }
 
 func expectPresence(t *testing.T, got <-chan string, want string) {
@@ -66,6 +84,7 @@ func TestClientPresence(t *testing.T) {
 	opts.Presence = testPresence
 	c := startClient(t, opts, nil, newRecorder())
 	connected(t, c)
+	expectOnline(t, m.URL)
 	got := watchPresence(t, m.URL)
 	expectPresence(t, got, "online (retained)")
 	c.Close()
@@ -80,6 +99,7 @@ func TestClientPresence(t *testing.T) {
 	opts = clientOpts(url, "gw-will")
 	opts.Presence = testPresence
 	c = startClient(t, opts, nil, newRecorder())
+	expectOnline(t, url)
 	got = watchPresence(t, url)
 	expectPresence(t, got, "online (retained)")
 	if err := e.DisconnectDevice("gw-will-pub"); err != nil {
