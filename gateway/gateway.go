@@ -186,13 +186,20 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	comp := &compiler{sensors: sensorCfgs, watch: sens.Watch, watched: map[sensors.Watch]bool{},
 		host: functionHost(cfg, st, sens, sensorCfgs, clock, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
 	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, clock: clock, logger: logger}
-	proc := &processor{store: st, bus: bus, pins: sens, live: lv, metrics: m, logger: logger,
+	ha := newHomeAssistant(cfg, g.opts.Version, bus, sensorCfgs, sens, reg.all, logger)
+	proc := &processor{store: st, bus: bus, pins: ha.pinWriter(sens), live: lv, metrics: m, logger: logger,
 		loopLog: throttle.New(1, time.Minute), backoff: g.opts.RetryBackoff,
 		lazyCommits: cfg.Gateway.Durability == config.DurabilityBatch, maxHops: cfg.Gateway.Loops.MaxHops,
 		clock: clock, ctx: runCtx, stopping: stopping}
 	reg.exec = &executorEnv{ctx: runCtx, stopping: stopping, dropped: m.dropped, pressed: mem.Pressed, process: proc.process}
 	rt := newRouter(reg, m, lv, clock, logger)
-	reg.changed = rt.rebuild
+	reg.changed = func() {
+		rt.rebuild()
+		ha.functionsChanged()
+	}
+	if err := ha.watchInputs(comp.addWatch); err != nil {
+		return err
+	}
 	if err := reg.restore(cfg); err != nil {
 		return err
 	}
@@ -219,7 +226,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		ErrorLog: slog.NewLogLogger(logger.With(logkey.Component, "console").Handler(), slog.LevelDebug)}
 
 	// Subscriptions are in place before the bus takes its first message (SPEC §2).
-	if err := bus.Start(runCtx, rt.subscriptions(), rt); err != nil {
+	if err := bus.Start(runCtx, append(rt.subscriptions(), ha.subscriptions()...), ha.messageHandler(rt)); err != nil {
 		ln.Close()
 		return fmt.Errorf("start mqtt: %w", err)
 	}
@@ -256,10 +263,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := sens.Run(sensorCtx, rt); err != nil && sensorCtx.Err() == nil {
+		if err := sens.Run(sensorCtx, ha.sensorHandler(rt)); err != nil && sensorCtx.Err() == nil {
 			logger.Error("sensors stopped", logkey.Err, err)
 		}
 	}()
+	if ha != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ha.run(sensorCtx) // stops with the sensors, whose states it publishes
+		}()
+	}
 	g.store, g.bus, g.pins, g.registry, g.metrics, g.hub = st, bus, sens, reg, m, hub
 	g.logStarted(bus.Status(), reg.all(), sinks)
 	close(g.ready)

@@ -56,8 +56,9 @@ func (g *Gateway) Reload() (restart []string, err error) {
 	return restart, errors.Join(errs...)
 }
 
-// restartNeeded lists what differs between two configs outside functions:, by section
-// and key (gateway.console, mqtt.embedded, sensors.kitchen, sync.sinks).
+// restartNeeded lists what differs between two configs that a reload does not apply, by
+// section and key (gateway.console, mqtt.embedded, sensors.kitchen, sync.sinks,
+// functions.NAME.outputs).
 func restartNeeded(old, next *config.Config) []string {
 	var keys []string
 	for _, s := range []struct {
@@ -68,12 +69,23 @@ func restartNeeded(old, next *config.Config) []string {
 		{"mqtt", old.MQTT, next.MQTT},
 		{"sensors", old.Sensors, next.Sensors},
 		{"sync", old.Sync, next.Sync},
+		{"homeassistant", old.HomeAssistant, next.HomeAssistant},
 	} {
 		a, b := asMap(s.old), asMap(s.next)
 		for k := range union(a, b) {
 			if !reflect.DeepEqual(a[k], b[k]) {
 				keys = append(keys, s.name+"."+k)
 			}
+		}
+	}
+	// A function's outputs are announced to Home Assistant at start.
+	outputs := map[string][]config.Output{}
+	for _, f := range old.Functions {
+		outputs[f.Name] = f.Outputs
+	}
+	for _, f := range next.Functions {
+		if o, ok := outputs[f.Name]; ok && !reflect.DeepEqual(o, f.Outputs) {
+			keys = append(keys, "functions."+f.Name+".outputs")
 		}
 	}
 	sort.Strings(keys)

@@ -43,6 +43,7 @@ func openBus(cfg *config.Config, logger *slog.Logger, shortOfMemory func() bool)
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
 			ShortOfMemory: shortOfMemory,
+			Presence:      presence(cfg),
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,
@@ -69,6 +70,7 @@ func clientOptions(c *config.Config) mqtt.ClientOptions {
 		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
 		TLS:          mqtt.TLSFiles{CA: c.Resolve(m.TLS.CA), Cert: c.Resolve(m.TLS.Cert), Key: c.Resolve(m.TLS.Key)},
 		DrainTimeout: -1,
+		Presence:     presence(c),
 	}
 }
 
