@@ -11,6 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"periph.io/x/conn/v3"
+
 	"periph.io/x/conn/v3/i2c"
 )
 
@@ -134,3 +136,11 @@ func (d *Dev) Read(ch int) (float64, error) {
 	}
 	return Volts(int16(binary.BigEndian.Uint16(b[:])), d.fullScale), nil
 }
+
+// String names the chip and where it answers, as periph's drivers do.
+func (d *Dev) String() string { return fmt.Sprintf("ADS1115{%s %#x}", d.dev.Bus, d.dev.Addr) }
+
+// Halt has nothing to stop: each single-shot conversion powers the converter down.
+func (d *Dev) Halt() error { return nil }
+
+var _ conn.Resource = &Dev{}

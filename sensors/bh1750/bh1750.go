@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"periph.io/x/conn/v3"
+
 	"periph.io/x/conn/v3/i2c"
 )
 
@@ -59,3 +61,11 @@ func (d *Dev) Sense() (float64, error) {
 // Lux converts a raw count at the default measurement time (MTreg = 69):
 // lux = count / 1.2.
 func Lux(raw uint16) float64 { return float64(raw) / 1.2 }
+
+// String names the chip and where it answers, as periph's drivers do.
+func (d *Dev) String() string { return fmt.Sprintf("BH1750{%s %#x}", d.dev.Bus, d.dev.Addr) }
+
+// Halt has nothing to stop: one-time mode powers the sensor down after each measurement.
+func (d *Dev) Halt() error { return nil }
+
+var _ conn.Resource = &Dev{}

@@ -2,6 +2,7 @@ package bh1750
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +60,20 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := d.Sense(); err == nil {
 		t.Error("Sense without a device answering succeeded")
+	}
+}
+
+// A Dev is a periph conn.Resource that names the chip and where it answers.
+func TestString(t *testing.T) {
+	bus := &i2ctest.Playback{DontPanic: true, Ops: []i2ctest.IO{{Addr: 0x5C, W: []byte{0x01}}}}
+	d, err := New(bus, 0x5C, func(time.Duration) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := d.String(); !strings.Contains(s, "BH1750") || !strings.Contains(s, "0x5c") {
+		t.Errorf("String() = %q, want the chip and its address", s)
+	}
+	if err := d.Halt(); err != nil {
+		t.Fatal(err)
 	}
 }

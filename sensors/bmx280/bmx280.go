@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"time"
 
+	"periph.io/x/conn/v3"
+
 	"periph.io/x/conn/v3/i2c"
 )
 
@@ -257,3 +259,13 @@ func (c *Calibration) compensateH(adcH, tFine int32) uint32 {
 	x = min(x, 419430400)
 	return uint32(x >> 12)
 }
+
+// String names the chip and where it answers, as periph's drivers do.
+func (d *Dev) String() string {
+	return fmt.Sprintf("%s{%s %#x}", d.chip.String(), d.dev.Bus, d.dev.Addr)
+}
+
+// Halt has nothing to stop: the chip returns to sleep after each forced-mode conversion.
+func (d *Dev) Halt() error { return nil }
+
+var _ conn.Resource = &Dev{}

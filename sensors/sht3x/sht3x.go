@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"periph.io/x/conn/v3"
+
 	"periph.io/x/conn/v3/i2c"
 )
 
@@ -103,3 +105,11 @@ func CRC8(data []byte) byte {
 	}
 	return crc
 }
+
+// String names the chip and where it answers, as periph's drivers do.
+func (d *Dev) String() string { return fmt.Sprintf("SHT3x{%s %#x}", d.dev.Bus, d.dev.Addr) }
+
+// Halt has nothing to stop: each single-shot measurement leaves the sensor idle.
+func (d *Dev) Halt() error { return nil }
+
+var _ conn.Resource = &Dev{}
