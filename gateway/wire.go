@@ -245,7 +245,8 @@ func sinkConfig(c *config.Config, sc config.Sink) sink.Config {
 	}
 	if h := sc.HTTP; h != nil {
 		cfg.HTTP = &sink.HTTPConfig{URL: h.URL, Headers: h.Headers, HMACSecret: h.HMACSecret,
-			CAFile: c.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip}
+			CAFile: c.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip, Format: h.Format,
+			CloudEvents: sink.CloudEventsConfig{Mode: h.CloudEvents.Mode, Type: h.CloudEvents.Type, Types: h.CloudEvents.Types}}
 	}
 	if m := sc.MQTT; m != nil {
 		cfg.MQTT = &sink.MQTTConfig{Broker: m.Broker, Topic: m.Topic, QoS: byte(m.QoS), ClientID: m.ClientID,

@@ -202,12 +202,21 @@ type Sink struct {
 
 // HTTPSink posts JSON batches (SPEC §7).
 type HTTPSink struct {
-	URL        string            `yaml:"url"`
-	Headers    map[string]string `yaml:"headers"`
-	HMACSecret string            `yaml:"hmac_secret"`
-	CA         string            `yaml:"ca"`
-	Timeout    time.Duration     `yaml:"timeout"`
-	Gzip       string            `yaml:"gzip"` // auto (default), on, off
+	URL         string            `yaml:"url"`
+	Headers     map[string]string `yaml:"headers"`
+	HMACSecret  string            `yaml:"hmac_secret"`
+	CA          string            `yaml:"ca"`
+	Timeout     time.Duration     `yaml:"timeout"`
+	Gzip        string            `yaml:"gzip"`   // auto (default), on, off
+	Format      string            `yaml:"format"` // moongate (default) or cloudevents
+	CloudEvents CloudEvents       `yaml:"cloudevents"`
+}
+
+// CloudEvents shapes the events of an HTTP sink with format: cloudevents.
+type CloudEvents struct {
+	Mode  string            `yaml:"mode"`  // batched (default), structured, binary
+	Type  string            `yaml:"type"`  // default io.moongate.record
+	Types map[string]string `yaml:"types"` // stream -> type
 }
 
 // MQTTSink bridges records to a cloud broker.

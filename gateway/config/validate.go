@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/moongate/moongate/internal/redact"
+	"github.com/moongate/moongate/sync/sink"
 )
 
 // MinTokenLength is the shortest console token accepted beyond loopback, and the shortest
@@ -158,6 +159,16 @@ func (c *Config) validate() ErrorList {
 			case "", "auto", "on", "off":
 			default:
 				add(key+".http.gzip", "%q is not auto, on or off", h.Gzip)
+			}
+			switch h.Format {
+			case "", sink.FormatMoongate, sink.FormatCloudEvents:
+			default:
+				add(key+".http.format", "%q is not moongate or cloudevents", h.Format)
+			}
+			switch h.CloudEvents.Mode {
+			case "", sink.CEBatched, sink.CEStructured, sink.CEBinary:
+			default:
+				add(key+".http.cloudevents.mode", "%q is not batched, structured or binary", h.CloudEvents.Mode)
 			}
 		}
 		if m := s.MQTT; m != nil {

@@ -75,6 +75,24 @@ type HTTPConfig struct {
 	Timeout time.Duration
 	// Gzip is "auto" (default), "on" or "off"; see the package doc.
 	Gzip string
+	// Format is the body: FormatMoongate (default, SPEC §7) or
+	// FormatCloudEvents, shaped by CloudEvents.
+	Format      string
+	CloudEvents CloudEventsConfig
+}
+
+// Formats of HTTPConfig.Format.
+const (
+	FormatMoongate    = "moongate"
+	FormatCloudEvents = "cloudevents"
+)
+
+// encoder returns the body encoder of one stream's batches.
+func (h *HTTPConfig) encoder(gateway, stream string) bodyEncoder {
+	if h.Format == FormatCloudEvents {
+		return newCEEncoder(gateway, stream, &h.CloudEvents)
+	}
+	return newEncoder(gateway, stream)
 }
 
 // MQTTConfig is a cloud MQTT broker the sink bridges records to, on its own
@@ -186,6 +204,29 @@ func (c *Config) withDefaults() (Config, error) {
 		if (h.CertFile == "") != (h.KeyFile == "") {
 			errs = append(errs, errors.New("http: cert_file and key_file go together"))
 		}
+		switch h.Format {
+		case "":
+			h.Format = FormatMoongate
+		case FormatMoongate, FormatCloudEvents:
+		default:
+			errs = append(errs, fmt.Errorf("http: format %q: want moongate or cloudevents", h.Format))
+		}
+		ce := h.CloudEvents
+		switch ce.Mode {
+		case "":
+			ce.Mode = CEBatched
+		case CEBatched:
+		case CEStructured, CEBinary:
+			if h.Format == FormatCloudEvents {
+				cfg.Batch.MaxRecords = 1 // one event per request
+			}
+		default:
+			errs = append(errs, fmt.Errorf("http: cloudevents mode %q: want batched, structured or binary", ce.Mode))
+		}
+		if ce.Type == "" {
+			ce.Type = DefaultCEType
+		}
+		h.CloudEvents = ce
 		cfg.HTTP = &h
 	}
 	if cfg.MQTT != nil {

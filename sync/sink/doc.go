@@ -88,6 +88,19 @@
 // response's commands are published at least once, and twice only if the
 // gateway dies between publishing and recording it.
 //
+// # CloudEvents
+//
+// With HTTPConfig.Format "cloudevents" each record is one CloudEvent 1.0 in
+// the JSON format: id is the record's id (so a receiver dedupes resends on
+// it), source moongate://{gateway}/{function}, type from CloudEventsConfig,
+// subject the stream, time the record's ts, datacontenttype
+// application/json and data the record's data. The batched mode posts a
+// batch as an application/cloudevents-batch+json array; the structured
+// (application/cloudevents+json) and binary (ce-* headers, the data as the
+// body) modes carry one event per request, so a batch is one record.
+// Everything else (pipelining, Idempotency-Key, signature, gzip, the status
+// codes) is as for the Moongate format.
+//
 // # MQTT bridge
 //
 // Every record is one QoS 1 PUBLISH, not retained, on the topic template

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/tlsfiles"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // HTTP responses are read whole to keep the connection in step; only this
@@ -56,9 +57,11 @@ type httpTransport struct {
 	secret []byte
 	gzip   atomic.Int32
 	dialer net.Dialer
+	// binary sets the ce-* headers of CloudEvents binary mode; nil otherwise.
+	binary func(h http.Header, r store.Record)
 }
 
-func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
+func newHTTPTransport(cfg *HTTPConfig, gateway string) (*httpTransport, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -83,7 +86,19 @@ func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
 		t.header.Set(k, v)
 	}
 	t.header.Set("User-Agent", "moongate")
-	t.header.Set("Content-Type", "application/json")
+	t.header.Set("Content-Type", ctJSON)
+	if cfg.Format == FormatCloudEvents {
+		switch cfg.CloudEvents.Mode {
+		case CEBatched:
+			t.header.Set("Content-Type", ctCEBatch)
+		case CEStructured:
+			t.header.Set("Content-Type", ctCEStructured)
+		case CEBinary:
+			t.binary = func(h http.Header, r store.Record) {
+				newCEEncoder(gateway, r.Stream, &cfg.CloudEvents).ceHeaders(h, r)
+			}
+		}
+	}
 	switch cfg.Gzip {
 	case "on":
 		t.gzip.Store(gzipOn)
@@ -137,6 +152,9 @@ func (t *httpTransport) request(b *batch) (*http.Request, bool) {
 	}
 	h := t.header.Clone()
 	h.Set("Idempotency-Key", b.key())
+	if t.binary != nil {
+		t.binary(h, b.recs[0])
+	}
 	if gz {
 		h.Set("Content-Encoding", "gzip")
 	}

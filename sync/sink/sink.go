@@ -177,7 +177,7 @@ func build(cfg Config, logger *slog.Logger) (*Sink, error) {
 	switch {
 	case c.HTTP != nil:
 		s.kind = "http"
-		s.tr, err = newHTTPTransport(c.HTTP)
+		s.tr, err = newHTTPTransport(c.HTTP, c.GatewayID)
 	default:
 		s.kind = "mqtt"
 		s.connState = Offline
