@@ -210,6 +210,39 @@ type HTTPSink struct {
 	Gzip        string            `yaml:"gzip"`   // auto (default), on, off
 	Format      string            `yaml:"format"` // moongate (default) or cloudevents
 	CloudEvents CloudEvents       `yaml:"cloudevents"`
+	Auth        HTTPAuth          `yaml:"auth"`
+}
+
+// HTTPAuth authenticates an HTTP sink's requests; at most one is set.
+type HTTPAuth struct {
+	AWSSigV4      *AWSSigV4      `yaml:"aws_sigv4"`
+	OAuth2        *OAuth2        `yaml:"oauth2_client_credentials"`
+	GoogleIDToken *GoogleIDToken `yaml:"google_id_token"`
+}
+
+// AWSSigV4 signs requests for AWS (a Lambda function URL with IAM auth).
+type AWSSigV4 struct {
+	Region          string `yaml:"region"`
+	Service         string `yaml:"service"` // default lambda
+	AccessKeyID     string `yaml:"access_key_id"`
+	SecretAccessKey string `yaml:"secret_access_key"`
+	SessionToken    string `yaml:"session_token"`
+	Profile         string `yaml:"profile"`
+}
+
+// OAuth2 is the OAuth 2.0 client credentials grant.
+type OAuth2 struct {
+	TokenURL         string   `yaml:"token_url"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecret     string   `yaml:"client_secret"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	Scopes           []string `yaml:"scopes"`
+}
+
+// GoogleIDToken mints Google ID tokens from a service account key file.
+type GoogleIDToken struct {
+	Audience        string `yaml:"audience"`
+	CredentialsFile string `yaml:"credentials_file"`
 }
 
 // CloudEvents shapes the events of an HTTP sink with format: cloudevents.

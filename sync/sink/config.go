@@ -79,6 +79,7 @@ type HTTPConfig struct {
 	// FormatCloudEvents, shaped by CloudEvents.
 	Format      string
 	CloudEvents CloudEventsConfig
+	Auth        HTTPAuth
 }
 
 // Formats of HTTPConfig.Format.
@@ -227,6 +228,14 @@ func (c *Config) withDefaults() (Config, error) {
 			ce.Type = DefaultCEType
 		}
 		h.CloudEvents = ce
+		if err := h.Auth.check(); err != nil {
+			errs = append(errs, fmt.Errorf("http: auth: %w", err))
+		}
+		if a := h.Auth.AWSSigV4; a != nil && a.Service == "" {
+			sv := *a
+			sv.Service = "lambda"
+			h.Auth.AWSSigV4 = &sv
+		}
 		cfg.HTTP = &h
 	}
 	if cfg.MQTT != nil {

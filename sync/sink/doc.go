@@ -88,6 +88,25 @@
 // response's commands are published at least once, and twice only if the
 // gateway dies between publishing and recording it.
 //
+// # Authentication
+//
+// HTTPConfig.Auth adds one scheme on top of the static headers, applied to
+// each request as it is written, so a resend carries fresh credentials:
+// AWS Signature Version 4 by the AWS SDK's signer over the body as sent
+// (keys given, or the SDK's default chain: environment, shared files,
+// instance role); a bearer token from the OAuth 2.0 client credentials
+// grant (golang.org/x/oauth2); or a Google ID token minted from a service
+// account key (golang.org/x/oauth2/google). Tokens are replaced a minute
+// before they expire; a 401 drops the token and resends the batch at once,
+// and a 401 to a token fetched that way backs off as usual. Failing to get
+// credentials (token endpoint down) sends nothing and backs off. Secret
+// files readable by group or others are refused.
+//
+// A Lambda function reports a handler's error in a 200 response with
+// X-Amz-Function-Error (and, through a function URL, the runtime's
+// {"errorMessage", "errorType"} body): such a response does not
+// acknowledge the batch, which is retried like a 5xx.
+//
 // # CloudEvents
 //
 // With HTTPConfig.Format "cloudevents" each record is one CloudEvent 1.0 in
