@@ -259,6 +259,10 @@ func sinkConfig(c *config.Config, sc config.Sink) sink.Config {
 			cfg.HTTP.Auth.GoogleIDToken = &sink.GoogleIDToken{Audience: g.Audience, CredentialsFile: c.Resolve(g.CredentialsFile)}
 		}
 	}
+	if j := sc.JetStream; j != nil {
+		cfg.JetStream = &sink.JetStreamConfig{URL: j.URL, Subject: j.Subject, Creds: c.Resolve(j.Creds), Window: j.Window,
+			Timeout: j.Timeout, TLS: sink.TLSFiles{CA: c.Resolve(j.TLS.CA), Cert: c.Resolve(j.TLS.Cert), Key: c.Resolve(j.TLS.Key)}}
+	}
 	if m := sc.MQTT; m != nil {
 		cfg.MQTT = &sink.MQTTConfig{Broker: m.Broker, Topic: m.Topic, QoS: byte(m.QoS), ClientID: m.ClientID,
 			Username: m.Username, Password: m.Password, Window: m.Window,

@@ -191,13 +191,24 @@ type Outbox struct {
 	MaxStreamBytes Size `yaml:"max_stream_bytes"`
 }
 
-// Sink is one cloud destination; exactly one of HTTP and MQTT is set.
+// Sink is one cloud destination; exactly one of HTTP, MQTT and JetStream is set.
 type Sink struct {
-	Name    string    `yaml:"name"`
-	Streams []string  `yaml:"streams"` // default ["*"]
-	HTTP    *HTTPSink `yaml:"http"`
-	MQTT    *MQTTSink `yaml:"mqtt"`
-	Batch   Batch     `yaml:"batch"`
+	Name      string         `yaml:"name"`
+	Streams   []string       `yaml:"streams"` // default ["*"]
+	HTTP      *HTTPSink      `yaml:"http"`
+	MQTT      *MQTTSink      `yaml:"mqtt"`
+	JetStream *JetStreamSink `yaml:"jetstream"`
+	Batch     Batch          `yaml:"batch"`
+}
+
+// JetStreamSink publishes records to a NATS JetStream stream.
+type JetStreamSink struct {
+	URL     string        `yaml:"url"`     // nats:// or tls://, comma-separated for a cluster
+	Subject string        `yaml:"subject"` // template: {gateway}, {stream}, {function}
+	TLS     TLS           `yaml:"tls"`
+	Creds   string        `yaml:"creds"`
+	Window  int           `yaml:"window"` // publishes awaiting their PubAck
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // HTTPSink posts JSON batches (SPEC §7).

@@ -147,9 +147,22 @@ func (c *Config) validate() ErrorList {
 			add(key+".name", "duplicate sink %q", s.Name)
 		}
 		sinks[s.Name] = true
-		if (s.HTTP == nil) == (s.MQTT == nil) {
-			add(key, "set exactly one of http: or mqtt:")
+		kinds := 0
+		for _, set := range []bool{s.HTTP != nil, s.MQTT != nil, s.JetStream != nil} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			add(key, "set exactly one of http:, mqtt: or jetstream:")
 			continue
+		}
+		if j := s.JetStream; j != nil {
+			for _, u := range strings.Split(j.URL, ",") {
+				if err := checkURL(strings.TrimSpace(u), "nats", "tls"); err != nil {
+					add(key+".jetstream.url", "%v", err)
+				}
+			}
 		}
 		if h := s.HTTP; h != nil {
 			if err := checkURL(h.URL, "http", "https"); err != nil {

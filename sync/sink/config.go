@@ -11,7 +11,7 @@ import (
 	"github.com/moongate/moongate/sync/store"
 )
 
-// Config describes one sink. Exactly one of HTTP and MQTT is set. Zero fields
+// Config describes one sink. Exactly one of HTTP, MQTT and JetStream is set. Zero fields
 // take the defaults named beside them.
 type Config struct {
 	// Name identifies the sink; it is also its consumer name in the store, so
@@ -20,10 +20,11 @@ type Config struct {
 	// Streams are the streams the sink takes: stream names, or "*" for
 	// every stream whose name does not start with "$" (so not "$dead"; name
 	// it to take it). The store matches consumers the same way. Default ["*"].
-	Streams []string
-	HTTP    *HTTPConfig
-	MQTT    *MQTTConfig
-	Batch   Batch
+	Streams   []string
+	HTTP      *HTTPConfig
+	MQTT      *MQTTConfig
+	JetStream *JetStreamConfig
+	Batch     Batch
 	// GatewayID goes into every HTTP batch and the MQTT topic template.
 	GatewayID string
 	// Disabled keeps the sink configured but idle: Run registers nothing and
@@ -148,8 +149,14 @@ func (c *Config) withDefaults() (Config, error) {
 	if len(cfg.Streams) == 0 {
 		cfg.Streams = []string{"*"}
 	}
-	if (cfg.HTTP == nil) == (cfg.MQTT == nil) {
-		errs = append(errs, errors.New("exactly one of http and mqtt must be set"))
+	kinds := 0
+	for _, set := range []bool{cfg.HTTP != nil, cfg.MQTT != nil, cfg.JetStream != nil} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds != 1 {
+		errs = append(errs, errors.New("exactly one of http, mqtt and jetstream must be set"))
 	}
 	if cfg.Batch.MaxRecords <= 0 {
 		cfg.Batch.MaxRecords = DefaultMaxRecords
@@ -177,7 +184,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 4
-		if cfg.MQTT != nil {
+		if cfg.HTTP == nil {
 			cfg.Window = 2
 		}
 	}
@@ -269,6 +276,28 @@ func (c *Config) withDefaults() (Config, error) {
 			errs = append(errs, errors.New("mqtt: tls cert and key go together"))
 		}
 		cfg.MQTT = &m
+	}
+	if cfg.JetStream != nil {
+		j := *cfg.JetStream
+		if j.URL == "" {
+			errs = append(errs, errors.New("jetstream: url is empty"))
+		}
+		if j.Subject == "" {
+			j.Subject = DefaultJetStreamSubject
+		}
+		if strings.ContainsAny(j.Subject, "*> \t") {
+			errs = append(errs, fmt.Errorf("jetstream: subject %q: wildcards and spaces cannot be published to", j.Subject))
+		}
+		if j.Window <= 0 {
+			j.Window = DefaultJetStreamWindow
+		}
+		if j.Timeout <= 0 {
+			j.Timeout = DefaultJetStreamTimeout
+		}
+		if (j.TLS.Cert == "") != (j.TLS.Key == "") {
+			errs = append(errs, errors.New("jetstream: tls cert and key go together"))
+		}
+		cfg.JetStream = &j
 	}
 	if len(errs) > 0 {
 		return cfg, fmt.Errorf("sink %s: %w", cfg.Name, errors.Join(errs...))

@@ -1,6 +1,6 @@
 // Package sink drains the outbox of sync/store to the cloud: an HTTP sink that
-// posts JSON batches (SPEC §7) and an MQTT bridge that publishes every record
-// to a separate broker. One Sink serves one configured sink; Run drains it
+// posts JSON batches (SPEC §7) or CloudEvents, an MQTT bridge that publishes
+// every record to a separate broker, and a NATS JetStream sink. One Sink serves one configured sink; Run drains it
 // until its context ends and Status reports it.
 //
 // # Delivery
@@ -134,12 +134,29 @@
 // missing PUBACK (Timeout) ends the connection, and every lane resends from
 // its cursor on the next one. A keeper goroutine reconnects with backoff.
 //
+// # JetStream
+//
+// Every record is one message on the subject template, with the MQTT
+// bridge's payload and Nats-Msg-Id set to the record's id: the stream's
+// duplicate window drops a resend of a message it stored but whose PubAck
+// was lost. Publishes are asynchronous, up to JetStreamConfig.Window
+// awaiting their PubAck on the one connection; a batch is acknowledged when
+// the stream's PubAck for each of its records is in. Order holds because a
+// lane's publishes share the connection and the first failed publish (an
+// error, no PubAck within Timeout, the connection lost) stops the pipe at
+// once: nats.go's own retries and its reconnect buffer are off, since a
+// retried or buffered publish could land after a later one. The lane then
+// resends from the first unacknowledged batch. nats.go reconnects by
+// itself, to any server of the list; the sink is offline meanwhile, and
+// backing_off while the stream does not answer (no stream for the subject,
+// or no leader elected yet).
+//
 // # States
 //
 // A sink is online after a delivery, backing_off after the receiver answered
 // with a retryable status, offline when it could not be reached (dial, TLS,
-// timeout, connection lost; for the MQTT bridge, whenever its connection is
-// down), and disabled when configured so. The state of a sink is the worst
+// timeout, connection lost; for the MQTT bridge and JetStream, whenever the
+// connection is down), and disabled when configured so. The state of a sink is the worst
 // state of its lanes and its connection. Every change is logged once and
 // passed to Config.OnTransition; retries are not logged.
 package sink

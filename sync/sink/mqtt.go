@@ -321,9 +321,12 @@ func newPayloadPrefix(gateway, stream string) []byte {
 	return append(b, ',')
 }
 
-func (p *mqttPipe) payload(r store.Record) []byte {
-	b := make([]byte, 0, len(p.prefix)+len(r.Data)+96)
-	b = append(b, p.prefix...)
+func (p *mqttPipe) payload(r store.Record) []byte { return recordPayload(p.prefix, r) }
+
+// recordPayload is one record on its own after the prefix of its stream.
+func recordPayload(prefix []byte, r store.Record) []byte {
+	b := make([]byte, 0, len(prefix)+len(r.Data)+96)
+	b = append(b, prefix...)
 	b = appendRecordFields(b, r)
 	return append(b, '}')
 }
