@@ -345,6 +345,7 @@ func (g *Gateway) sensorDocs() []sensorDoc {
 
 type sinkDoc struct {
 	Name        string            `json:"name"`
+	Kind        string            `json:"kind"` // http, mqtt or jetstream
 	State       string            `json:"state"`
 	Streams     []string          `json:"streams"`
 	LastSuccess time.Time         `json:"last_success,omitzero"`
@@ -363,7 +364,7 @@ func (g *Gateway) getSync(w http.ResponseWriter, r *http.Request) {
 	sinks := []sinkDoc{}
 	for i, s := range g.sinks {
 		st := s.Status()
-		d := sinkDoc{Name: st.Name, State: string(st.State), Streams: g.cfg.Sync.Sinks[i].Streams,
+		d := sinkDoc{Name: st.Name, Kind: st.Kind, State: string(st.State), Streams: g.cfg.Sync.Sinks[i].Streams,
 			LastSuccess: st.LastSuccess, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
 			LagMS: st.Lag.Milliseconds(), Pending: st.PendingRecords, PendingB: st.PendingBytes,
 			Delivered: st.Delivered, Retried: st.Retried, DroppedBy: st.Dropped}
