@@ -32,9 +32,10 @@ type Config struct {
 	Disabled bool
 	Backoff  Backoff
 	// Window is the number of batches in flight per stream. Default 4 for
-	// HTTP (requests pipelined on one connection) and 2 for MQTT (whose flow
-	// control is MQTTConfig.Window, in messages). 1 sends a batch only after
-	// the previous one was acknowledged.
+	// HTTP (requests pipelined on one connection) and JetStream, 2 for MQTT
+	// (whose flow control is MQTTConfig.Window, in messages; JetStream's is
+	// JetStreamConfig.Window). 1 sends a batch only after the previous one
+	// was acknowledged.
 	Window int
 	// AckInterval bounds how often a lane writes its cursor to the store.
 	// Default 200ms. A crash resends at most this much more.
@@ -184,7 +185,7 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 4
-		if cfg.HTTP == nil {
+		if cfg.MQTT != nil {
 			cfg.Window = 2
 		}
 	}

@@ -32,7 +32,7 @@ type JetStreamConfig struct {
 	// be readable by group or others.
 	Creds string
 	// Window is the number of publishes awaiting their PubAck on the
-	// connection. Default 512.
+	// connection. Default 1024.
 	Window int
 	// Timeout bounds connecting and each PubAck. Default 10s.
 	Timeout time.Duration
@@ -41,7 +41,7 @@ type JetStreamConfig struct {
 // JetStream defaults.
 const (
 	DefaultJetStreamSubject = "moongate.{gateway}.{stream}"
-	DefaultJetStreamWindow  = 512
+	DefaultJetStreamWindow  = 1024
 	DefaultJetStreamTimeout = 10 * time.Second
 )
 
@@ -311,11 +311,14 @@ func (p *jsPipe) complete() {
 		}
 		p.failOnce.Do(func() { close(p.failed) })
 	}
+	// One timer for all: a Pi Zero need not allocate one per record.
+	timer := time.NewTimer(p.t.cfg.Timeout)
+	defer timer.Stop()
 	for e := range p.queue {
 		if e.fut != nil && failed != nil {
 			<-p.t.sem // the batch fails anyway: no need to wait for its fate
 		} else if e.fut != nil {
-			timer := time.NewTimer(p.t.cfg.Timeout)
+			timer.Reset(p.t.cfg.Timeout)
 			select {
 			case <-e.fut.Ok():
 			case err := <-e.fut.Err():
@@ -325,7 +328,6 @@ func (p *jsPipe) complete() {
 			case <-timer.C:
 				fail(errPubAckLate)
 			}
-			timer.Stop()
 			<-p.t.sem
 		}
 		if e.err != nil {
