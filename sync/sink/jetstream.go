@@ -188,14 +188,8 @@ func (t *jsTransport) open(ctx context.Context, stream string) (pipe, error) {
 	t.mu.Lock()
 	ready := t.ready
 	t.mu.Unlock()
-	timer := time.NewTimer(t.cfg.Timeout)
-	defer timer.Stop()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-timer.C:
-		return nil, errNotConnected
+	if err := awaitReady(ctx, ready, t.cfg.Timeout); err != nil {
+		return nil, err
 	}
 	t.mu.Lock()
 	ep, js := t.epoch, t.js
@@ -205,11 +199,9 @@ func (t *jsTransport) open(ctx context.Context, stream string) (pipe, error) {
 	}
 	p := &jsPipe{
 		t: t, ep: ep, js: js,
-		subjects: make(map[string]string),
+		subjects: newPerFunction(strings.NewReplacer("{gateway}", subjectToken(t.s.cfg.GatewayID), "{stream}", subjectToken(stream)).Replace(t.cfg.Subject), subjectToken),
 		prefix:   newPayloadPrefix(t.s.cfg.GatewayID, stream),
-		tmpl:     strings.NewReplacer("{gateway}", subjectToken(t.s.cfg.GatewayID), "{stream}", subjectToken(stream)).Replace(t.cfg.Subject),
-		queue:    make(chan jsPub, t.cfg.Window+1),
-		closed:   make(chan struct{}),
+		outlet:   newOutlet[jsPub](t.cfg.Window + 1),
 		failed:   make(chan struct{}),
 	}
 	t.wg.Go(p.complete)
@@ -227,18 +219,14 @@ func subjectToken(s string) string {
 // failed publish stops the pipe at once, so that nothing published after
 // it can land in the stream before its resend.
 type jsPipe struct {
-	t        *jsTransport
-	ep       *jsEpoch
-	js       jetstream.JetStream
-	subjects map[string]string // function -> subject
-	tmpl     string
-	prefix   []byte
-
-	queue    chan jsPub // published, in order, for complete
-	closed   chan struct{}
-	failed   chan struct{} // closed by complete at the first failure
-	shut     bool
-	failOnce sync.Once
+	t             *jsTransport
+	ep            *jsEpoch
+	js            jetstream.JetStream
+	subjects      perFunction
+	prefix        []byte
+	outlet[jsPub]               // published, in order, for complete
+	failed        chan struct{} // closed by complete at the first failure
+	failOnce      sync.Once
 }
 
 type jsPub struct {
@@ -285,7 +273,7 @@ func (p *jsPipe) send(ctx context.Context, b *batch) {
 			p.queue <- jsPub{b: b, err: stop}
 			return
 		}
-		msg := &nats.Msg{Subject: p.subject(r.Function), Data: p.payload(r)}
+		msg := &nats.Msg{Subject: p.subjects.get(r.Function), Data: p.payload(r)}
 		fut, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(r.ID),
 			// No retries of its own: a retried publish could land after a later one.
 			jetstream.WithRetryAttempts(0))
@@ -345,23 +333,6 @@ func (p *jsPipe) complete() {
 			e.b.done <- result{outcome: delivered}
 		}
 	}
-}
-
-func (p *jsPipe) close() {
-	if !p.shut {
-		p.shut = true
-		close(p.closed)
-		close(p.queue)
-	}
-}
-
-func (p *jsPipe) subject(function string) string {
-	if s, ok := p.subjects[function]; ok {
-		return s
-	}
-	s := strings.ReplaceAll(p.tmpl, "{function}", subjectToken(function))
-	p.subjects[function] = s
-	return s
 }
 
 // payload is the MQTT bridge's.
