@@ -10,7 +10,7 @@ DEVSIM    := bin/devsim
 RECEIVER  := bin/receiver
 ARM_TARGETS := dist/moongate-linux-armv6 dist/moongate-linux-armv7 dist/moongate-linux-arm64
 
-.PHONY: all build run test vet unit smoke-arm stress-arm cross bench bench-e2e fuzz clean
+.PHONY: all build run test vet unit smoke-arm stress-arm cross package bench bench-e2e fuzz clean
 
 all: build
 
@@ -67,6 +67,17 @@ dist/moongate-linux-armv7: FORCE
 dist/moongate-linux-arm64: FORCE
 	GOOS=linux GOARCH=arm64 $(GO) build $(GOFLAGS_B) -o $@ ./cmd/moongate
 FORCE:
+
+# Packages for a Pi and for servers: a .deb each for armhf (an armv6 binary, so the Pi
+# Zero and 1 run it too), arm64 and amd64 (nfpm), and a .tar.gz each with the unit and
+# INSTALL, in dist/pkg with SHA256SUMS and an ed25519-signed manifest per artefact. Set
+# MOONGATE_SIGNING_KEY (moongate firmware keygen) for a release; without it a
+# development key is made in dist/pkg. Tested by TestPackages (./packaging, as root).
+PKG_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null); \
+  if [ -n "$$v" ]; then echo "$${v#v}"; else echo "0.0.0~git$$(git rev-parse --short HEAD)"; fi)
+PKG_ARCHES  ?= armhf arm64 amd64
+package:
+	GO=$(GO) packaging/build.sh '$(PKG_VERSION)' dist/pkg $(PKG_ARCHES)
 
 # Go benchmarks of every package, then the end-to-end load run (devsim against the real
 # binary, embedded broker and Mosquitto, durable invocations with ack latency).

@@ -2,114 +2,86 @@ package gateway
 
 import (
 	"cmp"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/pprof"
-	"runtime"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
+	"github.com/moongate/moongate/sync/sink"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // maxBody bounds API request bodies: a function's source and settings, or a test event.
 const maxBody = 1 << 20
 
-func (g *Gateway) handler() http.Handler {
+// api serves the HTTP API, the metrics and the console's pages over the running parts.
+type api struct {
+	cfg        *config.Config
+	version    string     // Options.Version
+	tests      TestRunner // Options.Tests
+	started    time.Time
+	store      *store.Store
+	bus        mqtt.Bus
+	sensors    *sensors.Manager
+	sensorCfgs map[string]sensors.Config // the decoded sensors: entries, for the pins' details
+	sinks      []*sink.Sink
+	registry   *registry
+	proc       *processor
+	live       *live
+	hub        *console.Hub
+	auth       *tokenAuth
+	guard      *guard
+	metrics    *metrics
+	logger     *slog.Logger
+}
+
+func (a *api) handler() http.Handler {
 	mux := http.NewServeMux()
-	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, g.requireToken(h)) }
-	api("GET /api/v1/status", g.getStatus)
-	api("GET /api/v1/functions", g.listFunctions)
-	api("GET /api/v1/functions/{name}", g.getFunction)
-	api("PUT /api/v1/functions/{name}", g.putFunction)
-	api("DELETE /api/v1/functions/{name}", g.deleteFunction)
-	api("POST /api/v1/functions/{name}/invoke", g.invokeFunction)
-	api("POST /api/v1/functions/{name}/test", g.testFunction)
-	api("POST /api/v1/functions/{name}/rollback", g.rollbackFunction)
-	api("GET /api/v1/functions/{name}/kv", g.getKV)
-	api("GET /api/v1/sync", g.getSync)
-	api("POST /api/v1/gpio/{pin}", g.simulateEdge)
-	api("GET /api/v1/history", g.serveHistory)
-	api("GET /api/v1/devices", g.listDevices)
-	api("POST /api/v1/devices/{id}/disconnect", g.disconnectDevice)
-	api("GET /metrics", g.metrics.handler().ServeHTTP)
+	route := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, a.auth.require(h)) }
+	route("GET /api/v1/status", a.getStatus)
+	route("GET /api/v1/functions", a.listFunctions)
+	route("GET /api/v1/functions/{name}", a.getFunction)
+	route("PUT /api/v1/functions/{name}", a.putFunction)
+	route("DELETE /api/v1/functions/{name}", a.deleteFunction)
+	route("POST /api/v1/functions/{name}/invoke", a.invokeFunction)
+	route("POST /api/v1/functions/{name}/test", a.testFunction)
+	route("POST /api/v1/functions/{name}/rollback", a.rollbackFunction)
+	route("GET /api/v1/functions/{name}/kv", a.getKV)
+	route("GET /api/v1/sync", a.getSync)
+	route("POST /api/v1/gpio/{pin}", a.simulateEdge)
+	route("GET /api/v1/history", a.serveHistory)
+	route("GET /api/v1/devices", a.listDevices)
+	route("POST /api/v1/devices/{id}/disconnect", a.disconnectDevice)
+	route("GET /metrics", a.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.
-	mux.Handle("GET /api/v1/live", g.hub)
+	mux.Handle("GET /api/v1/live", a.hub)
 	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	}))
 	mux.Handle("/", console.Handler())
-	if g.cfg.Gateway.Debug.Pprof {
-		mux.Handle("GET /debug/pprof/", g.requireToken(http.HandlerFunc(pprof.Index)))
-		mux.Handle("GET /debug/pprof/cmdline", g.requireToken(http.HandlerFunc(pprof.Cmdline)))
-		mux.Handle("GET /debug/pprof/profile", g.requireToken(http.HandlerFunc(pprof.Profile)))
-		mux.Handle("GET /debug/pprof/symbol", g.requireToken(http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("GET /debug/pprof/trace", g.requireToken(http.HandlerFunc(pprof.Trace)))
+	if a.cfg.Gateway.Debug.Pprof {
+		mux.Handle("GET /debug/pprof/", a.auth.require(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/cmdline", a.auth.require(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("GET /debug/pprof/profile", a.auth.require(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("GET /debug/pprof/symbol", a.auth.require(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("GET /debug/pprof/trace", a.auth.require(http.HandlerFunc(pprof.Trace)))
 	}
-	return g.guard.wrap(mux)
-}
-
-// authorized checks the live stream's token (header, subprotocol or ?token=). With no
-// token set (a loopback listener), every request is allowed.
-func (g *Gateway) authorized(r *http.Request) bool {
-	return g.tokenAccepted(r, console.BearerToken(r))
-}
-
-// tokenAccepted compares a presented token with the gateway's in constant time, and
-// throttles the sources that present wrong ones.
-func (g *Gateway) tokenAccepted(r *http.Request, got string) bool {
-	if g.token == "" {
-		return true
-	}
-	host := remoteHost(r)
-	if g.guard.failures.Blocked(host) {
-		return false
-	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(g.token)) == 1 {
-		return true
-	}
-	g.metrics.authFailures.Inc()
-	if g.guard.failures.Fail(host) {
-		g.logger.Warn("console: refused a wrong or missing token; further failures from this address this minute are counted, not logged",
-			"remote", host)
-	}
-	return false
-}
-
-// requireToken guards an API endpoint: the token comes in the Authorization header only,
-// so that it never lands in a URL, a log line or the browser's history.
-func (g *Gateway) requireToken(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.guard.failures.Blocked(remoteHost(r)) && g.token != "" {
-			writeError(w, http.StatusTooManyRequests, "too many wrong tokens from this address: wait a minute")
-			return
-		}
-		if !g.tokenAccepted(r, headerToken(r)) {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			writeError(w, http.StatusUnauthorized, "unauthorized")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-func headerToken(r *http.Request) string {
-	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
-		return strings.TrimSpace(a[7:])
-	}
-	return ""
+	return a.guard.wrap(mux)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -136,46 +108,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
 	}
 	return false
-}
-
-type brokerDoc struct {
-	State   string `json:"state"`
-	Addr    string `json:"addr"`
-	Clients int    `json:"clients"`
-}
-
-type statusDoc struct {
-	Version     string      `json:"version"`
-	GatewayID   string      `json:"gateway_id"`
-	UptimeS     int64       `json:"uptime_s"`
-	Broker      brokerDoc   `json:"broker"`
-	Sinks       []sinkState `json:"sinks"`
-	OutboxDepth int64       `json:"outbox_depth"`
-	MemoryBytes uint64      `json:"memory_bytes"` // Go runtime memory obtained from the OS (MemStats.Sys)
-	Functions   int         `json:"functions"`
-	Sensors     []sensorDoc `json:"sensors,omitempty"`
-}
-
-type sinkState struct {
-	Name  string `json:"name"`
-	State string `json:"state"`
-}
-
-func (g *Gateway) getStatus(w http.ResponseWriter, r *http.Request) {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	bs := g.bus.Status()
-	doc := statusDoc{
-		Version: g.opts.Version, GatewayID: g.cfg.Gateway.ID, UptimeS: int64(time.Since(g.started).Seconds()),
-		Broker:      brokerDoc{State: bs.State, Addr: bs.Broker, Clients: bs.Clients},
-		OutboxDepth: g.store.Stats().PendingRecords, MemoryBytes: ms.Sys, Functions: len(g.registry.all()),
-		Sinks: []sinkState{}, Sensors: g.sensorDocs(),
-	}
-	for _, s := range g.sinks {
-		st := s.Status()
-		doc.Sinks = append(doc.Sinks, sinkState{Name: st.Name, State: string(st.State)})
-	}
-	writeJSON(w, http.StatusOK, doc)
 }
 
 // kvUsageDoc is what a function's KV holds, against gateway.kv_quota.
@@ -226,12 +158,12 @@ type functionDoc struct {
 	VersionsMore bool `json:"versions_more,omitempty"`
 }
 
-func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) functionDoc {
+func (a *api) functionDoc(v *version, spec functionSpec, full bool) functionDoc {
 	d := functionDoc{
 		Name: v.name, Version: v.number, Triggers: spec.Triggers, Timeout: spec.Timeout.String(),
 		Memory: config.Size(spec.Memory).String(), Concurrency: spec.Concurrency, Emit: spec.Emit,
 		Overflow: cmp.Or(spec.Overflow, config.OverflowBlock), Created: spec.Created,
-		Tested: spec.TestsPassed > 0, TestsPassed: spec.TestsPassed, KV: g.kvUsage(v.name),
+		Tested: spec.TestsPassed > 0, TestsPassed: spec.TestsPassed, KV: a.kvUsage(v.name),
 		Counters: countersDoc{Invocations: v.stats.invocations.Load(), Errors: v.stats.errors.Load(),
 			DurationUSSum: v.stats.durationUS.Load(), Dropped: v.stats.dropped.Load()},
 	}
@@ -244,15 +176,15 @@ func (g *Gateway) functionDoc(v *version, spec FunctionSpec, full bool) function
 	return d
 }
 
-func (g *Gateway) kvUsage(name string) kvUsageDoc {
-	u, q := g.store.KVUsage(name), g.cfg.Gateway.KVQuota
+func (a *api) kvUsage(name string) kvUsageDoc {
+	u, q := a.store.KVUsage(name), a.cfg.Gateway.KVQuota
 	return kvUsageDoc{Keys: u.Keys, Bytes: u.Bytes, QuotaKeys: q.Keys, QuotaBytes: int64(q.Bytes)}
 }
 
-func (g *Gateway) listFunctions(w http.ResponseWriter, r *http.Request) {
+func (a *api) listFunctions(w http.ResponseWriter, r *http.Request) {
 	docs := []functionDoc{}
-	for _, v := range g.registry.all() {
-		docs = append(docs, g.functionDoc(v, v.spec, false))
+	for _, v := range a.registry.all() {
+		docs = append(docs, a.functionDoc(v, v.spec, false))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"functions": docs})
 }
@@ -265,10 +197,10 @@ const (
 
 // fullDoc is v's document showing version viewing (0: v itself), with the page of its
 // history older than before (0: from the newest).
-func (g *Gateway) fullDoc(v *version, viewing, before, limit int) (functionDoc, error) {
+func (a *api) fullDoc(v *version, viewing, before, limit int) (functionDoc, error) {
 	spec := v.spec
 	if viewing != 0 {
-		s, ok, err := g.storedVersion(v.name, viewing)
+		s, ok, err := a.registry.storedVersion(v.name, viewing)
 		if err != nil {
 			return functionDoc{}, err
 		}
@@ -277,11 +209,11 @@ func (g *Gateway) fullDoc(v *version, viewing, before, limit int) (functionDoc, 
 		}
 		spec = s
 	}
-	vs, more, err := g.versionPage(v.name, before, limit)
+	vs, more, err := a.registry.versionPage(v.name, before, limit)
 	if err != nil {
 		return functionDoc{}, err
 	}
-	d := g.functionDoc(v, spec, true)
+	d := a.functionDoc(v, spec, true)
 	d.Viewing, d.VersionsMore = viewing, more
 	for _, s := range vs {
 		d.Versions = append(d.Versions, versionDoc{Version: s.Version, Created: s.Created, Size: len(s.Source),
@@ -290,8 +222,8 @@ func (g *Gateway) fullDoc(v *version, viewing, before, limit int) (functionDoc, 
 	return d, nil
 }
 
-func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
-	v := g.registry.current(r.PathValue("name"))
+func (a *api) getFunction(w http.ResponseWriter, r *http.Request) {
+	v := a.registry.current(r.PathValue("name"))
 	if v == nil {
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(r.PathValue("name")))
 		return
@@ -320,7 +252,7 @@ func (g *Gateway) getFunction(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d, err := g.fullDoc(v, viewing, before, limit)
+	d, err := a.fullDoc(v, viewing, before, limit)
 	switch {
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored", viewing, v.name))
@@ -348,15 +280,15 @@ type deployRequest struct {
 	Tests []TestFile `json:"tests"`
 }
 
-func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
-	spec, req, created, ok := g.specFromRequest(w, r)
+func (a *api) putFunction(w http.ResponseWriter, r *http.Request) {
+	spec, req, created, ok := a.specFromRequest(w, r)
 	if !ok {
 		return
 	}
-	var verify func(FunctionSpec) (FunctionSpec, error)
+	var verify func(functionSpec) (functionSpec, error)
 	if req.Tests != nil { // attached tests always run: no field or setting skips them
-		verify = func(s FunctionSpec) (FunctionSpec, error) {
-			report, err := g.runTests(s, req.Tests)
+		verify = func(s functionSpec) (functionSpec, error) {
+			report, err := a.runTests(s, req.Tests)
 			if err == nil && report.Failed > 0 {
 				err = &testsFailed{report: report}
 			}
@@ -364,12 +296,12 @@ func (g *Gateway) putFunction(w http.ResponseWriter, r *http.Request) {
 			return s, err
 		}
 	}
-	g.deployAndRespond(w, spec, created, verify)
+	a.deployAndRespond(w, spec, created, verify)
 }
 
 // specFromRequest reads a deploy's body into the spec it would deploy: the current
 // version's, with the fields given. It answers the request itself when it returns false.
-func (g *Gateway) specFromRequest(w http.ResponseWriter, r *http.Request) (spec FunctionSpec, req deployRequest, created, ok bool) {
+func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec functionSpec, req deployRequest, created, ok bool) {
 	name := r.PathValue("name")
 	if err := config.CheckFunctionName(name); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "name"})
@@ -382,9 +314,9 @@ func (g *Gateway) specFromRequest(w http.ResponseWriter, r *http.Request) (spec 
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "source is required", "field": "source"})
 		return
 	}
-	spec = FunctionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
+	spec = functionSpec{Name: name, Timeout: config.DefaultFunctionTimeout, Memory: int64(config.DefaultFunctionMemory),
 		Concurrency: config.DefaultFunctionConcurrency, Retries: config.DefaultFunctionRetries}
-	cur := g.registry.current(name)
+	cur := a.registry.current(name)
 	if cur != nil {
 		spec = cur.spec
 		spec.ConfigHash, spec.RollbackOf, spec.Created, spec.TestsPassed = "", 0, time.Time{}, 0
@@ -433,15 +365,15 @@ func (g *Gateway) specFromRequest(w http.ResponseWriter, r *http.Request) (spec 
 
 // deployAndRespond deploys spec (verify, when set, runs on the compiled version before it
 // goes live; see registry.deploy) and answers with the new version's document.
-func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, created bool, verify func(FunctionSpec) (FunctionSpec, error)) {
-	v, err := g.registry.deploy(spec, verify)
+func (a *api) deployAndRespond(w http.ResponseWriter, spec functionSpec, created bool, verify func(functionSpec) (functionSpec, error)) {
+	v, err := a.registry.deploy(spec, verify)
 	if err != nil {
 		writeDeployError(w, err)
 		return
 	}
-	g.logger.Info("function deployed", "function", v.name, "version", v.number, "triggers", v.spec.Triggers,
+	a.logger.Info("function deployed", logkey.Function, v.name, logkey.Version, v.number, "triggers", v.spec.Triggers,
 		"tests_passed", v.spec.TestsPassed)
-	d, err := g.fullDoc(v, 0, 0, defaultHistoryPage)
+	d, err := a.fullDoc(v, 0, 0, defaultHistoryPage)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -456,7 +388,7 @@ func (g *Gateway) deployAndRespond(w http.ResponseWriter, spec FunctionSpec, cre
 // writeDeployError answers a refused deploy: 400 with the place of a compile error or
 // the failing test cases; the old version keeps running.
 func writeDeployError(w http.ResponseWriter, err error) {
-	var ce *CompileError
+	var ce *deployRefused
 	var tf *testsFailed
 	switch {
 	case errors.As(err, &tf):
@@ -466,9 +398,6 @@ func writeDeployError(w http.ResponseWriter, err error) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error(), "field": "tests"})
 	case errors.As(err, &ce):
 		body := map[string]any{"error": ce.Error()}
-		if ce.Line > 0 {
-			body["line"] = ce.Line
-		}
 		// An error in the source gives its place once, in line, so the console ("Line 3:
 		// ...") and the CLI ("temp_alert.lua:3: ...") can say where without repeating it.
 		if le := (*luafn.CompileError)(nil); errors.As(err, &le) && le.Line > 0 {
@@ -483,23 +412,23 @@ func writeDeployError(w http.ResponseWriter, err error) {
 	}
 }
 
-func (g *Gateway) deleteFunction(w http.ResponseWriter, r *http.Request) {
+func (a *api) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	err := g.registry.remove(name, r.URL.Query().Get("purge") == "1")
+	err := a.registry.remove(name, r.URL.Query().Get("purge") == "1")
 	switch {
 	case errors.Is(err, errNotFound):
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
-		g.logger.Info("function deleted", "function", name)
+		a.logger.Info("function deleted", logkey.Function, name)
 		w.WriteHeader(http.StatusNoContent)
 	}
 }
 
-func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
+func (a *api) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	cur := g.registry.current(name)
+	cur := a.registry.current(name)
 	if cur == nil {
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
 		return
@@ -512,7 +441,7 @@ func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	target := req.Version
 	if target == 0 { // the newest stored before the current one
-		prev, _, err := g.versionPage(name, cur.number, 1)
+		prev, _, err := a.registry.versionPage(name, cur.number, 1)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err.Error())
 			return
@@ -523,16 +452,16 @@ func (g *Gateway) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 		}
 		target = prev[0].Version
 	}
-	s, ok, err := g.storedVersion(name, target)
+	s, ok, err := a.registry.storedVersion(name, target)
 	switch {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	case !ok:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("version %d of %s is not stored (gateway.version_history keeps the newest %d)",
-			target, name, g.cfg.Gateway.VersionHistory))
+			target, name, a.cfg.Gateway.VersionHistory))
 	default:
 		s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
-		g.deployAndRespond(w, s, false, nil)
+		a.deployAndRespond(w, s, false, nil)
 	}
 }
 
@@ -552,9 +481,9 @@ const (
 	kvListTotalBytes = 1 << 20
 )
 
-func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
+func (a *api) getKV(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if g.registry.current(name) == nil {
+	if a.registry.current(name) == nil {
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(name))
 		return
 	}
@@ -567,7 +496,7 @@ func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	kvs, err := g.store.KVList(name, r.URL.Query().Get("prefix"), limit+1, kvListValueBytes, kvListTotalBytes)
+	kvs, err := a.store.KVList(name, r.URL.Query().Get("prefix"), limit+1, kvListValueBytes, kvListTotalBytes)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -593,7 +522,7 @@ func (g *Gateway) getKV(w http.ResponseWriter, r *http.Request) {
 
 // simulateEdge drives a simulated GPIO input (driver: gpio, sim: true): the console's
 // button, for testing button logic without hardware.
-func (g *Gateway) simulateEdge(w http.ResponseWriter, r *http.Request) {
+func (a *api) simulateEdge(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Level *int `json:"level"`
 	}
@@ -604,7 +533,7 @@ func (g *Gateway) simulateEdge(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, `want {"level": 0} or {"level": 1}`)
 		return
 	}
-	if err := g.sensors.SimulateEdge(r.PathValue("pin"), *req.Level); err != nil {
+	if err := a.sensors.SimulateEdge(r.PathValue("pin"), *req.Level); err != nil {
 		status := http.StatusBadRequest
 		if errors.Is(err, sensors.ErrNotDeclared) {
 			status = http.StatusNotFound

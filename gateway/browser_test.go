@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/gateway/console/consoletest"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The console in a real headless Chromium against a real gateway (embedded broker, Badger
@@ -48,7 +49,7 @@ func TestConsoleInBrowserAgainstGateway(t *testing.T) {
 	b.Click(id("token-save"))
 	b.WaitText(id("gateway-id"), "test-gw")
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
 
 	// A device publishes; its reading and the invocation it starts appear live.
 	dev := paho.NewClient(paho.NewClientOptions().AddBroker(tg.broker).SetClientID("thermo-1"))
@@ -175,7 +176,7 @@ func TestConsoleInBrowserAgainstGateway(t *testing.T) {
 	}
 	b.Click(id("invoke-dry"))
 	b.Click(id("invoke"))
-	eventually(t, "the real invoke to write the KV", func() bool {
+	poll.Eventually(t, "the real invoke to write the KV", func() bool {
 		return kvJSON(t, tg, "thermo", "last", &last) && last["v"] == "v1"
 	})
 
@@ -186,7 +187,7 @@ func TestConsoleInBrowserAgainstGateway(t *testing.T) {
 	b.WaitText(id("kv-table"), fmt.Sprintf("count\t%v", count))
 	b.SetValue(id("kv-prefix"), "la")
 	b.Click(id("kv-refresh"))
-	eventually(t, "the KV panel to show only the keys starting with 'la'", func() bool {
+	poll.Eventually(t, "the KV panel to show only the keys starting with 'la'", func() bool {
 		return b.Count(`[data-testid="kv-row"]`) == 1
 	})
 	if text := b.Text(id("kv-table")); !strings.HasPrefix(text, "last") || !strings.Contains(text, `"v":"v1"`) {
@@ -199,7 +200,7 @@ func TestConsoleInBrowserAgainstGateway(t *testing.T) {
 	b.Viewport(390, 844, true)
 	b.Open(tg.api + "/#/live")
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	eventually(t, "the phone on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "the phone on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
 	publish("sensors/garden/temp", `{"temp": 18.25}`)
 	b.WaitText(id("live-table"), "sensors/garden/temp")
 	b.Screenshot("phone-live")
@@ -260,7 +261,7 @@ func TestConsolePressesSimulatedButton(t *testing.T) {
 	if n := b.Count(relay + ` [data-testid="gpio-press"]`); n != 0 {
 		t.Errorf("the relay output has %d press buttons", n)
 	}
-	eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
 
 	for n := 1; n <= 2; n++ {
 		start := time.Now()

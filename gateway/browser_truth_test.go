@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/console/consoletest"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The console in a real browser against a real gateway does not mislead: cards show the
@@ -64,7 +65,7 @@ func TestConsoleTellsTheTruth(t *testing.T) {
 	// The Live table filtered to log: it says what it hides, then shows the log lines.
 	b.Click(id("tab-live"))
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "the browser on the live stream", func() bool { return tg.g.hub.Stats().Clients == 1 })
 	for _, typ := range []string{"event", "invocation", "sync", "sensor", "firmware"} {
 		b.Click(id("live-type-" + typ))
 	}
@@ -95,7 +96,7 @@ func TestConsoleTellsTheTruth(t *testing.T) {
 	sent := func(path string) bool {
 		return b.Eval(`String(performance.getEntriesByType("resource").some(e => e.name.endsWith(`+strconv.Quote(path)+`)))`) == "true"
 	}
-	eventually(t, "the test invoke to ask for a dry run", func() bool { return sent("/api/v1/functions/chatty/invoke?dry_run=1") })
+	poll.Eventually(t, "the test invoke to ask for a dry run", func() bool { return sent("/api/v1/functions/chatty/invoke?dry_run=1") })
 	b.Screenshot("truth-fn-logs")
 
 	// Page state is per function; the KV panel says whether other keys exist.
@@ -156,13 +157,13 @@ func TestConsoleTellsTheTruth(t *testing.T) {
 	b.WaitVisible(id("delete-dialog"))
 	b.Click(id("delete-purge"))
 	b.Click(id("delete-confirm"))
-	eventually(t, "idle to be deleted", func() bool { return api("GET", "functions/idle", nil).status == http.StatusNotFound })
+	poll.Eventually(t, "idle to be deleted", func() bool { return api("GET", "functions/idle", nil).status == http.StatusNotFound })
 	// The browser records the request once its answer is in, which may be after the
 	// gateway deleted the function.
-	eventually(t, "the delete to ask to purge", func() bool { return sent("/api/v1/functions/idle?purge=1") })
+	poll.Eventually(t, "the delete to ask to purge", func() bool { return sent("/api/v1/functions/idle?purge=1") })
 	b.WaitVisible(card("flaky"))
 	// The list may first show the cards it had, then its fresh fetch.
-	eventually(t, "the deleted function's card to go", func() bool { return b.Count(card("idle")) == 0 })
+	poll.Eventually(t, "the deleted function's card to go", func() bool { return b.Count(card("idle")) == 0 })
 	if errs := b.JSErrors(); len(errs) > 0 {
 		t.Errorf("errors in the page: %q", errs)
 	}
@@ -198,7 +199,7 @@ sync:
 	tg := startYAML(t, dir, cfg)
 
 	var hist apiResult
-	eventually(t, "readings and a sink transition in the history", func() bool {
+	poll.Eventually(t, "readings and a sink transition in the history", func() bool {
 		hist = call(t, "GET", tg.api+"/api/v1/history", "", nil)
 		readings, _ := hist.body["sensor"].([]any)
 		transitions, _ := hist.body["sync"].([]any)
@@ -238,7 +239,7 @@ sync:
 	// It comes back on the same address: the page reconnects and is current again.
 	startYAML(t, dir, strings.Replace(cfg, "console: {listen: 127.0.0.1:0}", "console: {listen: "+addr+"}", 1))
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	eventually(t, "the stale marks to go", func() bool {
+	poll.Eventually(t, "the stale marks to go", func() bool {
 		return b.Eval(`String(document.querySelector("#status").hasAttribute("data-stale") || !document.querySelector("#stale-banner").hidden)`) == "false"
 	})
 	if text := b.Text(id("live-state")); text != "live" {

@@ -168,7 +168,7 @@ func (noHardware) Open(string) (fs.File, error)          { return nil, fs.ErrNot
 
 // checkFunction builds the function as a deploy does and throws it away. Its top level
 // runs without the store: a kv.get there finds nothing.
-func checkFunction(c *config.Config, spec FunctionSpec) error {
+func checkFunction(c *config.Config, spec functionSpec) error {
 	fn, err := newFunction(spec, luafn.Host{GatewayID: c.Gateway.ID})
 	if err != nil {
 		return err
@@ -191,7 +191,7 @@ func Sandbox(f config.Function, host luafn.Host) (*luafn.Function, error) {
 // top level and requires handle): every verdict on a function's source and limits comes
 // from here, for check as for a deploy. Errors are luafn's, a *luafn.CompileError when
 // about the source.
-func newFunction(spec FunctionSpec, host luafn.Host) (*luafn.Function, error) {
+func newFunction(spec functionSpec, host luafn.Host) (*luafn.Function, error) {
 	filename := spec.Filename
 	if filename == "" {
 		filename = spec.Name + ".lua"

@@ -38,9 +38,9 @@ type devicesDoc struct {
 	Broker string `json:"broker"`
 }
 
-func (g *Gateway) listDevices(w http.ResponseWriter, r *http.Request) {
+func (a *api) listDevices(w http.ResponseWriter, r *http.Request) {
 	doc := devicesDoc{Devices: []deviceDoc{}, Broker: "external"}
-	if b, ok := g.bus.(deviceBroker); ok {
+	if b, ok := a.bus.(deviceBroker); ok {
 		doc.Broker = "embedded"
 		for _, d := range b.Devices() {
 			doc.Devices = append(doc.Devices, deviceDoc{
@@ -55,9 +55,9 @@ func (g *Gateway) listDevices(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, doc)
 }
 
-func (g *Gateway) disconnectDevice(w http.ResponseWriter, r *http.Request) {
+func (a *api) disconnectDevice(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	b, ok := g.bus.(deviceBroker)
+	b, ok := a.bus.(deviceBroker)
 	if !ok {
 		writeError(w, http.StatusConflict, "the gateway uses an external broker: disconnect devices there")
 		return

@@ -12,6 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/mqtt"
 )
 
@@ -132,14 +133,14 @@ func TestDevicesAPI(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the device did not see its connection end")
 	}
-	eventually(t, "kitchen-1 gone from the list", func() bool {
+	poll.Eventually(t, "kitchen-1 gone from the list", func() bool {
 		devs, _ := listedDevices(t, tg)
 		return devs["kitchen-1"] == nil && devs[oddID] != nil
 	})
 	if r := disconnect(oddID); r.status != http.StatusNoContent {
 		t.Fatalf("disconnect %q: %d %s", oddID, r.status, r.raw)
 	}
-	eventually(t, "no device left", func() bool { devs, _ := listedDevices(t, tg); return len(devs) == 0 })
+	poll.Eventually(t, "no device left", func() bool { devs, _ := listedDevices(t, tg); return len(devs) == 0 })
 }
 
 // On an external broker the gateway is one client among others: it has no device list

@@ -46,7 +46,7 @@ type gpioEffect struct {
 // describeEffects lists an invocation's effects as it asked for them, before they are
 // committed (or, on a dry run, instead). A kv.incr shows the number the key would then
 // hold: the committed value, as read now, plus what this invocation added.
-func (g *Gateway) describeEffects(v *version, ev *luafn.Event, res *luafn.Result) (*effectsDoc, error) {
+func (a *api) describeEffects(v *version, ev *luafn.Event, res *luafn.Result) (*effectsDoc, error) {
 	d := noEffects()
 	held := map[string]kvEffect{} // key -> what this invocation left there so far
 	for _, op := range res.Effects.KV {
@@ -59,7 +59,7 @@ func (g *Gateway) describeEffects(v *version, ev *luafn.Event, res *luafn.Result
 		case luafn.KVIncr:
 			prev, seen := held[op.Key]
 			if !seen {
-				b, ok, err := g.store.KVGet(v.name, op.Key)
+				b, ok, err := a.store.KVGet(v.name, op.Key)
 				if err != nil {
 					return nil, fmt.Errorf("read %s/%s: %w", v.name, op.Key, err)
 				}

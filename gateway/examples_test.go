@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // exampleConfigs are the configs under examples/, each checked as `moongate check -c` does.
@@ -85,18 +86,6 @@ func onLoopback(t *testing.T, cfg *config.Config) {
 
 // startConfig runs a gateway in-process from an already loaded config until the test ends.
 func startConfig(t *testing.T, cfg *config.Config) *testGateway { return startTB(t, cfg) }
-
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // collector subscribes a device to filters and keeps what arrives, by topic.
 type collector struct {
@@ -175,7 +164,7 @@ func TestExampleWeatherStation(t *testing.T) {
 
 	// A simulated reading (every 2 s) goes all the way to the cloud topic.
 	var rec sinkRecord
-	eventually(t, "a reading bridged to cloud/"+gw+"/weather", func() bool {
+	poll.Eventually(t, "a reading bridged to cloud/"+gw+"/weather", func() bool {
 		got := cloud.on("cloud/" + gw + "/weather")
 		if len(got) == 0 {
 			return false
@@ -217,7 +206,7 @@ func TestExampleWeatherStation(t *testing.T) {
 	if !kvJSON(t, tg, "weather", "hot", &hot) || !hot {
 		t.Errorf("kv hot = %v after 12 readings at 45 °C", hot)
 	}
-	eventually(t, "the alert bridged to the cloud and retained on weather/"+gw+"/alert", func() bool {
+	poll.Eventually(t, "the alert bridged to the cloud and retained on weather/"+gw+"/alert", func() bool {
 		return len(cloud.on("cloud/"+gw+"/alerts")) > 0 && len(cloud.on("weather/"+gw+"/alert")) > 0
 	})
 	var alert sinkRecord
@@ -246,7 +235,7 @@ func TestExampleWeatherStation(t *testing.T) {
 	}
 	// A device connecting later still sees the state: the alert is retained.
 	late := subscribe(t, tg.broker, "late-dashboard", "weather/#")
-	eventually(t, "the retained alert", func() bool { return len(late.on("weather/"+gw+"/alert")) > 0 })
+	poll.Eventually(t, "the retained alert", func() bool { return len(late.on("weather/"+gw+"/alert")) > 0 })
 }
 
 // The button and relay on a laptop: presses of the simulated button (through the API the
@@ -277,7 +266,7 @@ func TestExampleButtonRelay(t *testing.T) {
 	for n := 1; n <= 3; n++ {
 		press()
 		wantOn := n%2 == 1
-		eventually(t, fmt.Sprintf("press %d toggling the relay", n), func() bool {
+		poll.Eventually(t, fmt.Sprintf("press %d toggling the relay", n), func() bool {
 			var presses int
 			var on bool
 			return kvJSON(t, tg, "toggle", "presses", &presses) && presses == n &&

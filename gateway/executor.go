@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Bounds on the events one function holds, from the moment a source hands one over until
@@ -50,7 +52,8 @@ const maxWorkers = 1024
 // which is the backpressure it would get anyway.
 type executor struct {
 	name  string
-	g     *Gateway
+	cur   *atomic.Pointer[version] // the function's current version (entry.cur)
+	env   *executorEnv
 	stats *fnStats    // the function's counters: drops count there too
 	shed  atomic.Bool // overflow: drop_oldest (see config.OverflowDropOldest)
 	// ctx is cancelled by abort (the function was deleted): the running invocation stops
@@ -78,9 +81,18 @@ type waiter struct {
 	granted bool          // a slot is counted in pending for this waiter
 }
 
-func newExecutor(g *Gateway, name string, stats *fnStats) *executor {
-	ctx, cancel := context.WithCancel(g.runCtx)
-	return &executor{name: name, g: g, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
+// executorEnv is what the executors of every function share.
+type executorEnv struct {
+	ctx      context.Context // cancelled when the gateway stops taking events
+	stopping <-chan struct{} // closed then too
+	dropped  *prometheus.CounterVec
+	pressed  func() bool // the gateway is short of memory (internal/memguard)
+	process  func(ctx context.Context, cur *atomic.Pointer[version], t *task) error
+}
+
+func newExecutor(env *executorEnv, name string, cur *atomic.Pointer[version], stats *fnStats) *executor {
+	ctx, cancel := context.WithCancel(env.ctx)
+	return &executor{name: name, cur: cur, env: env, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
 		busy: map[string]struct{}{}}
 }
 
@@ -118,7 +130,7 @@ func (e *executor) enqueue(t *task, src source) {
 		case <-w.ready:
 		case <-e.ctx.Done():
 			gone = true
-		case <-e.g.stopping:
+		case <-e.env.stopping:
 			gone = true
 		}
 		e.mu.Lock()
@@ -204,14 +216,14 @@ func (e *executor) dropOldest(key string) *task {
 // drop ends an event that will never run, counted by reason. Only events that may be
 // lost (not durable) are dropped; acknowledging them is a no-op.
 func (e *executor) drop(t *task, reason string) {
-	e.g.metrics.dropped.WithLabelValues(e.name, reason).Inc()
+	e.env.dropped.WithLabelValues(e.name, reason).Inc()
 	e.stats.dropped.Add(1)
 	t.done(nil)
 }
 
 // maxHeld is how many events the function may hold before sources wait.
 func (e *executor) maxHeld() int {
-	if e.g.mem.Pressed() {
+	if e.env.pressed() {
 		return pressedPending
 	}
 	return maxPending
@@ -265,7 +277,7 @@ func (e *executor) work() {
 
 // run processes t, whose key the caller marked busy, and then frees the key and t's slot.
 func (e *executor) run(t *task) {
-	err := e.g.process(e.ctx, e.name, t)
+	err := e.env.process(e.ctx, e.cur, t)
 	e.mu.Lock()
 	delete(e.busy, t.key)
 	if len(e.queues[t.key]) > 0 {
@@ -282,7 +294,7 @@ func (e *executor) run(t *task) {
 // and counted.
 func (e *executor) handBack(t *task, aborted bool) {
 	if aborted && !t.durable {
-		e.g.metrics.dropped.WithLabelValues(e.name, "deleted").Inc()
+		e.env.dropped.WithLabelValues(e.name, "deleted").Inc()
 		e.stats.dropped.Add(1)
 	}
 	t.done(errAbandoned)

@@ -5,7 +5,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/internal/atomicfile"
 	"github.com/moongate/moongate/internal/connlimit"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/internal/memguard"
 	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/mqtt"
@@ -41,49 +41,24 @@ type Options struct {
 	Tests TestRunner
 }
 
-// pinIO is what functions and the console need of the sensors: the pins.
-type pinIO interface {
-	WritePin(pin string, level int) error
-	ReadPin(pin string) (int, error)
-}
-
-// Gateway is one running Moongate.
+// Gateway is one running Moongate: it opens the leaves, wires them, serves, and stops
+// them in order. Each running part holds what it needs; none holds the Gateway.
 type Gateway struct {
-	cfg     *config.Config
-	opts    Options
-	logger  *slog.Logger
-	started time.Time
-
-	store   *store.Store
-	bus     mqtt.Bus
-	sensors *sensors.Manager
-	// sensorCfgs are the decoded sensors: entries, for the status API's pin details.
-	sensorCfgs map[string]sensors.Config
-	pins       pinIO
-	// outputPins are the pins (and their sensor names) declared mode: out: the only ones
-	// gpio.write may drive.
-	outputPins []string
-	sinks      []*sink.Sink
-	registry   *registry
-	router     *router
-	live       *live
-	loopLog    *throttle.Failures // logs a function's stopped loops once a minute
-	mem        *memguard.Guard    // the live heap against gateway.memory_limit
-	metrics    *metrics
-	hub        *console.Hub
-	token      string
-	guard      *guard
-
-	// runCtx is cancelled when the gateway stops taking events; stopping is closed then.
-	runCtx   context.Context
-	stopping chan struct{}
+	cfg    *config.Config
+	opts   Options
+	logger *slog.Logger
 
 	ready    chan struct{} // closed once listening; HTTPAddr is valid then
 	httpAddr net.Addr
 
-	mu             sync.Mutex
-	watched        map[sensors.Watch]bool // gpio watches registered with the sensors
-	sensorsRunning bool
+	// The running parts, set by Run before ready is closed (tests reach them through the
+	// Gateway).
+	store    *store.Store
+	bus      mqtt.Bus
+	pins     *sensors.Manager
+	registry *registry
+	metrics  *metrics
+	hub      *console.Hub
 }
 
 // The console's connection caps: a browser opens a handful, the CLI one at a time; the
@@ -104,21 +79,7 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 100 * time.Millisecond
 	}
-	g := &Gateway{cfg: cfg, opts: opts, logger: opts.Logger, stopping: make(chan struct{}), ready: make(chan struct{}),
-		watched: map[sensors.Watch]bool{}}
-	g.registry = &registry{g: g}
-	g.router = newRouter(g)
-	g.metrics = newMetrics(g)
-	g.loopLog = throttle.New(1, time.Minute)
-	g.mem = memguard.New(func(pressed bool, live, limit int64) {
-		if pressed {
-			g.logger.Warn("short of memory: refusing new state (devices wait sooner, retained messages are not kept, new persistent sessions end idle ones) until the live heap drops",
-				"live_heap", live, "memory_limit", limit)
-		} else {
-			g.logger.Info("memory back under its limit: new state is taken again", "live_heap", live, "memory_limit", limit)
-		}
-	})
-	return g
+	return &Gateway{cfg: cfg, opts: opts, logger: opts.Logger, ready: make(chan struct{})}
 }
 
 // Ready is closed once the gateway accepts events and API requests.
@@ -138,94 +99,135 @@ func (g *Gateway) Reload() error {
 	return nil
 }
 
+// Healthy returns nil when the gateway's event path can go on: its store's committer
+// answers within ctx (a write or a sync that hangs holds every event that commits). It is
+// for a supervisor's watchdog, after Ready. The network is not checked: a gateway that is
+// offline is healthy, and keeps its events.
+func (g *Gateway) Healthy(ctx context.Context) error {
+	select {
+	case <-g.ready:
+	default:
+		return errors.New("the gateway is not running yet")
+	}
+	return g.store.Ping(ctx)
+}
+
 // HTTPAddr is the console listener's address, valid after Ready.
 func (g *Gateway) HTTPAddr() string { return g.httpAddr.String() }
 
-// Run starts everything, serves until ctx is cancelled, then stops: it takes no new
-// events, finishes or hands back the ones in flight, flushes, and returns.
 // memCheckInterval is how often the live heap is read (internal/memguard): often enough
 // to refuse a flood's state before the limit, cheap (runtime/metrics does not stop the
 // world).
 const memCheckInterval = 250 * time.Millisecond
 
+// Run opens everything, serves until ctx is cancelled, then stops: it takes no new
+// events, finishes or hands back the ones in flight, flushes, and returns.
 func (g *Gateway) Run(ctx context.Context) (err error) {
-	g.started = time.Now()
+	cfg, logger := g.cfg, g.logger
+	started := time.Now()
+	// runCtx is cancelled when the gateway stops taking events; stopping is closed then.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
-	g.runCtx = runCtx
+	stopping := make(chan struct{})
 
-	if err := atomicfile.MkdirAll(g.cfg.Gateway.DataDir, 0o755); err != nil {
+	if err := atomicfile.MkdirAll(cfg.Gateway.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	g.store, err = store.Open(StoreOptions(g.cfg, g.logger.With("component", "store")))
+	st, err := store.Open(StoreOptions(cfg, logger.With(logkey.Component, "store")))
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer func() {
-		if cerr := g.store.Close(); cerr != nil && err == nil {
+		if cerr := st.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
-
-	if g.token, err = g.resolveToken(); err != nil {
+	token, err := resolveToken(cfg, logger)
+	if err != nil {
 		return err
 	}
-	if err := g.openSensors(); err != nil {
+	sens, sensorCfgs, err := openSensors(cfg, g.opts.AllowMissingHardware, logger)
+	if err != nil {
 		return err
 	}
 	defer func() { // after Run's goroutines are done (wg.Wait below) or a failed start
-		if cerr := g.sensors.Close(); cerr != nil {
-			g.logger.Warn("close sensors", "err", cerr)
+		if cerr := sens.Close(); cerr != nil {
+			logger.Warn("close sensors", logkey.Err, cerr)
 		}
 	}()
-	g.guard = newGuard(g.cfg.Gateway.Console.Hosts, g.cfg.Gateway.Console.AllowedOrigins)
-	g.hub = console.NewHub(console.HubOptions{
-		Authorize:      g.authorized,
-		AllowedOrigins: g.cfg.Gateway.Console.AllowedOrigins,
+
+	m := newMetrics()
+	auth := newTokenAuth(token, m.authFailures, logger)
+	hub := console.NewHub(console.HubOptions{
+		Authorize:      auth.authorized,
+		AllowedOrigins: cfg.Gateway.Console.AllowedOrigins,
 		Matcher:        mqtt.Match,
-		Logger:         g.logger.With("component", "live"),
+		Logger:         logger.With(logkey.Component, "live"),
 	})
-	defer g.hub.Close()
-	g.live = &live{hub: g.hub}
+	defer hub.Close()
+	lv := &live{hub: hub}
+	mem := newMemGuard(logger)
 
-	if err := g.restoreFunctions(); err != nil {
+	bus, err := openBus(cfg, logger, mem.Pressed)
+	if err != nil {
 		return err
 	}
-	if err := g.openSinks(); err != nil {
+	serving := false // from then on the stop sequence closes the bus in its turn
+	defer func() {
+		if !serving {
+			bus.Close()
+		}
+	}()
+
+	comp := &compiler{sensors: sensorCfgs, watch: sens.Watch, watched: map[sensors.Watch]bool{},
+		host: functionHost(cfg, st, sens, sensorCfgs, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
+	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, logger: logger}
+	proc := &processor{store: st, bus: bus, pins: sens, live: lv, metrics: m, logger: logger,
+		loopLog: throttle.New(1, time.Minute), backoff: g.opts.RetryBackoff,
+		lazyCommits: cfg.Gateway.Durability == config.DurabilityBatch, maxHops: cfg.Gateway.Loops.MaxHops,
+		ctx: runCtx, stopping: stopping}
+	reg.exec = &executorEnv{ctx: runCtx, stopping: stopping, dropped: m.dropped, pressed: mem.Pressed, process: proc.process}
+	rt := newRouter(reg, m, lv, logger)
+	reg.changed = rt.rebuild
+	if err := reg.restore(cfg); err != nil {
 		return err
 	}
+	sinks, err := openSinks(cfg, st, bus, lv, logger)
+	if err != nil {
+		return err
+	}
+	m.watchState(&stateCollector{store: st, sinks: sinks, bus: bus, functions: reg, mem: mem})
 
-	ln, err := net.Listen("tcp", g.cfg.Gateway.Console.Listen)
+	ln, err := net.Listen("tcp", cfg.Gateway.Console.Listen)
 	if err != nil {
 		return fmt.Errorf("console: %w", err) // "listen tcp ADDR: ..." names the address
 	}
 	g.httpAddr = ln.Addr()
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
-	srv := &http.Server{Handler: g.handler(), ReadHeaderTimeout: 10 * time.Second,
+	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, started: started, store: st, bus: bus,
+		sensors: sens, sensorCfgs: sensorCfgs, sinks: sinks, registry: reg, proc: proc, live: lv, hub: hub, auth: auth,
+		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, logger: logger}
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second,
 		// A client that sends or reads a request slowly, or keeps an idle connection,
 		// holds a file descriptor: bound all three (the live stream's websocket is
 		// hijacked and keeps its own deadlines).
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 60 * time.Second,
-		ErrorLog: slog.NewLogLogger(g.logger.With("component", "console").Handler(), slog.LevelDebug)}
+		ErrorLog: slog.NewLogLogger(logger.With(logkey.Component, "console").Handler(), slog.LevelDebug)}
 
-	if g.bus, err = g.openBus(); err != nil {
-		ln.Close()
-		return err
-	}
 	// Subscriptions are in place before the bus takes its first message (SPEC §2).
-	if err := g.bus.Start(runCtx, g.router.subscriptions(), g.router); err != nil {
+	if err := bus.Start(runCtx, rt.subscriptions(), rt); err != nil {
 		ln.Close()
-		g.bus.Close()
 		return fmt.Errorf("start mqtt: %w", err)
 	}
-	g.router.started()
+	serving = true
+	rt.start(bus)
 
 	var wg sync.WaitGroup
 	memCtx, stopMem := context.WithCancel(context.WithoutCancel(ctx))
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		g.mem.Run(memCtx, memCheckInterval)
+		mem.Run(memCtx, memCheckInterval)
 	}()
 	serveErr := make(chan error, 1)
 	wg.Add(1)
@@ -236,44 +238,43 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		}
 	}()
 	sinkCtx, stopSinks := context.WithCancel(context.WithoutCancel(ctx))
-	for _, s := range g.sinks {
+	for _, s := range sinks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := s.Run(sinkCtx); err != nil && sinkCtx.Err() == nil {
-				g.logger.Error("sink stopped", "sink", s.Status().Name, "err", err)
+				logger.Error("sink stopped", logkey.Sink, s.Status().Name, logkey.Err, err)
 			}
 		}()
 	}
 	sensorCtx, stopSensors := context.WithCancel(context.WithoutCancel(ctx))
-	g.mu.Lock()
-	g.sensorsRunning = true
-	g.mu.Unlock()
+	comp.sensorsStarted()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := g.sensors.Run(sensorCtx, g.router); err != nil && sensorCtx.Err() == nil {
-			g.logger.Error("sensors stopped", "err", err)
+		if err := sens.Run(sensorCtx, rt); err != nil && sensorCtx.Err() == nil {
+			logger.Error("sensors stopped", logkey.Err, err)
 		}
 	}()
-	g.logStarted()
+	g.store, g.bus, g.pins, g.registry, g.metrics, g.hub = st, bus, sens, reg, m, hub
+	g.logStarted(bus.Status(), reg.all(), sinks)
 	close(g.ready)
 
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
 	}
-	g.logger.Info("stopping")
+	logger.Info("stopping")
 
 	// Stop taking events, then let each key finish the invocation it runs; what never ran
 	// stays unacknowledged and is redelivered by the broker or the device.
-	close(g.stopping)
+	close(stopping)
 	stopSensors()
-	g.router.stop()
-	g.registry.stopAll()
+	rt.stop()
+	reg.stopAll()
 	cancelRun()
-	if cerr := g.bus.Close(); cerr != nil {
-		g.logger.Warn("close mqtt", "err", cerr)
+	if cerr := bus.Close(); cerr != nil {
+		logger.Warn("close mqtt", logkey.Err, cerr)
 	}
 	stopSinks()
 	stopMem()
@@ -281,8 +282,21 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	defer cancel()
 	_ = srv.Shutdown(shutCtx) // websocket clients are closed with the hub
 	wg.Wait()
-	g.logger.Info("stopped")
+	logger.Info("stopped")
 	return err
+}
+
+// newMemGuard watches the live heap against gateway.memory_limit, and says when the
+// gateway starts and stops refusing new state.
+func newMemGuard(logger *slog.Logger) *memguard.Guard {
+	return memguard.New(func(pressed bool, live, limit int64) {
+		if pressed {
+			logger.Warn("short of memory: refusing new state (devices wait sooner, retained messages are not kept, new persistent sessions end idle ones) until the live heap drops",
+				"live_heap", live, "memory_limit", limit)
+		} else {
+			logger.Info("memory back under its limit: new state is taken again", "live_heap", live, "memory_limit", limit)
+		}
+	})
 }
 
 // StoreOptions are the options the gateway opens its store with under cfg; `moongate
@@ -316,160 +330,14 @@ func onFull(s string) store.OnFull {
 	return store.DropOldest
 }
 
-func (g *Gateway) logStarted() {
-	st := g.bus.Status()
-	g.logger.Info("moongate started", "version", g.opts.Version, "gateway", g.cfg.Gateway.ID,
-		"console", "http://"+g.httpAddr.String(), "mqtt", st.Broker, "data_dir", g.cfg.Gateway.DataDir)
-	for _, v := range g.registry.all() {
-		g.logger.Info("function ready", "function", v.name, "version", v.number, "triggers", v.spec.Triggers)
+func (g *Gateway) logStarted(bus mqtt.Status, functions []*version, sinks []*sink.Sink) {
+	g.logger.Info("moongate started", "moongate", g.opts.Version, "gateway", g.cfg.Gateway.ID,
+		"console", "http://"+g.httpAddr.String(), "mqtt", bus.Broker, "data_dir", g.cfg.Gateway.DataDir)
+	for _, v := range functions {
+		g.logger.Info("function ready", logkey.Function, v.name, logkey.Version, v.number, "triggers", v.spec.Triggers)
 	}
-	for _, s := range g.sinks {
-		g.logger.Info("sink ready", "sink", s.Status().Name)
+	for _, s := range sinks {
+		g.logger.Info("sink ready", logkey.Sink, s.Status().Name)
 	}
-	g.warnUnrouted()
-}
-
-// restoreFunctions brings back every function that was active before the stop, at the
-// version it ran, and applies the config on top (README, "Functions across restarts"):
-//   - a config entry that is new, or changed since the last start, is deployed as its
-//     function's next version;
-//   - an unchanged entry leaves its function as it was: at the version it ran (maybe one
-//     deployed through the API since), or deleted, if it was deleted through the API;
-//   - a function whose active version came from the config, and whose entry is gone from
-//     the config, is deleted (its history and KV stay).
-//
-// Every new config version is built before any is stored: a config refused once leaves
-// the store as it was, and is refused again, with every error at once.
-func (g *Gateway) restoreFunctions() error {
-	active, err := g.store.Active()
-	if err != nil {
-		return fmt.Errorf("read deployed functions: %w", err)
-	}
-	applied, recorded, err := g.appliedConfig()
-	if err != nil {
-		return err
-	}
-	inConfig := map[string]string{} // name -> config hash
-	var deploys []*version
-	var errs config.ErrorList
-	now := time.Now().UTC()
-	for i, f := range g.cfg.Functions {
-		spec := specFromConfig(f)
-		inConfig[f.Name] = spec.ConfigHash
-		latest, err := g.store.LatestVersion(f.Name)
-		if err != nil {
-			return err
-		}
-		h := applied[f.Name]
-		if !recorded { // a data dir from before the record: the newest config version tells
-			vs, err := g.versions(f.Name)
-			if err != nil {
-				return err
-			}
-			if last := lastFromConfig(vs); last != nil {
-				h = last.ConfigHash
-			}
-		}
-		if h == spec.ConfigHash {
-			if _, ok := active[f.Name]; !ok {
-				g.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
-					"function", f.Name)
-			}
-			continue
-		}
-		spec.Version, spec.Created = latest+1, now
-		v, err := g.registry.build(spec)
-		if err != nil {
-			errs = append(errs, g.cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err))
-			continue
-		}
-		deploys = append(deploys, v)
-	}
-	if len(errs) > 0 {
-		for _, v := range deploys {
-			v.fn.Close()
-		}
-		return errs
-	}
-	redeployed := map[string]bool{}
-	for _, v := range deploys {
-		redeployed[v.name] = true
-	}
-	for name, n := range active {
-		if redeployed[name] {
-			continue
-		}
-		s, ok, err := g.storedVersion(name, n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("restore %s: its active version %d is not stored", name, n)
-		}
-		if _, ok := inConfig[name]; !ok && s.ConfigHash != "" {
-			if err := g.store.DeleteFunction(name); err != nil {
-				return fmt.Errorf("delete %s, removed from the config: %w", name, err)
-			}
-			g.logger.Info("function deleted: it was removed from the config", "function", name, "version", n)
-			continue
-		}
-		v, err := g.registry.build(s)
-		if err != nil {
-			return fmt.Errorf("restore %s version %d: %w", name, n, err)
-		}
-		g.registry.activate(v)
-	}
-	for _, v := range deploys {
-		if err := g.registry.install(v); err != nil {
-			return err
-		}
-	}
-	// Recorded last: a crash before this line deploys the changed entries again at the
-	// next start (a spare version), never skips one.
-	return g.recordAppliedConfig(inConfig)
-}
-
-// appliedConfigKey holds the config hash of every functions: entry at the last start, so
-// that an entry removed and added again is deployed again, while an unchanged entry whose
-// function was deleted through the API stays deleted.
-const appliedConfigKey = "config/functions"
-
-func (g *Gateway) appliedConfig() (applied map[string]string, recorded bool, err error) {
-	blob, ok, err := g.store.GetMeta(appliedConfigKey)
-	if err != nil || !ok {
-		return nil, false, err
-	}
-	if err := json.Unmarshal(blob, &applied); err != nil {
-		return nil, false, fmt.Errorf("decode the applied config: %w", err)
-	}
-	return applied, true, nil
-}
-
-func (g *Gateway) recordAppliedConfig(hashes map[string]string) error {
-	blob, err := json.Marshal(hashes)
-	if err != nil {
-		return fmt.Errorf("encode the applied config: %w", err)
-	}
-	if err := g.store.PutMeta(appliedConfigKey, blob); err != nil {
-		return fmt.Errorf("record the applied config: %w", err)
-	}
-	return nil
-}
-
-// lastFromConfig is the newest version deployed from the config, or nil.
-func lastFromConfig(vs []FunctionSpec) *FunctionSpec {
-	for i := len(vs) - 1; i >= 0; i-- {
-		if vs[i].ConfigHash != "" {
-			return &vs[i]
-		}
-	}
-	return nil
-}
-
-func (r *registry) stopAll() {
-	r.m.Range(func(_, e any) bool {
-		e.(*entry).exec.stop()
-		return true
-	})
-	r.retiring.Wait()
+	warnUnrouted(g.cfg, functions, g.logger)
 }

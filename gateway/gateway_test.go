@@ -16,6 +16,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // testGateway is an in-process gateway on free loopback ports with its data in a temp dir.
@@ -258,7 +259,7 @@ end
 	if bad.invocations.Load() != 2*topics*per {
 		t.Errorf("bad: %d invocations, want %d (1 retry each)", bad.invocations.Load(), 2*topics*per)
 	}
-	dead, err := tg.g.store.Read(DeadStream, 0, 10000, 64<<20)
+	dead, err := tg.g.store.Read(store.DeadStream, 0, 10000, 64<<20)
 	if err != nil || len(dead) != topics*per {
 		t.Fatalf("dead letters: %d, err %v", len(dead), err)
 	}

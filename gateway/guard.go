@@ -6,10 +6,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/moongate/moongate/internal/sameorigin"
-	"github.com/moongate/moongate/internal/throttle"
 )
 
 // guard keeps web pages the user happens to open from driving the console through the
@@ -21,15 +19,15 @@ import (
 //     Origin with them; `null` from a file:// page is foreign too), and one with a body
 //     must say it is JSON, which a cross-origin page cannot send without a preflight
 //     that the gateway never answers;
-//   - wrong tokens are throttled per source address.
+//
+// Wrong tokens are throttled per source address by tokenAuth.
 type guard struct {
-	hosts    map[string]bool // lowercase host names allowed besides IP literals and localhost
-	origins  []string        // browser origins allowed besides the gateway's own
-	failures *throttle.Failures
+	hosts   map[string]bool // lowercase host names allowed besides IP literals and localhost
+	origins []string        // browser origins allowed besides the gateway's own
 }
 
 func newGuard(hosts, origins []string) *guard {
-	g := &guard{hosts: map[string]bool{}, origins: origins, failures: throttle.New(maxTokenFailures, tokenFailureReset)}
+	g := &guard{hosts: map[string]bool{}, origins: origins}
 	if h, err := os.Hostname(); err == nil && h != "" {
 		h = strings.ToLower(h)
 		g.hosts[h], g.hosts[h+".local"] = true, true
@@ -85,11 +83,5 @@ func (gd *guard) hostAllowed(hostport string) bool {
 	}
 	return gd.hosts[h]
 }
-
-// Wrong tokens allowed per source address and window before it is refused outright.
-const (
-	maxTokenFailures  = 10
-	tokenFailureReset = time.Minute
-)
 
 func remoteHost(r *http.Request) string { return hostOnly(r.RemoteAddr) }

@@ -82,8 +82,8 @@ type historyResponse struct {
 	Sync   []json.RawMessage `json:"sync"`
 }
 
-func (g *Gateway) serveHistory(w http.ResponseWriter, _ *http.Request) {
-	readings, transitions := g.live.recent.messages(time.Now())
+func (a *api) serveHistory(w http.ResponseWriter, _ *http.Request) {
+	readings, transitions := a.live.recent.messages(time.Now())
 	out := historyResponse{Sensor: []json.RawMessage{}, Sync: []json.RawMessage{}}
 	for _, set := range []struct {
 		from []console.Message

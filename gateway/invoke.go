@@ -46,8 +46,8 @@ type invokeResponse struct {
 // any other invocation's, so what the console shows is what the function does, and the
 // answer lists them. With ?dry_run=1 it runs the same, but applies nothing: no KV write,
 // no outbox record, no publish, no GPIO write; the answer lists what it would have done.
-func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
-	v := g.registry.current(r.PathValue("name"))
+func (a *api) invokeFunction(w http.ResponseWriter, r *http.Request) {
+	v := a.registry.current(r.PathValue("name"))
 	if v == nil {
 		writeError(w, http.StatusNotFound, "no function "+strconv.Quote(r.PathValue("name")))
 		return
@@ -78,20 +78,20 @@ func (g *Gateway) invokeFunction(w http.ResponseWriter, r *http.Request) {
 	dryRun := r.URL.Query().Get("dry_run")
 	dry := dryRun == "1" || dryRun == "true"
 	var effects *effectsDoc
-	res, err := g.invoke(g.runCtx, v, ev)
+	res, err := a.proc.invoke(a.proc.ctx, v, ev)
 	if err == nil {
-		effects, err = g.describeEffects(v, ev, res)
+		effects, err = a.describeEffects(v, ev, res)
 	}
 	if err == nil && !dry {
 		// A test invocation is not held while the store refuses it: its caller is waiting.
 		if c := commitOf(v, res, time.Now()); !emptyCommit(c) {
-			if err = g.store.Commit(r.Context(), c); err != nil {
-				g.metrics.commitErrors.Inc()
+			if err = a.store.Commit(r.Context(), c); err != nil {
+				a.metrics.commitErrors.Inc()
 				err = fmt.Errorf("commit: %w", err)
 			}
 		}
 		if err == nil {
-			g.afterCommit(v, &task{ev: ev}, res) // a test event starts a chain
+			a.proc.afterCommit(v, &task{ev: ev}, res) // a test event starts a chain
 		}
 	}
 	if err != nil { // a failed invocation has no effects, nor has a refused commit

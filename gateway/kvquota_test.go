@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // A function past gateway.kv_quota fails alone: its commits are refused (dead-lettered with
@@ -26,7 +29,7 @@ func TestKVQuotaPerFunction(t *testing.T) {
 	}
 	dead := func() float64 { return testutil.ToFloat64(tg.g.metrics.deadLetters.WithLabelValues("greedy")) }
 	var n float64
-	eventually(t, "5 keys kept, 5 commits refused, the other function's 10 counted", func() bool {
+	poll.Eventually(t, "5 keys kept, 5 commits refused, the other function's 10 counted", func() bool {
 		return dead() == 5 && kvJSON(t, tg, "modest", "n", &n) && n == 10
 	})
 	r := call(t, "GET", tg.api+"/api/v1/functions/greedy", "", nil)
@@ -39,7 +42,7 @@ func TestKVQuotaPerFunction(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil || doc.KV.Keys != 5 || doc.KV.QuotaKeys != 5 {
 		t.Fatalf("GET greedy: %s (%v)", r.raw, err)
 	}
-	recs, err := tg.g.store.Read(DeadStream, 0, 0, 0)
+	recs, err := tg.g.store.Read(store.DeadStream, 0, 0, 0)
 	if err != nil || len(recs) != 5 || !strings.Contains(string(recs[0].Data), "kv quota exceeded") {
 		t.Fatalf("dead letters: %d (%v), first %s", len(recs), err, recs[0].Data)
 	}

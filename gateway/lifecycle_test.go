@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // lifecycleConfig is a config whose functions are the given names, each in its own file
@@ -211,7 +212,7 @@ func TestDeleteStopsFunction(t *testing.T) {
 	}
 	devs[0].Publish("work/a", 0, false, "spin").Wait()
 	exec := tg.g.registry.entry("slow").exec
-	eventually(t, "the spinning invocation to run", func() bool {
+	poll.Eventually(t, "the spinning invocation to run", func() bool {
 		exec.mu.Lock()
 		defer exec.mu.Unlock()
 		_, running := exec.busy["mqtt:work/a"]
@@ -221,7 +222,7 @@ func TestDeleteStopsFunction(t *testing.T) {
 		devs[1].Publish("work/a", 0, false, "step").Wait() // queued behind the spin, same key
 	}
 	m := tg.g.metrics
-	eventually(t, "the spinning invocation to run and the rest to queue", func() bool {
+	poll.Eventually(t, "the spinning invocation to run and the rest to queue", func() bool {
 		return testutil.ToFloat64(m.events.WithLabelValues("mqtt")) >= 51
 	})
 	if r := call(t, "DELETE", tg.api+"/api/v1/functions/slow", "", nil); r.status != http.StatusNoContent {

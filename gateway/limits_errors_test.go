@@ -8,6 +8,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // Effects the store can never take end: a key too long for the store fails the
@@ -38,8 +41,8 @@ func TestEffectsTheStoreRefusesEnd(t *testing.T) {
 		}
 	}
 	var dead []deadRecord
-	eventually(t, "both events in $dead", func() bool {
-		recs, err := tg.g.store.Read(DeadStream, 0, 100, 1<<20)
+	poll.Eventually(t, "both events in $dead", func() bool {
+		recs, err := tg.g.store.Read(store.DeadStream, 0, 100, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // metric reads one sample from /metrics, -1 when absent.
@@ -56,9 +58,9 @@ mqtt:
 		t.Fatalf("oversize before: %v", got)
 	}
 	dev.Publish("big/ok", 0, false, bytes.Repeat([]byte("o"), 400<<10))
-	eventually(t, "the 400 KiB message", func() bool { return len(sub.on("big/ok")) == 1 })
+	poll.Eventually(t, "the 400 KiB message", func() bool { return len(sub.on("big/ok")) == 1 })
 	dev.Publish("big/no", 0, false, bytes.Repeat([]byte("n"), 600<<10))
-	eventually(t, "the oversize count", func() bool { return metric(t, tg, "moongate_mqtt_oversize_packets_total") == 1 })
+	poll.Eventually(t, "the oversize count", func() bool { return metric(t, tg, "moongate_mqtt_oversize_packets_total") == 1 })
 	if len(sub.on("big/no")) != 0 {
 		t.Error("the oversize message was forwarded")
 	}
@@ -148,7 +150,7 @@ func TestInvokeDryRun(t *testing.T) {
 	}
 	// The real invoke's publish arrives; had the dry run published, its message would
 	// have come first, on the same connection.
-	eventually(t, "the invoke's publish", func() bool { return len(sub.on("out/x")) > 0 })
+	poll.Eventually(t, "the invoke's publish", func() bool { return len(sub.on("out/x")) > 0 })
 	if msgs := sub.on("out/x"); len(msgs) != 1 || string(msgs[0]) != "hello 1" {
 		t.Errorf("subscriber got %q, want only the real invoke's", msgs)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/mqtt"
 )
 
@@ -258,7 +259,7 @@ func TestStalledConsoleKeepsGatewayRunning(t *testing.T) {
 
 	// Every event ran and committed, in spite of the stalled console.
 	var count int64
-	eventually(t, "every invocation committed", func() bool {
+	poll.Eventually(t, "every invocation committed", func() bool {
 		return kvJSON(t, tg, "load", "count", &count) && count == n
 	})
 	if st := &tg.g.registry.entry("load").stats; st.errors.Load() != 0 {
@@ -267,12 +268,12 @@ func TestStalledConsoleKeepsGatewayRunning(t *testing.T) {
 
 	// Each event is one event message and one invocation message per console.
 	for i, r := range readers {
-		eventually(t, fmt.Sprintf("reader %d to account for every message", i), func() bool {
+		poll.Eventually(t, fmt.Sprintf("reader %d to account for every message", i), func() bool {
 			return r.accounted("event", "invocation") == 2*n
 		})
 	}
 	stalled.start()
-	eventually(t, "the stalled console to account for every message", func() bool {
+	poll.Eventually(t, "the stalled console to account for every message", func() bool {
 		return stalled.accounted("event", "invocation") == 2*n
 	})
 	stalled.mu.Lock()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // readLive connects to the live stream with query q and returns its messages.
@@ -41,7 +43,7 @@ func readLive(t *testing.T, tg *testGateway, q string) <-chan map[string]any {
 		conn.Close()
 		<-done
 	})
-	eventually(t, "the live client to be connected", func() bool { return tg.g.hub.Stats().Clients > before })
+	poll.Eventually(t, "the live client to be connected", func() bool { return tg.g.hub.Stats().Clients > before })
 	return out
 }
 

@@ -8,6 +8,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // A function that publishes to its own trigger, and two functions that trigger each other,
@@ -30,14 +32,14 @@ func TestLoopsStopAtMaxHops(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer live.Close()
-	eventually(t, "the live client counted", func() bool { return tg.g.hub.Stats().Clients > before })
+	poll.Eventually(t, "the live client counted", func() bool { return tg.g.hub.Stats().Clients > before })
 
 	c, _ := connectDevice(t, tg.broker, "loop-starter")
 	c.Publish("self/x", 0, false, "go").Wait()
 	c.Publish("ping/x", 1, false, "go").Wait()
 
 	refused := func(fn string) float64 { return testutil.ToFloat64(tg.g.metrics.loopsStopped.WithLabelValues(fn)) }
-	eventually(t, "both loops stopped", func() bool { return refused("self") == 1 && refused("ping")+refused("pong") == 1 })
+	poll.Eventually(t, "both loops stopped", func() bool { return refused("self") == 1 && refused("ping")+refused("pong") == 1 })
 	var n, ping, pong float64
 	kvJSON(t, tg, "self", "n", &n)
 	kvJSON(t, tg, "ping", "n", &ping)
@@ -74,7 +76,7 @@ func TestPublishRateDelays(t *testing.T) {
 	got := subscribe(t, tg.broker, "fan-sub", "fan/out")
 	c, _ := connectDevice(t, tg.broker, "fan-starter")
 	c.Publish("fan/in", 1, false, "go").Wait()
-	eventually(t, "all 60 publishes", func() bool { return len(got.on("fan/out")) == 60 })
+	poll.Eventually(t, "all 60 publishes", func() bool { return len(got.on("fan/out")) == 60 })
 	// 60 publishes over a burst of 20 at 20 a second: some wait (how many depends on how
 	// fast the others went out).
 	if d := testutil.ToFloat64(tg.g.metrics.publishesDelayed.WithLabelValues("fan")); d == 0 {

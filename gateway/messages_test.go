@@ -16,6 +16,7 @@ import (
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // lockedBuffer is a log sink the gateway's goroutines write to while the test reads it.
@@ -96,12 +97,12 @@ func TestMessagesDoNotRepeatTheirPrefix(t *testing.T) {
 	}
 	put("emitter", "function handle(event)\n  cloud.emit(\"s\", {x = 1})\nend\n")
 	call(t, "POST", tg.api+"/api/v1/functions/emitter/invoke", "", map[string]any{})
-	eventually(t, "the sink to log its state", func() bool { return strings.Contains(logs.String(), `msg="sink state"`) })
+	poll.Eventually(t, "the sink to log its state", func() bool { return strings.Contains(logs.String(), `msg="sink state"`) })
 	if strings.Contains(logs.String(), "sink=cloud sink=cloud") {
 		t.Errorf("a sink's log line names it twice:\n%s", grepLines(logs.String(), "sink=cloud sink=cloud"))
 	}
 	var lastErr string
-	eventually(t, "the sink's last error", func() bool {
+	poll.Eventually(t, "the sink's last error", func() bool {
 		sinks, _ := call(t, "GET", tg.api+"/api/v1/sync", "", nil).body["sinks"].([]any)
 		lastErr, _ = sinks[0].(map[string]any)["last_error"].(string)
 		return lastErr != ""
@@ -173,7 +174,7 @@ sync:
 	call(t, "PUT", tg.api+"/api/v1/functions/emitter", "", map[string]any{"source": "function handle(event)\n  cloud.emit(\"s\", {x = 1})\nend\n"})
 	call(t, "POST", tg.api+"/api/v1/functions/emitter/invoke", "", map[string]any{})
 	var r apiResult
-	eventually(t, "readings and a transition in the history", func() bool {
+	poll.Eventually(t, "readings and a transition in the history", func() bool {
 		r = call(t, "GET", tg.api+"/api/v1/history", "", nil)
 		s, _ := r.body["sensor"].([]any)
 		y, _ := r.body["sync"].([]any)

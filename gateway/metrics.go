@@ -7,6 +7,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/moongate/moongate/internal/memguard"
+	"github.com/moongate/moongate/mqtt"
+	"github.com/moongate/moongate/sync/sink"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // metrics are the gateway's Prometheus series, on a registry of its own (no global state:
@@ -29,7 +34,7 @@ type metrics struct {
 	authFailures                   prometheus.Counter
 }
 
-func newMetrics(g *Gateway) *metrics {
+func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -70,10 +75,13 @@ func newMetrics(g *Gateway) *metrics {
 	m.mqttEvents = m.events.WithLabelValues("mqtt")
 	m.reg.MustRegister(m.invocations, m.durations, m.events, m.dropped, m.deadLetters, m.logLinesDropped, m.loopsStopped, m.publishesDelayed, m.commitErrors, m.publishErrors,
 		m.authFailures,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&stateCollector{g: g})
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// watchState adds the series read from the running parts when scraped; the gateway
+// calls it once they are open.
+func (m *metrics) watchState(c *stateCollector) { m.reg.MustRegister(c) }
 
 // invocationSeries are one function's invocation series.
 type invocationSeries struct {
@@ -101,7 +109,13 @@ func (m *metrics) handler() http.Handler {
 
 // stateCollector reads the outbox, the sinks and the broker when scraped, so the hot paths
 // keep no gauges up to date.
-type stateCollector struct{ g *Gateway }
+type stateCollector struct {
+	store     *store.Store
+	sinks     []*sink.Sink
+	bus       mqtt.Bus
+	functions *registry
+	mem       *memguard.Guard
+}
 
 var (
 	descOutboxPending = prometheus.NewDesc("moongate_outbox_pending_records", "Records waiting in the outbox.", nil, nil)
@@ -139,24 +153,41 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	g := c.g
-	if g.store != nil {
-		st := g.store.Stats()
-		ch <- prometheus.MustNewConstMetric(descOutboxPending, prometheus.GaugeValue, float64(st.PendingRecords))
-		ch <- prometheus.MustNewConstMetric(descOutboxBytes, prometheus.GaugeValue, float64(st.PendingBytes))
-		for cause, n := range dropsByCause(st.Dropped) {
-			ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
-		}
-		var lost int64
-		for _, l := range st.LogLosses {
-			lost += l.Bytes
-		}
-		ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
-		ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
-		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, float64(len(st.DamagedTables)))
-		ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Fsyncs))
+	c.collectStore(ch)
+	c.collectSinks(ch)
+	c.collectBroker(ch)
+	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(c.functions.all())))
+	for _, v := range c.functions.all() {
+		u := c.store.KVUsage(v.name)
+		ch <- prometheus.MustNewConstMetric(descKVKeys, prometheus.GaugeValue, float64(u.Keys), v.name)
+		ch <- prometheus.MustNewConstMetric(descKVBytes, prometheus.GaugeValue, float64(u.Bytes), v.name)
 	}
-	for _, s := range g.sinks {
+	pressed := 0.0
+	if c.mem.Pressed() {
+		pressed = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descPressure, prometheus.GaugeValue, pressed)
+}
+
+func (c *stateCollector) collectStore(ch chan<- prometheus.Metric) {
+	st := c.store.Stats()
+	ch <- prometheus.MustNewConstMetric(descOutboxPending, prometheus.GaugeValue, float64(st.PendingRecords))
+	ch <- prometheus.MustNewConstMetric(descOutboxBytes, prometheus.GaugeValue, float64(st.PendingBytes))
+	for cause, n := range dropsByCause(st.Dropped) {
+		ch <- prometheus.MustNewConstMetric(descOutboxDropped, prometheus.CounterValue, float64(n), cause)
+	}
+	var lost int64
+	for _, l := range st.LogLosses {
+		lost += l.Bytes
+	}
+	ch <- prometheus.MustNewConstMetric(descLogLosses, prometheus.GaugeValue, float64(len(st.LogLosses)))
+	ch <- prometheus.MustNewConstMetric(descLogLost, prometheus.GaugeValue, float64(lost))
+	ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, float64(len(st.DamagedTables)))
+	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.Fsyncs))
+}
+
+func (c *stateCollector) collectSinks(ch chan<- prometheus.Metric) {
+	for _, s := range c.sinks {
 		st := s.Status()
 		ch <- prometheus.MustNewConstMetric(descSinkLag, prometheus.GaugeValue, st.Lag.Seconds(), st.Name)
 		ch <- prometheus.MustNewConstMetric(descSinkPending, prometheus.GaugeValue, float64(st.PendingRecords), st.Name)
@@ -169,26 +200,16 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, up, st.Name)
 		ch <- prometheus.MustNewConstMetric(descSinkInfo, prometheus.GaugeValue, 1, st.Name, st.Kind)
 	}
-	if g.bus != nil {
-		st := g.bus.Status()
-		ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(st.Clients))
-		for reason, n := range map[string]uint64{"bad_credentials": st.AuthFailures, "throttled": st.LoginsThrottled,
-			"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused, "retained_full": st.RetainRefused} {
-			ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
-		}
-		ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
-		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
-		ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
+}
+
+func (c *stateCollector) collectBroker(ch chan<- prometheus.Metric) {
+	st := c.bus.Status()
+	ch <- prometheus.MustNewConstMetric(descBrokerClients, prometheus.GaugeValue, float64(st.Clients))
+	for reason, n := range map[string]uint64{"bad_credentials": st.AuthFailures, "throttled": st.LoginsThrottled,
+		"acl": st.ACLDenied, "connection_cap": st.ConnectionsRefused, "retained_full": st.RetainRefused} {
+		ch <- prometheus.MustNewConstMetric(descBrokerRefused, prometheus.CounterValue, float64(n), reason)
 	}
-	ch <- prometheus.MustNewConstMetric(descFunctions, prometheus.GaugeValue, float64(len(g.registry.all())))
-	for _, v := range g.registry.all() {
-		u := g.store.KVUsage(v.name)
-		ch <- prometheus.MustNewConstMetric(descKVKeys, prometheus.GaugeValue, float64(u.Keys), v.name)
-		ch <- prometheus.MustNewConstMetric(descKVBytes, prometheus.GaugeValue, float64(u.Bytes), v.name)
-	}
-	pressed := 0.0
-	if g.mem.Pressed() {
-		pressed = 1
-	}
-	ch <- prometheus.MustNewConstMetric(descPressure, prometheus.GaugeValue, pressed)
+	ch <- prometheus.MustNewConstMetric(descOversize, prometheus.CounterValue, float64(st.Oversize))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(st.Sessions))
+	ch <- prometheus.MustNewConstMetric(descEvicted, prometheus.CounterValue, float64(st.SessionsEvicted))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -14,12 +15,14 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
+	"github.com/moongate/moongate/sync/store"
 )
 
-// FunctionSpec is a deployable function: what the config's functions: entry and the API's
+// functionSpec is a deployable function: what the config's functions: entry and the API's
 // PUT body describe. It is stored, one per version, as JSON.
-type FunctionSpec struct {
+type functionSpec struct {
 	Name        string            `json:"name"`
 	Version     int               `json:"version"`
 	Source      string            `json:"source"`
@@ -42,7 +45,7 @@ type FunctionSpec struct {
 	ConfigHash string `json:"config_hash,omitempty"`
 }
 
-func (s *FunctionSpec) sha256() string {
+func (s *functionSpec) sha256() string {
 	h := sha256.Sum256([]byte(s.Source))
 	return hex.EncodeToString(h[:])
 }
@@ -51,7 +54,7 @@ func (s *FunctionSpec) sha256() string {
 type version struct {
 	name      string
 	number    int
-	spec      FunctionSpec
+	spec      functionSpec
 	fn        *luafn.Function
 	triggers  []config.Trigger
 	emit      string
@@ -89,7 +92,16 @@ type entry struct {
 // registry holds the deployed functions. Deploys swap a version pointer: in-flight
 // invocations finish on the version they started with, later events get the new one.
 type registry struct {
-	g  *Gateway
+	store *store.Store
+	build func(functionSpec) (*version, error) // compiler.build
+	exec  *executorEnv
+	// series looks up a function's invocation series once (metrics.invocationSeries).
+	series func(fn string) invocationSeries
+	// changed is called after the current versions changed: the router rebuilds its routes.
+	changed func()
+	limits  *config.Gateway // ceilings, version_history, loops.publish_rate
+	logger  *slog.Logger
+
 	mu sync.Mutex // serialises deploys and deletes
 	m  sync.Map   // name -> *entry
 	// retiring counts the replaced versions still closing (Close waits for their
@@ -126,51 +138,26 @@ func (r *registry) all() []*version {
 	return out
 }
 
-// CompileError is a deploy refused because the source does not compile, or its settings
-// are invalid; the old version keeps running.
-type CompileError struct {
-	Line  int    // 1-based line in the source, 0 when not about the source
-	Field string // the setting at fault when not the source
+// deployRefused is a deploy refused for what it asks, answered 400: a source that does
+// not compile (Err wraps a *luafn.CompileError, which has the line), or a setting that is
+// invalid (Field). The old version keeps running.
+type deployRefused struct {
+	Field string // the setting at fault; "" for the source
 	Err   error
 }
 
-func (e *CompileError) Error() string { return e.Err.Error() }
-func (e *CompileError) Unwrap() error { return e.Err }
-
-// build compiles spec and warms its VM pool, without touching what runs.
-func (r *registry) build(spec FunctionSpec) (*version, error) {
-	var triggers []config.Trigger
-	for _, s := range spec.Triggers {
-		t, err := config.ParseTrigger(s)
-		if err != nil {
-			return nil, &CompileError{Field: "triggers", Err: err}
-		}
-		if err := r.g.checkTrigger(t); err != nil {
-			return nil, &CompileError{Field: "triggers", Err: err}
-		}
-		triggers = append(triggers, t)
-	}
-	fn, err := newFunction(spec, r.g.luaHost())
-	if err != nil {
-		var ce *luafn.CompileError
-		if errors.As(err, &ce) {
-			return nil, &CompileError{Line: ce.Line, Err: err}
-		}
-		return nil, &CompileError{Err: err}
-	}
-	return &version{name: spec.Name, number: spec.Version, spec: spec, fn: fn, triggers: triggers,
-		emit: spec.Emit, retries: spec.Retries}, nil
-}
+func (e *deployRefused) Error() string { return e.Err.Error() }
+func (e *deployRefused) Unwrap() error { return e.Err }
 
 // deploy stores spec as the function's next version and makes it current. It returns the
 // new version; on error the old version keeps running. verify, when set, runs once the
 // version compiled and before anything is stored: its error refuses the deploy, and the
 // spec it returns is the one stored. It runs under r.mu, so no other deploy of the same
 // name can slip in between the tests and the install.
-func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (FunctionSpec, error)) (*version, error) {
+func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (functionSpec, error)) (*version, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	latest, err := r.g.store.LatestVersion(spec.Name)
+	latest, err := r.store.LatestVersion(spec.Name)
 	if err != nil {
 		return nil, err // guessing the next number could overwrite a stored version
 	}
@@ -180,11 +167,11 @@ func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (Function
 	}
 	// The rules and ceilings of the config's functions: entries hold for every deploy,
 	// through the API, the CLI or a rollback too.
-	if errs := r.g.cfg.Gateway.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
-		return nil, &CompileError{Field: errs[0].Field, Err: errs[0]}
+	if errs := r.limits.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
+		return nil, &deployRefused{Field: errs[0].Field, Err: errs[0]}
 	}
 	if err := config.CheckOverflow(spec.Overflow); err != nil {
-		return nil, &CompileError{Field: "overflow", Err: err}
+		return nil, &deployRefused{Field: "overflow", Err: err}
 	}
 	if spec.Overflow == config.OverflowBlock {
 		spec.Overflow = ""
@@ -206,8 +193,6 @@ func (r *registry) deploy(spec FunctionSpec, verify func(FunctionSpec) (Function
 	return v, nil
 }
 
-// nextVersion numbers a new version after every stored one: numbers are never reused,
-// not even after a delete, so a version number names one source for good.
 // install stores a built version as its function's newest and makes it current. The
 // caller holds r.mu.
 func (r *registry) install(v *version) error {
@@ -215,16 +200,16 @@ func (r *registry) install(v *version) error {
 	if err != nil {
 		return fmt.Errorf("encode version: %w", err)
 	}
-	if err := r.g.store.PutVersion(v.name, v.number, blob); err != nil {
+	if err := r.store.PutVersion(v.name, v.number, blob); err != nil {
 		return fmt.Errorf("store version %d of %s: %w", v.number, v.name, err)
 	}
-	if err := r.g.store.SetActive(v.name, v.number); err != nil {
+	if err := r.store.SetActive(v.name, v.number); err != nil {
 		return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
 	}
 	r.activate(v)
-	if _, err := r.g.store.PruneVersions(v.name, r.g.cfg.Gateway.VersionHistory); err != nil {
+	if _, err := r.store.PruneVersions(v.name, r.limits.VersionHistory); err != nil {
 		// The history is only longer than it should be; the deploy stands.
-		r.g.logger.Warn("prune version history", "function", v.name, "err", err)
+		r.logger.Warn("prune version history", logkey.Function, v.name, logkey.Err, err)
 	}
 	return nil
 }
@@ -234,17 +219,17 @@ func (r *registry) activate(v *version) {
 	e := r.entry(v.name)
 	if e == nil {
 		e = &entry{}
-		e.exec = newExecutor(r.g, v.name, &e.stats)
-		if pr := r.g.cfg.Gateway.Loops.PublishRate; pr > 0 {
+		e.exec = newExecutor(r.exec, v.name, &e.cur, &e.stats)
+		if pr := r.limits.Loops.PublishRate; pr > 0 {
 			e.publishes = rate.NewLimiter(rate.Limit(pr), int(max(1, pr)))
 		}
-		e.stats.series = r.g.metrics.invocationSeries(v.name)
+		e.stats.series = r.series(v.name)
 		r.m.Store(v.name, e)
 	}
 	v.stats, v.publishes = &e.stats, e.publishes
 	e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
 	old := e.cur.Swap(v)
-	r.g.triggersChanged()
+	r.changed()
 	if old != nil {
 		r.retiring.Add(1)
 		go func() {
@@ -264,29 +249,37 @@ func (r *registry) remove(name string, purge bool) error {
 	if e == nil {
 		return errNotFound
 	}
-	if err := r.g.store.DeleteFunction(name); err != nil {
+	if err := r.store.DeleteFunction(name); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	r.m.Delete(name)
 	old := e.cur.Swap(nil)
-	r.g.triggersChanged()
+	r.changed()
 	e.exec.abort()
 	if old != nil {
 		old.fn.Close()
 	}
 	if purge { // after the abort: no commit of the function can land behind the purge
-		if err := r.g.store.PurgeNamespace(name); err != nil {
+		if err := r.store.PurgeNamespace(name); err != nil {
 			return fmt.Errorf("purge the KV of %s: %w", name, err)
 		}
 	}
 	return nil
 }
 
+func (r *registry) stopAll() {
+	r.m.Range(func(_, e any) bool {
+		e.(*entry).exec.stop()
+		return true
+	})
+	r.retiring.Wait()
+}
+
 var errNotFound = errors.New("not found")
 
 // versions returns every stored version of a function, oldest first.
-func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
-	blobs, err := g.store.Versions(name)
+func (r *registry) versions(name string) ([]functionSpec, error) {
+	blobs, err := r.store.Versions(name)
 	if err != nil {
 		return nil, err
 	}
@@ -295,8 +288,8 @@ func (g *Gateway) versions(name string) ([]FunctionSpec, error) {
 
 // versionPage reads up to limit versions of name older than before (0: the newest),
 // newest first, and whether older ones remain.
-func (g *Gateway) versionPage(name string, before, limit int) ([]FunctionSpec, bool, error) {
-	blobs, more, err := g.store.VersionPage(name, before, limit)
+func (r *registry) versionPage(name string, before, limit int) ([]functionSpec, bool, error) {
+	blobs, more, err := r.store.VersionPage(name, before, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -305,22 +298,22 @@ func (g *Gateway) versionPage(name string, before, limit int) ([]FunctionSpec, b
 }
 
 // storedVersion reads version n of a function from the store.
-func (g *Gateway) storedVersion(name string, n int) (FunctionSpec, bool, error) {
-	b, ok, err := g.store.Version(name, n)
+func (r *registry) storedVersion(name string, n int) (functionSpec, bool, error) {
+	b, ok, err := r.store.Version(name, n)
 	if err != nil || !ok {
-		return FunctionSpec{}, false, err
+		return functionSpec{}, false, err
 	}
 	vs, err := decodeVersions(name, [][]byte{b})
 	if err != nil {
-		return FunctionSpec{}, false, err
+		return functionSpec{}, false, err
 	}
 	return vs[0], true, nil
 }
 
-func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
-	out := make([]FunctionSpec, 0, len(blobs))
+func decodeVersions(name string, blobs [][]byte) ([]functionSpec, error) {
+	out := make([]functionSpec, 0, len(blobs))
 	for _, b := range blobs {
-		var s FunctionSpec
+		var s functionSpec
 		if err := json.Unmarshal(b, &s); err != nil {
 			return nil, fmt.Errorf("decode stored version of %s: %w", name, err)
 		}
@@ -330,8 +323,8 @@ func decodeVersions(name string, blobs [][]byte) ([]FunctionSpec, error) {
 }
 
 // specFromConfig turns a functions: entry into a spec.
-func specFromConfig(f config.Function) FunctionSpec {
-	s := FunctionSpec{
+func specFromConfig(f config.Function) functionSpec {
+	s := functionSpec{
 		Name: f.Name, Source: f.Code, Filename: f.Source, Triggers: f.Triggers,
 		Timeout: f.Timeout, Memory: int64(f.Memory), Concurrency: f.Concurrency, Retries: *f.Retries,
 		Env: f.Env, Emit: f.Emit, Overflow: f.Overflow,

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sensors"
@@ -30,10 +32,14 @@ type mqttRoute struct {
 
 // router turns messages, readings, edges and ticks into tasks for the functions.
 type router struct {
-	g      *Gateway
-	routes atomic.Pointer[routes]
+	functions *registry
+	metrics   *metrics
+	live      *live
+	logger    *slog.Logger
+	routes    atomic.Pointer[routes]
 
 	mu         sync.Mutex
+	bus        subscriber // set by start: the subscriptions follow the routes from then on
 	running    bool
 	subscribed map[string]byte
 	timers     map[string]func() // "function|spec" -> stop
@@ -41,8 +47,14 @@ type router struct {
 	stopped    atomic.Bool
 }
 
-func newRouter(g *Gateway) *router {
-	r := &router{g: g, timers: map[string]func(){}}
+// subscriber is what the router needs of the bus.
+type subscriber interface {
+	Subscribe(mqtt.Subscription) error
+	Unsubscribe(filter string) error
+}
+
+func newRouter(functions *registry, m *metrics, l *live, logger *slog.Logger) *router {
+	r := &router{functions: functions, metrics: m, live: l, logger: logger, timers: map[string]func(){}}
 	r.routes.Store(&routes{})
 	return r
 }
@@ -51,10 +63,9 @@ func newEventID() string { return ulid.Make().String() }
 
 // rebuild computes the routes from the current versions; after start it also brings the
 // bus subscriptions and the timers in line.
-func (g *Gateway) triggersChanged() {
-	r := g.router
+func (r *router) rebuild() {
 	rt := &routes{sensor: map[string][]string{}, gpio: map[sensors.Watch][]string{}, subs: map[string]byte{}}
-	for _, v := range g.registry.all() {
+	for _, v := range r.functions.all() {
 		for _, t := range v.triggers {
 			switch t.Kind {
 			case config.TriggerMQTT:
@@ -91,11 +102,11 @@ func (r *router) subscriptions() []mqtt.Subscription {
 	return subs
 }
 
-// started is called once the bus has subscribed the initial routes.
-func (r *router) started() {
+// start is called once bus has subscribed the initial routes.
+func (r *router) start(bus subscriber) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.running = true
+	r.bus, r.running = bus, true
 	r.syncSubscriptions(r.routes.Load())
 	r.syncTimers()
 }
@@ -117,8 +128,8 @@ func (r *router) syncSubscriptions(rt *routes) {
 		if old, ok := r.subscribed[f]; ok && old == q {
 			continue
 		}
-		if err := r.g.bus.Subscribe(mqtt.Subscription{Filter: f, QoS: q}); err != nil {
-			r.g.logger.Error("subscribe", "filter", f, "err", err)
+		if err := r.bus.Subscribe(mqtt.Subscription{Filter: f, QoS: q}); err != nil {
+			r.logger.Error("subscribe", "filter", f, logkey.Err, err)
 			continue
 		}
 		r.subscribed[f] = q
@@ -127,8 +138,8 @@ func (r *router) syncSubscriptions(rt *routes) {
 		if _, ok := rt.subs[f]; ok {
 			continue
 		}
-		if err := r.g.bus.Unsubscribe(f); err != nil {
-			r.g.logger.Warn("unsubscribe", "filter", f, "err", err)
+		if err := r.bus.Unsubscribe(f); err != nil {
+			r.logger.Warn("unsubscribe", "filter", f, logkey.Err, err)
 		}
 		delete(r.subscribed, f)
 	}
@@ -137,7 +148,7 @@ func (r *router) syncSubscriptions(rt *routes) {
 // syncTimers starts the every: triggers of current versions and stops the others.
 func (r *router) syncTimers() {
 	want := map[string]config.Trigger{}
-	for _, v := range r.g.registry.all() {
+	for _, v := range r.functions.all() {
 		for _, t := range v.triggers {
 			if t.Kind == config.TriggerEvery {
 				want[v.name+"|"+t.Spec] = t
@@ -178,7 +189,7 @@ func (r *router) syncTimers() {
 // the function is full (see maxPending), and with src.inline run the event on the
 // caller's goroutine.
 func (r *router) dispatch(fn string, ev *luafn.Event, key string, durable bool, chain []string, src source, done func(error)) {
-	e := r.g.registry.entry(fn)
+	e := r.functions.entry(fn)
 	if e == nil {
 		done(nil)
 		return
@@ -200,8 +211,8 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		}
 	}
 	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: time.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
-	r.g.metrics.mqttEvents.Inc()
-	r.g.live.event(ev)
+	r.metrics.mqttEvents.Inc()
+	r.live.event(ev)
 	if len(fns) == 0 {
 		m.Ack()
 		return
@@ -212,7 +223,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 	done := func(err error) {
 		if err != nil {
 			failed.Store(true)
-			logAbandon(r.g.logger, "mqtt", err)
+			logAbandon(r.logger, "mqtt", err)
 		}
 		if pending.Add(-1) == 0 && !failed.Load() {
 			m.Ack()
@@ -228,8 +239,8 @@ func (r *router) HandleReading(rd sensors.Reading) {
 	if r.stopped.Load() {
 		return
 	}
-	r.g.metrics.events.WithLabelValues("sensor").Inc()
-	r.g.live.sensor(rd)
+	r.metrics.events.WithLabelValues("sensor").Inc()
+	r.live.sensor(rd)
 	fns := r.routes.Load().sensor[rd.Sensor]
 	if len(fns) == 0 {
 		return
@@ -245,9 +256,9 @@ func (r *router) HandleEdge(e sensors.Edge) {
 	if r.stopped.Load() {
 		return
 	}
-	r.g.metrics.events.WithLabelValues("gpio").Inc()
+	r.metrics.events.WithLabelValues("gpio").Inc()
 	ev := &luafn.Event{ID: newEventID(), Source: "gpio", TS: e.TS.UnixMilli(), Pin: e.Pin, Level: e.Level, Edge: e.Edge, Coalesced: e.Coalesced}
-	r.g.live.event(ev)
+	r.live.event(ev)
 	for _, fn := range r.routes.Load().gpio[e.Watch] {
 		r.dispatch(fn, ev, "gpio:"+e.Pin, false, nil, source{}, func(error) {})
 	}

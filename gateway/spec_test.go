@@ -44,7 +44,7 @@ func TestSpecListsEveryRoute(t *testing.T) {
 }
 
 var (
-	// api("GET /api/v1/status", ...) and mux.Handle("/", ...).
-	registration = regexp.MustCompile(`(?:\bapi|\bmux\.Handle)\("([^"]+)"`)
+	// route("GET /api/v1/status", ...) and mux.Handle("/", ...).
+	registration = regexp.MustCompile(`(?:\broute|\bmux\.Handle)\("([^"]+)"`)
 	routeLike    = regexp.MustCompile(`^([A-Z]+ )?/`)
 )

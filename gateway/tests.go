@@ -48,12 +48,12 @@ func (e *testsFailed) Error() string {
 var errNoTestRunner = errors.New("this gateway runs no function tests (Options.Tests is not set)")
 
 // runTests runs tests against spec, as the version spec would run.
-func (g *Gateway) runTests(spec FunctionSpec, tests []TestFile) (testReport, error) {
-	if g.opts.Tests == nil {
+func (a *api) runTests(spec functionSpec, tests []TestFile) (testReport, error) {
+	if a.tests == nil {
 		return testReport{}, errNoTestRunner
 	}
 	if len(tests) == 0 {
-		return testReport{}, &CompileError{Field: "tests", Err: errors.New("tests: no test files")}
+		return testReport{}, &deployRefused{Field: "tests", Err: errors.New("tests: no test files")}
 	}
 	retries := spec.Retries
 	f := config.Function{Name: spec.Name, Source: spec.Filename, Code: spec.Source, Triggers: spec.Triggers,
@@ -62,9 +62,9 @@ func (g *Gateway) runTests(spec FunctionSpec, tests []TestFile) (testReport, err
 	if f.Source == "" {
 		f.Source = spec.Name + ".lua"
 	}
-	results, err := g.opts.Tests(f, tests)
+	results, err := a.tests(f, tests)
 	if err != nil {
-		return testReport{}, &CompileError{Field: "tests", Err: err}
+		return testReport{}, &deployRefused{Field: "tests", Err: err}
 	}
 	r := testReport{Cases: results}
 	for _, c := range results {
@@ -83,8 +83,8 @@ func (g *Gateway) runTests(spec FunctionSpec, tests []TestFile) (testReport, err
 // testFunction runs tests against a source and settings without deploying them: the
 // console's "Run tests". The body is a deploy's (absent settings are the current
 // version's); the answer is the report, whether the cases pass or fail.
-func (g *Gateway) testFunction(w http.ResponseWriter, r *http.Request) {
-	spec, req, _, ok := g.specFromRequest(w, r)
+func (a *api) testFunction(w http.ResponseWriter, r *http.Request) {
+	spec, req, _, ok := a.specFromRequest(w, r)
 	if !ok {
 		return
 	}
@@ -92,7 +92,7 @@ func (g *Gateway) testFunction(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "tests are required", "field": "tests"})
 		return
 	}
-	report, err := g.runTests(spec, req.Tests)
+	report, err := a.runTests(spec, req.Tests)
 	if err != nil {
 		writeDeployError(w, err)
 		return

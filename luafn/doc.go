@@ -22,8 +22,8 @@
 // _VERSION), string (no dump), table, math, and the host modules mqtt, kv, cloud, gpio,
 // log, json, time, env, gateway. Nothing else: no os, io, debug, package, coroutine,
 // load*, dofile, require, module, collectgarbage, getfenv, setfenv, newproxy.
-// Coroutines are not offered: a coroutine runs on a thread whose context is not the VM's,
-// so it would escape the per-instruction hook that enforces the bounds.
+// Coroutines are not offered: a coroutine runs on a thread of its own, which the VM's
+// instruction hook does not watch, so it would escape the bounds.
 //
 // Library tables are read-only proxies, the string metatable is hidden behind a
 // read-only stand-in, rawset/setmetatable/table.* refuse them, and setmetatable takes
@@ -57,12 +57,12 @@
 //
 // Each is set per function in Limits, and trips with an *InvokeError whose Kind is one
 // of ErrTimeout, ErrMemory, ErrDepth, ErrRegistry or ErrPattern. A tripped bound cannot
-// be caught by pcall: every later instruction fails too.
+// be caught by pcall: from then on the hook fails every instruction.
 //
-//   - Timeout: wall time. The hook reads the deadline every 1024 instructions, and a
-//     per-VM watchdog timer (for calls stuck in Go) closes the Done channel of the VM's
-//     one long-lived context, which gopher-lua checks before every instruction;
-//     builtins that loop in Go (pattern matching, sort, JSON encoding) check it too.
+//   - Timeout: wall time. The VM's instruction hook reads the clock every 1024
+//     instructions, and a per-VM watchdog timer records the timeout for calls stuck in
+//     Go: builtins that loop in Go (pattern matching, sort, JSON encoding) check for it,
+//     and the hook raises it at its next call. The caller's ctx is read with the clock.
 //   - Memory: what the VM holds (see memory.go): every allocating instruction and
 //     builtin is charged before it runs, and the live data is measured when the charges
 //     pass the limit, so one operation cannot outrun the bound and garbage is free.
@@ -80,9 +80,10 @@
 // event.payload is a table when the payload is a JSON object or array, else the string.
 // What handle returns comes back as JSON text in Result.Value, ready for the outbox.
 //
-// gopher-lua is built from third_party/gopher-lua, patched so that a table's iteration
-// index is made by its first walk instead of its first write (MOONGATE.md there says
-// why): that halved the allocations of a warm invocation.
+// gopher-lua is built from third_party/gopher-lua with two patches (MOONGATE.md there
+// says why): a table's iteration index is made by its first walk instead of its first
+// write, which halved the allocations of a warm invocation; and an instruction hook
+// with read-only accessors, through which the bounds see inside the running VM.
 //
 // Numbers turn into strings (tostring, ..) in gopher-lua's format, not Lua 5.1's %.14g:
 // 1e15 prints as 1000000000000000 and 1/3 as 0.3333333333333333.

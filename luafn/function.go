@@ -91,8 +91,8 @@ func (f *Function) Invoke(ctx context.Context, ev *Event) (res *Result, err erro
 			res, err = nil, &InvokeError{Function: f.prog.spec.Name, Version: f.prog.spec.Version, Kind: ErrRuntime, Message: fmt.Sprintf("internal error: %v", r)}
 		}
 		if !v.usable() {
-			// A bound tripped: this VM's state is suspect and its done channel is
-			// closed. Replace it now, so the slot is warm for the next event.
+			// A bound tripped: this VM's state is suspect and every instruction
+			// fails. Replace it now, so the slot is warm for the next event.
 			v.close()
 			if v, _ = newVM(f.prog, &f.host, f.logs); v == nil {
 				f.pool <- nil

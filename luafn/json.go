@@ -399,18 +399,18 @@ func (d *jsonDecoder) hex4() (rune, bool) {
 
 // tableShape tells how a table converts: as an array of n items, or as an object.
 func tableShape(t *lua.LTable) (n int, isArray bool) {
-	tb := tableOf(t)
-	if len(tb.strdict) > 0 || len(tb.dict) > 0 {
+	array, strs, others := t.Parts()
+	if len(strs) > 0 || len(others) > 0 {
 		return 0, false
 	}
-	n = len(tb.array)
-	for n > 0 && tb.array[n-1] == lua.LNil {
+	n = len(array)
+	for n > 0 && array[n-1] == lua.LNil {
 		n--
 	}
 	if n == 0 {
 		return 0, false // the empty table is an object
 	}
-	for _, x := range tb.array[:n] {
+	for _, x := range array[:n] {
 		if x == lua.LNil {
 			return 0, false // a hole: keys are not 1..n
 		}
@@ -645,10 +645,10 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 	}
 	base := len(e.fields)
 	defer func() { e.fields = e.fields[:base] }()
-	if tb := tableOf(t); len(tb.array) == 0 && len(tb.dict) == 0 {
+	if array, strs, others := t.Parts(); len(array) == 0 && len(others) == 0 {
 		// The common object, with string keys only: its fields are sorted in the
 		// encoder's reused slice, without boxing each key as sortedKeys does.
-		for k, val := range tb.strdict {
+		for k, val := range strs {
 			if val != lua.LNil {
 				e.fields = append(e.fields, field{k, val})
 			}

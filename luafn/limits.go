@@ -11,7 +11,7 @@ import (
 // ran it is discarded and replaced.
 type Limits struct {
 	// Timeout is the wall time of one invocation (default 100ms). A function that runs
-	// past it is stopped at its next instruction, or within a few thousand steps of a
+	// past it is stopped within 1024 instructions, or within a few thousand steps of a
 	// builtin such as pattern matching.
 	Timeout time.Duration
 	// Memory bounds what one VM holds: the live strings, tables and closures reachable

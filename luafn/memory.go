@@ -10,7 +10,7 @@ import (
 // The memory bound, without an allocator hook.
 //
 // Every operation that can make the VM hold more memory is charged before it runs: the
-// hook charges the VM instructions that allocate (concatenation, table construction and
+// instruction hook (third_party/gopher-lua's SetHook) charges the VM instructions that allocate (concatenation, table construction and
 // growth, closures), and the replacement builtins charge what they are about to build
 // (string.rep, table.concat, string.format, gsub, json...). Charges only add up, so
 // v.mem is an upper bound of what the VM holds. When it passes the limit, the VM's live
@@ -100,15 +100,14 @@ func (b *building) release() {
 }
 
 // chargeInstruction charges the instruction the VM is about to run, if it allocates.
-func (v *vm) chargeInstruction(cf *callFrame, inst uint32) {
+func (v *vm) chargeInstruction(inst uint32) {
+	L := v.L
 	switch int(inst >> 26) {
 	case lua.OP_CONCAT:
-		reg := stateReg(v.L)
-		b := cf.LocalBase + int(inst&0x1ff)
-		c := cf.LocalBase + int(inst>>9)&0x1ff
+		b, c := int(inst&0x1ff), int(inst>>9)&0x1ff
 		n := int64(sizeString)
-		for _, x := range reg.array[b : c+1] {
-			switch x := x.(type) {
+		for i := b; i <= c; i++ {
+			switch x := L.FrameRegister(i).(type) {
 			case lua.LString:
 				n += int64(len(x))
 			case lua.LNumber:
@@ -117,67 +116,69 @@ func (v *vm) chargeInstruction(cf *callFrame, inst uint32) {
 		}
 		v.charge(n)
 	case lua.OP_SETTABLE, lua.OP_SETTABLEKS:
-		reg := stateReg(v.L)
-		t, ok := reg.array[cf.LocalBase+int(inst>>18)&0xff].(*lua.LTable)
-		if ok {
-			v.charge(growth(t, rk(cf, reg, int(inst&0x1ff))))
+		if t, ok := L.FrameRegister(int(inst>>18) & 0xff).(*lua.LTable); ok {
+			v.charge(growth(t, v.rk(int(inst&0x1ff))))
 		}
 	case lua.OP_SETGLOBAL:
-		v.charge(growth(cf.Fn.Env, cf.Fn.Proto.Constants[inst&0x3ffff]))
+		fn, _ := L.CurrentFrame()
+		v.charge(growth(fn.Env, fn.Proto.Constants[inst&0x3ffff]))
 	case lua.OP_NEWTABLE:
 		b, c := int64(inst&0x1ff), int64(inst>>9)&0x1ff
 		v.charge(sizeTable + b*sizeSlot + c*sizeStrEntry)
 	case lua.OP_SETLIST:
-		reg := stateReg(v.L)
-		ra := cf.LocalBase + int(inst>>18)&0xff
+		a := int(inst>>18) & 0xff
 		n, c := int64(inst&0x1ff), int64(inst>>9)&0x1ff
 		if n == 0 {
-			n = int64(reg.top - ra - 1)
+			n = int64(L.GetTop() - a - 1) // the values up to the top
 		}
 		if c == 0 {
-			c = int64(cf.Fn.Proto.Code[cf.Pc])
+			fn, pc := L.CurrentFrame() // the batch number is the next word
+			c = int64(fn.Proto.Code[pc])
 		}
-		if t, ok := reg.array[ra].(*lua.LTable); ok {
+		if t, ok := L.FrameRegister(a).(*lua.LTable); ok {
+			array, _, _ := t.Parts()
 			end := (c-1)*int64(lua.FieldsPerFlush) + n
-			v.charge(max(0, end-int64(cap(tableOf(t).array))) * sizeSlot)
+			v.charge(max(0, end-int64(cap(array))) * sizeSlot)
 		}
 	case lua.OP_CLOSURE:
-		p := cf.Fn.Proto.FunctionPrototypes[inst&0x3ffff]
+		fn, _ := L.CurrentFrame()
+		p := fn.Proto.FunctionPrototypes[inst&0x3ffff]
 		v.charge(sizeFunction + int64(p.NumUpvalues)*(8+sizeUpvalue))
 	}
 }
 
 // rk reads an RK operand: a constant when its high bit is set, else a register.
-func rk(cf *callFrame, reg *registry, x int) lua.LValue {
+func (v *vm) rk(x int) lua.LValue {
 	if x&0x100 != 0 {
-		return cf.Fn.Proto.Constants[x&0xff]
+		fn, _ := v.L.CurrentFrame()
+		return fn.Proto.Constants[x&0xff]
 	}
-	return reg.array[cf.LocalBase+x]
+	return v.L.FrameRegister(x)
 }
 
 // growth estimates how many bytes t grows by when key is set in it.
 func growth(t *lua.LTable, key lua.LValue) int64 {
-	tb := tableOf(t)
+	array, strs, others := t.Parts()
 	if k, ok := key.(lua.LNumber); ok {
 		i := int64(k)
 		if lua.LNumber(i) == k && i >= 1 && i < int64(lua.MaxArrayIndex) {
-			if i <= int64(cap(tb.array)) {
+			if i <= int64(cap(array)) {
 				return 0
 			}
 			// gopher-lua fills the gap up to i with nils, and append at least doubles.
-			return (max(i, 2*int64(cap(tb.array))) - int64(cap(tb.array))) * sizeSlot
+			return (max(i, 2*int64(cap(array))) - int64(cap(array))) * sizeSlot
 		}
 	}
 	// Updating a key that exists costs nothing: charging it would make a function that
 	// keeps much data and updates it in a loop walk its heap over and over.
 	if s, ok := key.(lua.LString); ok {
-		if tb.strdict == nil {
+		if strs == nil {
 			return newHashCap*sizeStrEntry + sizeStrEntry
 		}
-		if _, exists := tb.strdict[string(s)]; exists {
+		if _, exists := strs[string(s)]; exists {
 			return 0
 		}
-	} else if _, exists := tb.dict[key]; exists {
+	} else if _, exists := others[key]; exists {
 		return 0
 	}
 	return sizeStrEntry
@@ -202,12 +203,12 @@ func (v *vm) measure(stop int64) int64 {
 		funcs:   make(map[*lua.LFunction]struct{}),
 		strings: make(map[*byte]struct{}),
 	}
-	reg := stateReg(v.L)
-	total := int64(cap(reg.array)) * sizeSlot
-	w.stack = append(w.stack, reg.array[:reg.top]...)
+	values, capacity := v.L.ValueStack()
+	total := int64(capacity) * sizeSlot
+	w.stack = append(w.stack, values...)
 	w.stack = append(w.stack, v.L.G.Global)
-	for cf := stateFrame(v.L); cf != nil; cf = cf.Parent {
-		w.stack = append(w.stack, cf.Fn)
+	for d := range v.L.CallDepth() {
+		w.stack = append(w.stack, v.L.FunctionAt(d))
 	}
 	for len(w.stack) > 0 && total <= stop {
 		x := w.stack[len(w.stack)-1]
@@ -242,27 +243,28 @@ func (w *walker) size(x lua.LValue) int64 {
 			return 0
 		}
 		w.tables[x] = struct{}{}
-		tb := tableOf(x)
-		n := int64(sizeTable) + int64(cap(tb.array))*sizeSlot + int64(cap(tb.keys))*sizeSlot
+		array, strs, others := x.Parts()
+		_, indexed, keysCap := x.NextIndex()
+		n := int64(sizeTable) + int64(cap(array))*sizeSlot + int64(keysCap)*sizeSlot
 		// Go maps do not shrink: the hash part holds what it held at its peak. The
 		// iteration index exists once the table has been walked, and only grows.
-		n += int64(tb.hashPeak)*sizeStrEntry + int64(len(tb.k2i))*sizeKeyEntry
-		if tb.strdict != nil {
+		n += int64(x.HashPeak())*sizeStrEntry + int64(indexed)*sizeKeyEntry
+		if strs != nil {
 			n += newHashCap * sizeStrEntry
 		}
 		if x.Metatable != lua.LNil {
 			w.stack = append(w.stack, x.Metatable)
 		}
-		for _, e := range tb.array {
+		for _, e := range array {
 			if e != lua.LNil {
 				w.stack = append(w.stack, e)
 			}
 		}
-		for k, e := range tb.strdict {
+		for k, e := range strs {
 			n += sizeString + int64(len(k))
 			w.stack = append(w.stack, e)
 		}
-		for k, e := range tb.dict {
+		for k, e := range others {
 			w.stack = append(w.stack, k, e)
 		}
 		return n

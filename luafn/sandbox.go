@@ -14,8 +14,8 @@ import (
 //
 // Only base (minus the loaders, fenv, collectgarbage, newproxy), table, string (minus
 // dump), math and the host modules exist. Coroutines are not offered: the list
-// of libraries leaves them out, and a coroutine runs on a thread whose context is not
-// ours, so it would escape the per-instruction hook.
+// of libraries leaves them out, and a coroutine runs on a thread of its own, which the
+// VM's hook does not watch, so it would escape the bounds.
 //
 // Every library table Lua can reach is a read-only proxy: an empty table whose
 // metatable (hidden by __metatable) reads from the real library and refuses writes.
@@ -193,8 +193,9 @@ func (v *vm) checkWritable(t *lua.LTable, fn string) {
 // key, more than the entries themselves.
 func (v *vm) baseNext(L *lua.LState) int {
 	t := L.CheckTable(1)
-	if tb := tableOf(t); tb.k2i == nil {
-		if n := len(tb.strdict) + len(tb.dict); n > 0 && !v.charge(int64(n)*sizeKeyEntry) {
+	if built, _, _ := t.NextIndex(); !built {
+		_, strs, others := t.Parts()
+		if n := len(strs) + len(others); n > 0 && !v.charge(int64(n)*sizeKeyEntry) {
 			v.raiseIfTripped()
 		}
 	}
@@ -275,7 +276,8 @@ func (v *vm) baseUnpack(L *lua.LState) int {
 
 // reserve trips the registry bound if n more values do not fit on the value stack.
 func (v *vm) reserve(n int64) {
-	if free := int64(v.limits.Registry - stateReg(v.L).top); n > free {
+	values, _ := v.L.ValueStack()
+	if free := int64(v.limits.Registry - len(values)); n > free {
 		v.trip(ErrRegistry, fmt.Sprintf("registry limit exceeded: %d values requested, limit %d", n, v.limits.Registry))
 		v.raiseIfTripped()
 	}

@@ -72,7 +72,7 @@ func (v *vm) tabRemove(L *lua.LState) int {
 		return 0
 	}
 	L.Push(t.RawGetInt(int(pos)))
-	if e == int64(len(tableOf(t).array)) {
+	if array, _, _ := t.Parts(); e == int64(len(array)) {
 		// Shrink the array part too: leaving a trailing nil would make every later
 		// length computation scan it.
 		t.Remove(int(pos))

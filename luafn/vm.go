@@ -13,12 +13,12 @@ import (
 
 // vm is one warm Lua state with its sandbox, bounds and per-invocation state. Only one
 // goroutine runs it at a time (the pool hands it out), except for the watchdog timer,
-// which touches only the atomic fields and the done channel.
+// which touches only the atomic fields.
 //
-// vm is also the state's context.Context: gopher-lua calls Done before every
-// instruction, which is where the bounds that must see the VM run (call depth, memory
-// charges). The context is set once per VM, not per call: a context.WithTimeout per
-// invocation costs about a third of the call rate.
+// vm is also the state's lua.Hook, set once per VM (see hook.go of third_party/gopher-lua):
+// the bounds that must see the VM run are there. Op charges the instructions that
+// allocate, Enter bounds the call depth, Count reads the clock and the caller's
+// cancellation every hookEvery instructions.
 type vm struct {
 	L      *lua.LState
 	prog   *Program
@@ -26,9 +26,8 @@ type vm struct {
 	logs   *logBudget // the function's, shared by its VMs
 	limits Limits
 
-	// done is closed when a bound trips; the VM then fails at its next instruction,
-	// and since every later instruction fails too, pcall cannot swallow the trip.
-	done    chan struct{}
+	// tripped is the bound that tripped. Once the VM's goroutine sees it, every later
+	// instruction fails (see stop), so pcall cannot swallow the trip.
 	tripped atomic.Pointer[tripError]
 
 	// Timeout watchdog: deadline is the running invocation's deadline in nanoseconds
@@ -38,7 +37,6 @@ type vm struct {
 	deadline atomic.Int64
 	armed    atomic.Bool
 	timer    *time.Timer
-	ticks    uint32 // instructions, to read the clock every 1024 of them
 	// canceled is the running invocation's ctx.Done(), read with the clock: a caller that
 	// gives up (a deleted function) stops a loop that its timeout would let run on.
 	canceled <-chan struct{}
@@ -79,23 +77,19 @@ type tripError struct {
 
 func (e *tripError) Error() string { return e.msg }
 
-// context.Context, for L.SetContext.
+// hookEvery is how many instructions run between two reads of the clock. The VM
+// reads it itself: a watchdog timer needs its goroutine scheduled, which a loaded
+// machine can delay by tens of milliseconds.
+const hookEvery = 1024
 
-func (v *vm) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (v *vm) Value(any) any               { return nil }
+// allocatingOps are the opcodes chargeInstruction charges, as a bit set for SetHook.
+const allocatingOps uint64 = 1<<lua.OP_CONCAT | 1<<lua.OP_SETTABLE | 1<<lua.OP_SETTABLEKS | 1<<lua.OP_SETGLOBAL |
+	1<<lua.OP_NEWTABLE | 1<<lua.OP_SETLIST | 1<<lua.OP_CLOSURE
 
-func (v *vm) Err() error {
-	if t := v.tripped.Load(); t != nil {
-		return t
-	}
-	return nil
-}
-
-// Done is called by gopher-lua before every instruction, on the VM's goroutine.
-func (v *vm) Done() <-chan struct{} {
-	// The VM also reads the clock itself now and then: a watchdog timer needs its
-	// goroutine scheduled, which a loaded machine can delay by tens of milliseconds.
-	if v.ticks++; v.ticks&1023 == 0 {
+// Count is the lua.Hook's call every hookEvery instructions, and before every
+// instruction once a bound tripped.
+func (v *vm) Count(*lua.LState) error {
+	if v.tripped.Load() == nil {
 		if d := v.deadline.Load(); d != 0 && v.now() >= d {
 			v.trip(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
 		}
@@ -105,30 +99,57 @@ func (v *vm) Done() <-chan struct{} {
 		default:
 		}
 	}
-	cf := stateFrame(v.L)
-	if cf.Idx >= v.limits.CallDepth {
+	if t := v.tripped.Load(); t != nil {
+		v.stop() // the trip may be the watchdog's, which cannot stop the VM itself
+		return t
+	}
+	return nil
+}
+
+// Enter is the lua.Hook's call as a Lua function starts: it bounds the call depth.
+func (v *vm) Enter(L *lua.LState) error {
+	if L.CallDepth() > v.limits.CallDepth {
 		v.trip(ErrDepth, fmt.Sprintf("call depth limit exceeded (%d)", v.limits.CallDepth))
-	} else if inst := cf.Fn.Proto.Code[cf.Pc-1]; allocatingOps&(uint64(1)<<(inst>>26)) != 0 {
-		v.chargeInstruction(cf, inst)
 	}
-	return v.done
+	return v.err()
 }
 
-// allocatingOps are the opcodes chargeInstruction charges, as a bit set.
-const allocatingOps uint64 = 1<<lua.OP_CONCAT | 1<<lua.OP_SETTABLE | 1<<lua.OP_SETTABLEKS | 1<<lua.OP_SETGLOBAL |
-	1<<lua.OP_NEWTABLE | 1<<lua.OP_SETLIST | 1<<lua.OP_CLOSURE
+// Op is the lua.Hook's call before an instruction in allocatingOps: it charges it.
+func (v *vm) Op(_ *lua.LState, inst uint32) error {
+	v.chargeInstruction(inst)
+	return v.err()
+}
 
-// trip stops the VM for good: the first bound to trip wins. Safe from any goroutine.
+// err returns the bound that tripped, if any.
+func (v *vm) err() error {
+	if t := v.tripped.Load(); t != nil {
+		return t
+	}
+	return nil
+}
+
+// trip stops the VM for good: the first bound to trip wins. It runs on the VM's
+// goroutine; the watchdog records its trip with record.
 func (v *vm) trip(kind error, msg string) {
-	if v.tripped.CompareAndSwap(nil, &tripError{kind: kind, msg: msg}) {
-		close(v.done)
-	}
+	v.record(kind, msg)
+	v.stop()
 }
+
+// record records a trip without stopping the VM. Safe from any goroutine: the VM's
+// hook sees it within hookEvery instructions, and builtins that loop in Go check it.
+func (v *vm) record(kind error, msg string) {
+	v.tripped.CompareAndSwap(nil, &tripError{kind: kind, msg: msg})
+}
+
+// stop makes the hook's Count run before every instruction from now on, so every
+// instruction raises the trip: a pcall that catches it cannot go on.
+func (v *vm) stop() { v.L.SetHook(v, 0, 1) }
 
 // raiseIfTripped is for builtins: it raises the trip as a Lua error so the builtin
 // stops at once instead of finishing its work.
 func (v *vm) raiseIfTripped() {
 	if t := v.tripped.Load(); t != nil {
+		v.stop() // the trip may be the watchdog's
 		v.L.RaiseError("%s", t.msg)
 	}
 }
@@ -158,7 +179,7 @@ func (v *vm) watch() {
 	now := v.now()
 	switch {
 	case d != 0 && now >= d:
-		v.trip(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
+		v.record(ErrTimeout, fmt.Sprintf("timeout: still running after %v", v.limits.Timeout))
 		v.armed.Store(false)
 	case d != 0:
 		v.timer.Reset(time.Duration(d - now))
@@ -175,16 +196,12 @@ func (v *vm) watch() {
 // newVM creates a state, installs the sandbox and runs the chunk's top level under the
 // function's bounds.
 func newVM(p *Program, h *Host, logs *logBudget) (*vm, error) {
-	if errLayout != nil {
-		return nil, errLayout
-	}
 	lim := p.spec.Limits
 	v := &vm{
 		prog:      p,
 		host:      h,
 		logs:      logs,
 		limits:    lim,
-		done:      make(chan struct{}),
 		epoch:     time.Now(),
 		protected: make(map[*lua.LTable]struct{}),
 		handleKey: "handle",
@@ -211,7 +228,7 @@ func newVM(p *Program, h *Host, logs *logBudget) (*vm, error) {
 		return nil, err
 	}
 	if !p.unbounded {
-		v.L.SetContext(v)
+		v.L.SetHook(v, allocatingOps, hookEvery)
 	}
 	fn := v.L.NewFunctionFromProto(p.proto)
 	v.L.Push(fn)

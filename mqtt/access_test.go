@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 func writeAccessFile(t *testing.T, path, content string) {
@@ -69,7 +70,7 @@ func TestPasswordFileAndReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The broker notices the change by itself, within a few seconds.
-	eventually(t, "alice disconnected after her removal", func() bool { return !alice.IsConnectionOpen() })
+	poll.Eventually(t, "alice disconnected after her removal", func() bool { return !alice.IsConnectionOpen() })
 	if !bob.IsConnectionOpen() {
 		t.Fatal("removing alice disconnected bob")
 	}
@@ -225,7 +226,7 @@ func TestConnectionBounds(t *testing.T) {
 	if d := time.Since(start); d >= 10*time.Second {
 		t.Fatal("a connection without CONNECT stayed open")
 	}
-	eventually(t, "the silent connection's place given back", func() bool { return e.conns.Open() == 0 })
+	poll.Eventually(t, "the silent connection's place given back", func() bool { return e.conns.Open() == 0 })
 	device(t, "tcp://"+e.Addr(), nil)
 	device(t, "tcp://"+e.Addr(), nil)
 	if _, err := tryConnect("tcp://"+e.Addr(), "third", "", ""); err == nil {
@@ -339,7 +340,7 @@ func TestRetainedBounded(t *testing.T) {
 	}
 	wait(t, c.Publish("r/0", 0, true, "")) // clears r/0
 	wait(t, c.Publish("r/new", 0, true, "v"))
-	eventually(t, "room after a clear", func() bool { return len(e.srv.Topics.Messages("r/#")) == maxRetainedPerClient })
+	poll.Eventually(t, "room after a clear", func() bool { return len(e.srv.Topics.Messages("r/#")) == maxRetainedPerClient })
 	if n := e.Status().RetainRefused; n != 1 {
 		t.Fatalf("after a clear, %d refused", n)
 	}

@@ -13,6 +13,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // clientOpts are options for tests: quick reconnects, and Close hands back at once.
@@ -41,7 +42,7 @@ func startClient(t testing.TB, opts ClientOptions, subs []Subscription, h Handle
 
 func connected(t testing.TB, c *Client) {
 	t.Helper()
-	eventually(t, "connected", func() bool { return c.Status().State == StateConnected })
+	poll.Eventually(t, "connected", func() bool { return c.Status().State == StateConnected })
 }
 
 // (a) a round trip through a real Mosquitto, both ways, with manual acks.
@@ -120,7 +121,7 @@ func TestClientPersistentSession(t *testing.T) {
 		}
 		got.Ack()
 	}
-	eventually(t, "all acked", func() bool { return c2.Status().Acked == n })
+	poll.Eventually(t, "all acked", func() bool { return c2.Status().Acked == n })
 }
 
 // (c) a message handed to the handler but never acknowledged (the process dies before
@@ -146,7 +147,7 @@ func TestClientUnackedRedelivered(t *testing.T) {
 		t.Fatalf("redelivered %+v", got)
 	}
 	got.Ack()
-	eventually(t, "acked", func() bool { return c2.Status().Acked == 1 })
+	poll.Eventually(t, "acked", func() bool { return c2.Status().Acked == 1 })
 	c2.Close()
 
 	rec3 := newRecorder()
@@ -163,7 +164,7 @@ func TestClientBrokerRestart(t *testing.T) {
 	c := startClient(t, clientOpts(m.URL, "gw-d"), []Subscription{{"s/#", 1}}, rec)
 	connected(t, c)
 	m.Restart()
-	eventually(t, "reconnected", func() bool {
+	poll.Eventually(t, "reconnected", func() bool {
 		st := c.Status()
 		return st.State == StateConnected && st.Reconnects >= 1
 	})
@@ -199,12 +200,12 @@ func TestClientUnsubscribeWhileDisconnected(t *testing.T) {
 	c := startClient(t, clientOpts(m.URL, "gw-u"), []Subscription{{"gone/#", 1}, {"kept/#", 1}}, rec)
 	connected(t, c)
 	m.Stop()
-	eventually(t, "disconnected", func() bool { return c.Status().State == StateConnecting })
+	poll.Eventually(t, "disconnected", func() bool { return c.Status().State == StateConnecting })
 	if err := c.Unsubscribe("gone/#"); err != nil {
 		t.Fatal(err)
 	}
 	m.Start()
-	eventually(t, "reconnected", func() bool { return c.Status().State == StateConnected })
+	poll.Eventually(t, "reconnected", func() bool { return c.Status().State == StateConnected })
 	dev := device(t, m.URL, nil)
 	wait(t, dev.Publish("gone/1", 1, false, "x"))
 	wait(t, dev.Publish("kept/1", 1, false, "y"))
@@ -356,7 +357,7 @@ func TestClientWebsocketToEmbedded(t *testing.T) {
 		t.Fatalf("got %+v", got)
 	}
 	got.Ack()
-	eventually(t, "acked", func() bool { return c.Status().Acked == 1 })
+	poll.Eventually(t, "acked", func() bool { return c.Status().Acked == 1 })
 	c.Close()
 	e.Close()
 	if st := c.Status(); st.State != StateClosed {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The broker lists its devices with their counters and disconnects one on request.
@@ -35,7 +37,7 @@ func TestDevicesListAndDisconnect(t *testing.T) {
 	if err := e.DisconnectDevice("kitchen-1"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the device disconnected", func() bool { return !c.IsConnectionOpen() && len(e.Devices()) == 0 })
+	poll.Eventually(t, "the device disconnected", func() bool { return !c.IsConnectionOpen() && len(e.Devices()) == 0 })
 }
 
 // A device publishing past its share waits; a device within its share does not.
@@ -62,7 +64,7 @@ func TestDeviceRateShare(t *testing.T) {
 	}
 	<-done
 	slowed := map[string]uint64{}
-	eventually(t, "the flood counted", func() bool {
+	poll.Eventually(t, "the flood counted", func() bool {
 		for _, d := range e.Devices() {
 			slowed[d.ClientID] = d.Slowed
 		}

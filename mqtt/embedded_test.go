@@ -16,6 +16,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The heart of the durability contract: a device's QoS 1 PUBACK waits for Ack, and so
@@ -57,7 +59,7 @@ func TestEmbeddedPubackAfterAck(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the message was not forwarded after Ack")
 	}
-	eventually(t, "nothing pending", func() bool { return e.Status().Pending == 0 })
+	poll.Eventually(t, "nothing pending", func() bool { return e.Status().Pending == 0 })
 	st := e.Status()
 	if st.Received != 1 || st.Acked != 1 || st.Clients != 2 || st.State != StateServing {
 		t.Fatalf("status after Ack: %+v", st)
@@ -199,7 +201,7 @@ func TestEmbeddedAckTimeoutRedelivers(t *testing.T) {
 	second.Ack()
 	wait(t, tok)
 	first.Ack() // too late: no effect
-	eventually(t, "status", func() bool {
+	poll.Eventually(t, "status", func() bool {
 		st := e.Status()
 		return st.Refused == 1 && st.Acked == 1 && st.Pending == 0
 	})

@@ -91,18 +91,6 @@ func wait(t testing.TB, tok paho.Token) {
 	}
 }
 
-// eventually polls cond until it holds, for up to 10 s.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // noLeak fails if the goroutines started since before do not end within a few seconds.
 func noLeak(t testing.TB, before int) {
 	t.Helper()

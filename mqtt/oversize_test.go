@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // A device that publishes more than the maximum packet size is disconnected, counted, and
@@ -43,8 +45,8 @@ func TestEmbeddedOversizePacket(t *testing.T) {
 	size := 1 + 3 + remaining                    // type byte, 3 length bytes, the rest
 	for try := 1; try <= 2; try++ {
 		dev.Publish("big/1", 0, false, payload) // the broker drops the connection: no ack to wait for
-		eventually(t, fmt.Sprintf("oversize count %d", try), func() bool { return e.Status().Oversize == uint64(try) })
-		eventually(t, "the device reconnected", func() bool { return connects.Load() == int64(1+try) && dev.IsConnectionOpen() })
+		poll.Eventually(t, fmt.Sprintf("oversize count %d", try), func() bool { return e.Status().Oversize == uint64(try) })
+		poll.Eventually(t, "the device reconnected", func() bool { return connects.Load() == int64(1+try) && dev.IsConnectionOpen() })
 	}
 	line := "client=big-dev remote=127.0.0.1:"
 	if n := strings.Count(logs.String(), "packet larger than the maximum packet size"); n != 1 {

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // Devices that come and go with new client ids and persistent sessions do not grow the
@@ -18,7 +20,7 @@ func TestEmbeddedBoundsSessions(t *testing.T) {
 		})
 		c.Subscribe(fmt.Sprintf("cmd/%d", i), 1, nil).Wait()
 		c.Disconnect(0)
-		eventually(t, "the device gone", func() bool { return e.Status().Clients == 0 })
+		poll.Eventually(t, "the device gone", func() bool { return e.Status().Clients == 0 })
 	}
 	clean := device(t, "tcp://"+e.Addr(), nil) // clean session: not a session that stays
 	defer clean.Disconnect(0)

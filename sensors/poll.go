@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"time"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // Polling policy.
@@ -77,8 +79,8 @@ func (m *Manager) pollOnce(s *sensor, h Handler) {
 		s.mu.Unlock()
 		if report {
 			m.log.Warn("sensor failing; polling less often until it recovers",
-				LogKeySensor, s.name, LogKeyDriver, s.cfg.Driver, "failures", n,
-				"retry_in", backoff(s.cfg.every(), n), "err", err)
+				logkey.Sensor, s.name, logkey.Driver, s.cfg.Driver, "failures", n,
+				"retry_in", backoff(s.cfg.every(), n), logkey.Err, err)
 		}
 		return
 	}
@@ -93,7 +95,7 @@ func (m *Manager) pollOnce(s *sensor, h Handler) {
 	s.st.Values = maps.Clone(values)
 	s.mu.Unlock()
 	if recovered {
-		m.log.Info("sensor recovered", LogKeySensor, s.name, LogKeyDriver, s.cfg.Driver, "failures", failures)
+		m.log.Info("sensor recovered", logkey.Sensor, s.name, logkey.Driver, s.cfg.Driver, "failures", failures)
 	}
 	h.HandleReading(Reading{Sensor: s.name, Values: values, TS: now})
 }

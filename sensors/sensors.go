@@ -35,13 +35,8 @@ import (
 
 	"periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/i2c"
-)
 
-// Log keys.
-const (
-	LogKeySensor = "sensor"
-	LogKeyDriver = "driver"
-	LogKeyPin    = "pin"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // W1Devices is where the kernel lists 1-Wire devices.
@@ -257,7 +252,7 @@ func New(cfgs map[string]Config, opts Options) (*Manager, error) {
 				errs = append(errs, err)
 				continue
 			}
-			m.log.Warn("sensor hardware missing; running without it", LogKeySensor, name, LogKeyDriver, c.Driver, "err", err)
+			m.log.Warn("sensor hardware missing; running without it", logkey.Sensor, name, logkey.Driver, c.Driver, logkey.Err, err)
 			s.mu.Lock()
 			s.st.State = StateMissing
 			s.st.LastError = err.Error()

@@ -11,7 +11,10 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // TestBrokerBacklog: while the gateway is stopped, devices publish more messages than the
@@ -21,12 +24,12 @@ import (
 // back, but must not hold back the broker's PUBACKs for the function's own publishes.
 func TestBrokerBacklog(t *testing.T) {
 	broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-	apiPort := freePort(t)
+	apiPort := loopback.FreePort(t)
 	dir := t.TempDir()
 	lua := strings.Replace(counterLua, `  cloud.emit("seen", {device = dev, seq = seq})`,
 		`  cloud.emit("seen", {device = dev, seq = seq})
   mqtt.publish("echo/" .. dev, {seq = seq}, {qos = 1})`, 1)
-	cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": lua})
+	cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": lua})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start() // makes the gateway's session and subscription
 	gw.stop()
@@ -65,7 +68,7 @@ func TestBrokerBacklog(t *testing.T) {
 // PUBACKs of the function's own publishes, or it would wait for ever.
 func TestBrokerBurstQoS0(t *testing.T) {
 	broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-	apiPort := freePort(t)
+	apiPort := loopback.FreePort(t)
 	dir := t.TempDir()
 	const lua = `
 function handle(event)
@@ -74,7 +77,7 @@ function handle(event)
   mqtt.publish("echo/" .. p.device, {seq = p.seq}, {qos = 1})
 end
 `
-	cfg := writeGatewayFiles(t, dir, strings.Replace(counterConfig(broker.URL, freePort(t), apiPort), "@1", "@0", 1),
+	cfg := writeGatewayFiles(t, dir, strings.Replace(counterConfig(broker.URL, loopback.FreePort(t), apiPort), "@1", "@0", 1),
 		map[string]string{"counter.lua": lua})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()
@@ -124,12 +127,12 @@ end
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitFor(t, 30*time.Second, "the echoes", func() bool { return echoes.Load() >= int64(total) })
+	poll.Within(t, 30*time.Second, "the echoes", func() bool { return echoes.Load() >= int64(total) })
 	if n, dropped := ok(), gw.metric("moongate_events_dropped_total"); n != float64(total) || dropped != 0 {
 		t.Fatalf("%v of %d readings invoked, %v dropped", n, total, dropped)
 	}
 	gw.stop()
-	st := openStore(t, gw.storeDir())
+	st := storetest.Open(t, gw.storeDir())
 	for d := range devices {
 		if n := kvInt(t, st, "counter", fmt.Sprintf("count/burst-%d", d)); n != perDevice {
 			t.Errorf("burst-%d: %d readings counted, want %d", d, n, perDevice)

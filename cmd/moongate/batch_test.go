@@ -6,6 +6,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 const teleLua = `
@@ -43,7 +46,7 @@ func TestDurabilityBatch(t *testing.T) {
 	for _, mode := range []string{"sync", "batch"} {
 		t.Run(mode, func(t *testing.T) {
 			dir := t.TempDir()
-			apiPort, mqttPort := freePort(t), freePort(t)
+			apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 			cfg := writeGatewayFiles(t, dir, batchConfig(mode, mqttPort, apiPort), map[string]string{"tele.lua": teleLua})
 			gw := newGatewayProc(t, dir, cfg, apiPort)
 			gw.start()
@@ -61,7 +64,7 @@ func TestDurabilityBatch(t *testing.T) {
 				}
 			}
 			// Every commit has been written once its record is pending in the outbox.
-			waitFor(t, 30*time.Second, "the QoS 0 commits", func() bool { return gw.metric("moongate_outbox_pending_records") == n })
+			poll.Within(t, 30*time.Second, "the QoS 0 commits", func() bool { return gw.metric("moongate_outbox_pending_records") == n })
 			syncs := gw.metric("moongate_store_syncs_total") - base
 			switch {
 			case mode == "sync" && syncs < n:

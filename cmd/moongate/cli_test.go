@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // cli runs one client command of Main against api and returns its exit code and output.
@@ -44,8 +46,8 @@ func outboxPending(t *testing.T, api string) float64 {
 // `moongate invoke --dry-run` prints what the function would do and the gateway does none
 // of it; without --dry-run the same list is printed as what it did.
 func TestCLIInvokeDryRun(t *testing.T) {
-	apiPort := freePort(t)
-	dir, cfg := writeQuickstart(t, "embedded", freePort(t), apiPort)
+	apiPort := loopback.FreePort(t)
+	dir, cfg := writeQuickstart(t, "embedded", loopback.FreePort(t), apiPort)
 	c := startGateway(t, dir, cfg, apiPort)
 	hot := `{"topic":"sensors/a/temp","payload":{"temp":31}}`
 
@@ -75,8 +77,8 @@ func TestCLIInvokeDryRun(t *testing.T) {
 // --trigger none deploys it for invoke only; a redeploy without --trigger keeps the
 // function's triggers.
 func TestCLIDeployTriggers(t *testing.T) {
-	apiPort := freePort(t)
-	dir, cfg := writeQuickstart(t, "embedded", freePort(t), apiPort)
+	apiPort := loopback.FreePort(t)
+	dir, cfg := writeQuickstart(t, "embedded", loopback.FreePort(t), apiPort)
 	c := startGateway(t, dir, cfg, apiPort)
 	src := filepath.Join(dir, "functions", "temp_alert.lua")
 
@@ -119,10 +121,10 @@ func TestRunWithoutConfigNamesDataDir(t *testing.T) {
 // they build, and delete with and without purge.
 func TestCLINamesAndDelete(t *testing.T) {
 	dir := t.TempDir()
-	apiPort := freePort(t)
+	apiPort := loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: cli, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
 mqtt: {broker: embedded, embedded: {listen: 127.0.0.1:%d}}
-`, apiPort, freePort(t)), nil)
+`, apiPort, loopback.FreePort(t)), nil)
 	gw := startGateway(t, dir, cfg, apiPort)
 	defer gw.stop(t)
 	fn := filepath.Join(dir, "counter.lua")

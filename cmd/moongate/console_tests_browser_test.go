@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/console/consoletest"
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The console's Tests panel in a real Chromium against the real binary: tests pasted in
@@ -17,7 +19,7 @@ import (
 // and fail lines, the diffs), a deploy with failing tests is refused and the running
 // version stays, and a deploy of a version that passes goes live marked tested.
 func TestConsoleTestsPanelInBrowser(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	b := consoletest.New(t, consoletest.Options{Timeout: 15 * time.Second})
 	g := startGateway(t, dir, cfg, apiPort)
@@ -39,7 +41,7 @@ func TestConsoleTestsPanelInBrowser(t *testing.T) {
 	b.Open(g.api + "/")
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
 	dev := mqttClient(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort), "panel-device")
-	waitFor(t, 20*time.Second, "the device's reading in the live table", func() bool {
+	poll.Within(t, 20*time.Second, "the device's reading in the live table", func() bool {
 		if tok := dev.Publish("sensors/kitchen/temp", 1, false, `{"temp": 20}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish: %v", tok.Error())
 		}

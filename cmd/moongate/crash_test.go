@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // counterLua is how a user makes at-least-once delivery exactly-once: the function keeps the
@@ -70,7 +73,7 @@ const (
 func TestCrashKill9(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		rng := testRand(t)
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		dir := t.TempDir()
 		cfg := writeGatewayFiles(t, dir, counterConfig("embedded", mqttPort, apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
@@ -83,7 +86,7 @@ func TestCrashKill9(t *testing.T) {
 
 		total := crashDevices * crashPerDev
 		for _, at := range killPoints(rng, total, crashKills) {
-			waitFor(t, 20*time.Second, fmt.Sprintf("%d messages acknowledged", at), func() bool { return totalAcked(devs) >= at })
+			poll.Within(t, 20*time.Second, fmt.Sprintf("%d messages acknowledged", at), func() bool { return totalAcked(devs) >= at })
 			time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 			gw.kill9()
 			// Every acknowledgement a device has seen was sent by the dead process, after
@@ -109,9 +112,9 @@ func TestCrashKill9(t *testing.T) {
 	t.Run("mosquitto", func(t *testing.T) {
 		rng := testRand(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
+		apiPort := loopback.FreePort(t)
 		dir := t.TempDir()
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start() // its persistent session exists before the devices publish
 
@@ -140,9 +143,9 @@ func TestCrashKill9(t *testing.T) {
 	t.Run("mosquitto-restart", func(t *testing.T) {
 		rng := testRand(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Persistence: true, Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
+		apiPort := loopback.FreePort(t)
 		dir := t.TempDir()
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
 
@@ -162,7 +165,7 @@ func TestCrashKill9(t *testing.T) {
 			broker.Start()
 			// The next restart must find the gateway connected again, working through
 			// what the broker queued for it meanwhile.
-			waitFor(t, 20*time.Second, "the gateway to receive again", func() bool {
+			poll.Within(t, 20*time.Second, "the gateway to receive again", func() bool {
 				return gw.metric("moongate_events_total") > received
 			})
 			// Everything the gateway received and had not run when the broker stopped
@@ -246,7 +249,7 @@ func waitCommitted(t *testing.T, gw *gatewayProc, devs []*device) {
 	for _, d := range devs {
 		want += d.n
 	}
-	waitFor(t, 30*time.Second, "the gateway to commit every message", func() bool {
+	poll.Within(t, 30*time.Second, "the gateway to commit every message", func() bool {
 		return int(gw.metric("moongate_outbox_pending_records")) >= want
 	})
 }
@@ -254,7 +257,7 @@ func waitCommitted(t *testing.T, gw *gatewayProc, devs []*device) {
 // finalCheck reads the store of the stopped gateway: every message committed exactly once.
 func finalCheck(t *testing.T, gw *gatewayProc, devs []*device, dupBound int) {
 	t.Helper()
-	st := openStore(t, gw.storeDir())
+	st := storetest.Open(t, gw.storeDir())
 	defer st.Close()
 	want := map[string]int{}
 	for _, d := range devs {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // runBinary runs the gateway binary with args in dir until it exits, and returns its
@@ -41,8 +43,8 @@ func TestDamagedStoreRefused(t *testing.T) {
 		t.Skip("runs the gateway binary")
 	}
 	base := t.TempDir()
-	apiPort := freePort(t)
-	cfg := writeGatewayFiles(t, base, counterConfig("embedded", freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+	apiPort := loopback.FreePort(t)
+	cfg := writeGatewayFiles(t, base, counterConfig("embedded", loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 	gw := newGatewayProc(t, base, cfg, apiPort)
 	gw.start()
 	gw.stop()
@@ -114,7 +116,7 @@ func TestDamagedWALReported(t *testing.T) {
 		t.Skip("runs the gateway binary")
 	}
 	dir := t.TempDir()
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, counterConfig("embedded", mqttPort, apiPort), map[string]string{"counter.lua": counterLua})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()

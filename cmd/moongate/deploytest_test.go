@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // apiJSON sends body (JSON) to the gateway and decodes its answer into a map.
@@ -40,7 +42,7 @@ func apiJSON(t *testing.T, method, url string, body any) (int, map[string]any) {
 // tests, and a deploy without tests is marked tested: false. POST .../test runs them
 // without deploying.
 func TestDeployWithTests(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	g := startGateway(t, dir, cfg, apiPort)
 	defer g.stop(t)

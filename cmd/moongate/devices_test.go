@@ -15,6 +15,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // passwd runs `moongate passwd FILE USER` with the password on standard input, as a
@@ -68,7 +71,7 @@ func TestDeviceCredentialsAndACL(t *testing.T) {
 	if b, _ := os.ReadFile(pw); bytes.Contains(b, []byte("one-secret")) {
 		t.Fatal("the password file holds the password")
 	}
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: lan, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
 mqtt:
   embedded: {listen: 127.0.0.1:%d, password_file: passwd, acl_file: acl}
@@ -104,7 +107,7 @@ functions:
 	if code := sub.(*paho.SubscribeToken).Result()["sensors/#"]; code != 0x80 {
 		t.Fatalf("dev-1 subscribed to sensors/#: %#x", code)
 	}
-	waitFor(t, 10*time.Second, "dev-1's own reading counted", func() bool {
+	poll.Within(t, 10*time.Second, "dev-1's own reading counted", func() bool {
 		return gw.metric("moongate_invocations_total") == 1
 	})
 	if n := gw.metric("moongate_broker_refused_total"); n < 4 { // 2 bad logins, 1 publish, 1 subscribe
@@ -116,7 +119,7 @@ functions:
 		t.Fatal(err)
 	}
 	var dev2 paho.Client
-	waitFor(t, 10*time.Second, "dev-2 let in after the reload", func() bool {
+	poll.Within(t, 10*time.Second, "dev-2 let in after the reload", func() bool {
 		dev2, err = connectDevice(broker, "dev-2", "two-secret")
 		return err == nil
 	})
@@ -127,7 +130,7 @@ functions:
 	if tok := dev2.Publish("sensors/dev-2/temp", 1, false, "22"); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("dev-2 publish: %v", tok.Error())
 	}
-	waitFor(t, 10*time.Second, "dev-2's reading counted", func() bool {
+	poll.Within(t, 10*time.Second, "dev-2's reading counted", func() bool {
 		return gw.metric("moongate_invocations_total") == 2
 	})
 	if out := gw.c.out.String(); strings.Contains(out, "one-secret") || strings.Contains(out, "two-secret") {
@@ -140,7 +143,7 @@ functions:
 func TestBrokerPasswordRedacted(t *testing.T) {
 	const secret = "Hunter2Secret"
 	dir := t.TempDir()
-	apiPort, deadPort := freePort(t), freePort(t) // nothing listens on deadPort
+	apiPort, deadPort := loopback.FreePort(t), loopback.FreePort(t) // nothing listens on deadPort
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway: {id: redact, data_dir: ./data, console: {listen: 127.0.0.1:%d}}
 mqtt: {broker: "tcp://gw:%s@127.0.0.1:%d"}
 sync:
@@ -149,7 +152,7 @@ sync:
 `, apiPort, secret, deadPort, secret, deadPort), nil)
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()
-	waitFor(t, 10*time.Second, "a failed connection attempt in the log", func() bool {
+	poll.Within(t, 10*time.Second, "a failed connection attempt in the log", func() bool {
 		return strings.Contains(gw.c.out.String(), "will retry")
 	})
 	for _, path := range []string{"/api/v1/status", "/api/v1/sync"} {

@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // TestDiskFull: the gateway's data dir is on a small tmpfs, and another program fills it to
@@ -26,7 +29,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	t.Run("embedded", func(t *testing.T) {
 		dir := mountTmpfs(t)
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		cfg := writeGatewayFiles(t, dir, counterConfig("embedded", mqttPort, apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
@@ -44,8 +47,8 @@ func TestDiskFull(t *testing.T) {
 	t.Run("mosquitto", func(t *testing.T) {
 		dir := mountTmpfs(t)
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{Config: mosquittoQueueConfig})
-		apiPort := freePort(t)
-		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, freePort(t), apiPort), map[string]string{"counter.lua": counterLua})
+		apiPort := loopback.FreePort(t)
+		cfg := writeGatewayFiles(t, dir, counterConfig(broker.URL, loopback.FreePort(t), apiPort), map[string]string{"counter.lua": counterLua})
 		gw := newGatewayProc(t, dir, cfg, apiPort)
 		gw.start()
 		devs := newDevices("d", broker.URL, 4, 1000, 4)
@@ -82,7 +85,7 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 	defer cancel()
 	errc := runDevices(ctx, devs)
 	total := len(devs) * devs[0].n
-	waitFor(t, 20*time.Second, "the first messages", func() bool { return gw.metric("moongate_outbox_pending_records") >= 400 })
+	poll.Within(t, 20*time.Second, "the first messages", func() bool { return gw.metric("moongate_outbox_pending_records") >= 400 })
 
 	filler := filepath.Join(gw.dir, "filler")
 	fill(t, filler)
@@ -138,7 +141,7 @@ func diskFull(t *testing.T, gw *gatewayProc, devs []*device, devicesAckedByGatew
 	// Nothing committed while the disk was full: the records after the first `committed`
 	// were committed once space returned, and those among them whose commit was tried
 	// while the disk was full keep the time of that first attempt, not of the last.
-	st := openStore(t, gw.storeDir())
+	st := storetest.Open(t, gw.storeDir())
 	defer st.Close()
 	recs, err := st.Read("seen", 0, 0, 0)
 	if err != nil {

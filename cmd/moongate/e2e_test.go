@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
 )
 
@@ -53,16 +53,6 @@ func gatewayBinary(t *testing.T) string {
 	return buildOnce.path
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // child is a moongate process under test.
 type child struct {
 	cmd    *exec.Cmd
@@ -91,6 +81,15 @@ func (s *syncBuffer) String() string {
 // startGateway runs `moongate run -c cfg` and waits until its API answers.
 func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 	t.Helper()
+	c := launchGateway(t, dir, cfg, apiPort, nil)
+	c.waitAPI(t)
+	return c
+}
+
+// launchGateway starts `moongate run -c cfg` with env added to the test's, and returns
+// at once; the process is killed when the test ends if it still runs.
+func launchGateway(t *testing.T, dir, cfg string, apiPort int, env []string) *child {
+	t.Helper()
 	bin := gatewayBinary(t)
 	args := []string{"run", "-c", cfg}
 	name := bin
@@ -101,6 +100,9 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 	c.cmd = exec.Command(name, args...)
 	c.cmd.Dir = dir
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
+	if env != nil {
+		c.cmd.Env = append(os.Environ(), env...)
+	}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +116,19 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 			t.Logf("gateway output:\n%s", c.out.String())
 		}
 	})
+	return c
+}
+
+// waitAPI waits until the gateway's API answers.
+func (c *child) waitAPI(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second) // qemu is slow to start
 	for {
 		resp, err := http.Get(c.api + "/api/v1/status")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return c
+				return
 			}
 		}
 		select {
@@ -199,7 +207,7 @@ func mqttClient(t *testing.T, broker, id string) paho.Client {
 // a real Mosquitto.
 func TestE2E(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
-		mqttPort, apiPort := freePort(t), freePort(t)
+		mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 		dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 		g := startGateway(t, dir, cfg, apiPort)
 		checkAlerts(t, fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort))
@@ -207,8 +215,8 @@ func TestE2E(t *testing.T) {
 	})
 	t.Run("mosquitto", func(t *testing.T) {
 		broker := mosquittotest.StartMosquitto(t, mosquittotest.MosquittoOptions{})
-		apiPort := freePort(t)
-		dir, cfg := writeQuickstart(t, broker.URL, freePort(t), apiPort)
+		apiPort := loopback.FreePort(t)
+		dir, cfg := writeQuickstart(t, broker.URL, loopback.FreePort(t), apiPort)
 		g := startGateway(t, dir, cfg, apiPort)
 		checkAlerts(t, broker.URL)
 		g.stop(t)

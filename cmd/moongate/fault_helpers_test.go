@@ -20,6 +20,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // The fault tests (crash_test.go, diskfull_test.go, sink_e2e_test.go) share these: a gateway
@@ -124,16 +125,7 @@ func openStoreCopy(t *testing.T, dir string) *store.Store {
 	if out, err := exec.Command("cp", "-a", "--sparse=always", dir, cp).CombinedOutput(); err != nil {
 		t.Fatalf("copy the store: %v: %s", err, out)
 	}
-	return openStore(t, cp)
-}
-
-func openStore(t *testing.T, dir string) *store.Store {
-	t.Helper()
-	st, err := store.Open(store.Options{Dir: dir, MinFreeBytes: -1})
-	if err != nil {
-		t.Fatalf("open the gateway's store: %v", err)
-	}
-	return st
+	return storetest.Open(t, cp)
 }
 
 // kvInt reads a KV value that is a JSON integer; 0 when the key is missing.
@@ -280,18 +272,6 @@ func totalAcked(ds []*device) int {
 		n += int(d.acked.Load())
 	}
 	return n
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // testRand is seeded from MOONGATE_FAULT_SEED when set, so a failing run can be replayed.

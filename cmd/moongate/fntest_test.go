@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 func moongate(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -136,10 +138,10 @@ func TestMoongateTestWatch(t *testing.T) {
 	var out syncBuffer // e2e_test.go
 	done := make(chan int)
 	go func() { done <- Main(ctx, []string{"test", "--watch", dir}, &out, &out) }()
-	waitFor(t, 10*time.Second, "the first run", func() bool { return strings.Contains(out.String(), "1 passed, 0 failed") })
+	poll.Within(t, 10*time.Second, "the first run", func() bool { return strings.Contains(out.String(), "1 passed, 0 failed") })
 	// The function changes: the run that follows fails.
 	os.WriteFile(filepath.Join(dir, "w.lua"), []byte(`function handle(e) return {n = 2} end`), 0o644)
-	waitFor(t, 10*time.Second, "a run after the change", func() bool { return strings.Contains(out.String(), "result.n: want 1, got 2") })
+	poll.Within(t, 10*time.Second, "a run after the change", func() bool { return strings.Contains(out.String(), "result.n: want 1, got 2") })
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Fatalf("--watch ended with %d:\n%s", code, out.String())

@@ -9,12 +9,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // `moongate logs -f NAME` prints the function's log lines as they are made, with level,
 // version and Lua position, and its invocations with durations people read.
 func TestLogsFollowPrintsFunctionLogLines(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	g := startGateway(t, dir, cfg, apiPort)
 	defer g.stop(t)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // TestMemoryPressureRefusesState: devices flood the embedded broker with retained
@@ -15,7 +17,7 @@ import (
 // heap stays under the limit (instead of the collector spinning past it), and the
 // gateway still answers on MQTT and the API.
 func TestMemoryPressureRefusesState(t *testing.T) {
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway:
   id: mem

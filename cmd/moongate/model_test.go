@@ -20,6 +20,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 var (
@@ -109,7 +111,7 @@ type modelWorld struct {
 }
 
 func newModelWorld(t *testing.T, rng *rand.Rand) *modelWorld {
-	w := &modelWorld{t: t, rng: rng, dir: t.TempDir(), apiPort: freePort(t), mqttPort: freePort(t),
+	w := &modelWorld{t: t, rng: rng, dir: t.TempDir(), apiPort: loopback.FreePort(t), mqttPort: loopback.FreePort(t),
 		fns: map[string]*modelFn{}, config: map[string]string{}, applied: map[string]string{}, counts: map[string]int{}}
 	for _, n := range allNames {
 		w.fns[n] = &modelFn{}

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // TestBadNeighbourBounds: beside a well-behaved device, one client makes persistent
@@ -17,7 +20,7 @@ import (
 // commits dead-lettered), while the good device's QoS 1 readings are all acknowledged and
 // counted and the API answers; the heap ends under the memory limit.
 func TestBadNeighbourBounds(t *testing.T) {
-	apiPort, mqttPort := freePort(t), freePort(t)
+	apiPort, mqttPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
 	cfg := writeGatewayFiles(t, dir, fmt.Sprintf(`gateway:
   id: neighbour
@@ -70,7 +73,7 @@ end`,
 			resp.Body.Close()
 		}
 	}
-	waitFor(t, 20*time.Second, "the good function's count", func() bool {
+	poll.Within(t, 20*time.Second, "the good function's count", func() bool {
 		return gw.metric(`moongate_invocations_total{function="good",result="ok"}`) == float64(readings)
 	})
 	if n := gw.metric("moongate_broker_sessions"); n > 64 {
@@ -82,7 +85,7 @@ end`,
 	if n := gw.metric("moongate_loop_publishes_refused_total"); n == 0 {
 		t.Error("the loop was never refused")
 	}
-	waitFor(t, 20*time.Second, "the runaway's commits dead-lettered at its quota", func() bool {
+	poll.Within(t, 20*time.Second, "the runaway's commits dead-lettered at its quota", func() bool {
 		return gw.metric(`moongate_dead_letters_total{function="runaway"}`) > 0
 	})
 	if n := gw.metric(`moongate_kv_keys{function="runaway"}`); n > 200 {

@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/internal/powercut"
 	"github.com/moongate/moongate/sync/store"
 )
@@ -80,7 +82,7 @@ func powerLoss(t *testing.T, seed uint64, broker string) {
 	})
 
 	rc := newCloud(t)
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	deviceBroker := fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort)
 	if broker == "" {
 		broker = "embedded"
@@ -116,11 +118,11 @@ func powerLoss(t *testing.T, seed uint64, broker string) {
 		where := fmt.Sprintf("power cut %d of %d (seed %d)", cut+1, cuts, seed)
 		// Halfway, the receiver may go down or come back while the gateway runs.
 		mid := (prev + at) / 2
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d messages acknowledged", mid), func() bool { return totalAcked(devs) >= mid })
+		poll.Within(t, 30*time.Second, fmt.Sprintf("%d messages acknowledged", mid), func() bool { return totalAcked(devs) >= mid })
 		if rng.IntN(2) == 0 {
 			rc.setUp(!rc.isUp())
 		}
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d messages acknowledged", at), func() bool { return totalAcked(devs) >= at })
+		poll.Within(t, 30*time.Second, fmt.Sprintf("%d messages acknowledged", at), func() bool { return totalAcked(devs) >= at })
 		prev = at
 		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
 		gw.kill9()
@@ -165,7 +167,7 @@ func powerLoss(t *testing.T, seed uint64, broker string) {
 	for _, d := range devs {
 		want[d.id] = d.n
 	}
-	waitFor(t, 60*time.Second, "the receiver to get every record", func() bool { return rc.complete(want) })
+	poll.Within(t, 60*time.Second, "the receiver to get every record", func() bool { return rc.complete(want) })
 	gw.stop()
 	st := openStoreCopy(t, gw.storeDir()) // not on the mount, as above
 	dups := checkPowerState(t, st, devs, want, rc, nil)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/gateway/fntest"
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // Record and replay against the real binary and its embedded broker: `moongate record`
@@ -22,7 +24,7 @@ import (
 // `moongate test --snapshot` turns them into a test file that passes today and fails
 // when the function's behaviour changes.
 func TestRecordReplaySnapshot(t *testing.T) {
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir, cfg := writeQuickstart(t, "embedded", mqttPort, apiPort)
 	g := startGateway(t, dir, cfg, apiPort)
 	defer g.stop(t)
@@ -41,14 +43,14 @@ func TestRecordReplaySnapshot(t *testing.T) {
 	rec.Go(func() { code = Main(ctx, []string{"record", "--api", g.api, "-f", "temp-alert"}, out, errOut) })
 	defer func() { cancel(); rec.Wait() }()
 	// The recorder is on the stream once a warm-up event shows in the recording.
-	waitFor(t, 20*time.Second, "the recorder to record a warm-up event", func() bool {
+	poll.Within(t, 20*time.Second, "the recorder to record a warm-up event", func() bool {
 		publish("sensors/warm/temp", `{"temp": 10}`)
 		return strings.Contains(out.String(), "sensors/warm/temp")
 	})
 	publish("sensors/kitchen/temp", `{"temp": 31.5}`)
 	publish("sensors/hall/temp", `21.0`)
 	publish("sensors/kitchen/temp", `{"humidity": 40}`)
-	waitFor(t, 20*time.Second, "three recorded events", func() bool {
+	poll.Within(t, 20*time.Second, "three recorded events", func() bool {
 		return strings.Count(out.String(), "sensors/kitchen/temp") == 2 && strings.Contains(out.String(), "sensors/hall/temp")
 	})
 	cancel()

@@ -17,6 +17,7 @@ import (
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/gateway/fntest"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 const defaultConfig = "moongate.yaml"
@@ -56,7 +57,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := level.UnmarshalText([]byte(cfg.Gateway.LogLevel)); err != nil {
 		return usagef("gateway.log_level: %v", err)
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	hopts := &slog.HandlerOptions{Level: level}
+	if f, ok := stderr.(*os.File); ok && underJournal(f) {
+		hopts.ReplaceAttr = dropTime // the journal stamps each line itself
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, hopts))
 	if cfg.File == "" {
 		// The data dir is then created where moongate runs: say where that is.
 		dataDir, err := filepath.Abs(cfg.Gateway.DataDir)
@@ -72,6 +77,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Tests: fntest.OnGateway})
 	stopReloads := reloadOnHangup(g, logger)
 	defer stopReloads()
+	serviceCtx, stopService := context.WithCancel(ctx)
+	stopSupervising := superviseService(serviceCtx, g, systemdNotifier(), logger)
+	defer func() { stopService(); stopSupervising() }() // Run may end before ctx does
 	if err := g.Run(ctx); err != nil {
 		var list config.ErrorList
 		if errors.As(err, &list) {
@@ -80,6 +88,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	return nil
+}
+
+func dropTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey {
+		return slog.Attr{}
+	}
+	return a
 }
 
 // reloadOnHangup reloads what the gateway can reload (the device password and ACL files)
@@ -96,7 +111,7 @@ func reloadOnHangup(g *gateway.Gateway, logger *slog.Logger) (stop func()) {
 				return
 			case <-hup:
 				if err := g.Reload(); err != nil {
-					logger.Error("reload on SIGHUP failed; the previous settings stay", "err", err)
+					logger.Error("reload on SIGHUP failed; the previous settings stay", logkey.Err, err)
 				}
 			}
 		}

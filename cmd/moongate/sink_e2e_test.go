@@ -15,6 +15,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // emitterLua turns one message {"m": M, "n": N} into N records over four streams, each
@@ -47,7 +50,7 @@ func TestSinkKill9(t *testing.T) {
 	rc := newReceiver(t)
 	rc.hold = make(chan struct{}) // the receiver takes the first batches and answers none yet
 
-	mqttPort, apiPort := freePort(t), freePort(t)
+	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
 	config := fmt.Sprintf(`gateway:
   id: sinktest
@@ -75,7 +78,7 @@ sync:
 	// A backlog of 20k records.
 	const backlog = 200 * sinkPerMessage
 	produce(t, broker, 0, 200)
-	waitFor(t, 20*time.Second, "the backlog committed", func() bool { return gw.metric("moongate_outbox_pending_records") >= backlog })
+	poll.Within(t, 20*time.Second, "the backlog committed", func() bool { return gw.metric("moongate_outbox_pending_records") >= backlog })
 
 	// Drain; halfway the receiver stops answering and the gateway is killed.
 	rc.delay = 40 * time.Millisecond // a few hundred ms of drain, so cursors get written
@@ -96,11 +99,11 @@ sync:
 	received := rc.distinctCount()
 	produce(t, broker, 200, 50)
 	const total = backlog + 50*sinkPerMessage
-	waitFor(t, 10*time.Second, "the sink to notice the outage", func() bool { return syncStatus(t, gw).Sinks[0].State == "offline" })
+	poll.Within(t, 10*time.Second, "the sink to notice the outage", func() bool { return syncStatus(t, gw).Sinks[0].State == "offline" })
 	time.Sleep(time.Second)
 	rc.start()
 	t.Logf("receiver down for %v with %d records received", time.Since(downAt).Round(time.Millisecond), received)
-	waitFor(t, 30*time.Second, "every record delivered", func() bool {
+	poll.Within(t, 30*time.Second, "every record delivered", func() bool {
 		return rc.distinctCount() >= total && syncStatus(t, gw).Sinks[0].Pending == 0
 	})
 	gw.stop()

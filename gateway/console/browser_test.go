@@ -17,6 +17,7 @@ import (
 
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/gateway/console/consoletest"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 const testToken = "t0k3n-Abc_123"
@@ -241,7 +242,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.Click(id("token-save"))
 	b.WaitText(id("gateway-id"), "pi-kitchen")
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	waitFor(t, "browser on the live stream", func() bool { return hub.Stats().Clients == 1 })
+	poll.Eventually(t, "browser on the live stream", func() bool { return hub.Stats().Clients == 1 })
 
 	// A live event reaches the table.
 	start := time.Now()
@@ -439,7 +440,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.Viewport(390, 844, true)
 	b.Open(srv.URL + "/#/live")
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	waitFor(t, "phone on the live stream", func() bool { return hub.Stats().Clients == 1 })
+	poll.Eventually(t, "phone on the live stream", func() bool { return hub.Stats().Clients == 1 })
 	feed(hub)
 	b.WaitVisible(`[data-testid="live-row"][data-type="sensor"]`)
 	b.Screenshot("phone-live")
@@ -479,7 +480,7 @@ func TestConsoleShowsSkippedMarker(t *testing.T) {
 	b := consoletest.New(t, consoletest.Options{})
 	b.Open(srv.URL)
 	b.WaitVisible(`[data-testid="live-state"][data-state="open"]`)
-	waitFor(t, "browser on the live stream", func() bool { return hub.Stats().Clients == 1 })
+	poll.Eventually(t, "browser on the live stream", func() bool { return hub.Stats().Clients == 1 })
 
 	// With a one-message buffer, a burst outruns the socket at once.
 	payload := []byte(`"` + strings.Repeat("z", 8000) + `"`)
@@ -494,7 +495,7 @@ func TestConsoleShowsSkippedMarker(t *testing.T) {
 	// Every dropped message is reported: the markers add up to the hub's count once
 	// the browser has caught up (even the last messages may have been dropped).
 	var sum string
-	waitFor(t, "markers to add up", func() bool {
+	poll.Eventually(t, "markers to add up", func() bool {
 		sum = b.Eval(`String([...document.querySelectorAll('[data-testid="live-skipped"]')].reduce((n, e) => n + Number(e.dataset.count), 0))`)
 		return sum == fmt.Sprint(hub.Stats().Skipped)
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/internal/sameorigin"
 )
 
@@ -175,7 +176,7 @@ func (h *Hub) Publish(m Message) {
 		if data == nil {
 			var err error
 			if data, err = encode(m, h.opts.MaxPayload, func() time.Time { return time.UnixMilli(ts) }); err != nil {
-				h.log.Warn("drop live message", "err", err)
+				h.log.Warn("drop live message", logkey.Err, err)
 				return
 			}
 		}
@@ -254,7 +255,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has already answered the client.
-		h.log.Debug("live upgrade", "remote", r.RemoteAddr, "err", err)
+		h.log.Debug("live upgrade", "remote", r.RemoteAddr, logkey.Err, err)
 		return
 	}
 	c := newClient(conn, f, h.opts.ClientBuffer, h.opts.MaxRate)
@@ -273,7 +274,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.read(h.opts.PongWait)
 	}()
 	if err := c.write(h.opts.PingInterval, h.opts.WriteTimeout); err != nil && !isClosing(err) {
-		h.log.Debug("live client dropped", "remote", r.RemoteAddr, "err", err)
+		h.log.Debug("live client dropped", "remote", r.RemoteAddr, logkey.Err, err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/moongate/moongate/gateway/console"
 )
 

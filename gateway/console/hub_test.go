@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/moongate/moongate/gateway/console"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // topicMatch is a test stand-in for mqtt.Match, which this package may not import.
@@ -66,7 +68,7 @@ func (s *liveServer) dial(t testing.TB, query string, d *websocket.Dialer, h htt
 		t.Fatalf("dial %s: %v (%s)", query, err, body(resp))
 	}
 	t.Cleanup(func() { c.Close() })
-	waitFor(t, "client registered", func() bool { return s.hub.Stats().Clients > before })
+	poll.Eventually(t, "client registered", func() bool { return s.hub.Stats().Clients > before })
 	return c
 }
 
@@ -76,17 +78,6 @@ func body(resp *http.Response) string {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	return fmt.Sprintf("%d %s", resp.StatusCode, b)
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 type wireMsg struct {
@@ -270,7 +261,7 @@ func TestHubClientCap(t *testing.T) {
 	assertJSONError(t, resp)
 
 	first.Close()
-	waitFor(t, "slot freed", func() bool { return s.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "slot freed", func() bool { return s.hub.Stats().Clients == 1 })
 	s.dial(t, "", nil, nil)
 }
 
@@ -363,7 +354,7 @@ func TestHubPingKeepalive(t *testing.T) {
 
 	// A client that never reads never pongs, and is dropped after PongWait.
 	s.dial(t, "", nil, nil)
-	waitFor(t, "silent client dropped", func() bool { return s.hub.Stats().Clients == 1 })
+	poll.Eventually(t, "silent client dropped", func() bool { return s.hub.Stats().Clients == 1 })
 }
 
 func TestHubCloseLeavesNoGoroutines(t *testing.T) {
@@ -401,7 +392,7 @@ func TestHubCloseLeavesNoGoroutines(t *testing.T) {
 	reading.Close()
 	stalled.Close()
 	srv.Close()
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	poll.Eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 // Past MaxRate a second, a client's messages are skipped without being encoded for it, in

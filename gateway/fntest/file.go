@@ -26,18 +26,18 @@ type File struct {
 	// Name is the function's name (in logs, and in the config with -c). Default: the
 	// .lua file's base name.
 	Name string            `yaml:"name"`
-	Env  map[string]string `yaml:"env"`
+	Env  map[string]string `yaml:"env,omitempty"`
 	// Emit is the stream the returned values go to, as functions[].emit (with -c, the
 	// config entry's when this is empty).
-	Emit string `yaml:"emit"`
+	Emit string `yaml:"emit,omitempty"`
 	// Outputs are the pins (or their sensor names) gpio.write may drive, as the config's
 	// mode: out sensors (with -c, those are added).
-	Outputs []string `yaml:"outputs"`
+	Outputs []string `yaml:"outputs,omitempty"`
 	// Inputs are the levels gpio.read finds, by pin or sensor name.
-	Inputs map[string]int `yaml:"inputs"`
+	Inputs map[string]int `yaml:"inputs,omitempty"`
 	// Clock is the time of the first event. Default 2026-01-01T00:00:00Z.
 	Clock time.Time      `yaml:"clock"`
-	KV    map[string]any `yaml:"kv"` // the state before every case
+	KV    map[string]any `yaml:"kv,omitempty"` // the state before every case
 	Cases []Case         `yaml:"cases"`
 
 	path string // of this file
@@ -46,25 +46,25 @@ type File struct {
 // Case is a sequence of events, run in order, each against the KV the previous committed.
 type Case struct {
 	Name   string         `yaml:"name"`
-	KV     map[string]any `yaml:"kv"` // added to the file's kv for this case
+	KV     map[string]any `yaml:"kv,omitempty"` // added to the file's kv for this case
 	Events []Event        `yaml:"events"`
 	Expect Expect         `yaml:"expect"`
 }
 
 // Event is one event of a case: exactly one of MQTT, GPIO, Sensor, Timer.
 type Event struct {
-	MQTT   *MQTTEvent   `yaml:"mqtt"`
-	GPIO   *GPIOEvent   `yaml:"gpio"`
-	Sensor *SensorEvent `yaml:"sensor"`
-	Timer  string       `yaml:"timer"` // the trigger spec, e.g. every:30s
+	MQTT   *MQTTEvent   `yaml:"mqtt,omitempty"`
+	GPIO   *GPIOEvent   `yaml:"gpio,omitempty"`
+	Sensor *SensorEvent `yaml:"sensor,omitempty"`
+	Timer  string       `yaml:"timer,omitempty"` // the trigger spec, e.g. every:30s
 	// After is how far the clock moves before this event. Default 1s.
-	After time.Duration `yaml:"after"`
+	After time.Duration `yaml:"after,omitempty"`
 }
 
 type MQTTEvent struct {
 	Topic   string `yaml:"topic"`
-	Payload any    `yaml:"payload"` // a string is the payload's text; anything else, its JSON
-	QoS     byte   `yaml:"qos"`
+	Payload any    `yaml:"payload,omitempty"` // a string is the payload's text; anything else, its JSON
+	QoS     byte   `yaml:"qos,omitempty"`
 }
 
 type GPIOEvent struct {
@@ -82,24 +82,25 @@ type SensorEvent struct {
 // checked. Maps and objects match partially (the keys given); lists, strings and numbers
 // exactly.
 type Expect struct {
-	Publishes *[]Publish `yaml:"publishes"` // every publish, in order; [] for none
-	Emits     *[]Emit    `yaml:"emits"`     // every record emitted (cloud.emit, and emit: of the returned value)
+	Publishes *[]Publish `yaml:"publishes,omitempty"` // every publish, in order; [] for none
+	Emits     *[]Emit    `yaml:"emits,omitempty"`     // every record emitted (cloud.emit, and emit: of the returned value)
+	// GPIOWrites are every gpio.write, in order; [] for none.
+	GPIOWrites *[]PinWrite `yaml:"gpio_writes,omitempty"`
 	// KV is the state after the last event: each key given must hold the value; a key
 	// given as null must be absent.
-	KV     map[string]any `yaml:"kv"`
-	Result *Value         `yaml:"result"` // what the last event's handle returned; null for nil
-	// GPIOWrites are every gpio.write, in order; [] for none.
-	GPIOWrites *[]PinWrite `yaml:"gpio_writes"`
-	Logs       []string    `yaml:"logs"` // substrings of log lines, in order
+	KV     map[string]any `yaml:"kv,omitempty"`
+	Result *Value         `yaml:"result,omitempty"` // what the last event's handle returned; null for nil
+	Logs   []string       `yaml:"logs,omitempty"`   // substrings of log lines, in order
 	// Error is the error the last event must fail with; without it every event must
 	// succeed.
-	Error *ExpectError `yaml:"error"`
+	Error *ExpectError `yaml:"error,omitempty"`
 }
 
 // Value wraps an expected value so that null can be told from absent.
 type Value struct{ V any }
 
 func (v *Value) UnmarshalYAML(n *yaml.Node) error { return n.Decode(&v.V) }
+func (v Value) MarshalYAML() (any, error)         { return v.V, nil }
 
 type Publish struct {
 	Topic   string `yaml:"topic"`
@@ -119,9 +120,9 @@ type Emit struct {
 }
 
 type ExpectError struct {
-	Kind    string `yaml:"kind"`    // runtime, timeout, memory, depth, registry, pattern, result
-	Line    int    `yaml:"line"`    // the Lua line it failed at
-	Message string `yaml:"message"` // a substring of the message
+	Kind    string `yaml:"kind,omitempty"`    // runtime, timeout, memory, depth, registry, pattern, result
+	Line    int    `yaml:"line,omitempty"`    // the Lua line it failed at
+	Message string `yaml:"message,omitempty"` // a substring of the message
 }
 
 // Load reads and checks a test file: errors name the file, the line and the key.

@@ -85,7 +85,7 @@ func Snapshot(cfg *config.Config, fn config.Function, records []Record) ([]byte,
 	f.Outputs = (&Runner{Config: cfg}).outputs(&File{})
 	var r Runner
 	entry := overrides(f, &fn)
-	out := snapFile{Function: f.Function, Name: f.Name, Env: f.Env, Emit: f.Emit, Outputs: f.Outputs, Clock: f.Clock}
+	out := *f // what is written: f's settings and the cases
 	for i, rec := range records {
 		ev, ok, err := rec.Event.testEvent()
 		if err != nil {
@@ -99,7 +99,8 @@ func Snapshot(cfg *config.Config, fn config.Function, records []Record) ([]byte,
 		if kv == nil {
 			return nil, fmt.Errorf("event %d: %s", i+1, strings.Join(diffs, "; "))
 		}
-		out.Cases = append(out.Cases, snapCase{Name: c.Name, Events: []snapEvent{snapEventOf(ev)}, Expect: expectOf(got, kv, err)})
+		c.Expect = expectOf(got, kv, err)
+		out.Cases = append(out.Cases, c)
 	}
 	if len(out.Cases) == 0 {
 		return nil, errors.New("no recorded event can be a test event (API invocations without a topic)")
@@ -158,80 +159,19 @@ func describe(e Event) string {
 	return e.Timer
 }
 
-// The snapshot's YAML: the File's shape, with what is empty left out.
-type snapFile struct {
-	Function string            `yaml:"function"`
-	Name     string            `yaml:"name"`
-	Env      map[string]string `yaml:"env,omitempty"`
-	Emit     string            `yaml:"emit,omitempty"`
-	Outputs  []string          `yaml:"outputs,omitempty"`
-	Clock    time.Time         `yaml:"clock"`
-	Cases    []snapCase        `yaml:"cases"`
-}
-
-type snapCase struct {
-	Name   string      `yaml:"name"`
-	Events []snapEvent `yaml:"events"`
-	Expect snapExpect  `yaml:"expect"`
-}
-
-type snapEvent struct {
-	MQTT   *snapMQTT    `yaml:"mqtt,omitempty"`
-	GPIO   *GPIOEvent   `yaml:"gpio,omitempty"`
-	Sensor *SensorEvent `yaml:"sensor,omitempty"`
-	Timer  string       `yaml:"timer,omitempty"`
-}
-
-type snapMQTT struct {
-	Topic   string `yaml:"topic"`
-	Payload any    `yaml:"payload,omitempty"`
-	QoS     byte   `yaml:"qos,omitempty"`
-}
-
-func snapEventOf(e Event) snapEvent {
-	s := snapEvent{GPIO: e.GPIO, Sensor: e.Sensor, Timer: e.Timer}
-	if e.MQTT != nil {
-		s.MQTT = &snapMQTT{Topic: e.MQTT.Topic, Payload: e.MQTT.Payload, QoS: e.MQTT.QoS}
-	}
-	return s
-}
-
-type snapExpect struct {
-	Publishes  []snapPublish  `yaml:"publishes"` // [] for none: a new publish is a change
-	Emits      []snapEmit     `yaml:"emits"`
-	GPIOWrites []PinWrite     `yaml:"gpio_writes"`
-	KV         map[string]any `yaml:"kv,omitempty"`
-	Result     *any           `yaml:"result,omitempty"`
-	Error      *snapError     `yaml:"error,omitempty"`
-}
-
-type snapError struct {
-	Kind string `yaml:"kind,omitempty"`
-	Line int    `yaml:"line,omitempty"`
-}
-
-type snapPublish struct {
-	Topic   string `yaml:"topic"`
-	Payload any    `yaml:"payload"`
-	QoS     byte   `yaml:"qos"`
-	Retain  bool   `yaml:"retain"`
-}
-
-type snapEmit struct {
-	Stream string `yaml:"stream"`
-	Data   any    `yaml:"data"`
-}
-
-func expectOf(got observed, kv *memKV, err error) snapExpect {
-	e := snapExpect{Publishes: []snapPublish{}, Emits: []snapEmit{}, GPIOWrites: []PinWrite{}}
+// expectOf is what a case expects of what the function did: every list given, [] for
+// none, so that a new publish, emit or write shows as a change.
+func expectOf(got observed, kv *memKV, err error) Expect {
+	pubs, emits, writes := []Publish{}, []Emit{}, []PinWrite{}
+	e := Expect{Publishes: &pubs, Emits: &emits, GPIOWrites: &writes}
 	for _, p := range got.publishes {
-		e.Publishes = append(e.Publishes, snapPublish{Topic: p.Topic, Payload: tidy(decodePayload(p.Payload)), QoS: p.QoS, Retain: p.Retain})
+		pubs = append(pubs, Publish{Topic: p.Topic, Payload: &Value{tidy(decodePayload(p.Payload))}, QoS: &p.QoS, Retain: &p.Retain})
 	}
 	for _, m := range got.emits {
-		e.Emits = append(e.Emits, snapEmit{Stream: m.Stream, Data: tidy(decodePayload(m.Data))})
+		emits = append(emits, Emit{Stream: m.Stream, Data: &Value{tidy(decodePayload(m.Data))}})
 	}
 	for _, w := range got.writes {
-		e.GPIOWrites = append(e.GPIOWrites, PinWrite{Pin: w.Pin, Level: w.Level})
+		writes = append(writes, PinWrite{Pin: w.Pin, Level: w.Level})
 	}
 	keys := make([]string, 0, len(kv.values))
 	for k := range kv.values {
@@ -247,7 +187,7 @@ func expectOf(got observed, kv *memKV, err error) snapExpect {
 		}
 	}
 	if err != nil {
-		e.Error = &snapError{}
+		e.Error = &ExpectError{}
 		for name, kind := range errorKinds {
 			if errors.Is(err, kind) {
 				e.Error.Kind = name
@@ -259,10 +199,9 @@ func expectOf(got observed, kv *memKV, err error) snapExpect {
 		}
 		return e
 	}
-	var v any
+	e.Result = &Value{}
 	if got.result != nil {
-		v = tidy(decodePayload(got.result))
+		e.Result.V = tidy(decodePayload(got.result))
 	}
-	e.Result = &v
 	return e
 }

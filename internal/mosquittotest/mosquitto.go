@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/loopback"
 )
 
 // MosquittoOptions configure a test broker. The zero value is an anonymous broker on
@@ -81,7 +83,7 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 	})
 	// The port is free when picked but may be taken before Mosquitto binds it: try again.
 	for try := 0; ; try++ {
-		port := freePort(t)
+		port := loopback.FreePort(t)
 		m.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		m.URL = "tcp://" + m.Addr
 		if m.PKI != nil {
@@ -94,16 +96,6 @@ func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
 			t.Fatalf("start mosquitto: %v", err)
 		}
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func (m *Mosquitto) writeConfig(port int, opts MosquittoOptions) {

@@ -294,6 +294,9 @@ func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64,
 // Fsync makes the file's data and size durable (fsync and fdatasync alike: the size is
 // what fdatasync needs to read the data back); for a directory, its entries.
 func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if errno := n.pc.awaitResume(ctx); errno != 0 {
+		return errno
+	}
 	n.pc.mu.Lock()
 	defer n.pc.mu.Unlock()
 	if n.IsDir() {

@@ -31,12 +31,14 @@
 package powercut
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -64,6 +66,45 @@ type FS struct {
 	files  map[uint64]*fileUndo // by backing inode: files written since their last fsync
 	ops    []*nsOp              // directory changes not yet durable, oldest first
 	trashN int
+	// stalled, while not nil, holds every fsync until Resume closes it.
+	stalled chan struct{}
+}
+
+// Stall makes every fsync wait, from now until Resume: a storage device that stopped
+// answering (an SD card whose controller hangs). Writes still land in the page cache.
+func (f *FS) Stall() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stalled == nil {
+		f.stalled = make(chan struct{})
+	}
+}
+
+// Resume lets the fsyncs held by Stall go on.
+func (f *FS) Resume() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stalled != nil {
+		close(f.stalled)
+		f.stalled = nil
+	}
+}
+
+// awaitResume holds an fsync while the device is stalled; the kernel cancels ctx when
+// the process waiting for the fsync is killed.
+func (f *FS) awaitResume(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	stalled := f.stalled
+	f.mu.Unlock()
+	if stalled == nil {
+		return 0
+	}
+	select {
+	case <-stalled:
+		return 0
+	case <-ctx.Done():
+		return syscall.EINTR
+	}
 }
 
 // Mount serves backing at mnt. Both directories must exist; backing's parent gets a
@@ -137,6 +178,7 @@ func (f *FS) unmount() error {
 // Cut simulates a power cut: it unmounts (every process using the mount must be gone),
 // drops everything not made durable, and mounts again.
 func (f *FS) Cut() error {
+	f.Resume() // a held fsync would hold the unmount
 	if err := f.unmount(); err != nil {
 		return err
 	}
@@ -148,6 +190,7 @@ func (f *FS) Cut() error {
 
 // Close unmounts, as a clean shutdown: what was written stays.
 func (f *FS) Close() error {
+	f.Resume()
 	err := f.unmount()
 	f.mu.Lock()
 	defer f.mu.Unlock()

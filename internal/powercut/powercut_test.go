@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -376,5 +377,27 @@ func TestTornWrite(t *testing.T) {
 	if !bytes.Equal(got[:4096], old[:4096]) || k <= 0 || k%512 != 0 || k == 4096 ||
 		!bytes.Equal(page[:k], bytes.Repeat([]byte("n"), k)) || !bytes.Equal(page[k:], old[4096+k:]) {
 		t.Errorf("torn page: want a prefix of whole new sectors, some but not all; got new up to %d", k)
+	}
+}
+
+// A stalled device holds fsync until Resume, and only fsync: writes go on.
+func TestStallHoldsFsyncUntilResume(t *testing.T) {
+	f, mnt := mount(t, Options{})
+	fd := write(t, filepath.Join(mnt, "f"), []byte("data"), 0)
+	defer fd.Close()
+	f.Stall()
+	synced := make(chan error, 1)
+	go func() { synced <- fd.Sync() }()
+	if _, err := fd.WriteAt([]byte("more"), 4); err != nil {
+		t.Fatalf("write while stalled: %v", err)
+	}
+	select {
+	case err := <-synced:
+		t.Fatalf("fsync returned (%v) while the device is stalled", err)
+	case <-time.After(200 * time.Millisecond): // a held fsync cannot be observed otherwise
+	}
+	f.Resume()
+	if err := <-synced; err != nil {
+		t.Fatalf("fsync after Resume: %v", err)
 	}
 }

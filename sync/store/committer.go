@@ -1,10 +1,13 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // The committer: the one goroutine that writes. It takes every request waiting, stages
@@ -28,12 +31,14 @@ func (s *Store) run() {
 		case <-syncDue:
 			s.syncTimer = nil
 			if err := s.syncLazy(); err != nil {
-				s.log.Error("store: sync of lazy commits", "err", err)
+				s.log.Error("store: sync of lazy commits", logkey.Err, err)
 			}
 		case <-tick.C:
 			s.maintain()
 		case reply := <-s.maintainNow:
 			s.maintain()
+			close(reply)
+		case reply := <-s.pings:
 			close(reply)
 		case <-s.quit:
 			for {
@@ -44,11 +49,27 @@ func (s *Store) run() {
 				s.runGroup(jobs)
 			}
 			if err := s.syncLazy(); err != nil {
-				s.log.Error("store: sync of lazy commits", "err", err)
+				s.log.Error("store: sync of lazy commits", logkey.Err, err)
 			}
 			return
 		}
 	}
+}
+
+// Ping returns once the committer is between groups: it is not stuck in a write or a
+// sync (a storage device that stopped answering, a full disk's retry). A health check
+// (the systemd watchdog) calls it with a deadline.
+func (s *Store) Ping(ctx context.Context) error {
+	reply := make(chan struct{})
+	select {
+	case s.pings <- reply:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("store: the committer did not answer: %w", ctx.Err())
+	}
+	<-reply // the committer closes it at once
+	return nil
 }
 
 // collect adds the jobs already waiting to jobs: they form one group.
@@ -136,7 +157,7 @@ func (s *Store) checkSpace() error {
 	}
 	free, err := freeBytes(s.opts.Dir)
 	if err != nil {
-		s.log.Warn("store: statfs failed", "dir", s.opts.Dir, "err", err)
+		s.log.Warn("store: statfs failed", "dir", s.opts.Dir, logkey.Err, err)
 		return nil
 	}
 	if free < s.opts.MinFreeBytes {

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // Maintenance, on the committer goroutine: outbox TTL and trims, KV recounts, space
@@ -23,7 +25,7 @@ func (s *Store) maintain() {
 			j := &job{kind: jobMaintain, stream: name, done: make(chan struct{})}
 			s.runGroup([]*job{j})
 			if j.err != nil {
-				s.log.Warn("store: outbox maintenance", "stream", name, "err", j.err)
+				s.log.Warn("store: outbox maintenance", logkey.Stream, name, logkey.Err, j.err)
 				break
 			}
 			if j.n < deleteLimit {
@@ -48,7 +50,7 @@ func (s *Store) recountKV() {
 		return nil
 	})
 	if err != nil {
-		s.log.Warn("store: recount kv usage", "err", err)
+		s.log.Warn("store: recount kv usage", logkey.Err, err)
 	}
 }
 
@@ -86,7 +88,7 @@ func (s *Store) reclaim() {
 		err = s.db.Flatten(1)
 	}
 	if err != nil {
-		s.log.Warn("store: reclaim", "err", err)
+		s.log.Warn("store: reclaim", logkey.Err, err)
 		return
 	}
 	for name := range s.freed {
@@ -111,7 +113,7 @@ func (s *Store) gcValueLog() {
 	rewrote := 0
 	for rewrote < 4 {
 		if err := s.db.RunValueLogGC(0.5); err != nil {
-			s.log.Debug("store: value-log GC", "err", err)
+			s.log.Debug("store: value-log GC", logkey.Err, err)
 			break // badger.ErrNoRewrite: nothing worth rewriting
 		}
 		rewrote++
@@ -126,7 +128,7 @@ func (s *Store) gcValueLog() {
 			err = syncLogFiles(s.opts.Dir, ".mem", 0)
 		}
 		if err != nil {
-			s.log.Error("store: sync after value-log GC", "err", err)
+			s.log.Error("store: sync after value-log GC", logkey.Err, err)
 		}
 		s.log.Debug("store: value-log GC", "files", rewrote)
 	}

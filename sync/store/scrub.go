@@ -9,6 +9,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // DefaultScrub is the period of the background check of every table (Options.Scrub).
@@ -62,7 +64,7 @@ func (s *Store) scrub() {
 		s.mu.Unlock()
 		if !known {
 			s.log.Error("store: a table is damaged: reads take the keys of its bad blocks for missing until the gateway is stopped and the store restored",
-				"file", name, "err", err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
+				logkey.File, name, logkey.Err, err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
 		}
 	}
 }

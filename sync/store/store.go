@@ -24,6 +24,7 @@ import (
 	"github.com/oklog/ulid/v2"
 
 	"github.com/moongate/moongate/internal/atomicfile"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // OnFull says what the outbox does when a commit's records do not fit under
@@ -135,6 +136,8 @@ type Store struct {
 	done     chan struct{} // closed by the committer when it has stopped
 	// maintainNow asks the committer to run maintenance at once (tests).
 	maintainNow chan chan struct{}
+	// pings are answered by the committer between groups (Ping).
+	pings chan chan struct{}
 
 	// scrubStop is closed by Close; the scrub goroutine closes scrubDone when it stopped.
 	scrubStop, scrubDone chan struct{}
@@ -223,7 +226,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	for _, l := range losses {
 		opts.Logger.Error("store: a log was damaged: the open dropped what followed the damage",
-			"file", l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy, "tables_moved_aside", l.Tables,
+			logkey.File, l.File, "offset", l.Offset, "bytes_dropped", l.Bytes, "copy", l.Copy, "tables_moved_aside", l.Tables,
 			"what_to_do", "commits after the offset are lost; restore the data dir from a copy to get them back (DURABILITY.md, Recovery)")
 	}
 	s := &Store{
@@ -235,6 +238,7 @@ func Open(opts Options) (*Store, error) {
 		quit:        make(chan struct{}),
 		done:        make(chan struct{}),
 		maintainNow: make(chan chan struct{}),
+		pings:       make(chan chan struct{}),
 		heads:       make(map[string]streamHead),
 		cursors:     make(map[cursorID]uint64),
 		consumers:   make(map[string][]string),

@@ -211,3 +211,24 @@ func TestReadAfterClose(t *testing.T) {
 		t.Errorf("KVGet after Close: %v, want ErrClosed", err)
 	}
 }
+
+// Ping answers while the committer is free, and says so once the store is closed. (That
+// it does not answer while a sync hangs is shown end to end by cmd/moongate's
+// TestWatchdogStopsWhileTheStoreHangs, on a stalled device.)
+func TestPing(t *testing.T) {
+	s := openTest(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Commit(ctx, Commit{Namespace: "f", KV: []KVOp{{Kind: OpSet, Key: "k", Value: []byte("1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("ping an idle store: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ping a closed store: %v, want ErrClosed", err)
+	}
+}

@@ -2259,8 +2259,8 @@ func (ls *LState) SetMx(mx int) {
 
 // SetContext set a context ctx to this LState. The provided ctx must be non-nil.
 func (ls *LState) SetContext(ctx context.Context) {
-	ls.mainLoop = mainLoopWithContext
 	ls.ctx = ctx
+	ls.setMainLoop() // Moongate: keeps a hook's loop
 }
 
 // Context returns the LState's context. To change the context, use WithContext.
@@ -2271,8 +2271,8 @@ func (ls *LState) Context() context.Context {
 // RemoveContext removes the context associated with this LState and returns this context.
 func (ls *LState) RemoveContext() context.Context {
 	oldctx := ls.ctx
-	ls.mainLoop = mainLoop
 	ls.ctx = nil
+	ls.setMainLoop() // Moongate: keeps a hook's loop
 	return oldctx
 }
 

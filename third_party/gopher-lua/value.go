@@ -198,6 +198,7 @@ type LState struct {
 	mainLoop     func(*LState, *callFrame)
 	ctx          context.Context
 	ctxCancelFn  context.CancelFunc
+	hook         hookState // Moongate: see hook.go
 }
 
 func (ls *LState) String() string   { return fmt.Sprintf("thread: %p", ls) }

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
-	"github.com/moongate/moongate/gateway/config"
+	"github.com/moongate/moongate/internal/logkey"
+	"github.com/moongate/moongate/internal/throttle"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/mqtt"
 	"github.com/moongate/moongate/sync/store"
@@ -27,25 +29,57 @@ type task struct {
 	done    func(error)
 }
 
+// processor takes one event of one function to its end. It is shared by every function.
+type processor struct {
+	store committer
+	bus   mqttPublisher
+	pins  interface {
+		WritePin(pin string, level int) error
+	}
+	live    *live
+	metrics *metrics
+	logger  *slog.Logger
+	loopLog *throttle.Failures // logs a function's stopped loops once a minute
+	// backoff is the wait before the first retry of a failed durable event (Options.RetryBackoff).
+	backoff time.Duration
+	// lazyCommits: gateway.durability is batch, so a commit nobody waits for may wait for
+	// its sync.
+	lazyCommits bool
+	maxHops     int             // gateway.loops.max_hops
+	ctx         context.Context // cancelled when the gateway stops taking events
+	stopping    <-chan struct{} // closed then too
+}
+
+// committer is what processing needs of the store.
+type committer interface {
+	Commit(ctx context.Context, c store.Commit) error
+}
+
+// mqttPublisher is what processing (and the sinks' downlink) needs of the bus.
+type mqttPublisher interface {
+	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
 var errAbandoned = errors.New("event handed back unacknowledged: the gateway is stopping or the function was deleted")
 
 // process runs one task to its end: invoke, commit, then the effects that touch the world.
 // Tries count the function's failures only. A commit that fails (disk full, I/O error) is
 // not the function's fault: the same effects are committed again until the store takes
 // them, holding the event's key, so later events of that key never overtake it. It returns
-// errAbandoned if the gateway stopped before the task's effects were durable.
-func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
+// errAbandoned if the gateway stopped before the task's effects were durable. Each try
+// runs the function's current version (cur), so a redeploy takes over at the next try.
+func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t *task) error {
 	tries := 1
-	backoff := g.opts.RetryBackoff
+	backoff := p.backoff
 	for attempt := 1; ; attempt++ {
-		v := g.registry.current(fnName)
+		v := cur.Load()
 		if v == nil { // deleted meanwhile
 			return errAbandoned
 		}
 		if t.durable {
 			tries = 1 + v.retries
 		}
-		res, err := g.invoke(ctx, v, t.ev)
+		res, err := p.invoke(ctx, v, t.ev)
 		if ctx.Err() != nil { // deleted while it ran: no retry, no dead letter
 			return errAbandoned
 		}
@@ -58,10 +92,10 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 		if err == nil {
 			c := commitOf(v, res, time.Now())
 			// Only what nobody waits for may wait for its sync: a QoS 1 ack follows the commit.
-			c.Lazy = g.cfg.Gateway.Durability == config.DurabilityBatch && !t.durable
-			err = g.commitUntilStored(ctx, v, t.ev, c)
+			c.Lazy = p.lazyCommits && !t.durable
+			err = p.commitUntilStored(ctx, v, t.ev, c)
 			if err == nil {
-				g.afterCommit(v, t, res)
+				p.afterCommit(v, t, res)
 				return nil
 			}
 			var refused *commitRefused
@@ -72,11 +106,13 @@ func (g *Gateway) process(ctx context.Context, fnName string, t *task) error {
 			// dead-lettered with the reason, so that its topic is not held for ever.
 		}
 		if attempt >= tries {
-			return g.deadLetter(ctx, v, t.ev, err, attempt)
+			p.logger.Warn("invocation failed: the event goes to "+store.DeadStream, logkey.Function, v.name, logkey.Version, v.number,
+				logkey.Event, t.ev.ID, "tries", attempt, logkey.Err, err)
+			return p.deadLetter(ctx, v, t.ev, err, attempt)
 		}
-		g.logger.Warn("invocation failed, retrying", "function", fnName, "version", v.number,
-			"event", t.ev.ID, "attempt", attempt, "err", err)
-		if !g.sleep(ctx, backoff) {
+		p.logger.Warn("invocation failed, retrying", logkey.Function, v.name, logkey.Version, v.number,
+			logkey.Event, t.ev.ID, "attempt", attempt, logkey.Err, err)
+		if !p.sleep(ctx, backoff) {
 			return errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -94,31 +130,31 @@ func (e *commitRefused) Unwrap() error { return e.err }
 // a reason that passes (a full disk, an I/O error); a refusal for what c holds is returned
 // at once, as a *commitRefused.
 // It logs the first failure of a streak and the recovery, not every retry.
-func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c store.Commit) error {
+func (p *processor) commitUntilStored(ctx context.Context, v *version, ev *luafn.Event, c store.Commit) error {
 	if emptyCommit(c) {
 		return nil
 	}
-	backoff := g.opts.RetryBackoff
+	backoff := p.backoff
 	for failures := 0; ; failures++ {
-		err := g.store.Commit(ctx, c) // the same commit each try (commitOf)
+		err := p.store.Commit(ctx, c) // the same commit each try (commitOf)
 		if err == nil {
 			if failures > 0 {
-				g.logger.Info("commit succeeded again", "function", v.name, "event", ev.ID, "failed_tries", failures)
+				p.logger.Info("commit succeeded again", logkey.Function, v.name, logkey.Event, ev.ID, "failed_tries", failures)
 			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return errAbandoned
 		}
-		g.metrics.commitErrors.Inc()
+		p.metrics.commitErrors.Inc()
 		if errors.Is(err, store.ErrTooLarge) || errors.Is(err, store.ErrInvalid) || errors.Is(err, store.ErrQuota) {
 			return &commitRefused{err}
 		}
 		if failures == 0 {
-			g.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
-				"function", v.name, "event", ev.ID, "err", err)
+			p.logger.Error("commit failed; retrying until the store takes it (the event stays unacknowledged)",
+				logkey.Function, v.name, logkey.Event, ev.ID, logkey.Err, err)
 		}
-		if !g.sleep(ctx, backoff) {
+		if !p.sleep(ctx, backoff) {
 			return errAbandoned
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -126,9 +162,9 @@ func (g *Gateway) commitUntilStored(ctx context.Context, v *version, ev *luafn.E
 }
 
 // sleep waits d, or reports false at once when the gateway stops or ctx ends.
-func (g *Gateway) sleep(ctx context.Context, d time.Duration) bool {
+func (p *processor) sleep(ctx context.Context, d time.Duration) bool {
 	select {
-	case <-g.stopping:
+	case <-p.stopping:
 		return false
 	case <-ctx.Done():
 		return false
@@ -138,7 +174,7 @@ func (g *Gateway) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // invoke runs the function and reports the invocation to metrics and the live console.
-func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*luafn.Result, error) {
+func (p *processor) invoke(ctx context.Context, v *version, ev *luafn.Event) (*luafn.Result, error) {
 	start := time.Now()
 	res, err := v.fn.Invoke(ctx, ev)
 	d := time.Since(start)
@@ -146,10 +182,7 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 		d = res.Duration
 	}
 	v.stats.observe(d, err)
-	g.live.invocation(v, ev, res, d, err)
-	if err != nil {
-		g.logger.Warn("invocation failed", "function", v.name, "version", v.number, "event", ev.ID, "err", err)
-	}
+	p.live.invocation(v, ev, res, d, err)
 	return res, err
 }
 
@@ -157,31 +190,31 @@ func (g *Gateway) invoke(ctx context.Context, v *version, ev *luafn.Event) (*lua
 // A publish carries the chain of functions that led to it, this one last; past
 // gateway.loops.max_hops it is refused (a loop), and a function's publishes wait for its
 // share of gateway.loops.publish_rate.
-func (g *Gateway) afterCommit(v *version, t *task, res *luafn.Result) {
-	ctx := context.WithoutCancel(g.runCtx)
+func (p *processor) afterCommit(v *version, t *task, res *luafn.Result) {
+	ctx := context.WithoutCancel(p.ctx)
 	if len(res.Effects.Publishes) > 0 {
 		chain := append(slices.Clip(t.chain), v.name)
-		if len(chain) > g.cfg.Gateway.Loops.MaxHops {
-			g.loopStopped(v, t.ev, chain, res.Effects.Publishes)
+		if len(chain) > p.maxHops {
+			p.loopStopped(v, t.ev, chain, res.Effects.Publishes)
 		} else {
 			ctx = mqtt.WithChain(ctx, chain)
-			for _, p := range res.Effects.Publishes {
+			for _, pub := range res.Effects.Publishes {
 				if v.publishes != nil && !v.publishes.Allow() {
-					g.metrics.publishesDelayed.WithLabelValues(v.name).Inc()
-					if err := v.publishes.Wait(g.runCtx); err != nil {
+					p.metrics.publishesDelayed.WithLabelValues(v.name).Inc()
+					if err := v.publishes.Wait(p.ctx); err != nil {
 						return // stopping: what is committed stays committed
 					}
 				}
-				if err := g.bus.Publish(ctx, p.Topic, p.Payload, p.QoS, p.Retain); err != nil {
-					g.logger.Warn("publish after commit failed", "function", v.name, "topic", p.Topic, "err", err)
-					g.metrics.publishErrors.Inc()
+				if err := p.bus.Publish(ctx, pub.Topic, pub.Payload, pub.QoS, pub.Retain); err != nil {
+					p.logger.Warn("publish after commit failed", logkey.Function, v.name, logkey.Topic, pub.Topic, logkey.Err, err)
+					p.metrics.publishErrors.Inc()
 				}
 			}
 		}
 	}
 	for _, w := range res.Effects.PinWrites {
-		if err := g.pins.WritePin(w.Pin, w.Level); err != nil {
-			g.logger.Warn("gpio write after commit failed", "function", v.name, "pin", w.Pin, "err", err)
+		if err := p.pins.WritePin(w.Pin, w.Level); err != nil {
+			p.logger.Warn("gpio write after commit failed", logkey.Function, v.name, logkey.Pin, w.Pin, logkey.Err, err)
 		}
 	}
 }
@@ -189,14 +222,14 @@ func (g *Gateway) afterCommit(v *version, t *task, res *luafn.Result) {
 // loopStopped refuses the publishes of an invocation that is max_hops deep in a chain of
 // functions triggering each other: counted, logged once a minute per function, and shown
 // on the function's live log with the functions involved.
-func (g *Gateway) loopStopped(v *version, ev *luafn.Event, chain []string, pubs []luafn.Publish) {
-	g.metrics.loopsStopped.WithLabelValues(v.name).Add(float64(len(pubs)))
+func (p *processor) loopStopped(v *version, ev *luafn.Event, chain []string, pubs []luafn.Publish) {
+	p.metrics.loopsStopped.WithLabelValues(v.name).Add(float64(len(pubs)))
 	msg := fmt.Sprintf("loop stopped: %d publishes to %s refused, %d functions deep (gateway.loops.max_hops %d): %s",
-		len(pubs), pubs[0].Topic, len(chain), g.cfg.Gateway.Loops.MaxHops, strings.Join(chain, " → "))
-	if g.loopLog.Fail(v.name) {
-		g.logger.Error(msg+" (logged once a minute per function)", "function", v.name, "event", ev.ID)
+		len(pubs), pubs[0].Topic, len(chain), p.maxHops, strings.Join(chain, " → "))
+	if p.loopLog.Fail(v.name) {
+		p.logger.Error(msg+" (logged once a minute per function)", logkey.Function, v.name, logkey.Event, ev.ID)
 	}
-	g.live.log(luafn.LogRecord{Function: v.name, Version: v.number, EventID: ev.ID,
+	p.live.log(luafn.LogRecord{Function: v.name, Version: v.number, EventID: ev.ID,
 		LogEntry: luafn.LogEntry{Time: time.Now(), Level: slog.LevelError, Message: msg}})
 }
 
@@ -211,21 +244,18 @@ type deadRecord struct {
 
 // deadLetter records the failed event in $dead. The event then counts as handled: its
 // source is acknowledged, so a poison message cannot block its topic forever.
-func (g *Gateway) deadLetter(ctx context.Context, v *version, ev *luafn.Event, cause error, tries int) error {
+func (p *processor) deadLetter(ctx context.Context, v *version, ev *luafn.Event, cause error, tries int) error {
 	data, err := json.Marshal(deadRecord{Function: v.name, Version: v.number, Error: cause.Error(), Tries: tries, Event: recordOf(ev)})
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
-	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
-	if err := g.commitUntilStored(ctx, v, ev, c); err != nil {
+	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: store.DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
+	if err := p.commitUntilStored(ctx, v, ev, c); err != nil {
 		return err
 	}
-	g.metrics.deadLetters.WithLabelValues(v.name).Inc()
+	p.metrics.deadLetters.WithLabelValues(v.name).Inc()
 	return nil
 }
-
-// DeadStream is where events that failed every try go (SPEC §5): the outbox's own.
-const DeadStream = store.DeadStream
 
 // eventRecord is an event as JSON, for $dead and the live console.
 type eventRecord struct {
@@ -257,6 +287,6 @@ func recordOf(ev *luafn.Event) eventRecord {
 // logAbandon is used by sources that hand an event back.
 func logAbandon(l *slog.Logger, what string, err error) {
 	if err != nil && !errors.Is(err, errAbandoned) {
-		l.Warn("event not acknowledged", "source", what, "err", err)
+		l.Warn("event not acknowledged", "source", what, logkey.Err, err)
 	}
 }
