@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/moongate/moongate/internal/natstest"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -108,12 +109,12 @@ func BenchmarkHTTPDrain(b *testing.B) {
 func BenchmarkJetStreamDrain(b *testing.B) {
 	for _, nodes := range []int{1, 3} {
 		b.Run(fmt.Sprintf("R%d", nodes), func(b *testing.B) {
-			c := startNATSCluster(b, nodes)
-			js := natsClient(b, c.urls())
-			stream := createStream(b, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, Replicas: nodes})
+			c := natstest.Start(b, nodes)
+			js := c.Client()
+			stream := natstest.CreateStream(b, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, Replicas: nodes})
 			st := openStore(b, b.TempDir())
 			defer st.Close()
-			s := newSink(b, Config{Name: "nats", GatewayID: "pi-kitchen", JetStream: &JetStreamConfig{URL: c.urls()}}, st, nil, nil)
+			s := newSink(b, Config{Name: "nats", GatewayID: "pi-kitchen", JetStream: &JetStreamConfig{URL: c.URLs()}}, st, nil, nil)
 			appendBench(b, st, "telemetry", b.N)
 			b.ResetTimer()
 			d := drain(b, s, st, "nats", "telemetry")
