@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -25,20 +26,23 @@ import (
 // when more than one.
 type Cluster struct {
 	t     testing.TB
+	opts  Options
 	Nodes []*Node
 }
 
 // Node is one server process.
 type Node struct {
 	Name     string
+	scheme   string // nats or tls
 	port     int
 	httpPort int
+	log      string // its output
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
 
 // URL is the node's client URL.
-func (n *Node) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
+func (n *Node) URL() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
 
 // binary builds nats-server; the go build cache makes every build after the first quick.
 func binary(t testing.TB) string {
@@ -51,12 +55,25 @@ func binary(t testing.TB) string {
 	return bin
 }
 
+// Options add security to the servers. The zero value is plain TCP, no authentication.
+type Options struct {
+	// TLS makes the servers speak TLS only, with PKI's server certificate, and require a
+	// client certificate signed by its CA.
+	TLS *mosquittotest.PKI
+	// Auth, when set, runs the servers in operator mode: only holders of its users'
+	// credentials get in.
+	Auth *Auth
+}
+
 // Start starts size servers (1: a single server, no cluster) and waits until each
 // serves JetStream. They are killed when the test ends.
-func Start(t testing.TB, size int) *Cluster {
+func Start(t testing.TB, size int) *Cluster { return StartWith(t, size, Options{}) }
+
+// StartWith is Start with security; see Options.
+func StartWith(t testing.TB, size int, o Options) *Cluster {
 	t.Helper()
 	bin := binary(t)
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, opts: o}
 	ports := make([]int, 3*size) // client, monitoring, route
 	for i := range ports {
 		ports[i] = loopback.FreePort(t)
@@ -66,11 +83,22 @@ func Start(t testing.TB, size int) *Cluster {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+2]))
 	}
 	for i := range size {
-		n := &Node{Name: fmt.Sprintf("n%d", i+1), port: ports[3*i], httpPort: ports[3*i+1], done: make(chan struct{})}
 		dir := t.TempDir()
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[3*i], httpPort: ports[3*i+1],
+			log: filepath.Join(dir, "nats.log"), done: make(chan struct{})}
+		if o.TLS != nil {
+			n.scheme = "tls"
+		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"+
 			"jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n",
 			n.Name, n.port, n.httpPort, filepath.Join(dir, "js"))
+		if p := o.TLS; p != nil {
+			conf += fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\n", p.ServerCert, p.ServerKey, p.CA)
+		}
+		if a := o.Auth; a != nil {
+			conf += fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %q, %s: %q }\n",
+				a.operatorJWT, a.systemPub, a.accountPub, a.accountJWT, a.systemPub, a.systemJWT)
+		}
 		if size > 1 {
 			conf += fmt.Sprintf("cluster { name: moongate-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
 				ports[3*i+2], strings.Join(routes, ", "))
@@ -79,7 +107,7 @@ func Start(t testing.TB, size int) *Cluster {
 		if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		log, err := os.Create(filepath.Join(dir, "nats.log"))
+		log, err := os.Create(n.log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,16 +125,26 @@ func Start(t testing.TB, size int) *Cluster {
 		c.Nodes = append(c.Nodes, n)
 	}
 	for _, n := range c.Nodes {
-		poll.Within(t, 30*time.Second, n.Name+" serving JetStream", func() bool {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", n.httpPort))
-			if err != nil {
-				return false
+		deadline := time.Now().Add(30 * time.Second)
+		for !n.serving() {
+			if time.Now().After(deadline) {
+				out, _ := os.ReadFile(n.log)
+				t.Fatalf("%s not serving JetStream after 30s:\n%s", n.Name, out)
 			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	return c
+}
+
+// serving reports whether the node's JetStream is up, by its monitoring endpoint.
+func (n *Node) serving() bool {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", n.httpPort))
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // URLs lists every node's URL, comma-separated, as NATS clients take a cluster.
@@ -139,7 +177,14 @@ func (c *Cluster) Kill(n *Node) {
 // JetStream.
 func (c *Cluster) Client() jetstream.JetStream {
 	c.t.Helper()
-	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
+	if p := c.opts.TLS; p != nil {
+		opts = append(opts, nats.RootCAs(p.CA), nats.ClientCert(p.ClientCert, p.ClientKey))
+	}
+	if a := c.opts.Auth; a != nil {
+		opts = append(opts, nats.UserCredentials(a.UserCreds))
+	}
+	nc, err := nats.Connect(c.URLs(), opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}

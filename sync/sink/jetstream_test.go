@@ -3,11 +3,14 @@ package sink
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/natstest"
 )
 
@@ -113,5 +116,39 @@ func TestJetStreamNoStream(t *testing.T) {
 	eventually(t, 10*time.Second, "delivered once the stream exists", func() bool { return pending(st, "nats", "a") == 0 })
 	if recs := streamRecords(t, js, "EDGE")["edge.pi-kitchen.a.fn"]; len(recs) != 100 {
 		t.Fatalf("%d messages, want 100", len(recs))
+	}
+}
+
+// TestJetStreamTLSAndCreds: a server that speaks TLS only, requires a client
+// certificate and admits only holders of a user's credentials; the sink gets
+// in with tls and creds, and refuses a creds file others may read.
+func TestJetStreamTLSAndCreds(t *testing.T) {
+	dir := t.TempDir()
+	pki := mosquittotest.NewPKI(t, dir)
+	auth := natstest.NewAuth(t, dir)
+	c := natstest.StartWith(t, 1, natstest.Options{TLS: pki, Auth: auth})
+	js := c.Client()
+	natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}})
+
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	appendN(t, st, "a", 0, 50)
+	cfg := jetStreamConfig(c.URLs())
+	cfg.JetStream.TLS = TLSFiles{CA: pki.CA, Cert: pki.ClientCert, Key: pki.ClientKey}
+	cfg.JetStream.Creds = auth.UserCreds
+	if err := os.Chmod(auth.UserCreds, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(cfg); err == nil || !strings.Contains(err.Error(), "group or others") {
+		t.Fatalf("a world-readable creds file: %v", err)
+	}
+	if err := os.Chmod(auth.UserCreds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newSink(t, cfg, st, nil, nil)
+	run(t, s)
+	eventually(t, 10*time.Second, "delivered over TLS with creds", func() bool { return pending(st, "nats", "a") == 0 })
+	if recs := streamRecords(t, js, "MOONGATE")["moongate.pi-kitchen.a"]; len(recs) != 50 {
+		t.Fatalf("%d messages, want 50", len(recs))
 	}
 }
