@@ -149,7 +149,9 @@
 // resends from the first unacknowledged batch. nats.go reconnects by
 // itself, to any server of the list; the sink is offline meanwhile, and
 // backing_off while the stream does not answer (no stream for the subject,
-// or no leader elected yet).
+// or no leader elected yet). A record larger than the server's max_payload
+// or the stream's max_msg_size is isolated and goes to $dead, as a record an
+// HTTP receiver rejects.
 //
 // # States
 //

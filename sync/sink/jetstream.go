@@ -324,15 +324,29 @@ func (p *jsPipe) complete() {
 		if e.b == nil {
 			continue
 		}
-		switch {
-		case errors.Is(failed, errNotConnected):
-			e.b.done <- result{outcome: unreachable, err: failed}
-		case failed != nil: // connected, but the stream did not take it (no stream, no leader yet)
-			e.b.done <- result{outcome: retry, err: failed}
-		default:
+		if failed != nil {
+			e.b.done <- result{outcome: jsOutcome(failed), err: failed}
+		} else {
 			e.b.done <- result{outcome: delivered}
 		}
 	}
+}
+
+// jsOutcome is what the lane does after a failed publish: a record too large
+// for the server or the stream is isolated and dead-lettered like a record
+// an HTTP receiver rejects; a stream that does not answer (none for the
+// subject, no leader yet) is retried with backoff, as is a lost connection
+// (offline).
+func jsOutcome(err error) outcome {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, errNotConnected):
+		return unreachable
+	case errors.Is(err, nats.ErrMaxPayload),
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return rejected
+	}
+	return retry
 }
 
 // payload is the MQTT bridge's.

@@ -152,3 +152,44 @@ func TestJetStreamTLSAndCreds(t *testing.T) {
 		t.Fatalf("%d messages, want 50", len(recs))
 	}
 }
+
+// TestJetStreamRecordTooLarge: a record larger than the stream takes is
+// dead-lettered, as an HTTP receiver's rejected record is, and the records
+// around it are delivered once, in order.
+func TestJetStreamRecordTooLarge(t *testing.T) {
+	c := natstest.Start(t, 1)
+	js := c.Client()
+	natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, MaxMsgSize: 1000})
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	appendN(t, st, "a", 0, 30)
+	if _, err := st.Append(t.Context(), appendRec("a", `{"pad":"`+strings.Repeat("x", 2000)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, st, "a", 30, 30)
+	cfg := jetStreamConfig(c.URLs())
+	cfg.Batch.MaxRecords = 8
+	s := newSink(t, cfg, st, nil, nil)
+	run(t, s)
+	eventually(t, 10*time.Second, "delivered around the big record", func() bool { return pending(st, "nats", "a") == 0 })
+	recs := streamRecords(t, js, "MOONGATE")["moongate.pi-kitchen.a"]
+	if len(recs) != 60 {
+		t.Fatalf("%d messages, want 60", len(recs))
+	}
+	for i, r := range recs {
+		want := uint64(i + 1)
+		if i >= 30 {
+			want++ // seq 31 is the big one
+		}
+		if r.Seq != want {
+			t.Fatalf("message %d is seq %d, want %d", i, r.Seq, want)
+		}
+	}
+	dead, err := st.Read(DeadStream, 0, 0, 0)
+	if err != nil || len(dead) != 1 || !strings.Contains(string(dead[0].Data), `"seq":31`) {
+		t.Fatalf("$dead: %v %v", dead, err)
+	}
+	if st := s.Status(); st.Dropped[dropDeadLetter] != 1 {
+		t.Errorf("dropped %v", st.Dropped)
+	}
+}
