@@ -24,24 +24,10 @@ func TestJetStreamSinkKill9(t *testing.T) {
 	js := nc.Client()
 	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
-	config := fmt.Sprintf(`gateway:
-  id: jstest
-  data_dir: ./data
-  console: {listen: 127.0.0.1:%d}
-mqtt:
-  broker: embedded
-  embedded: {listen: 127.0.0.1:%d}
-functions:
-  - name: emitter
-    source: emitter.lua
-    triggers: ["mqtt:gen/+@1"]
-    timeout: 1s
-sync:
-  sinks:
-    - name: nats
+	config := emitterConfig("jstest", apiPort, mqttPort, fmt.Sprintf(`    - name: nats
       jetstream: {url: %q, timeout: 3s}
       batch: {max_records: %d}
-`, apiPort, mqttPort, nc.URLs(), sinkMaxRecords)
+`, nc.URLs(), sinkMaxRecords))
 	cfg := writeGatewayFiles(t, dir, config, map[string]string{"emitter.lua": emitterLua})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()
