@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"testing"
 	"time"
 
@@ -58,6 +59,9 @@ func TestJetStreamSinkKill9(t *testing.T) {
 	poll.Within(t, 30*time.Second, "every record delivered", func() bool {
 		return syncStatus(t, gw).Sinks[0].Pending == 0
 	})
+	if code, out, errOut := cli(t, gw.api(), "status"); code != 0 || !regexp.MustCompile(`(?m)^nats +jetstream +online +0 `).MatchString(out) {
+		t.Errorf("moongate status: exit %d, no row for the jetstream sink:\n%s%s", code, out, errOut)
+	}
 	gw.stop()
 
 	seqs := map[string][]uint64{}
