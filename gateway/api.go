@@ -33,6 +33,7 @@ type api struct {
 	cfg        *config.Config
 	version    string     // Options.Version
 	tests      TestRunner // Options.Tests
+	clock      Clock
 	started    time.Time
 	store      *store.Store
 	bus        mqtt.Bus

@@ -73,3 +73,9 @@ func (c *compiler) sensorsStarted() {
 	c.running = true
 	c.mu.Unlock()
 }
+
+// addWatch registers a gpio watch the gateway itself needs (Home Assistant's binary
+// sensors) before the sensors run; a function may then use it too.
+func (c *compiler) addWatch(w sensors.Watch) error {
+	return c.checkTrigger(config.Trigger{Kind: config.TriggerGPIO, Spec: "gpio:" + w.String(), Watch: w})
+}

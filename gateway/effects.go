@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/moongate/moongate/luafn"
 )
@@ -76,7 +75,7 @@ func (a *api) describeEffects(v *version, ev *luafn.Event, res *luafn.Result) (*
 		held[op.Key] = e
 		d.KV = append(d.KV, e)
 	}
-	for _, r := range commitOf(v, res, time.Now()).Records {
+	for _, r := range commitOf(v, res, a.clock.Now()).Records {
 		d.Emits = append(d.Emits, emitEffect{Stream: r.Stream, Data: r.Data})
 	}
 	for _, p := range res.Effects.Publishes {

@@ -39,7 +39,22 @@ type Options struct {
 	// Tests runs the tests attached to a deploy (PUT /api/v1/functions/{name} with tests,
 	// POST .../test). Nil: such requests are refused, never deployed untested.
 	Tests TestRunner
+	// Clock is the time of events, records, versions and the console, of retries and
+	// every: triggers, and it is handed to the sensors and the functions (kv TTLs, the
+	// event clock). Nil: the real clock. Invocation durations are measured on the real one.
+	Clock Clock
 }
+
+// Clock is the gateway's time source (sensors.Clock has the same methods).
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Gateway is one running Moongate: it opens the leaves, wires them, serves, and stops
 // them in order. Each running part holds what it needs; none holds the Gateway.
@@ -79,25 +94,14 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 100 * time.Millisecond
 	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
 	return &Gateway{cfg: cfg, opts: opts, logger: opts.Logger, ready: make(chan struct{})}
 }
 
 // Ready is closed once the gateway accepts events and API requests.
 func (g *Gateway) Ready() <-chan struct{} { return g.ready }
-
-// Reload reads again what can change while the gateway runs: the embedded broker's
-// password and ACL files. Everything else needs a restart.
-func (g *Gateway) Reload() error {
-	select {
-	case <-g.ready:
-	default:
-		return errors.New("reload: the gateway is not running yet")
-	}
-	if r, ok := g.bus.(interface{ Reload() error }); ok {
-		return r.Reload()
-	}
-	return nil
-}
 
 // Healthy returns nil when the gateway's event path can go on: its store's committer
 // answers within ctx (a write or a sync that hangs holds every event that commits). It is
@@ -123,8 +127,8 @@ const memCheckInterval = 250 * time.Millisecond
 // Run opens everything, serves until ctx is cancelled, then stops: it takes no new
 // events, finishes or hands back the ones in flight, flushes, and returns.
 func (g *Gateway) Run(ctx context.Context) (err error) {
-	cfg, logger := g.cfg, g.logger
-	started := time.Now()
+	cfg, logger, clock := g.cfg, g.logger, g.opts.Clock
+	started := clock.Now()
 	// runCtx is cancelled when the gateway stops taking events; stopping is closed then.
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
@@ -146,7 +150,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	sens, sensorCfgs, err := openSensors(cfg, g.opts.AllowMissingHardware, logger)
+	sens, sensorCfgs, err := openSensors(cfg, g.opts.AllowMissingHardware, clock, logger)
 	if err != nil {
 		return err
 	}
@@ -165,7 +169,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		Logger:         logger.With(logkey.Component, "live"),
 	})
 	defer hub.Close()
-	lv := &live{hub: hub}
+	lv := &live{hub: hub, clock: clock}
 	mem := newMemGuard(logger)
 
 	bus, err := openBus(cfg, logger, mem.Pressed)
@@ -180,15 +184,22 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}()
 
 	comp := &compiler{sensors: sensorCfgs, watch: sens.Watch, watched: map[sensors.Watch]bool{},
-		host: functionHost(cfg, st, sens, sensorCfgs, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
-	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, logger: logger}
-	proc := &processor{store: st, bus: bus, pins: sens, live: lv, metrics: m, logger: logger,
+		host: functionHost(cfg, st, sens, sensorCfgs, clock, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
+	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, clock: clock, logger: logger}
+	ha := newHomeAssistant(cfg, g.opts.Version, bus, sensorCfgs, sens, reg.all, logger)
+	proc := &processor{store: st, bus: bus, pins: ha.pinWriter(sens), live: lv, metrics: m, logger: logger,
 		loopLog: throttle.New(1, time.Minute), backoff: g.opts.RetryBackoff,
 		lazyCommits: cfg.Gateway.Durability == config.DurabilityBatch, maxHops: cfg.Gateway.Loops.MaxHops,
-		ctx: runCtx, stopping: stopping}
+		clock: clock, ctx: runCtx, stopping: stopping}
 	reg.exec = &executorEnv{ctx: runCtx, stopping: stopping, dropped: m.dropped, pressed: mem.Pressed, process: proc.process}
-	rt := newRouter(reg, m, lv, logger)
-	reg.changed = rt.rebuild
+	rt := newRouter(reg, m, lv, clock, logger)
+	reg.changed = func() {
+		rt.rebuild()
+		ha.functionsChanged()
+	}
+	if err := ha.watchInputs(comp.addWatch); err != nil {
+		return err
+	}
 	if err := reg.restore(cfg); err != nil {
 		return err
 	}
@@ -204,7 +215,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	}
 	g.httpAddr = ln.Addr()
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
-	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, started: started, store: st, bus: bus,
+	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, clock: clock, started: started, store: st, bus: bus,
 		sensors: sens, sensorCfgs: sensorCfgs, sinks: sinks, registry: reg, proc: proc, live: lv, hub: hub, auth: auth,
 		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, logger: logger}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second,
@@ -215,7 +226,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		ErrorLog: slog.NewLogLogger(logger.With(logkey.Component, "console").Handler(), slog.LevelDebug)}
 
 	// Subscriptions are in place before the bus takes its first message (SPEC §2).
-	if err := bus.Start(runCtx, rt.subscriptions(), rt); err != nil {
+	if err := bus.Start(runCtx, append(rt.subscriptions(), ha.subscriptions()...), ha.messageHandler(rt)); err != nil {
 		ln.Close()
 		return fmt.Errorf("start mqtt: %w", err)
 	}
@@ -252,10 +263,17 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := sens.Run(sensorCtx, rt); err != nil && sensorCtx.Err() == nil {
+		if err := sens.Run(sensorCtx, ha.sensorHandler(rt)); err != nil && sensorCtx.Err() == nil {
 			logger.Error("sensors stopped", logkey.Err, err)
 		}
 	}()
+	if ha != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ha.run(sensorCtx) // stops with the sensors, whose states it publishes
+		}()
+	}
 	g.store, g.bus, g.pins, g.registry, g.metrics, g.hub = st, bus, sens, reg, m, hub
 	g.logStarted(bus.Status(), reg.all(), sinks)
 	close(g.ready)

@@ -83,7 +83,7 @@ type historyResponse struct {
 }
 
 func (a *api) serveHistory(w http.ResponseWriter, _ *http.Request) {
-	readings, transitions := a.live.recent.messages(time.Now())
+	readings, transitions := a.live.recent.messages(a.clock.Now())
 	out := historyResponse{Sensor: []json.RawMessage{}, Sync: []json.RawMessage{}}
 	for _, set := range []struct {
 		from []console.Message

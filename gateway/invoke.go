@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/luafn"
@@ -65,7 +64,7 @@ func (a *api) invokeFunction(w http.ResponseWriter, r *http.Request) {
 		ev.Source = "console"
 	}
 	if ev.TS == 0 {
-		ev.TS = time.Now().UnixMilli()
+		ev.TS = a.clock.Now().UnixMilli()
 	}
 	if len(req.Payload) > 0 {
 		var s string
@@ -84,7 +83,7 @@ func (a *api) invokeFunction(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil && !dry {
 		// A test invocation is not held while the store refuses it: its caller is waiting.
-		if c := commitOf(v, res, time.Now()); !emptyCommit(c) {
+		if c := commitOf(v, res, a.clock.Now()); !emptyCommit(c) {
 			if err = a.store.Commit(r.Context(), c); err != nil {
 				a.metrics.commitErrors.Inc()
 				err = fmt.Errorf("commit: %w", err)

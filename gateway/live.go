@@ -14,6 +14,7 @@ import (
 // which come at poll rates, are kept in recent first for consoles that open later.
 type live struct {
 	hub    *console.Hub
+	clock  Clock
 	recent history
 }
 
@@ -44,7 +45,7 @@ func (l *live) invocation(v *version, ev *luafn.Event, res *luafn.Result, d time
 	if !l.watching() {
 		return
 	}
-	m := console.Invocation{TS: time.Now().UnixMilli(), Function: v.name, Version: v.number, EventID: ev.ID,
+	m := console.Invocation{TS: l.clock.Now().UnixMilli(), Function: v.name, Version: v.number, EventID: ev.ID,
 		Topic: eventTopic(ev), DurationUS: d.Microseconds()}
 	if err != nil {
 		m.Error = err.Error()
@@ -79,7 +80,7 @@ func (l *live) sync(name, state, errMsg string, lag time.Duration, pending int64
 	if l == nil {
 		return
 	}
-	m := console.Sync{TS: time.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending}
+	m := console.Sync{TS: l.clock.Now().UnixMilli(), Sink: name, State: state, Error: errMsg, LagMS: lag.Milliseconds(), Pending: pending}
 	l.recent.sync(m)
 	if l.watching() {
 		l.hub.Publish(m)

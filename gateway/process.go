@@ -45,7 +45,8 @@ type processor struct {
 	// lazyCommits: gateway.durability is batch, so a commit nobody waits for may wait for
 	// its sync.
 	lazyCommits bool
-	maxHops     int             // gateway.loops.max_hops
+	maxHops     int // gateway.loops.max_hops
+	clock       Clock
 	ctx         context.Context // cancelled when the gateway stops taking events
 	stopping    <-chan struct{} // closed then too
 }
@@ -90,7 +91,7 @@ func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t
 			continue
 		}
 		if err == nil {
-			c := commitOf(v, res, time.Now())
+			c := commitOf(v, res, p.clock.Now())
 			// Only what nobody waits for may wait for its sync: a QoS 1 ack follows the commit.
 			c.Lazy = p.lazyCommits && !t.durable
 			err = p.commitUntilStored(ctx, v, t.ev, c)
@@ -168,14 +169,14 @@ func (p *processor) sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-ctx.Done():
 		return false
-	case <-time.After(d):
+	case <-p.clock.After(d):
 		return true
 	}
 }
 
 // invoke runs the function and reports the invocation to metrics and the live console.
 func (p *processor) invoke(ctx context.Context, v *version, ev *luafn.Event) (*luafn.Result, error) {
-	start := time.Now()
+	start := time.Now() // a duration is measured on the real clock, whatever Options.Clock says
 	res, err := v.fn.Invoke(ctx, ev)
 	d := time.Since(start)
 	if res != nil && res.Duration > 0 {
@@ -230,7 +231,7 @@ func (p *processor) loopStopped(v *version, ev *luafn.Event, chain []string, pub
 		p.logger.Error(msg+" (logged once a minute per function)", logkey.Function, v.name, logkey.Event, ev.ID)
 	}
 	p.live.log(luafn.LogRecord{Function: v.name, Version: v.number, EventID: ev.ID,
-		LogEntry: luafn.LogEntry{Time: time.Now(), Level: slog.LevelError, Message: msg}})
+		LogEntry: luafn.LogEntry{Time: p.clock.Now(), Level: slog.LevelError, Message: msg}})
 }
 
 // deadRecord is what $dead holds for an event that failed every try.
@@ -249,7 +250,7 @@ func (p *processor) deadLetter(ctx context.Context, v *version, ev *luafn.Event,
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
-	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: store.DeadStream, Function: v.name, Data: data, TS: time.Now().UnixMilli()}}}
+	c := store.Commit{Namespace: v.name, Records: []store.Append{{Stream: store.DeadStream, Function: v.name, Data: data, TS: p.clock.Now().UnixMilli()}}}
 	if err := p.commitUntilStored(ctx, v, ev, c); err != nil {
 		return err
 	}

@@ -100,6 +100,7 @@ type registry struct {
 	// changed is called after the current versions changed: the router rebuilds its routes.
 	changed func()
 	limits  *config.Gateway // ceilings, version_history, loops.publish_rate
+	clock   Clock
 	logger  *slog.Logger
 
 	mu sync.Mutex // serialises deploys and deletes
@@ -163,7 +164,7 @@ func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (function
 	}
 	spec.Version = latest + 1
 	if spec.Created.IsZero() {
-		spec.Created = time.Now().UTC()
+		spec.Created = r.clock.Now().UTC()
 	}
 	// The rules and ceilings of the config's functions: entries hold for every deploy,
 	// through the API, the CLI or a rollback too.
@@ -245,6 +246,11 @@ func (r *registry) activate(v *version) {
 func (r *registry) remove(name string, purge bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.removeLocked(name, purge)
+}
+
+// removeLocked is remove for a caller that holds r.mu.
+func (r *registry) removeLocked(name string, purge bool) error {
 	e := r.entry(name)
 	if e == nil {
 		return errNotFound

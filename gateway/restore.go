@@ -3,7 +3,6 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/internal/logkey"
@@ -25,51 +24,9 @@ func (r *registry) restore(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("read deployed functions: %w", err)
 	}
-	applied, recorded, err := r.appliedConfig()
+	deploys, inConfig, err := r.planConfig(cfg, func(name string) bool { _, ok := active[name]; return ok })
 	if err != nil {
 		return err
-	}
-	inConfig := map[string]string{} // name -> config hash
-	var deploys []*version
-	var errs config.ErrorList
-	now := time.Now().UTC()
-	for i, f := range cfg.Functions {
-		spec := specFromConfig(f)
-		inConfig[f.Name] = spec.ConfigHash
-		latest, err := r.store.LatestVersion(f.Name)
-		if err != nil {
-			return err
-		}
-		h := applied[f.Name]
-		if !recorded { // a data dir from before the record: the newest config version tells
-			vs, err := r.versions(f.Name)
-			if err != nil {
-				return err
-			}
-			if last := lastFromConfig(vs); last != nil {
-				h = last.ConfigHash
-			}
-		}
-		if h == spec.ConfigHash {
-			if _, ok := active[f.Name]; !ok {
-				r.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
-					logkey.Function, f.Name)
-			}
-			continue
-		}
-		spec.Version, spec.Created = latest+1, now
-		v, err := r.build(spec)
-		if err != nil {
-			errs = append(errs, cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err))
-			continue
-		}
-		deploys = append(deploys, v)
-	}
-	if len(errs) > 0 {
-		for _, v := range deploys {
-			v.fn.Close()
-		}
-		return errs
 	}
 	redeployed := map[string]bool{}
 	for _, v := range deploys {
@@ -107,6 +64,88 @@ func (r *registry) restore(cfg *config.Config) error {
 	// Recorded last: a crash before this line deploys the changed entries again at the
 	// next start (a spare version), never skips one.
 	return r.recordAppliedConfig(inConfig)
+}
+
+// planConfig builds the next version of every functions: entry that is new or changed
+// since it was last applied, all before anything is stored: one that does not compile
+// refuses them all, with every error at once. It returns them and the config hash of
+// every entry, by name. active says whether a function runs (or ran, at start).
+func (r *registry) planConfig(cfg *config.Config, active func(name string) bool) (deploys []*version, inConfig map[string]string, err error) {
+	applied, recorded, err := r.appliedConfig()
+	if err != nil {
+		return nil, nil, err
+	}
+	inConfig = map[string]string{}
+	var errs config.ErrorList
+	now := r.clock.Now().UTC()
+	for i, f := range cfg.Functions {
+		spec := specFromConfig(f)
+		inConfig[f.Name] = spec.ConfigHash
+		latest, err := r.store.LatestVersion(f.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		h := applied[f.Name]
+		if !recorded { // a data dir from before the record: the newest config version tells
+			vs, err := r.versions(f.Name)
+			if err != nil {
+				return nil, nil, err
+			}
+			if last := lastFromConfig(vs); last != nil {
+				h = last.ConfigHash
+			}
+		}
+		if h == spec.ConfigHash {
+			if !active(f.Name) {
+				r.logger.Info("function stays deleted: it was deleted through the API; edit its entry in the config to deploy it again",
+					logkey.Function, f.Name)
+			}
+			continue
+		}
+		spec.Version, spec.Created = latest+1, now
+		v, err := r.build(spec)
+		if err != nil {
+			errs = append(errs, cfg.Errorf(fmt.Sprintf("functions[%d]", i), "%v", err))
+			continue
+		}
+		deploys = append(deploys, v)
+	}
+	if len(errs) > 0 {
+		for _, v := range deploys {
+			v.fn.Close()
+		}
+		return nil, nil, errs
+	}
+	return deploys, inConfig, nil
+}
+
+// reload applies cfg's functions: entries to the running functions by restore's rules: a
+// new or changed entry is deployed as its function's next version (in-flight events
+// finish on the version they started with); a function whose running version came from
+// the config and whose entry is gone is deleted. All or nothing: a config whose functions
+// do not all build changes nothing. It returns the names deployed and deleted.
+func (r *registry) reload(cfg *config.Config) (deployed, deleted []string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	deploys, inConfig, err := r.planConfig(cfg, func(name string) bool { return r.current(name) != nil })
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, v := range r.all() {
+		if _, ok := inConfig[v.name]; !ok && v.spec.ConfigHash != "" {
+			if err := r.removeLocked(v.name, false); err != nil {
+				return deployed, deleted, err
+			}
+			deleted = append(deleted, v.name)
+		}
+	}
+	for _, v := range deploys {
+		if err := r.install(v); err != nil {
+			return deployed, deleted, err
+		}
+		deployed = append(deployed, v.name)
+	}
+	return deployed, deleted, r.recordAppliedConfig(inConfig)
 }
 
 // appliedConfigKey holds the config hash of every functions: entry at the last start, so

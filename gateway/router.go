@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/oklog/ulid/v2"
 
@@ -35,6 +34,7 @@ type router struct {
 	functions *registry
 	metrics   *metrics
 	live      *live
+	clock     Clock
 	logger    *slog.Logger
 	routes    atomic.Pointer[routes]
 
@@ -53,8 +53,8 @@ type subscriber interface {
 	Unsubscribe(filter string) error
 }
 
-func newRouter(functions *registry, m *metrics, l *live, logger *slog.Logger) *router {
-	r := &router{functions: functions, metrics: m, live: l, logger: logger, timers: map[string]func(){}}
+func newRouter(functions *registry, m *metrics, l *live, clock Clock, logger *slog.Logger) *router {
+	r := &router{functions: functions, metrics: m, live: l, clock: clock, logger: logger, timers: map[string]func(){}}
 	r.routes.Store(&routes{})
 	return r
 }
@@ -166,9 +166,8 @@ func (r *router) syncTimers() {
 			continue
 		}
 		fn := k[:len(k)-len(t.Spec)-1]
-		ticker := time.NewTicker(t.Every)
 		done := make(chan struct{})
-		r.timers[k] = func() { ticker.Stop(); close(done) }
+		r.timers[k] = func() { close(done) }
 		r.ticking.Add(1)
 		go func() {
 			defer r.ticking.Done()
@@ -176,7 +175,7 @@ func (r *router) syncTimers() {
 				select {
 				case <-done:
 					return
-				case now := <-ticker.C:
+				case now := <-r.clock.After(t.Every):
 					ev := &luafn.Event{ID: newEventID(), Source: "timer", TS: now.UnixMilli(), Topic: t.Spec}
 					r.dispatch(fn, ev, "timer:"+t.Spec, false, nil, source{}, func(error) {})
 				}
@@ -210,7 +209,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 			fns = append(fns, rt.fn)
 		}
 	}
-	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: time.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
+	ev := &luafn.Event{ID: newEventID(), Source: "mqtt", TS: r.clock.Now().UnixMilli(), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS}
 	r.metrics.mqttEvents.Inc()
 	r.live.event(ev)
 	if len(fns) == 0 {

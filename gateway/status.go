@@ -41,7 +41,7 @@ func (a *api) getStatus(w http.ResponseWriter, r *http.Request) {
 	runtime.ReadMemStats(&ms)
 	bs := a.bus.Status()
 	doc := statusDoc{
-		Version: a.version, GatewayID: a.cfg.Gateway.ID, UptimeS: int64(time.Since(a.started).Seconds()),
+		Version: a.version, GatewayID: a.cfg.Gateway.ID, UptimeS: int64(a.clock.Now().Sub(a.started).Seconds()),
 		Broker:      brokerDoc{State: bs.State, Addr: bs.Broker, Clients: bs.Clients},
 		OutboxDepth: a.store.Stats().PendingRecords, MemoryBytes: ms.Sys, Functions: len(a.registry.all()),
 		Sinks: []sinkState{}, Sensors: a.sensorDocs(),

@@ -43,6 +43,7 @@ func openBus(cfg *config.Config, logger *slog.Logger, shortOfMemory func() bool)
 			MaxPacketSize: uint32(m.Embedded.MaxPacketSize),
 			DeviceRate:    m.Embedded.DeviceRate, DeviceByteRate: int(m.Embedded.DeviceByteRate),
 			ShortOfMemory: shortOfMemory,
+			Presence:      presence(cfg),
 			// The gateway finishes what it runs before closing the bus; anything still
 			// pending then is never acknowledged, so waiting would only eat the 5 s stop.
 			DrainTimeout: -1,
@@ -69,6 +70,7 @@ func clientOptions(c *config.Config) mqtt.ClientOptions {
 		Broker: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
 		TLS:          mqtt.TLSFiles{CA: c.Resolve(m.TLS.CA), Cert: c.Resolve(m.TLS.Cert), Key: c.Resolve(m.TLS.Key)},
 		DrainTimeout: -1,
+		Presence:     presence(c),
 	}
 }
 
@@ -83,7 +85,7 @@ func deviceByteRate(e config.Embedded) int {
 // openSensors decodes the sensors: section with the sensors package's own type and opens
 // the hardware. A sensor that names missing hardware stops the start unless missing
 // hardware is allowed.
-func openSensors(cfg *config.Config, allowMissingHardware bool, logger *slog.Logger) (*sensors.Manager, map[string]sensors.Config, error) {
+func openSensors(cfg *config.Config, allowMissingHardware bool, clock Clock, logger *slog.Logger) (*sensors.Manager, map[string]sensors.Config, error) {
 	cfgs, err := sensorConfigs(cfg)
 	if err != nil {
 		return nil, nil, err
@@ -91,6 +93,7 @@ func openSensors(cfg *config.Config, allowMissingHardware bool, logger *slog.Log
 	m, err := sensors.New(cfgs, sensors.Options{
 		AllowMissingHardware: allowMissingHardware || cfg.Gateway.AllowMissingHardware,
 		Logger:               logger.With(logkey.Component, "sensors"),
+		Clock:                clock,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sensors: %w", err)
@@ -176,9 +179,9 @@ func fieldErrors(c *config.Config, key string, err error) config.ErrorList {
 
 // functionHost gives a function what it may reach: its KV namespace, the pins (writing
 // only those declared as outputs), the gateway id; its log lines go out as they are made.
-func functionHost(cfg *config.Config, kv luafn.KVReader, pins luafn.PinReader, cfgs map[string]sensors.Config, onLog func(luafn.LogRecord)) luafn.Host {
+func functionHost(cfg *config.Config, kv luafn.KVReader, pins luafn.PinReader, cfgs map[string]sensors.Config, clock Clock, onLog func(luafn.LogRecord)) luafn.Host {
 	return luafn.Host{KV: kv, Pins: pins, WritablePins: outputPins(cfgs), GatewayID: cfg.Gateway.ID, OnLog: onLog,
-		Store: storeLimits()}
+		Store: storeLimits(), Now: clock.Now}
 }
 
 // storeLimits are sync/store's own limits, checked where the function calls, not at commit.

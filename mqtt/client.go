@@ -49,6 +49,9 @@ type ClientOptions struct {
 	// handed to the handler; the broker redelivers the others on the next connection.
 	// Zero means 1s; negative, no wait.
 	DrainTimeout time.Duration
+	// Presence, if not nil, is the publishing connection's last will (Offline), published
+	// Online on each of its connections and Offline by Close (see Presence).
+	Presence *Presence
 	// Logger receives connection events. Nil discards.
 	Logger *slog.Logger
 }
@@ -118,6 +121,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if !secure && !opts.TLS.Empty() {
 		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", redact.URL(opts.Broker))
 	}
+	if err := opts.Presence.valid(); err != nil {
+		return nil, fmt.Errorf("presence: %w", err)
+	}
 	if opts.ClientID == "" {
 		host, err := os.Hostname()
 		if err != nil {
@@ -181,6 +187,16 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			c.log.Warn("publishing connection to the broker lost, reconnecting", logKeyErr, err)
 		})
+	if p := opts.Presence; p != nil {
+		// The will rides on the publishing connection: it is the one whose loss means the
+		// gateway's messages stop.
+		pubOpts.SetBinaryWill(p.Topic, p.Offline, 1, true).
+			SetOnConnectHandler(func(pc paho.Client) {
+				// paho runs this on a goroutine of its own; the token completes with the
+				// PUBACK or the connection's loss, which the next connection repairs.
+				pc.Publish(p.Topic, 1, true, p.Online)
+			})
+	}
 	if secure {
 		tc, err := opts.TLS.Config("")
 		if err != nil {
@@ -493,6 +509,12 @@ func (c *Client) Close() error {
 		}
 		close(c.stop)
 		c.wg.Wait()
+		if p := c.opts.Presence; p != nil && c.pub.IsConnectionOpen() {
+			// A clean DISCONNECT discards the will: say offline first.
+			if !c.pub.Publish(p.Topic, 1, true, p.Offline).WaitTimeout(time.Second) {
+				c.log.Warn("presence: offline not acknowledged before closing")
+			}
+		}
 		// Disconnect waits up to 250 ms for the acknowledgements already queued to go out.
 		c.pc.Disconnect(250)
 		c.pub.Disconnect(250)

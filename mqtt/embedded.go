@@ -80,6 +80,9 @@ type EmbeddedOptions struct {
 	// messages are then delivered but not kept, and a new persistent session ends the
 	// oldest idle one, so that the broker's state stops growing.
 	ShortOfMemory func() bool
+	// Presence, if not nil, is published Online when Start serves and Offline when Close
+	// begins (see Presence).
+	Presence *Presence
 	// Logger receives the broker's log. mochi's own records, errors excepted, are logged
 	// at Debug level. Nil discards.
 	Logger *slog.Logger
@@ -148,6 +151,9 @@ type Embedded struct {
 	sessionsEvicted                               atomic.Uint64
 	goneAt                                        sync.Map // *mochi.Client -> UnixNano it disconnected: persistent sessions only
 	oversizeLog                                   oversizeLog
+	// presenceSent, while Close says offline, is told of each presence message written
+	// to a device (sayOffline).
+	presenceSent atomic.Pointer[chan struct{}]
 }
 
 type handlerRef struct{ h Handler }
@@ -214,6 +220,9 @@ func NewEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 	}
 	if opts.DeviceByteRate == 0 {
 		opts.DeviceByteRate = defaultDeviceByteRate
+	}
+	if err := opts.Presence.valid(); err != nil {
+		return nil, fmt.Errorf("embedded broker: presence: %w", err)
 	}
 	acc, err := newAccess(opts)
 	if err != nil {
@@ -322,6 +331,12 @@ func (e *Embedded) Start(ctx context.Context, subs []Subscription, h Handler) er
 	e.handler.Store(&handlerRef{h})
 	for _, s := range subs {
 		e.deliverRetained(h, s)
+	}
+	// Retained before any device can connect, so none reads a stale state.
+	if p := e.opts.Presence; p != nil {
+		if err := e.Publish(ctx, p.Topic, p.Online, 1, true); err != nil {
+			return fmt.Errorf("embedded broker: presence: %w", err)
+		}
 	}
 	// Only now do the listeners accept connections: a device cannot publish before the
 	// subscriptions that must see its messages exist.
@@ -441,6 +456,9 @@ func (e *Embedded) Close() error {
 		if left := e.inflight.drain(e.opts.DrainTimeout); left > 0 {
 			e.log.Info("embedded broker: handing back unacknowledged messages", "count", left)
 		}
+		if p := e.opts.Presence; p != nil && e.started.Load() {
+			e.sayOffline(p)
+		}
 		e.closeErr = e.srv.Close()
 		e.closed.Store(true)
 	})
@@ -551,7 +569,7 @@ func (h *embeddedHook) ID() string { return "moongate" }
 func (h *embeddedHook) Provides(b byte) bool {
 	switch b {
 	case mochi.OnConnectAuthenticate, mochi.OnSessionEstablished, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed,
-		mochi.OnWillSent, mochi.OnDisconnect:
+		mochi.OnWillSent, mochi.OnDisconnect, mochi.OnPacketSent:
 		return true
 	}
 	return false

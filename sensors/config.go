@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -217,6 +218,43 @@ const (
 	ModeIn  = "in"
 	ModeOut = "out"
 )
+
+// ValueNames are the names of the values a reading of c carries (event.values), sorted.
+func (c Config) ValueNames() []string {
+	var names []string
+	switch c.Driver {
+	case DriverBME280:
+		names = []string{"humidity", "pressure", "temp"}
+	case DriverBMP280:
+		names = []string{"pressure", "temp"}
+	case DriverSHT3x:
+		names = []string{"humidity", "temp"}
+	case DriverDS18B20:
+		names = []string{"temp"}
+	case DriverBH1750:
+		names = []string{"lux"}
+	case DriverADS1115:
+		for _, ch := range c.adsChannels() {
+			names = append(names, "a"+strconv.Itoa(ch))
+		}
+	case DriverGPIO:
+		names = []string{"level"}
+	case DriverSim:
+		for name := range c.Values {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+// adsChannels are the ads1115 channels read: those configured, else all four.
+func (c Config) adsChannels() []int {
+	if len(c.Channels) == 0 {
+		return []int{0, 1, 2, 3}
+	}
+	return c.Channels
+}
 
 func (c Config) isOutput() bool { return c.Driver == DriverGPIO && c.Mode == ModeOut }
 

@@ -130,3 +130,21 @@ func TestParseWatch(t *testing.T) {
 		}
 	}
 }
+
+func TestValueNames(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Driver: DriverBME280}, "humidity pressure temp"},
+		{Config{Driver: DriverBMP280}, "pressure temp"},
+		{Config{Driver: DriverADS1115, Channels: []int{2, 0}}, "a0 a2"},
+		{Config{Driver: DriverADS1115}, "a0 a1 a2 a3"},
+		{Config{Driver: DriverSim, Values: map[string]string{"b": "1", "a": "2"}}, "a b"},
+		{Config{Driver: DriverGPIO, Pin: "GPIO4"}, "level"},
+	} {
+		if got := strings.Join(c.cfg.ValueNames(), " "); got != c.want {
+			t.Errorf("%s: %q, want %q", c.cfg.Driver, got, c.want)
+		}
+	}
+}

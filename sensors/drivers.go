@@ -120,10 +120,7 @@ func (m *Manager) openI2C(s *sensor) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w (%s)", where, err, hint)
 		}
-		channels := c.Channels
-		if len(channels) == 0 {
-			channels = []int{0, 1, 2, 3}
-		}
+		channels := c.adsChannels()
 		read = func() (map[string]float64, error) {
 			v := make(map[string]float64, len(channels))
 			for _, ch := range channels {

@@ -44,6 +44,7 @@ func commands() []command {
 		{"replay", "events.jsonl [--function NAME] [--speed 10x|max] [--dry-run]", "feed recorded events to a gateway", replayCmd},
 		{"status", "", "uptime, broker, sinks, outbox depth, memory", statusCmd},
 		{"store", "check [-c moongate.yaml | -data DIR]", "verify a stopped gateway's store (exit 1 on damage)", storeCmd},
+		{"init", "[-o moongate.yaml] [--force] [--data DIR]", "write a starter config for this machine (its Pi, I2C sensors, a console token)", initCmd},
 		{"passwd", "[-D] FILE USER", "add a device to the embedded broker's password file, or remove it", passwdCmd},
 		{"firmware", "keygen|sign|verify ...", "sign firmware images and check them", firmwareCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {

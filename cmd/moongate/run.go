@@ -97,8 +97,8 @@ func dropTime(groups []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// reloadOnHangup reloads what the gateway can reload (the device password and ACL files)
-// on SIGHUP, until the returned stop is called; stop waits for the goroutine.
+// reloadOnHangup reloads what the gateway can reload (the device password and ACL files,
+// the config's functions) on SIGHUP, until the returned stop is called; stop waits for the goroutine.
 func reloadOnHangup(g *gateway.Gateway, logger *slog.Logger) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -110,7 +110,7 @@ func reloadOnHangup(g *gateway.Gateway, logger *slog.Logger) (stop func()) {
 			case <-done:
 				return
 			case <-hup:
-				if err := g.Reload(); err != nil {
+				if _, err := g.Reload(); err != nil { // what waits for a restart, the gateway logs
 					logger.Error("reload on SIGHUP failed; the previous settings stay", logkey.Err, err)
 				}
 			}

@@ -21,6 +21,8 @@ type Config struct {
 	Sensors   map[string]yaml.Node `yaml:"sensors"` // decoded by the sensors package's own type, see DecodeStrict
 	Functions []Function           `yaml:"functions"`
 	Sync      Sync                 `yaml:"sync"`
+	// HomeAssistant: MQTT discovery of the sensors, pins and function outputs.
+	HomeAssistant HomeAssistant `yaml:"homeassistant"`
 
 	// File is the path the config was read from, "" for built-in defaults. Relative paths in
 	// the config (function sources, TLS files) are relative to its directory.
@@ -169,6 +171,7 @@ type Function struct {
 	Env         map[string]string `yaml:"env"`
 	Emit        string            `yaml:"emit"`
 	Overflow    string            `yaml:"overflow"` // OverflowBlock (default) or OverflowDropOldest
+	Outputs     []Output          `yaml:"outputs"`  // values it publishes, for Home Assistant
 
 	// Parsed is Triggers, parsed and checked by Load.
 	Parsed []Trigger `yaml:"-"`
@@ -381,6 +384,7 @@ func (c *Config) applyDefaults() {
 	g.Ceilings.withDefaults()
 	g.Loops.withDefaults()
 	g.KVQuota.withDefaults()
+	c.HomeAssistant.withDefaults()
 	if g.VersionHistory == 0 {
 		g.VersionHistory = DefaultVersionHistory
 	}

@@ -129,6 +129,8 @@ func (c *Config) validate() ErrorList {
 		}
 	}
 
+	errs = append(errs, c.validateHomeAssistant()...)
+
 	if o := c.Sync.Outbox; o.MaxStreamBytes > o.MaxBytes {
 		add("sync.outbox.max_stream_bytes", "%s is more than sync.outbox.max_bytes (%s)", o.MaxStreamBytes, o.MaxBytes)
 	}

@@ -82,6 +82,21 @@ type Dev struct {
 	sleep func(time.Duration)
 }
 
+// ReadChip reads the chip id register of the device at addr, and refuses an id that is
+// neither a BMP280's nor a BME280's (another chip answering at the address). It only
+// reads: moongate init probes buses with it.
+func ReadChip(bus i2c.Bus, addr uint16) (Chip, error) {
+	var id [1]byte
+	if err := bus.Tx(addr, []byte{regID}, id[:]); err != nil {
+		return 0, fmt.Errorf("bmx280: read chip id: %w", err)
+	}
+	switch c := Chip(id[0]); c {
+	case BME280, BMP280, 0x56, 0x57:
+		return c, nil
+	}
+	return 0, fmt.Errorf("bmx280: chip id %#02x is neither a BMP280 (0x56-0x58) nor a BME280 (0x60)", id[0])
+}
+
 // New identifies the device at addr (0x76 or 0x77) and reads its
 // calibration. sleep waits for conversions (nil: time.Sleep); tests pass a no-op.
 func New(bus i2c.Bus, addr uint16, sleep func(time.Duration)) (*Dev, error) {
@@ -92,16 +107,11 @@ func New(bus i2c.Bus, addr uint16, sleep func(time.Duration)) (*Dev, error) {
 		return nil, fmt.Errorf("bmx280: address %#x is not 0x76 or 0x77", addr)
 	}
 	d := &Dev{dev: i2c.Dev{Bus: bus, Addr: addr}, sleep: sleep}
-	var id [1]byte
-	if err := d.dev.Tx([]byte{regID}, id[:]); err != nil {
-		return nil, fmt.Errorf("bmx280: read chip id: %w", err)
+	chip, err := ReadChip(bus, addr)
+	if err != nil {
+		return nil, err
 	}
-	d.chip = Chip(id[0])
-	switch d.chip {
-	case BME280, BMP280, 0x56, 0x57:
-	default:
-		return nil, fmt.Errorf("bmx280: chip id %#02x is neither a BMP280 (0x56-0x58) nor a BME280 (0x60)", id[0])
-	}
+	d.chip = chip
 	var c [26]byte
 	n := 24
 	if d.chip == BME280 {

@@ -58,10 +58,15 @@ func checkDir(dir string, bo badger.Options, now time.Time) (TableReport, []LogL
 	if err := removeEmptyWALs(dir); err != nil {
 		return tr, nil, err
 	}
-	losses, err := checkLogs(dir, now)
+	losses, err := cutTornWALs(dir, now)
 	if err != nil {
 		return tr, nil, err
 	}
+	tails, err := checkLogs(dir, now)
+	if err != nil {
+		return tr, nil, err
+	}
+	losses = append(losses, tails...)
 	cut, err := checkManifestCut(dir, tr, now)
 	if cut != nil {
 		losses = append(losses, *cut)
