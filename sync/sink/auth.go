@@ -75,9 +75,10 @@ type authorizer interface {
 	// authorize signs or authorizes req, whose body on the wire is body. The
 	// grant it returns is handed back to refused.
 	authorize(ctx context.Context, req *http.Request, body []byte) (grant, error)
-	// refused is told that a request authorized with g was answered 401; it
-	// drops cached credentials and reports whether to resend at once.
-	refused(g grant) bool
+	// refused is told that a request authorized with g was answered status
+	// (401 or 403); it drops cached credentials that may be stale and
+	// reports whether to resend at once.
+	refused(g grant, status int) bool
 }
 
 // A grant identifies the credentials a request was sent with.
@@ -224,7 +225,10 @@ func (a *bearer) authorize(_ context.Context, req *http.Request, _ []byte) (gran
 // refused drops the token the request was sent with, so the next request
 // fetches one; the request is resent at once unless its token was already
 // fetched after a refusal, when the receiver gets the usual backoff.
-func (a *bearer) refused(g grant) bool {
+func (a *bearer) refused(g grant, status int) bool {
+	if status != http.StatusUnauthorized {
+		return false // the token is good, its rights are not: a new one would not help
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if g.gen == a.gen {
@@ -278,9 +282,10 @@ func (s *sigV4) authorize(ctx context.Context, req *http.Request, body []byte) (
 	return grant{}, nil
 }
 
-// refused forgets cached temporary credentials, which may have expired; the
-// request waits the backoff, since the same keys would be refused again.
-func (s *sigV4) refused(grant) bool {
+// refused forgets cached temporary credentials, which may have expired (AWS
+// answers an expired session token with 403); the request waits the
+// backoff, since the same keys would be refused again.
+func (s *sigV4) refused(grant, int) bool {
 	if c, ok := s.creds.(*aws.CredentialsCache); ok {
 		c.Invalidate()
 	}

@@ -223,7 +223,7 @@ func (t *httpTransport) classify(resp *http.Response, body []byte, f *inflight) 
 		// The function failed: nothing was delivered, and the same
 		// records will likely work once the function is fixed.
 		return result{outcome: retry, err: fmt.Errorf("function error: %w", statusError(resp, body))}
-	case code == http.StatusUnauthorized && t.auth != nil && t.auth.refused(f.grant):
+	case (code == http.StatusUnauthorized || code == http.StatusForbidden) && t.auth != nil && t.auth.refused(f.grant, code):
 		return result{outcome: resend, err: statusError(resp, body)}
 	case code >= 200 && code < 300:
 		cmds, err := parseCommands(body)

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -223,4 +226,49 @@ func TestSigV4FromEnvironment(t *testing.T) {
 	if !verifySigV4(r, "127.0.0.1:9", testCreds, "eu-west-1", "lambda") {
 		t.Errorf("signature from the environment's keys does not verify: %s", req.Header.Get("Authorization"))
 	}
+}
+
+// TestSigV4ProfileCredentialProcess takes the keys from a shared config profile
+// whose credential_process (as IAM Roles Anywhere's signing helper is used)
+// prints them; a 403 drops the cached keys, so keys the process hands out
+// afterwards are used on the next attempt.
+func TestSigV4ProfileCredentialProcess(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys.json")
+	// Temporary keys: each set has an access key id of its own.
+	writeKeys := func(id, secret string) {
+		b, _ := json.Marshal(map[string]any{"Version": 1, "AccessKeyId": id, "SecretAccessKey": secret,
+			"SessionToken": testCreds.SessionToken, "Expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+		if err := os.WriteFile(keys, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeKeys("AKIDEXPIRED", "expired-secret")
+	conf := filepath.Join(dir, "config")
+	if err := os.WriteFile(conf, []byte("[profile gateway]\ncredential_process = cat "+keys+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"AWS_CONFIG_FILE": conf, "AWS_SHARED_CREDENTIALS_FILE": filepath.Join(dir, "none"),
+		"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true"} {
+		t.Setenv(k, v)
+	}
+	st := openStore(t, t.TempDir())
+	defer st.Close()
+	var rc *receiver
+	var refused atomic.Int32
+	rc = newReceiver(t, func(r *request) reply {
+		if !verifySigV4(r, rc.addr, testCreds, "eu-west-1", "lambda") {
+			refused.Add(1)
+			return reply{status: http.StatusForbidden, body: `{"message":"The security token included in the request is expired"}`}
+		}
+		return reply{status: http.StatusOK}
+	})
+	cfg := sigV4Config(rc.url(), aws.Credentials{})
+	cfg.HTTP.Auth.AWSSigV4.Profile = "gateway"
+	s := newSink(t, cfg, st, nil, nil)
+	appendN(t, st, "a", 0, 10)
+	run(t, s)
+	eventually(t, 5*time.Second, "the old keys refused", func() bool { return refused.Load() >= 1 })
+	writeKeys(testCreds.AccessKeyID, testCreds.SecretAccessKey)
+	eventually(t, 5*time.Second, "delivered with the keys the process hands out now", func() bool { return pending(st, "cloud", "a") == 0 })
 }
