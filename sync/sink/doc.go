@@ -98,7 +98,9 @@
 // grant (golang.org/x/oauth2); or a Google ID token minted from a service
 // account key (golang.org/x/oauth2/google). Tokens are replaced a minute
 // before they expire; a 401 drops the token and resends the batch at once,
-// and a 401 to a token fetched that way backs off as usual. Failing to get
+// and a 401 to a token fetched that way backs off as usual. A 401 or 403 to
+// a signed request drops the SDK's cached keys (temporary keys expire) and
+// backs off. Failing to get
 // credentials (token endpoint down) sends nothing and backs off. Secret
 // files readable by group or others are refused.
 //
