@@ -126,6 +126,7 @@ var (
 	descSinkDelivered = prometheus.NewDesc("moongate_sink_delivered_total", "Records a sink delivered.", []string{"sink"}, nil)
 	descSinkRetried   = prometheus.NewDesc("moongate_sink_retried_total", "Deliveries a sink retried.", []string{"sink"}, nil)
 	descSinkUp        = prometheus.NewDesc("moongate_sink_online", "1 when the sink's last delivery succeeded.", []string{"sink"}, nil)
+	descSinkInfo      = prometheus.NewDesc("moongate_sink_info", "1 for each sink, labelled with its kind (http, mqtt, jetstream).", []string{"sink", "kind"}, nil)
 	descBrokerClients = prometheus.NewDesc("moongate_broker_clients", "Devices connected to the embedded broker.", nil, nil)
 	descBrokerRefused = prometheus.NewDesc("moongate_broker_refused_total",
 		"What the embedded broker refused: logins with bad credentials, logins from throttled addresses, publishes and subscriptions the ACL denied, connections past the caps.",
@@ -145,7 +146,7 @@ var (
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descOutboxPending, descOutboxBytes, descOutboxDropped, descSinkLag,
-		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure, descKVKeys, descKVBytes,
+		descSinkPending, descSinkDelivered, descSinkRetried, descSinkUp, descSinkInfo, descBrokerClients, descBrokerRefused, descOversize, descFunctions, descSessions, descEvicted, descPressure, descKVKeys, descKVBytes,
 		descLogLosses, descLogLost, descDamaged, descSyncs} {
 		ch <- d
 	}
@@ -197,6 +198,7 @@ func (c *stateCollector) collectSinks(ch chan<- prometheus.Metric) {
 			up = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descSinkUp, prometheus.GaugeValue, up, st.Name)
+		ch <- prometheus.MustNewConstMetric(descSinkInfo, prometheus.GaugeValue, 1, st.Name, st.Kind)
 	}
 }
 

@@ -84,6 +84,7 @@ func (a *api) sensorDocs() []sensorDoc {
 
 type sinkDoc struct {
 	Name        string            `json:"name"`
+	Kind        string            `json:"kind"` // http, mqtt or jetstream
 	State       string            `json:"state"`
 	Streams     []string          `json:"streams"`
 	LastSuccess time.Time         `json:"last_success,omitzero"`
@@ -102,7 +103,7 @@ func (a *api) getSync(w http.ResponseWriter, r *http.Request) {
 	sinks := []sinkDoc{}
 	for i, s := range a.sinks {
 		st := s.Status()
-		d := sinkDoc{Name: st.Name, State: string(st.State), Streams: a.cfg.Sync.Sinks[i].Streams,
+		d := sinkDoc{Name: st.Name, Kind: st.Kind, State: string(st.State), Streams: a.cfg.Sync.Sinks[i].Streams,
 			LastSuccess: st.LastSuccess, LastError: st.LastError, LastErrorAt: st.LastErrorAt,
 			LagMS: st.Lag.Milliseconds(), Pending: st.PendingRecords, PendingB: st.PendingBytes,
 			Delivered: st.Delivered, Retried: st.Retried, DroppedBy: st.Dropped}

@@ -240,7 +240,23 @@ func sinkConfig(c *config.Config, sc config.Sink) sink.Config {
 	}
 	if h := sc.HTTP; h != nil {
 		cfg.HTTP = &sink.HTTPConfig{URL: h.URL, Headers: h.Headers, HMACSecret: h.HMACSecret,
-			CAFile: c.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip}
+			CAFile: c.Resolve(h.CA), Timeout: h.Timeout, Gzip: h.Gzip, Format: h.Format,
+			CloudEvents: sink.CloudEventsConfig{Mode: h.CloudEvents.Mode, Type: h.CloudEvents.Type, Types: h.CloudEvents.Types}}
+		if a := h.Auth.AWSSigV4; a != nil {
+			cfg.HTTP.Auth.AWSSigV4 = &sink.AWSSigV4{Region: a.Region, Service: a.Service, AccessKeyID: a.AccessKeyID,
+				SecretAccessKey: a.SecretAccessKey, SessionToken: a.SessionToken, Profile: a.Profile}
+		}
+		if o := h.Auth.OAuth2; o != nil {
+			cfg.HTTP.Auth.OAuth2 = &sink.OAuth2ClientCredentials{TokenURL: o.TokenURL, ClientID: o.ClientID,
+				ClientSecret: o.ClientSecret, ClientSecretFile: c.Resolve(o.ClientSecretFile), Scopes: o.Scopes}
+		}
+		if g := h.Auth.GoogleIDToken; g != nil {
+			cfg.HTTP.Auth.GoogleIDToken = &sink.GoogleIDToken{Audience: g.Audience, CredentialsFile: c.Resolve(g.CredentialsFile)}
+		}
+	}
+	if j := sc.JetStream; j != nil {
+		cfg.JetStream = &sink.JetStreamConfig{URL: j.URL, Subject: j.Subject, Creds: c.Resolve(j.Creds), Window: j.Window,
+			Timeout: j.Timeout, TLS: sink.TLSFiles{CA: c.Resolve(j.TLS.CA), Cert: c.Resolve(j.TLS.Cert), Key: c.Resolve(j.TLS.Key)}}
 	}
 	if m := sc.MQTT; m != nil {
 		cfg.MQTT = &sink.MQTTConfig{Broker: m.Broker, Topic: m.Topic, QoS: byte(m.QoS), ClientID: m.ClientID,

@@ -471,6 +471,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var sy struct {
 		Sinks []struct {
 			Name      string `json:"name"`
+			Kind      string `json:"kind"`
 			State     string `json:"state"`
 			LagMS     int64  `json:"lag_ms"`
 			Pending   int64  `json:"pending"`
@@ -491,10 +492,10 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stdout)
 		var rows [][]string
 		for _, s := range sy.Sinks {
-			rows = append(rows, []string{s.Name, s.State, fmt.Sprint(s.Pending), (time.Duration(s.LagMS) * time.Millisecond).String(),
+			rows = append(rows, []string{s.Name, s.Kind, s.State, fmt.Sprint(s.Pending), (time.Duration(s.LagMS) * time.Millisecond).String(),
 				fmt.Sprint(s.Delivered), fmt.Sprint(s.Dropped), s.LastError})
 		}
-		table(stdout, []string{"SINK", "STATE", "PENDING", "LAG", "DELIVERED", "DROPPED", "LAST ERROR"}, rows)
+		table(stdout, []string{"SINK", "KIND", "STATE", "PENDING", "LAG", "DELIVERED", "DROPPED", "LAST ERROR"}, rows)
 	}
 	return nil
 }

@@ -52,24 +52,10 @@ func TestSinkKill9(t *testing.T) {
 
 	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	dir := t.TempDir()
-	config := fmt.Sprintf(`gateway:
-  id: sinktest
-  data_dir: ./data
-  console: {listen: 127.0.0.1:%d}
-mqtt:
-  broker: embedded
-  embedded: {listen: 127.0.0.1:%d}
-functions:
-  - name: emitter
-    source: emitter.lua
-    triggers: ["mqtt:gen/+@1"]
-    timeout: 1s
-sync:
-  sinks:
-    - name: cloud
+	config := emitterConfig("sinktest", apiPort, mqttPort, fmt.Sprintf(`    - name: cloud
       http: {url: "http://%s/ingest", timeout: 5s}
       batch: {max_records: %d, linger: 20ms}
-`, apiPort, mqttPort, rc.addr, sinkMaxRecords)
+`, rc.addr, sinkMaxRecords))
 	cfg := writeGatewayFiles(t, dir, config, map[string]string{"emitter.lua": emitterLua})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()
@@ -113,6 +99,26 @@ sync:
 	bound := rc.arrivedBetween(killedAt.Add(-2*sinkAckEvery), killedAt) + rc.arrivedBetween(downAt.Add(-2*sinkAckEvery), downAt) +
 		2*sinkStreams*sinkWindow*sinkMaxRecords
 	rc.check(t, 250, bound)
+}
+
+// emitterConfig is a gateway that runs emitterLua on gen/+ and drains to sinks, the
+// entries of its sync.sinks.
+func emitterConfig(id string, apiPort, mqttPort int, sinks string) string {
+	return fmt.Sprintf(`gateway:
+  id: %s
+  data_dir: ./data
+  console: {listen: 127.0.0.1:%d}
+mqtt:
+  broker: embedded
+  embedded: {listen: 127.0.0.1:%d}
+functions:
+  - name: emitter
+    source: emitter.lua
+    triggers: ["mqtt:gen/+@1"]
+    timeout: 1s
+sync:
+  sinks:
+`, id, apiPort, mqttPort) + sinks
 }
 
 func waitHeld(t *testing.T, rc *receiver, held <-chan struct{}) {

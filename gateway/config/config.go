@@ -194,23 +194,76 @@ type Outbox struct {
 	MaxStreamBytes Size `yaml:"max_stream_bytes"`
 }
 
-// Sink is one cloud destination; exactly one of HTTP and MQTT is set.
+// Sink is one cloud destination; exactly one of HTTP, MQTT and JetStream is set.
 type Sink struct {
-	Name    string    `yaml:"name"`
-	Streams []string  `yaml:"streams"` // default ["*"]
-	HTTP    *HTTPSink `yaml:"http"`
-	MQTT    *MQTTSink `yaml:"mqtt"`
-	Batch   Batch     `yaml:"batch"`
+	Name      string         `yaml:"name"`
+	Streams   []string       `yaml:"streams"` // default ["*"]
+	HTTP      *HTTPSink      `yaml:"http"`
+	MQTT      *MQTTSink      `yaml:"mqtt"`
+	JetStream *JetStreamSink `yaml:"jetstream"`
+	Batch     Batch          `yaml:"batch"`
+}
+
+// JetStreamSink publishes records to a NATS JetStream stream.
+type JetStreamSink struct {
+	URL     string        `yaml:"url"`     // nats:// or tls://, comma-separated for a cluster
+	Subject string        `yaml:"subject"` // template: {gateway}, {stream}, {function}
+	TLS     TLS           `yaml:"tls"`
+	Creds   string        `yaml:"creds"`
+	Window  int           `yaml:"window"` // publishes awaiting their PubAck
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // HTTPSink posts JSON batches (SPEC §7).
 type HTTPSink struct {
-	URL        string            `yaml:"url"`
-	Headers    map[string]string `yaml:"headers"`
-	HMACSecret string            `yaml:"hmac_secret"`
-	CA         string            `yaml:"ca"`
-	Timeout    time.Duration     `yaml:"timeout"`
-	Gzip       string            `yaml:"gzip"` // auto (default), on, off
+	URL         string            `yaml:"url"`
+	Headers     map[string]string `yaml:"headers"`
+	HMACSecret  string            `yaml:"hmac_secret"`
+	CA          string            `yaml:"ca"`
+	Timeout     time.Duration     `yaml:"timeout"`
+	Gzip        string            `yaml:"gzip"`   // auto (default), on, off
+	Format      string            `yaml:"format"` // moongate (default) or cloudevents
+	CloudEvents CloudEvents       `yaml:"cloudevents"`
+	Auth        HTTPAuth          `yaml:"auth"`
+}
+
+// HTTPAuth authenticates an HTTP sink's requests; at most one is set.
+type HTTPAuth struct {
+	AWSSigV4      *AWSSigV4      `yaml:"aws_sigv4"`
+	OAuth2        *OAuth2        `yaml:"oauth2_client_credentials"`
+	GoogleIDToken *GoogleIDToken `yaml:"google_id_token"`
+}
+
+// AWSSigV4 signs requests for AWS (a Lambda function URL with IAM auth).
+type AWSSigV4 struct {
+	Region          string `yaml:"region"`
+	Service         string `yaml:"service"` // default lambda
+	AccessKeyID     string `yaml:"access_key_id"`
+	SecretAccessKey string `yaml:"secret_access_key"`
+	SessionToken    string `yaml:"session_token"`
+	Profile         string `yaml:"profile"`
+}
+
+// OAuth2 is the OAuth 2.0 client credentials grant.
+type OAuth2 struct {
+	TokenURL         string   `yaml:"token_url"`
+	ClientID         string   `yaml:"client_id"`
+	ClientSecret     string   `yaml:"client_secret"`
+	ClientSecretFile string   `yaml:"client_secret_file"`
+	Scopes           []string `yaml:"scopes"`
+}
+
+// GoogleIDToken mints Google ID tokens from a service account key file.
+type GoogleIDToken struct {
+	Audience        string `yaml:"audience"`
+	CredentialsFile string `yaml:"credentials_file"`
+}
+
+// CloudEvents shapes the events of an HTTP sink with format: cloudevents.
+type CloudEvents struct {
+	Mode  string            `yaml:"mode"`  // batched (default), structured, binary
+	Type  string            `yaml:"type"`  // default io.moongate.record
+	Types map[string]string `yaml:"types"` // stream -> type
 }
 
 // MQTTSink bridges records to a cloud broker.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/moongate/moongate/internal/redact"
+	"github.com/moongate/moongate/sync/sink"
 )
 
 // MinTokenLength is the shortest console token accepted beyond loopback, and the shortest
@@ -148,9 +149,22 @@ func (c *Config) validate() ErrorList {
 			add(key+".name", "duplicate sink %q", s.Name)
 		}
 		sinks[s.Name] = true
-		if (s.HTTP == nil) == (s.MQTT == nil) {
-			add(key, "set exactly one of http: or mqtt:")
+		kinds := 0
+		for _, set := range []bool{s.HTTP != nil, s.MQTT != nil, s.JetStream != nil} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds != 1 {
+			add(key, "set exactly one of http:, mqtt: or jetstream:")
 			continue
+		}
+		if j := s.JetStream; j != nil {
+			for _, u := range strings.Split(j.URL, ",") {
+				if err := checkURL(strings.TrimSpace(u), "nats", "tls"); err != nil {
+					add(key+".jetstream.url", "%v", err)
+				}
+			}
 		}
 		if h := s.HTTP; h != nil {
 			if err := checkURL(h.URL, "http", "https"); err != nil {
@@ -160,6 +174,16 @@ func (c *Config) validate() ErrorList {
 			case "", "auto", "on", "off":
 			default:
 				add(key+".http.gzip", "%q is not auto, on or off", h.Gzip)
+			}
+			switch h.Format {
+			case "", sink.FormatMoongate, sink.FormatCloudEvents:
+			default:
+				add(key+".http.format", "%q is not moongate or cloudevents", h.Format)
+			}
+			switch h.CloudEvents.Mode {
+			case "", sink.CEBatched, sink.CEStructured, sink.CEBinary:
+			default:
+				add(key+".http.cloudevents.mode", "%q is not batched, structured or binary", h.CloudEvents.Mode)
 			}
 		}
 		if m := s.MQTT; m != nil {

@@ -26,8 +26,17 @@ func (b *batch) last() uint64  { return b.recs[len(b.recs)-1].Seq }
 // key is the Idempotency-Key: the ids of the first and last record.
 func (b *batch) key() string { return b.recs[0].ID + "-" + b.recs[len(b.recs)-1].ID }
 
+// A bodyEncoder writes the HTTP bodies of one stream's batches.
+type bodyEncoder interface {
+	// body is the body of exactly recs.
+	body(recs []store.Record) []byte
+	// pack is the body of as many of recs as fit in maxBytes (at least
+	// one), and how many that is.
+	pack(recs []store.Record, maxBytes int) ([]byte, int)
+}
+
 // split halves a rejected batch to isolate the bad record.
-func (b *batch) split(enc *encoder) (*batch, *batch) {
+func (b *batch) split(enc bodyEncoder) (*batch, *batch) {
 	m := len(b.recs) / 2
 	l, r := b.recs[:m:m], b.recs[m:]
 	if enc == nil {

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/moongate/moongate/internal/natstest"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -76,20 +79,50 @@ func drain(b *testing.B, s *Sink, st *store.Store, consumer, stream string) time
 }
 
 // BenchmarkHTTPDrain drains a backlog to a local receiver with the default
-// batching (500 records, 256 KiB, window 4). One op is one record.
+// batching (500 records, 256 KiB, window 4), in the Moongate format and as
+// batched CloudEvents, plain and gzipped. One op is one record; for 100k
+// records run it with -benchtime=100000x.
 func BenchmarkHTTPDrain(b *testing.B) {
-	for _, gz := range []string{"off", "on"} {
-		b.Run("gzip="+gz, func(b *testing.B) {
+	for _, format := range []string{FormatMoongate, FormatCloudEvents} {
+		for _, gz := range []string{"off", "on"} {
+			b.Run("format="+format+"/gzip="+gz, func(b *testing.B) {
+				st := openStore(b, b.TempDir())
+				defer st.Close()
+				url, bytesIn := sinkServer(b)
+				s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen",
+					HTTP: &HTTPConfig{URL: url, Gzip: gz, HMACSecret: "k", Format: format}}, st, nil, nil)
+				appendBench(b, st, "telemetry", b.N)
+				b.ResetTimer()
+				d := drain(b, s, st, "cloud", "telemetry")
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/d.Seconds(), "records/s")
+				b.ReportMetric(float64(*bytesIn)/float64(b.N), "wire-bytes/record")
+			})
+		}
+	}
+}
+
+// BenchmarkJetStreamDrain drains a backlog to a JetStream stream on a local
+// nats-server (R1), and on a local three-node cluster (R3). One op is one
+// record; each run starts its servers, so give it a count:
+// -benchtime=100000x.
+func BenchmarkJetStreamDrain(b *testing.B) {
+	for _, nodes := range []int{1, 3} {
+		b.Run(fmt.Sprintf("R%d", nodes), func(b *testing.B) {
+			c := natstest.Start(b, nodes)
+			js := c.Client()
+			stream := natstest.CreateStream(b, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, Replicas: nodes})
 			st := openStore(b, b.TempDir())
 			defer st.Close()
-			url, bytesIn := sinkServer(b)
-			s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url, Gzip: gz, HMACSecret: "k"}}, st, nil, nil)
+			s := newSink(b, Config{Name: "nats", GatewayID: "pi-kitchen", JetStream: &JetStreamConfig{URL: c.URLs()}}, st, nil, nil)
 			appendBench(b, st, "telemetry", b.N)
 			b.ResetTimer()
-			d := drain(b, s, st, "cloud", "telemetry")
+			d := drain(b, s, st, "nats", "telemetry")
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/d.Seconds(), "records/s")
-			b.ReportMetric(float64(*bytesIn)/float64(b.N), "wire-bytes/record")
+			if info, err := stream.Info(context.Background()); err == nil && info.State.Msgs > 0 {
+				b.ReportMetric(float64(info.State.Bytes)/float64(info.State.Msgs), "stored-bytes/record")
+			}
 		})
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/moongate/moongate/sync/store"
 )
 
-// Config describes one sink. Exactly one of HTTP and MQTT is set. Zero fields
+// Config describes one sink. Exactly one of HTTP, MQTT and JetStream is set. Zero fields
 // take the defaults named beside them.
 type Config struct {
 	// Name identifies the sink; it is also its consumer name in the store, so
@@ -20,10 +20,11 @@ type Config struct {
 	// Streams are the streams the sink takes: stream names, or "*" for
 	// every stream whose name does not start with "$" (so not "$dead"; name
 	// it to take it). The store matches consumers the same way. Default ["*"].
-	Streams []string
-	HTTP    *HTTPConfig
-	MQTT    *MQTTConfig
-	Batch   Batch
+	Streams   []string
+	HTTP      *HTTPConfig
+	MQTT      *MQTTConfig
+	JetStream *JetStreamConfig
+	Batch     Batch
 	// GatewayID goes into every HTTP batch and the MQTT topic template.
 	GatewayID string
 	// Disabled keeps the sink configured but idle: Run registers nothing and
@@ -31,9 +32,10 @@ type Config struct {
 	Disabled bool
 	Backoff  Backoff
 	// Window is the number of batches in flight per stream. Default 4 for
-	// HTTP (requests pipelined on one connection) and 2 for MQTT (whose flow
-	// control is MQTTConfig.Window, in messages). 1 sends a batch only after
-	// the previous one was acknowledged.
+	// HTTP (requests pipelined on one connection) and JetStream, 2 for MQTT
+	// (whose flow control is MQTTConfig.Window, in messages; JetStream's is
+	// JetStreamConfig.Window). 1 sends a batch only after the previous one
+	// was acknowledged.
 	Window int
 	// AckInterval bounds how often a lane writes its cursor to the store.
 	// Default 200ms. A crash resends at most this much more.
@@ -75,6 +77,25 @@ type HTTPConfig struct {
 	Timeout time.Duration
 	// Gzip is "auto" (default), "on" or "off"; see the package doc.
 	Gzip string
+	// Format is the body: FormatMoongate (default, SPEC §7) or
+	// FormatCloudEvents, shaped by CloudEvents.
+	Format      string
+	CloudEvents CloudEventsConfig
+	Auth        HTTPAuth
+}
+
+// Formats of HTTPConfig.Format.
+const (
+	FormatMoongate    = "moongate"
+	FormatCloudEvents = "cloudevents"
+)
+
+// encoder returns the body encoder of one stream's batches.
+func (h *HTTPConfig) encoder(gateway, stream string) bodyEncoder {
+	if h.Format == FormatCloudEvents {
+		return newCEEncoder(gateway, stream, &h.CloudEvents)
+	}
+	return newEncoder(gateway, stream)
 }
 
 // MQTTConfig is a cloud MQTT broker the sink bridges records to, on its own
@@ -129,8 +150,14 @@ func (c *Config) withDefaults() (Config, error) {
 	if len(cfg.Streams) == 0 {
 		cfg.Streams = []string{"*"}
 	}
-	if (cfg.HTTP == nil) == (cfg.MQTT == nil) {
-		errs = append(errs, errors.New("exactly one of http and mqtt must be set"))
+	kinds := 0
+	for _, set := range []bool{cfg.HTTP != nil, cfg.MQTT != nil, cfg.JetStream != nil} {
+		if set {
+			kinds++
+		}
+	}
+	if kinds != 1 {
+		errs = append(errs, errors.New("exactly one of http, mqtt and jetstream must be set"))
 	}
 	if cfg.Batch.MaxRecords <= 0 {
 		cfg.Batch.MaxRecords = DefaultMaxRecords
@@ -186,6 +213,37 @@ func (c *Config) withDefaults() (Config, error) {
 		if (h.CertFile == "") != (h.KeyFile == "") {
 			errs = append(errs, errors.New("http: cert_file and key_file go together"))
 		}
+		switch h.Format {
+		case "":
+			h.Format = FormatMoongate
+		case FormatMoongate, FormatCloudEvents:
+		default:
+			errs = append(errs, fmt.Errorf("http: format %q: want moongate or cloudevents", h.Format))
+		}
+		ce := h.CloudEvents
+		switch ce.Mode {
+		case "":
+			ce.Mode = CEBatched
+		case CEBatched:
+		case CEStructured, CEBinary:
+			if h.Format == FormatCloudEvents {
+				cfg.Batch.MaxRecords = 1 // one event per request
+			}
+		default:
+			errs = append(errs, fmt.Errorf("http: cloudevents mode %q: want batched, structured or binary", ce.Mode))
+		}
+		if ce.Type == "" {
+			ce.Type = DefaultCEType
+		}
+		h.CloudEvents = ce
+		if err := h.Auth.check(); err != nil {
+			errs = append(errs, fmt.Errorf("http: auth: %w", err))
+		}
+		if a := h.Auth.AWSSigV4; a != nil && a.Service == "" {
+			sv := *a
+			sv.Service = "lambda"
+			h.Auth.AWSSigV4 = &sv
+		}
 		cfg.HTTP = &h
 	}
 	if cfg.MQTT != nil {
@@ -219,6 +277,28 @@ func (c *Config) withDefaults() (Config, error) {
 			errs = append(errs, errors.New("mqtt: tls cert and key go together"))
 		}
 		cfg.MQTT = &m
+	}
+	if cfg.JetStream != nil {
+		j := *cfg.JetStream
+		if j.URL == "" {
+			errs = append(errs, errors.New("jetstream: url is empty"))
+		}
+		if j.Subject == "" {
+			j.Subject = DefaultJetStreamSubject
+		}
+		if strings.ContainsAny(j.Subject, "*> \t") {
+			errs = append(errs, fmt.Errorf("jetstream: subject %q: wildcards and spaces cannot be published to", j.Subject))
+		}
+		if j.Window <= 0 {
+			j.Window = DefaultJetStreamWindow
+		}
+		if j.Timeout <= 0 {
+			j.Timeout = DefaultJetStreamTimeout
+		}
+		if (j.TLS.Cert == "") != (j.TLS.Key == "") {
+			errs = append(errs, errors.New("jetstream: tls cert and key go together"))
+		}
+		cfg.JetStream = &j
 	}
 	if len(errs) > 0 {
 		return cfg, fmt.Errorf("sink %s: %w", cfg.Name, errors.Join(errs...))

@@ -14,7 +14,13 @@ func TestConfigErrors(t *testing.T) {
 		want string
 	}{
 		{Config{HTTP: &HTTPConfig{URL: "http://h/"}}, "name is empty"},
-		{h(Config{}), "exactly one of http and mqtt"},
+		{h(Config{}), "exactly one of http, mqtt and jetstream"},
+		{h(Config{JetStream: &JetStreamConfig{}}), "jetstream: url is empty"},
+		{h(Config{JetStream: &JetStreamConfig{URL: "nats://h:4222", Subject: "a.*"}}), "wildcards"},
+		{h(Config{JetStream: &JetStreamConfig{URL: "gopher://h"}}), "scheme must be nats or tls"},
+		{h(Config{HTTP: &HTTPConfig{URL: "http://h/", Format: "xml"}}), `format "xml"`},
+		{h(Config{HTTP: &HTTPConfig{URL: "http://h/", Auth: HTTPAuth{AWSSigV4: &AWSSigV4{}}}}), "region is required"},
+		{h(Config{HTTP: &HTTPConfig{URL: "http://h/", Auth: HTTPAuth{AWSSigV4: &AWSSigV4{Region: "r"}, OAuth2: &OAuth2ClientCredentials{TokenURL: "http://t", ClientID: "c", ClientSecret: "s"}}}}), "at most one"},
 		{h(Config{HTTP: &HTTPConfig{URL: "http://h/"}, MQTT: &MQTTConfig{Broker: "tcp://h:1883"}}), "exactly one"},
 		{h(Config{HTTP: &HTTPConfig{URL: "ftp://h/"}}), "scheme must be http or https"},
 		{h(Config{HTTP: &HTTPConfig{URL: "https:///x"}}), "no host"},

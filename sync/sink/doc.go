@@ -1,6 +1,6 @@
 // Package sink drains the outbox of sync/store to the cloud: an HTTP sink that
-// posts JSON batches (SPEC §7) and an MQTT bridge that publishes every record
-// to a separate broker. One Sink serves one configured sink; Run drains it
+// posts JSON batches (SPEC §7) or CloudEvents, an MQTT bridge that publishes
+// every record to a separate broker, and a NATS JetStream sink. One Sink serves one configured sink; Run drains it
 // until its context ends and Status reports it.
 //
 // # Delivery
@@ -88,6 +88,40 @@
 // response's commands are published at least once, and twice only if the
 // gateway dies between publishing and recording it.
 //
+// # Authentication
+//
+// HTTPConfig.Auth adds one scheme on top of the static headers, applied to
+// each request as it is written, so a resend carries fresh credentials:
+// AWS Signature Version 4 by the AWS SDK's signer over the body as sent
+// (keys given, or the SDK's default chain: environment, shared files,
+// instance role); a bearer token from the OAuth 2.0 client credentials
+// grant (golang.org/x/oauth2); or a Google ID token minted from a service
+// account key (golang.org/x/oauth2/google). Tokens are replaced a minute
+// before they expire; a 401 drops the token and resends the batch at once,
+// and a 401 to a token fetched that way backs off as usual. A 401 or 403 to
+// a signed request drops the SDK's cached keys (temporary keys expire) and
+// backs off. Failing to get
+// credentials (token endpoint down) sends nothing and backs off. Secret
+// files readable by group or others are refused.
+//
+// A Lambda function reports a handler's error in a 200 response with
+// X-Amz-Function-Error (and, through a function URL, the runtime's
+// {"errorMessage", "errorType"} body): such a response does not
+// acknowledge the batch, which is retried like a 5xx.
+//
+// # CloudEvents
+//
+// With HTTPConfig.Format "cloudevents" each record is one CloudEvent 1.0 in
+// the JSON format: id is the record's id (so a receiver dedupes resends on
+// it), source moongate://{gateway}/{function}, type from CloudEventsConfig,
+// subject the stream, time the record's ts, datacontenttype
+// application/json and data the record's data. The batched mode posts a
+// batch as an application/cloudevents-batch+json array; the structured
+// (application/cloudevents+json) and binary (ce-* headers, the data as the
+// body) modes carry one event per request, so a batch is one record.
+// Everything else (pipelining, Idempotency-Key, signature, gzip, the status
+// codes) is as for the Moongate format.
+//
 // # MQTT bridge
 //
 // Every record is one QoS 1 PUBLISH, not retained, on the topic template
@@ -102,12 +136,31 @@
 // missing PUBACK (Timeout) ends the connection, and every lane resends from
 // its cursor on the next one. A keeper goroutine reconnects with backoff.
 //
+// # JetStream
+//
+// Every record is one message on the subject template, with the MQTT
+// bridge's payload and Nats-Msg-Id set to the record's id: the stream's
+// duplicate window drops a resend of a message it stored but whose PubAck
+// was lost. Publishes are asynchronous, up to JetStreamConfig.Window
+// awaiting their PubAck on the one connection; a batch is acknowledged when
+// the stream's PubAck for each of its records is in. Order holds because a
+// lane's publishes share the connection and the first failed publish (an
+// error, no PubAck within Timeout, the connection lost) stops the pipe at
+// once: nats.go's own retries and its reconnect buffer are off, since a
+// retried or buffered publish could land after a later one. The lane then
+// resends from the first unacknowledged batch. nats.go reconnects by
+// itself, to any server of the list; the sink is offline meanwhile, and
+// backing_off while the stream does not answer (no stream for the subject,
+// or no leader elected yet). A record larger than the server's max_payload
+// or the stream's max_msg_size is isolated and goes to $dead, as a record an
+// HTTP receiver rejects.
+//
 // # States
 //
 // A sink is online after a delivery, backing_off after the receiver answered
 // with a retryable status, offline when it could not be reached (dial, TLS,
-// timeout, connection lost; for the MQTT bridge, whenever its connection is
-// down), and disabled when configured so. The state of a sink is the worst
+// timeout, connection lost; for the MQTT bridge and JetStream, whenever the
+// connection is down), and disabled when configured so. The state of a sink is the worst
 // state of its lanes and its connection. Every change is logged once and
 // passed to Config.OnTransition; retries are not logged.
 package sink

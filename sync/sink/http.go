@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/tlsfiles"
+	"github.com/moongate/moongate/sync/store"
 )
 
 // HTTP responses are read whole to keep the connection in step; only this
@@ -56,9 +58,15 @@ type httpTransport struct {
 	secret []byte
 	gzip   atomic.Int32
 	dialer net.Dialer
+	auth   authorizer // nil: none
+	// lambda is set when the receiver is a Lambda function, which reports a
+	// handler's error in a 200 response.
+	lambda bool
+	// binary sets the ce-* headers of CloudEvents binary mode; nil otherwise.
+	binary func(h http.Header, r store.Record)
 }
 
-func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
+func newHTTPTransport(cfg *HTTPConfig, gateway string) (*httpTransport, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
@@ -83,7 +91,19 @@ func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
 		t.header.Set(k, v)
 	}
 	t.header.Set("User-Agent", "moongate")
-	t.header.Set("Content-Type", "application/json")
+	t.header.Set("Content-Type", ctJSON)
+	if cfg.Format == FormatCloudEvents {
+		switch cfg.CloudEvents.Mode {
+		case CEBatched:
+			t.header.Set("Content-Type", ctCEBatch)
+		case CEStructured:
+			t.header.Set("Content-Type", ctCEStructured)
+		case CEBinary:
+			t.binary = func(h http.Header, r store.Record) {
+				newCEEncoder(gateway, r.Stream, &cfg.CloudEvents).ceHeaders(h, r)
+			}
+		}
+	}
 	switch cfg.Gzip {
 	case "on":
 		t.gzip.Store(gzipOn)
@@ -93,6 +113,11 @@ func newHTTPTransport(cfg *HTTPConfig) (*httpTransport, error) {
 		t.gzip.Store(gzipAuto)
 	}
 	t.dialer = net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}
+	t.auth, err = newAuthorizer(cfg.Auth, cfg.Timeout, t.tls)
+	if err != nil {
+		return nil, err
+	}
+	t.lambda = cfg.Auth.AWSSigV4 != nil && cfg.Auth.AWSSigV4.Service == "lambda"
 	return t, nil
 }
 
@@ -128,8 +153,9 @@ func (t *httpTransport) open(ctx context.Context, _ string) (pipe, error) {
 }
 
 // request builds the request for b: the body as it goes on the wire
-// (gzipped or not) and its signature over exactly those bytes.
-func (t *httpTransport) request(b *batch) (*http.Request, bool) {
+// (gzipped or not), its signature over exactly those bytes, and its
+// credentials.
+func (t *httpTransport) request(ctx context.Context, b *batch) (*inflight, error) {
 	body, gz := b.body, false
 	switch t.gzip.Load() {
 	case gzipOn, gzipAutoOn:
@@ -137,6 +163,9 @@ func (t *httpTransport) request(b *batch) (*http.Request, bool) {
 	}
 	h := t.header.Clone()
 	h.Set("Idempotency-Key", b.key())
+	if t.binary != nil {
+		t.binary(h, b.recs[0])
+	}
 	if gz {
 		h.Set("Content-Encoding", "gzip")
 	}
@@ -145,7 +174,7 @@ func (t *httpTransport) request(b *batch) (*http.Request, bool) {
 		mac.Write(body)
 		h.Set("X-Moongate-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 	}
-	return &http.Request{
+	req := &http.Request{
 		Method:        http.MethodPost,
 		URL:           t.url,
 		Host:          t.url.Host,
@@ -155,7 +184,16 @@ func (t *httpTransport) request(b *batch) (*http.Request, bool) {
 		Header:        h,
 		Body:          io.NopCloser(bytes.NewReader(body)),
 		ContentLength: int64(len(body)),
-	}, gz
+	}
+	f := &inflight{b: b, req: req, gz: gz}
+	if t.auth != nil {
+		g, err := t.auth.authorize(ctx, req, body)
+		if err != nil {
+			return f, err
+		}
+		f.grant = g
+	}
+	return f, nil
 }
 
 var gzipWriters = sync.Pool{New: func() any {
@@ -174,13 +212,19 @@ func gzipBody(b []byte) []byte {
 	return buf.Bytes()
 }
 
-// classify maps a response to what the lane does next.
-func (t *httpTransport) classify(resp *http.Response, body []byte, gz bool) result {
+// classify maps the response to f to what the lane does next.
+func (t *httpTransport) classify(resp *http.Response, body []byte, f *inflight) result {
 	if strings.Contains(strings.ToLower(resp.Header.Get("Accept-Encoding")), "gzip") {
 		t.gzip.CompareAndSwap(gzipAuto, gzipAutoOn)
 	}
-	code := resp.StatusCode
+	code, gz := resp.StatusCode, f.gz
 	switch {
+	case code >= 200 && code < 300 && t.functionError(resp, body):
+		// The function failed: nothing was delivered, and the same
+		// records will likely work once the function is fixed.
+		return result{outcome: retry, err: fmt.Errorf("function error: %w", statusError(resp, body))}
+	case (code == http.StatusUnauthorized || code == http.StatusForbidden) && t.auth != nil && t.auth.refused(f.grant, code):
+		return result{outcome: resend, err: statusError(resp, body)}
 	case code >= 200 && code < 300:
 		cmds, err := parseCommands(body)
 		if err != nil {
@@ -198,6 +242,23 @@ func (t *httpTransport) classify(resp *http.Response, body []byte, gz bool) resu
 	default:
 		return result{outcome: rejected, err: statusError(resp, body)}
 	}
+}
+
+// functionError reports a Lambda handler's error in a 2xx response: an
+// X-Amz-Function-Error header, or, from a Lambda function, the runtime's
+// {"errorMessage": .., "errorType": ..} body.
+func (t *httpTransport) functionError(resp *http.Response, body []byte) bool {
+	if resp.Header.Get("X-Amz-Function-Error") != "" {
+		return true
+	}
+	if !t.lambda || !bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+		return false
+	}
+	var v struct {
+		ErrorMessage *string `json:"errorMessage"`
+		ErrorType    *string `json:"errorType"`
+	}
+	return json.Unmarshal(body, &v) == nil && v.ErrorMessage != nil && v.ErrorType != nil
 }
 
 // refuseGzip turns "auto" compression off for good after a 415 to a gzipped
@@ -271,6 +332,8 @@ type inflight struct {
 	b   *batch
 	req *http.Request
 	gz  bool
+	// grant is the credentials it was sent with.
+	grant grant
 	// idle is true when the request went out on a connection that had
 	// answered before and was idle since: if it then fails before any byte
 	// of a response, the server probably closed the idle connection as the
@@ -295,8 +358,9 @@ func (p *httpPipe) alive() bool {
 	return p.dead == nil
 }
 
-func (p *httpPipe) send(_ context.Context, b *batch) {
-	req, gz := p.t.request(b)
+func (p *httpPipe) send(ctx context.Context, b *batch) {
+	f, authErr := p.t.request(ctx, b)
+	req := f.req
 	p.mu.Lock()
 	if p.dead != nil {
 		err := p.dead
@@ -304,8 +368,15 @@ func (p *httpPipe) send(_ context.Context, b *batch) {
 		b.done <- result{outcome: resend, err: err}
 		return
 	}
-	f := &inflight{b: b, req: req, gz: gz, idle: len(p.queue) == 0 && p.answered > 0}
+	f.idle = len(p.queue) == 0 && p.answered > 0
 	p.queue = append(p.queue, f)
+	if authErr != nil {
+		// Unsent, b fails, and with it the pipe, so that no later batch
+		// overtakes it.
+		p.mu.Unlock()
+		p.fail(authErr)
+		return
+	}
 	if len(p.queue) == 1 {
 		p.conn.SetReadDeadline(time.Now().Add(p.t.cfg.Timeout))
 	}
@@ -395,7 +466,7 @@ func (p *httpPipe) read(f *inflight) (result, bool, error) {
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			continue
 		}
-		return p.t.classify(resp, body, f.gz), resp.Close, nil
+		return p.t.classify(resp, body, f), resp.Close, nil
 	}
 }
 
@@ -442,7 +513,10 @@ func (p *httpPipe) fail(err error) {
 }
 
 func failure(err error, f *inflight) result {
+	var ae authError
 	switch {
+	case errors.As(err, &ae):
+		return result{outcome: retry, err: err}
 	case f.idle && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)):
 		return result{outcome: resend, err: err}
 	}

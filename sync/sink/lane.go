@@ -26,7 +26,7 @@ const maxResends = 3
 type lane struct {
 	s      *Sink
 	stream string
-	enc    *encoder // HTTP only
+	enc    bodyEncoder // HTTP only
 	log    *slog.Logger
 
 	acked    uint64 // last seq acknowledged (or dead-lettered or dropped)
@@ -56,7 +56,7 @@ type span struct{ First, Last uint64 }
 func newLane(s *Sink, stream string) *lane {
 	l := &lane{s: s, stream: stream, log: s.log.With(logKeyStream, stream), state: Online}
 	if s.tr.keyed() {
-		l.enc = newEncoder(s.cfg.GatewayID, stream)
+		l.enc = s.cfg.HTTP.encoder(s.cfg.GatewayID, stream)
 	}
 	return l
 }

@@ -175,14 +175,8 @@ func (t *mqttTransport) open(ctx context.Context, stream string) (pipe, error) {
 	t.mu.Lock()
 	ready := t.ready
 	t.mu.Unlock()
-	timer := time.NewTimer(t.cfg.Timeout)
-	defer timer.Stop()
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-timer.C:
-		return nil, errNotConnected
+	if err := awaitReady(ctx, ready, t.cfg.Timeout); err != nil {
+		return nil, err
 	}
 	t.mu.Lock()
 	c := t.conn
@@ -193,11 +187,9 @@ func (t *mqttTransport) open(ctx context.Context, stream string) (pipe, error) {
 	p := &mqttPipe{
 		t:      t,
 		c:      c,
-		topics: make(map[string]string),
+		topics: newPerFunction(strings.NewReplacer("{gateway}", topicLevel(t.s.cfg.GatewayID), "{stream}", topicLevel(stream)).Replace(t.cfg.Topic), topicLevel),
 		prefix: newPayloadPrefix(t.s.cfg.GatewayID, stream),
-		tmpl:   strings.NewReplacer("{gateway}", topicLevel(t.s.cfg.GatewayID), "{stream}", topicLevel(stream)).Replace(t.cfg.Topic),
-		queue:  make(chan pub, t.cfg.Window+1),
-		closed: make(chan struct{}),
+		outlet: newOutlet[pub](t.cfg.Window + 1),
 	}
 	t.wg.Go(p.complete)
 	return p, nil
@@ -211,15 +203,11 @@ func topicLevel(s string) string {
 // mqttPipe is one lane's view of the connection: it publishes each record
 // of a batch and completes the batch when every PUBACK is in.
 type mqttPipe struct {
-	t      *mqttTransport
-	c      *mqttConn
-	topics map[string]string // function -> topic
-	tmpl   string
-	prefix []byte
-
-	queue  chan pub // published, in order, for complete
-	closed chan struct{}
-	shut   bool
+	t           *mqttTransport
+	c           *mqttConn
+	topics      perFunction
+	prefix      []byte
+	outlet[pub] // published, in order, for complete
 }
 
 // pub is one PUBLISH awaiting its PUBACK; the last one of a batch carries it.
@@ -246,7 +234,7 @@ func (p *mqttPipe) send(ctx context.Context, b *batch) {
 			p.queue <- pub{b: b, err: errNotConnected}
 			return
 		}
-		e := pub{tok: p.c.cli.Publish(p.topic(r.Function), p.t.cfg.QoS, false, p.payload(r))}
+		e := pub{tok: p.c.cli.Publish(p.topics.get(r.Function), p.t.cfg.QoS, false, p.payload(r))}
 		if i == len(b.recs)-1 {
 			e.b = b
 		}
@@ -293,23 +281,6 @@ func (p *mqttPipe) complete() {
 	}
 }
 
-func (p *mqttPipe) close() {
-	if !p.shut {
-		p.shut = true
-		close(p.closed)
-		close(p.queue)
-	}
-}
-
-func (p *mqttPipe) topic(function string) string {
-	if t, ok := p.topics[function]; ok {
-		return t
-	}
-	t := strings.ReplaceAll(p.tmpl, "{function}", topicLevel(function))
-	p.topics[function] = t
-	return t
-}
-
 // newPayloadPrefix starts every payload of a stream:
 //
 //	{"gateway":"g","stream":"s","id":"..","seq":1,"ts":2,"function":"f","data":{}}
@@ -321,9 +292,12 @@ func newPayloadPrefix(gateway, stream string) []byte {
 	return append(b, ',')
 }
 
-func (p *mqttPipe) payload(r store.Record) []byte {
-	b := make([]byte, 0, len(p.prefix)+len(r.Data)+96)
-	b = append(b, p.prefix...)
+func (p *mqttPipe) payload(r store.Record) []byte { return recordPayload(p.prefix, r) }
+
+// recordPayload is one record on its own after the prefix of its stream.
+func recordPayload(prefix []byte, r store.Record) []byte {
+	b := make([]byte, 0, len(prefix)+len(r.Data)+96)
+	b = append(b, prefix...)
 	b = appendRecordFields(b, r)
 	return append(b, '}')
 }

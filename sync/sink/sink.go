@@ -68,7 +68,7 @@ const (
 // Status is a snapshot of one sink, for GET /api/v1/sync and the metrics.
 type Status struct {
 	Name  string    `json:"name"`
-	Kind  string    `json:"kind"` // "http" or "mqtt"
+	Kind  string    `json:"kind"` // "http", "mqtt" or "jetstream"
 	State State     `json:"state"`
 	Since time.Time `json:"since"` // when State was entered
 	// LastSuccess is the time of the last delivery; zero if none yet.
@@ -177,7 +177,11 @@ func build(cfg Config, logger *slog.Logger) (*Sink, error) {
 	switch {
 	case c.HTTP != nil:
 		s.kind = "http"
-		s.tr, err = newHTTPTransport(c.HTTP)
+		s.tr, err = newHTTPTransport(c.HTTP, c.GatewayID)
+	case c.JetStream != nil:
+		s.kind = "jetstream"
+		s.connState, s.state = Offline, Offline
+		s.tr, err = newJetStreamTransport(s, c.JetStream)
 	default:
 		s.kind = "mqtt"
 		s.connState = Offline
@@ -325,7 +329,8 @@ func (s *Sink) succeeded(l *lane) {
 // failedWith records a failed attempt by l. The MQTT bridge's lanes only
 // fail when the shared connection does, and the connection's own state says
 // that already: a lane still finishing with the old connection must not
-// turn a bridge that has reconnected back to offline.
+// turn a bridge that has reconnected back to offline. (A JetStream lane
+// can fail on a live connection: the stream has no leader, or none at all.)
 func (s *Sink) failedWith(l *lane, st State, err error) {
 	s.mu.Lock()
 	if err != nil {
@@ -337,7 +342,7 @@ func (s *Sink) failedWith(l *lane, st State, err error) {
 	s.settle()
 }
 
-// connected records the state of the MQTT connection.
+// connected records the state of the MQTT or NATS connection.
 func (s *Sink) connected(up bool, err error) {
 	s.mu.Lock()
 	s.connState = Online

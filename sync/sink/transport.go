@@ -57,3 +57,18 @@ var (
 	errPipeClosed = errors.New("connection closed before the response")
 	errPeerClosed = errors.New("receiver closed the connection after the previous response")
 )
+
+// awaitReady waits up to timeout for a shared connection to be up (ready
+// closed), for a lane that wants a pipe on it.
+func awaitReady(ctx context.Context, ready <-chan struct{}, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return errNotConnected
+	}
+}

@@ -42,6 +42,7 @@ export class SyncView {
     return h('div', {class: 'card', 'data-testid': 'sink-card', dataset: {name: s.name}},
       h('div', {class: 'card-head'},
         h('span', {class: 'card-title'}, s.name),
+        s.kind ? h('span', {class: 'muted', 'data-testid': 'sink-kind'}, s.kind) : null,
         h('span', {class: 'grow'}),
         h('span', {class: `pill ${stateClass(s.state)}`, 'data-testid': 'sink-state'}, s.state || 'unknown')),
       s.streams ? h('div', {class: 'triggers'}, s.streams.map((st) => h('span', {class: 'trigger'}, st))) : null,

@@ -1,0 +1,238 @@
+// Package natstest runs real NATS servers with JetStream for tests: nats-server
+// processes on free 127.0.0.1 ports, alone or as a cluster, built from the
+// nats-server module that go.mod pins as a tool.
+package natstest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/poll"
+)
+
+// Cluster is one or more nats-server processes with JetStream, routed together
+// when more than one.
+type Cluster struct {
+	t     testing.TB
+	opts  Options
+	Nodes []*Node
+}
+
+// Node is one server process.
+type Node struct {
+	Name     string
+	scheme   string // nats or tls
+	port     int
+	httpPort int
+	log      string // its output
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
+
+// binary builds nats-server; the go build cache makes every build after the first quick.
+func binary(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "nats-server")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Options add security to the servers. The zero value is plain TCP, no authentication.
+type Options struct {
+	// TLS makes the servers speak TLS only, with PKI's server certificate, and require a
+	// client certificate signed by its CA.
+	TLS *mosquittotest.PKI
+	// Auth, when set, runs the servers in operator mode: only holders of its users'
+	// credentials get in.
+	Auth *Auth
+}
+
+// Start starts size servers (1: a single server, no cluster) and waits until each
+// serves JetStream. They are killed when the test ends.
+func Start(t testing.TB, size int) *Cluster { return StartWith(t, size, Options{}) }
+
+// StartWith is Start with security; see Options.
+func StartWith(t testing.TB, size int, o Options) *Cluster {
+	t.Helper()
+	bin := binary(t)
+	c := &Cluster{t: t, opts: o}
+	ports := make([]int, 3*size) // client, monitoring, route
+	for i := range ports {
+		ports[i] = loopback.FreePort(t)
+	}
+	var routes []string
+	for i := range size {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+2]))
+	}
+	for i := range size {
+		dir := t.TempDir()
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[3*i], httpPort: ports[3*i+1],
+			log: filepath.Join(dir, "nats.log"), done: make(chan struct{})}
+		if o.TLS != nil {
+			n.scheme = "tls"
+		}
+		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"+
+			"jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n",
+			n.Name, n.port, n.httpPort, filepath.Join(dir, "js"))
+		if p := o.TLS; p != nil {
+			conf += fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\n", p.ServerCert, p.ServerKey, p.CA)
+		}
+		if a := o.Auth; a != nil {
+			conf += fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %q, %s: %q }\n",
+				a.operatorJWT, a.systemPub, a.accountPub, a.accountJWT, a.systemPub, a.systemJWT)
+		}
+		if size > 1 {
+			conf += fmt.Sprintf("cluster { name: moongate-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
+				ports[3*i+2], strings.Join(routes, ", "))
+		}
+		cf := filepath.Join(dir, "nats.conf")
+		if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		log, err := os.Create(n.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.cmd = exec.Command(bin, "-c", cf)
+		n.cmd.Stdout, n.cmd.Stderr = log, log
+		if err := n.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer close(n.done)
+			n.cmd.Wait()
+			log.Close()
+		}()
+		t.Cleanup(func() { c.Kill(n) })
+		c.Nodes = append(c.Nodes, n)
+	}
+	for _, n := range c.Nodes {
+		deadline := time.Now().Add(30 * time.Second)
+		for !n.serving() {
+			if time.Now().After(deadline) {
+				out, _ := os.ReadFile(n.log)
+				t.Fatalf("%s not serving JetStream after 30s:\n%s", n.Name, out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return c
+}
+
+// serving reports whether the node's JetStream is up, by its monitoring endpoint.
+func (n *Node) serving() bool {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", n.httpPort))
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// URLs lists every node's URL, comma-separated, as NATS clients take a cluster.
+func (c *Cluster) URLs() string {
+	var us []string
+	for _, n := range c.Nodes {
+		us = append(us, n.URL())
+	}
+	return strings.Join(us, ",")
+}
+
+// Node returns the node of that server name.
+func (c *Cluster) Node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	c.t.Fatalf("no node %q", name)
+	return nil
+}
+
+// Kill ends a node at once, as a power cut would.
+func (c *Cluster) Kill(n *Node) {
+	n.cmd.Process.Kill()
+	<-n.done
+}
+
+// Client connects the test to the cluster (reconnecting to any node) and returns its
+// JetStream.
+func (c *Cluster) Client() jetstream.JetStream {
+	c.t.Helper()
+	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
+	if p := c.opts.TLS; p != nil {
+		opts = append(opts, nats.RootCAs(p.CA), nats.ClientCert(p.ClientCert, p.ClientKey))
+	}
+	if a := c.opts.Auth; a != nil {
+		opts = append(opts, nats.UserCredentials(a.UserCreds))
+	}
+	nc, err := nats.Connect(c.URLs(), opts...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return js
+}
+
+// CreateStream creates a stream once the cluster has a meta leader.
+func CreateStream(t testing.TB, js jetstream.JetStream, cfg jetstream.StreamConfig) jetstream.Stream {
+	t.Helper()
+	var s jetstream.Stream
+	poll.Within(t, 30*time.Second, "stream "+cfg.Name+" created", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		s, err = js.CreateStream(ctx, cfg)
+		return err == nil
+	})
+	return s
+}
+
+// Messages reads every message of the stream in stream order, one by one, retrying
+// while the cluster elects leaders.
+func Messages(t testing.TB, js jetstream.JetStream, name string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	var info *jetstream.StreamInfo
+	var stream jetstream.Stream
+	poll.Within(t, 30*time.Second, "the stream's info", func() bool {
+		var err error
+		if stream, err = js.Stream(ctx, name); err == nil {
+			info, err = stream.Info(ctx)
+		}
+		return err == nil
+	})
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		var m *jetstream.RawStreamMsg
+		poll.Within(t, 30*time.Second, fmt.Sprintf("message %d", seq), func() bool {
+			var err error
+			m, err = stream.GetMsg(ctx, seq)
+			return err == nil
+		})
+		out = append(out, m)
+	}
+	return out
+}
