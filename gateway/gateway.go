@@ -203,7 +203,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err := reg.restore(cfg); err != nil {
 		return err
 	}
-	sinks, err := openSinks(cfg, st, bus, lv, logger)
+	sinks, err := openSinks(cfg, st, bus, lv, clock, logger)
 	if err != nil {
 		return err
 	}

@@ -215,10 +215,11 @@ func (fl functionLogs) log(r luafn.LogRecord) {
 
 // openSinks makes the sync.sinks; downlink commands go out on bus, transitions to the
 // live console.
-func openSinks(cfg *config.Config, outbox *store.Store, bus mqttPublisher, l *live, logger *slog.Logger) ([]*sink.Sink, error) {
+func openSinks(cfg *config.Config, outbox *store.Store, bus mqttPublisher, l *live, clock Clock, logger *slog.Logger) ([]*sink.Sink, error) {
 	var sinks []*sink.Sink
 	for i, sc := range cfg.Sync.Sinks {
 		c := sinkConfig(cfg, sc)
+		c.Clock = clock
 		name := sc.Name
 		c.OnTransition = func(st sink.Status) {
 			l.sync(name, string(st.State), st.LastError, st.Lag, st.PendingRecords)

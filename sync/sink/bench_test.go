@@ -17,6 +17,7 @@ import (
 
 	"github.com/moongate/moongate/internal/natstest"
 	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // benchData is a typical sensor record, with values that vary as real ones
@@ -86,7 +87,7 @@ func BenchmarkHTTPDrain(b *testing.B) {
 	for _, format := range []string{FormatMoongate, FormatCloudEvents} {
 		for _, gz := range []string{"off", "on"} {
 			b.Run("format="+format+"/gzip="+gz, func(b *testing.B) {
-				st := openStore(b, b.TempDir())
+				st := storetest.Open(b, b.TempDir())
 				defer st.Close()
 				url, bytesIn := sinkServer(b)
 				s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen",
@@ -112,7 +113,7 @@ func BenchmarkJetStreamDrain(b *testing.B) {
 			c := natstest.Start(b, nodes)
 			js := c.Client()
 			stream := natstest.CreateStream(b, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, Replicas: nodes})
-			st := openStore(b, b.TempDir())
+			st := storetest.Open(b, b.TempDir())
 			defer st.Close()
 			s := newSink(b, Config{Name: "nats", GatewayID: "pi-kitchen", JetStream: &JetStreamConfig{URL: c.URLs()}}, st, nil, nil)
 			appendBench(b, st, "telemetry", b.N)
@@ -131,7 +132,7 @@ func BenchmarkJetStreamDrain(b *testing.B) {
 // TLS with client certificates. One op is one record.
 func BenchmarkMQTTDrain(b *testing.B) {
 	br := startBroker(b)
-	st := openStore(b, b.TempDir())
+	st := storetest.Open(b, b.TempDir())
 	defer st.Close()
 	s := newSink(b, Config{Name: "iot", GatewayID: "pi-kitchen", MQTT: &MQTTConfig{
 		Broker: br.url(), TLS: TLSFiles{CA: br.pki.CA, Cert: br.pki.ClientCert, Key: br.pki.ClientKey},
@@ -149,7 +150,7 @@ func BenchmarkMQTTDrain(b *testing.B) {
 func BenchmarkBacklogWithLiveTraffic(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
-		st := openStore(b, b.TempDir())
+		st := storetest.Open(b, b.TempDir())
 		url, _ := sinkServer(b)
 		s := newSink(b, Config{Name: "cloud", GatewayID: "pi-kitchen", HTTP: &HTTPConfig{URL: url}}, st, nil, nil)
 		const backlog = 100_000
@@ -206,7 +207,7 @@ func BenchmarkBacklogWithLiveTraffic(b *testing.B) {
 func BenchmarkHTTPDrainRTT(b *testing.B) {
 	for _, window := range []int{1, 4} {
 		b.Run(fmt.Sprintf("window=%d", window), func(b *testing.B) {
-			st := openStore(b, b.TempDir())
+			st := storetest.Open(b, b.TempDir())
 			defer st.Close()
 			url, _ := sinkServer(b)
 			url = delayProxy(b, strings.TrimPrefix(strings.TrimSuffix(url, "/ingest"), "http://"), 10*time.Millisecond)

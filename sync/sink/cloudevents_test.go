@@ -15,6 +15,9 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // ceReceiver is a real HTTP server that reads every request with the
@@ -118,7 +121,7 @@ func TestCloudEventsModes(t *testing.T) {
 		{CEBinary, "off", binding.EncodingBinary},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			st := openStore(t, t.TempDir())
+			st := storetest.Open(t, t.TempDir())
 			defer st.Close()
 			// Every third request is processed and then answered 500: the
 			// sink resends it and the receiver dedupes by id.
@@ -146,7 +149,7 @@ func TestCloudEventsModes(t *testing.T) {
 				}
 			}
 			run(t, s)
-			eventually(t, 10*time.Second, "every record acknowledged", func() bool {
+			poll.Within(t, 10*time.Second, "every record acknowledged", func() bool {
 				return pending(st, "cloud", "alerts") == 0 && pending(st, "cloud", "telemetry") == 0
 			})
 			rc.mu.Lock()

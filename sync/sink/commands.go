@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // A command is one downlink message from a 2xx response body, published on
@@ -145,7 +147,7 @@ func (l *lane) finishCommands(ctx context.Context) error {
 				return ctx.Err()
 			}
 			l.s.drop(dropCommand, 1)
-			l.log.Warn("command not published", "topic", c.Topic, logKeyErr, err)
+			l.log.Warn("command not published", logkey.Topic, c.Topic, logKeyErr, err)
 			continue
 		}
 		l.s.commands.Add(1)

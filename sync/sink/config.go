@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/tlsfiles"
-	"github.com/moongate/moongate/sync/store"
 )
 
 // Config describes one sink. Exactly one of HTTP, MQTT and JetStream is set. Zero fields
@@ -30,6 +29,9 @@ type Config struct {
 	// Disabled keeps the sink configured but idle: Run registers nothing and
 	// waits for its context; Status reports "disabled".
 	Disabled bool
+	// Clock is the time of the sink's state, lag, linger and backoff. Nil: the real
+	// clock. Network deadlines and timeouts are the real clock's always.
+	Clock    Clock
 	Backoff  Backoff
 	// Window is the number of batches in flight per stream. Default 4 for
 	// HTTP (requests pipelined on one connection) and JetStream, 2 for MQTT
@@ -138,8 +140,16 @@ const (
 	DefaultTopic       = "{gateway}/{stream}"
 )
 
-// DeadStream is where rejected records go: the outbox's dead-letter stream.
-const DeadStream = store.DeadStream
+// Clock is a sink's time source (the gateway's Clock has the same methods).
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 func (c *Config) withDefaults() (Config, error) {
 	cfg := *c
@@ -149,6 +159,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if len(cfg.Streams) == 0 {
 		cfg.Streams = []string{"*"}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
 	}
 	kinds := 0
 	for _, set := range []bool{cfg.HTTP != nil, cfg.MQTT != nil, cfg.JetStream != nil} {

@@ -3,10 +3,12 @@ package sink
 import (
 	"strings"
 	"testing"
+
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 func TestConfigErrors(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	h := func(c Config) Config { c.Name = "x"; return c }
 	for _, tc := range []struct {
@@ -41,7 +43,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestDisabledSink(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	cfg := httpConfig("http://127.0.0.1:1/")
 	cfg.Disabled = true

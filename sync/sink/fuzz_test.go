@@ -59,7 +59,7 @@ func FuzzClassifyResponse(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	tr, err := newHTTPTransport(&HTTPConfig{URL: "http://127.0.0.1/x", Timeout: time.Second, Gzip: "auto"}, "gw")
+	tr, err := newHTTPTransport(&HTTPConfig{URL: "http://127.0.0.1/x", Timeout: time.Second, Gzip: "auto"}, "gw", time.Now)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -20,6 +20,9 @@ import (
 	"time"
 
 	"golang.org/x/oauth2/jws"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // googleTokenServer plays Google's token endpoint for a service account: it
@@ -114,7 +117,7 @@ func (g *googleTokenServer) keyFile(t *testing.T, mode os.FileMode) string {
 }
 
 func TestGoogleIDToken(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	g := newGoogleTokenServer(t)
 	const audience = "https://ingest-abc123-ew.a.run.app"
@@ -138,7 +141,7 @@ func TestGoogleIDToken(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
-	eventually(t, 10*time.Second, "delivered with an ID token", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 10*time.Second, "delivered with an ID token", func() bool { return pending(st, "cloud", "a") == 0 })
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if len(g.errs) > 0 || len(g.issued) != 1 {

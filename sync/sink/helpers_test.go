@@ -33,19 +33,6 @@ func newSink(t testing.TB, cfg Config, out Outbox, pub Publisher, logger *slog.L
 	return s
 }
 
-func openStore(t testing.TB, dir string, opts ...func(*store.Options)) *store.Store {
-	t.Helper()
-	o := store.Options{Dir: dir, MinFreeBytes: -1}
-	for _, f := range opts {
-		f(&o)
-	}
-	st, err := store.Open(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
-
 // appendN appends n records to stream, in commits of up to 200, with data
 // {"n": i} counting on from start.
 func appendN(t testing.TB, st *store.Store, stream string, start, n int) {
@@ -345,18 +332,6 @@ func checkOrder(t testing.TB, reqs []*request, stream string, want uint64, skip 
 		}
 	}
 	return total
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // run starts s and returns a stop function that cancels it and waits.

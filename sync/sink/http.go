@@ -64,14 +64,15 @@ type httpTransport struct {
 	lambda bool
 	// binary sets the ce-* headers of CloudEvents binary mode; nil otherwise.
 	binary func(h http.Header, r store.Record)
+	now    func() time.Time // Config.Clock's, for Retry-After dates
 }
 
-func newHTTPTransport(cfg *HTTPConfig, gateway string) (*httpTransport, error) {
+func newHTTPTransport(cfg *HTTPConfig, gateway string, now func() time.Time) (*httpTransport, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("url: %w", err)
 	}
-	t := &httpTransport{cfg: cfg, url: u, header: make(http.Header), secret: []byte(cfg.HMACSecret)}
+	t := &httpTransport{cfg: cfg, url: u, header: make(http.Header), secret: []byte(cfg.HMACSecret), now: now}
 	port := u.Port()
 	if port == "" {
 		port = "80"
@@ -238,7 +239,7 @@ func (t *httpTransport) classify(resp *http.Response, body []byte, f *inflight) 
 		code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound,
 		code == http.StatusMethodNotAllowed, code == http.StatusProxyAuthRequired,
 		code == http.StatusUnsupportedMediaType && gz:
-		return result{outcome: retry, err: statusError(resp, body), retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+		return result{outcome: retry, err: statusError(resp, body), retryAfter: retryAfter(resp.Header.Get("Retry-After"), t.now())}
 	default:
 		return result{outcome: rejected, err: statusError(resp, body)}
 	}

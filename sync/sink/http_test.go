@@ -13,6 +13,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 func httpConfig(url string) Config {
@@ -25,13 +29,13 @@ func httpConfig(url string) Config {
 }
 
 func TestHTTPWireFormat(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, nil)
 	s := newSink(t, httpConfig(rc.url()), st, nil, nil)
 	appendN(t, st, "alerts", 0, 3)
 	stop := run(t, s)
-	eventually(t, 5*time.Second, "the batch acknowledged", func() bool { return pending(st, "cloud", "alerts") == 0 })
+	poll.Within(t, 5*time.Second, "the batch acknowledged", func() bool { return pending(st, "cloud", "alerts") == 0 })
 	stop()
 
 	reqs := rc.requests()
@@ -78,7 +82,7 @@ func TestHTTPWireFormat(t *testing.T) {
 }
 
 func TestHTTPBatchBounds(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
@@ -86,7 +90,7 @@ func TestHTTPBatchBounds(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 100)
 	run(t, s)
-	eventually(t, 5*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	for _, r := range rc.requests() {
 		if len(r.batch.Records) > 7 {
 			t.Errorf("request %d: %d records, max 7", r.n, len(r.batch.Records))
@@ -102,7 +106,7 @@ func TestHTTPBatchBounds(t *testing.T) {
 	if _, err := st.Append(t.Context(), appendRec("b", big), appendRec("b", big), appendRec("b", big), appendRec("b", big), appendRec("b", big)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "big records acknowledged", func() bool { return pending(st, "cloud", "b") == 0 })
+	poll.Within(t, 5*time.Second, "big records acknowledged", func() bool { return pending(st, "cloud", "b") == 0 })
 	var sizes []int
 	for _, r := range rc.requests() {
 		if r.batch.Stream == "b" {
@@ -115,7 +119,7 @@ func TestHTTPBatchBounds(t *testing.T) {
 }
 
 func TestHTTPLingerGathersABatch(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
@@ -127,14 +131,14 @@ func TestHTTPLingerGathersABatch(t *testing.T) {
 		appendN(t, st, "live", i, 1)
 		time.Sleep(20 * time.Millisecond)
 	}
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "live") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "live") == 0 })
 	if reqs := rc.requests(); len(reqs) != 1 || len(reqs[0].batch.Records) != 5 {
 		t.Fatalf("%d requests, want one with all 5 records", len(reqs))
 	}
 }
 
 func TestHTTPPipelinedOrderThroughFailures(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	var s *Sink
 	var mu sync.Mutex
@@ -161,7 +165,7 @@ func TestHTTPPipelinedOrderThroughFailures(t *testing.T) {
 	run(t, s)
 	// Live records keep arriving while the backlog drains.
 	appendN(t, st, "a", 3000, 500)
-	eventually(t, 20*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 20*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	checkOrder(t, rc.requests(), "a", 3500)
 	mu.Lock()
 	defer mu.Unlock()
@@ -174,7 +178,7 @@ func TestHTTPPipelinedOrderThroughFailures(t *testing.T) {
 }
 
 func TestHTTPPoisonRecordGoesToDead(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		for _, rec := range r.batch.Records {
@@ -189,14 +193,14 @@ func TestHTTPPoisonRecordGoesToDead(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 300)
 	run(t, s)
-	eventually(t, 10*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 10*time.Second, "all acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	checkOrder(t, reqs, "a", 300, 138)
 	// 3 batches, and 2 requests per halving of the bad one (100 -> 1: 7 halvings).
 	if len(reqs) > 3+2*7 {
 		t.Errorf("%d requests to isolate one record", len(reqs))
 	}
-	dead, err := st.Read(DeadStream, 0, 0, 0)
+	dead, err := st.Read(store.DeadStream, 0, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +230,7 @@ func TestHTTPRetryAfter(t *testing.T) {
 		{"date", func() string { return time.Now().Add(2 * time.Second).UTC().Format(http.TimeFormat) }, 900 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := openStore(t, t.TempDir())
+			st := storetest.Open(t, t.TempDir())
 			defer st.Close()
 			rc := newReceiver(t, func(r *request) reply {
 				if r.n == 0 {
@@ -238,7 +242,7 @@ func TestHTTPRetryAfter(t *testing.T) {
 			s := newSink(t, httpConfig(rc.url()), st, nil, logs.logger())
 			appendN(t, st, "a", 0, 10)
 			run(t, s)
-			eventually(t, 10*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+			poll.Within(t, 10*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 			reqs := rc.requests()
 			if len(reqs) != 2 {
 				t.Fatalf("%d requests, want 2", len(reqs))
@@ -279,7 +283,7 @@ func TestRetryAfterParse(t *testing.T) {
 }
 
 func TestHTTPOutageAndRecovery(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, nil)
 	var logs logBuffer
@@ -288,17 +292,17 @@ func TestHTTPOutageAndRecovery(t *testing.T) {
 	s := newSink(t, cfg, st, nil, logs.logger())
 	run(t, s)
 	appendN(t, st, "a", 0, 100)
-	eventually(t, 5*time.Second, "first records acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "first records acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 
 	rc.stop() // the listener is gone: connections are refused
 	appendN(t, st, "a", 100, 1000)
-	eventually(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
+	poll.Within(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
 	time.Sleep(200 * time.Millisecond) // many retries
 	if st := s.Status(); st.PendingRecords != 1000 || st.Lag <= 0 || !strings.Contains(st.LastError, "refused") {
 		t.Errorf("status during the outage: %+v", st)
 	}
 	rc.restart()
-	eventually(t, 10*time.Second, "backlog acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 10*time.Second, "backlog acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	checkOrder(t, rc.requests(), "a", 1100)
 	if st := s.Status(); st.State != Online || st.Lag != 0 {
 		t.Errorf("status after: %+v", st)
@@ -312,7 +316,7 @@ func TestHTTPOutageAndRecovery(t *testing.T) {
 }
 
 func TestHTTPConnectionClosedMidResponse(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n < 3 {
@@ -323,7 +327,7 @@ func TestHTTPConnectionClosedMidResponse(t *testing.T) {
 	s := newSink(t, httpConfig(rc.url()), st, nil, nil)
 	appendN(t, st, "a", 0, 20)
 	run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	checkOrder(t, rc.requests(), "a", 20)
 	if st := s.Status(); st.Retried != 60 || st.Delivered != 20 {
 		t.Errorf("status %+v", st)
@@ -332,7 +336,7 @@ func TestHTTPConnectionClosedMidResponse(t *testing.T) {
 
 func TestHTTPSCustomCAAndClientCert(t *testing.T) {
 	p := newPKI(t)
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newTLSReceiver(t, nil, p.serverTLS(t, true))
 
@@ -342,7 +346,7 @@ func TestHTTPSCustomCAAndClientCert(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 10)
 	stop := run(t, s)
-	eventually(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
+	poll.Within(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
 	if e := s.Status().LastError; !strings.Contains(e, "certificate") {
 		t.Errorf("last error %q", e)
 	}
@@ -352,7 +356,7 @@ func TestHTTPSCustomCAAndClientCert(t *testing.T) {
 	cfg.HTTP.CAFile, cfg.HTTP.CertFile, cfg.HTTP.KeyFile = p.CA, p.ClientCert, p.ClientKey
 	s = newSink(t, cfg, st, nil, nil)
 	run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	checkOrder(t, rc.requests(), "a", 10)
 
 	cfg.HTTP.CAFile = filepath.Join(t.TempDir(), "missing.pem")
@@ -380,7 +384,7 @@ func TestHTTPGzip(t *testing.T) {
 	// drain sends rounds x 50 records through a sink with mode, waiting for each round to
 	// be acknowledged before the next, and returns the requests of each round.
 	drain := func(t *testing.T, mode string, rounds int, respond func(*request) reply) [][]*request {
-		st := openStore(t, t.TempDir())
+		st := storetest.Open(t, t.TempDir())
 		defer st.Close()
 		rc := newReceiver(t, respond)
 		cfg := httpConfig(rc.url())
@@ -392,7 +396,7 @@ func TestHTTPGzip(t *testing.T) {
 		seen := 0
 		for round := range rounds {
 			appendN(t, st, "a", round*50, 50)
-			eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+			poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 			reqs := rc.requests()
 			byRound = append(byRound, reqs[seen:])
 			seen = len(reqs)
@@ -456,7 +460,7 @@ func TestHTTPGzip(t *testing.T) {
 }
 
 func TestHTTPCommands(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n == 0 {
@@ -473,7 +477,7 @@ func TestHTTPCommands(t *testing.T) {
 	s := newSink(t, cfg, st, &pub, nil)
 	appendN(t, st, "a", 0, 20)
 	run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	got := pub.published()
 	want := []string{`dev/1/set {"on":true} 1 false`, `dev/2/set raw text 0 true`}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -489,7 +493,7 @@ func TestHTTPCommands(t *testing.T) {
 // commands recorded but not marked applied are published at start.
 func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	st := openStore(t, dir)
+	st := storetest.Open(t, dir)
 	appendN(t, st, "a", 0, 4)
 	recs, err := st.Read("a", 0, 0, 0)
 	if err != nil {
@@ -508,7 +512,7 @@ func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 	var pub publisher
 	s := newSink(t, httpConfig(rc.url()), st, &pub, nil)
 	stop := run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	stop()
 	if reqs := rc.requests(); len(reqs) != 1 || reqs[0].header.Get("Idempotency-Key") != key {
 		t.Fatalf("want one resend of %s", key)
@@ -523,18 +527,18 @@ func TestHTTPCommandsOncePerBatchAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Close()
-	st = openStore(t, dir)
+	st = storetest.Open(t, dir)
 	defer st.Close()
 	s = newSink(t, httpConfig(rc.url()), st, &pub, nil)
 	run(t, s)
-	eventually(t, 5*time.Second, "recorded commands published", func() bool { return len(pub.published()) == 1 })
+	poll.Within(t, 5*time.Second, "recorded commands published", func() bool { return len(pub.published()) == 1 })
 	if got := pub.published()[0]; got != "dev/9/set late 1 false" {
 		t.Errorf("published %q", got)
 	}
 }
 
 func TestHTTPSlowReceiverTimesOut(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n < 2 {
@@ -548,7 +552,7 @@ func TestHTTPSlowReceiverTimesOut(t *testing.T) {
 	s := newSink(t, cfg, st, nil, logs.logger())
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	// The slow answers came too late: the same batch was sent three times.
 	if len(reqs) != 3 || reqs[0].header.Get("Idempotency-Key") != reqs[2].header.Get("Idempotency-Key") {
@@ -562,7 +566,7 @@ func TestHTTPSlowReceiverTimesOut(t *testing.T) {
 // Auth and URL errors are the configuration's fault, not the records': they
 // are retried, never dead-lettered.
 func TestHTTPAuthErrorIsNotPoison(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n < 4 {
@@ -574,8 +578,8 @@ func TestHTTPAuthErrorIsNotPoison(t *testing.T) {
 	s := newSink(t, httpConfig(rc.url()), st, nil, logs.logger())
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
-	eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
-	if dead, _ := st.Read(DeadStream, 0, 0, 0); len(dead) != 0 {
+	poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	if dead, _ := st.Read(store.DeadStream, 0, 0, 0); len(dead) != 0 {
 		t.Errorf("%d records dead-lettered", len(dead))
 	}
 	if len(rc.requests()) != 5 || logs.count("to=backing_off") != 1 {
@@ -591,7 +595,7 @@ func TestHTTPServerClosingConnections(t *testing.T) {
 		"idle-timeout":     func(rc *receiver) { rc.idle = 20 * time.Millisecond },
 	} {
 		t.Run(name, func(t *testing.T) {
-			st := openStore(t, t.TempDir())
+			st := storetest.Open(t, t.TempDir())
 			defer st.Close()
 			rc := newReceiverWith(t, nil, setup)
 			var logs logBuffer
@@ -601,7 +605,7 @@ func TestHTTPServerClosingConnections(t *testing.T) {
 			run(t, s)
 			for i := range 5 {
 				appendN(t, st, "a", i*30, 30)
-				eventually(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+				poll.Within(t, 5*time.Second, "acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 				time.Sleep(50 * time.Millisecond)
 			}
 			checkOrder(t, rc.requests(), "a", 150)
@@ -642,12 +646,12 @@ func TestHTTPEndlessResponseHeader(t *testing.T) {
 			}()
 		}
 	}()
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	s := newSink(t, httpConfig("http://"+ln.Addr().String()+"/ingest"), st, nil, nil)
 	appendN(t, st, "a", 0, 5)
 	run(t, s)
-	eventually(t, 10*time.Second, "the header refused", func() bool {
+	poll.Within(t, 10*time.Second, "the header refused", func() bool {
 		return strings.Contains(s.Status().LastError, "response header larger than 64 KiB")
 	})
 	if p := pending(st, "cloud", "a"); p != 5 {

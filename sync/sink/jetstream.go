@@ -130,7 +130,7 @@ func (t *jsTransport) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(t.s.cfg.Backoff.delay(failures)):
+		case <-t.s.cfg.Clock.After(t.s.cfg.Backoff.delay(failures)):
 		}
 	}
 	if nc == nil {

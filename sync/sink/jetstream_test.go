@@ -12,6 +12,9 @@ import (
 
 	"github.com/moongate/moongate/internal/mosquittotest"
 	"github.com/moongate/moongate/internal/natstest"
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // streamRecords reads every message of the stream, in stream order, as the
@@ -49,7 +52,7 @@ func TestJetStreamLeaderKilled(t *testing.T) {
 	js := c.Client()
 	stream := natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, Replicas: 3})
 
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	const nTel, nAlerts = 20000, 3000
 	appendN(t, st, "telemetry", 0, nTel)
@@ -58,7 +61,7 @@ func TestJetStreamLeaderKilled(t *testing.T) {
 	run(t, s)
 
 	ctx := context.Background()
-	eventually(t, 30*time.Second, "a quarter in the stream", func() bool {
+	poll.Within(t, 30*time.Second, "a quarter in the stream", func() bool {
 		info, err := stream.Info(ctx)
 		return err == nil && info.State.Msgs >= nTel/4
 	})
@@ -73,7 +76,7 @@ func TestJetStreamLeaderKilled(t *testing.T) {
 	c.Kill(leader)
 	t.Logf("killed the leader %s with %d of %d records stored", leader.Name, info.State.Msgs, nTel+nAlerts)
 
-	eventually(t, 120*time.Second, "every record acknowledged", func() bool {
+	poll.Within(t, 120*time.Second, "every record acknowledged", func() bool {
 		return pending(st, "nats", "telemetry") == 0 && pending(st, "nats", "alerts") == 0
 	})
 	got := streamRecords(t, js, "MOONGATE")
@@ -101,19 +104,19 @@ func TestJetStreamLeaderKilled(t *testing.T) {
 func TestJetStreamNoStream(t *testing.T) {
 	c := natstest.Start(t, 1)
 	js := c.Client()
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	appendN(t, st, "a", 0, 100)
 	cfg := jetStreamConfig(c.URLs())
 	cfg.JetStream.Subject = "edge.{gateway}.{stream}.{function}"
 	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
-	eventually(t, 10*time.Second, "backing off", func() bool { return s.Status().State == BackingOff })
+	poll.Within(t, 10*time.Second, "backing off", func() bool { return s.Status().State == BackingOff })
 	if p := pending(st, "nats", "a"); p != 100 {
 		t.Fatalf("%d pending with no stream, want 100", p)
 	}
 	natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "EDGE", Subjects: []string{"edge.>"}})
-	eventually(t, 10*time.Second, "delivered once the stream exists", func() bool { return pending(st, "nats", "a") == 0 })
+	poll.Within(t, 10*time.Second, "delivered once the stream exists", func() bool { return pending(st, "nats", "a") == 0 })
 	if recs := streamRecords(t, js, "EDGE")["edge.pi-kitchen.a.fn"]; len(recs) != 100 {
 		t.Fatalf("%d messages, want 100", len(recs))
 	}
@@ -130,7 +133,7 @@ func TestJetStreamTLSAndCreds(t *testing.T) {
 	js := c.Client()
 	natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}})
 
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	appendN(t, st, "a", 0, 50)
 	cfg := jetStreamConfig(c.URLs())
@@ -147,7 +150,7 @@ func TestJetStreamTLSAndCreds(t *testing.T) {
 	}
 	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
-	eventually(t, 10*time.Second, "delivered over TLS with creds", func() bool { return pending(st, "nats", "a") == 0 })
+	poll.Within(t, 10*time.Second, "delivered over TLS with creds", func() bool { return pending(st, "nats", "a") == 0 })
 	if recs := streamRecords(t, js, "MOONGATE")["moongate.pi-kitchen.a"]; len(recs) != 50 {
 		t.Fatalf("%d messages, want 50", len(recs))
 	}
@@ -160,7 +163,7 @@ func TestJetStreamRecordTooLarge(t *testing.T) {
 	c := natstest.Start(t, 1)
 	js := c.Client()
 	natstest.CreateStream(t, js, jetstream.StreamConfig{Name: "MOONGATE", Subjects: []string{"moongate.>"}, MaxMsgSize: 1000})
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	appendN(t, st, "a", 0, 30)
 	if _, err := st.Append(t.Context(), appendRec("a", `{"pad":"`+strings.Repeat("x", 2000)+`"}`)); err != nil {
@@ -171,7 +174,7 @@ func TestJetStreamRecordTooLarge(t *testing.T) {
 	cfg.Batch.MaxRecords = 8
 	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
-	eventually(t, 10*time.Second, "delivered around the big record", func() bool { return pending(st, "nats", "a") == 0 })
+	poll.Within(t, 10*time.Second, "delivered around the big record", func() bool { return pending(st, "nats", "a") == 0 })
 	recs := streamRecords(t, js, "MOONGATE")["moongate.pi-kitchen.a"]
 	if len(recs) != 60 {
 		t.Fatalf("%d messages, want 60", len(recs))
@@ -185,7 +188,7 @@ func TestJetStreamRecordTooLarge(t *testing.T) {
 			t.Fatalf("message %d is seq %d, want %d", i, r.Seq, want)
 		}
 	}
-	dead, err := st.Read(DeadStream, 0, 0, 0)
+	dead, err := st.Read(store.DeadStream, 0, 0, 0)
 	if err != nil || len(dead) != 1 || !strings.Contains(string(dead[0].Data), `"seq":31`) {
 		t.Fatalf("$dead: %v %v", dead, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moongate/moongate/internal/logkey"
 	"github.com/moongate/moongate/sync/store"
 )
 
@@ -94,16 +95,14 @@ func (l *lane) run(ctx context.Context) {
 		} else if len(l.inflight) < l.window() && len(l.isolate) == 0 {
 			more = changed
 		}
-		timer := time.NewTimer(l.nextWake(wait))
 		select {
 		case <-ctx.Done():
 		case r := <-head:
 			l.handle(ctx, r)
 		case <-more:
-		case <-timer.C:
+		case <-l.s.cfg.Clock.After(l.nextWake(wait)):
 			l.flushAck()
 		}
-		timer.Stop()
 	}
 }
 
@@ -115,7 +114,7 @@ func (l *lane) nextWake(wait time.Duration) time.Duration {
 		d = wait
 	}
 	if l.acked > l.durable {
-		d = min(d, max(l.s.cfg.AckInterval-time.Since(l.lastAck), time.Millisecond))
+		d = min(d, max(l.s.cfg.AckInterval-l.s.cfg.Clock.Now().Sub(l.lastAck), time.Millisecond))
 	}
 	return d
 }
@@ -273,7 +272,7 @@ func (l *lane) cut() (*batch, time.Duration, error) {
 		full = len(more) > 0
 	}
 	if !full && cfg.Linger > 0 {
-		now := time.Now()
+		now := l.s.cfg.Clock.Now()
 		if l.lingerSeq != recs[0].Seq {
 			l.lingerSeq, l.lingerSince = recs[0].Seq, now
 		}
@@ -352,7 +351,7 @@ func (l *lane) handle(ctx context.Context, r result) {
 			l.flushAck()
 		} else {
 			l.advance(b.last(), len(b.recs), 0)
-			if len(l.inflight) == 0 || time.Since(l.lastAck) >= l.s.cfg.AckInterval {
+			if len(l.inflight) == 0 || l.s.cfg.Clock.Now().Sub(l.lastAck) >= l.s.cfg.AckInterval {
 				l.flushAck()
 			}
 		}
@@ -447,7 +446,7 @@ func (l *lane) flushAck() {
 		return
 	}
 	l.durable = l.acked
-	l.lastAck = time.Now()
+	l.lastAck = l.s.cfg.Clock.Now()
 }
 
 // deadLetter appends a record the receiver rejected to the $dead stream,
@@ -465,7 +464,7 @@ func (l *lane) deadLetter(ctx context.Context, rec store.Record, reason error) e
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
 	}
-	if _, err := l.s.out.Append(ctx, store.Append{Stream: DeadStream, Function: rec.Function, Data: data, TS: time.Now().UnixMilli()}); err != nil {
+	if _, err := l.s.out.Append(ctx, store.Append{Stream: store.DeadStream, Function: rec.Function, Data: data, TS: l.s.cfg.Clock.Now().UnixMilli()}); err != nil {
 		return fmt.Errorf("dead letter %s: %w", rec.ID, err)
 	}
 	return nil
@@ -496,7 +495,7 @@ func rawOrNull(d json.RawMessage) json.RawMessage {
 // localError reports a failure of the gateway itself (the store), not of
 // the receiver, and returns how long to wait before trying again.
 func (l *lane) localError(err error) time.Duration {
-	l.log.Error("sink", logKeyErr, err)
+	l.log.Error(logkey.Sink, logKeyErr, err)
 	l.s.noteError(err)
 	d := l.s.cfg.Backoff.delay(l.failures)
 	l.failures++
@@ -505,12 +504,10 @@ func (l *lane) localError(err error) time.Duration {
 
 // sleep waits d or until ctx ends; it reports whether to go on.
 func (l *lane) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-l.s.cfg.Clock.After(d):
 		return true
 	}
 }

@@ -108,7 +108,7 @@ func (t *mqttTransport) run(ctx context.Context) {
 			failures++
 			select {
 			case <-ctx.Done():
-			case <-time.After(d):
+			case <-t.s.cfg.Clock.After(d):
 			}
 			continue
 		}

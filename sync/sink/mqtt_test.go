@@ -7,6 +7,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // mqttRecord is a bridged record's payload.
@@ -66,7 +69,7 @@ func checkMQTTOrder(t testing.TB, msgs []paho.Message, stream string, want uint6
 func TestMQTTBridgeTLSClientCert(t *testing.T) {
 	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	s := newSink(t, mqttConfig(b), st, nil, nil)
 	if s.Status().State != Offline {
@@ -77,14 +80,14 @@ func TestMQTTBridgeTLSClientCert(t *testing.T) {
 	// Many PUBLISHes are outstanding at once, not one per round trip.
 	sem := s.tr.(*mqttTransport).sem
 	most := 0
-	eventually(t, 20*time.Second, "acknowledged", func() bool {
+	poll.Within(t, 20*time.Second, "acknowledged", func() bool {
 		most = max(most, len(sem))
 		return pending(st, "iot", "telemetry") == 0
 	})
 	if most < 10 {
 		t.Errorf("at most %d PUBLISHes outstanding", most)
 	}
-	eventually(t, 5*time.Second, "received", func() bool { return len(sub.received()) >= 5000 })
+	poll.Within(t, 5*time.Second, "received", func() bool { return len(sub.received()) >= 5000 })
 	msgs := sub.received()
 	checkMQTTOrder(t, msgs, "telemetry", 5000)
 	var r mqttRecord
@@ -102,23 +105,23 @@ func TestMQTTBridgeTLSClientCert(t *testing.T) {
 func TestMQTTBrokerRestartMidDrain(t *testing.T) {
 	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	var logs logBuffer
 	s := newSink(t, mqttConfig(b), st, nil, logs.logger())
 	appendN(t, st, "telemetry", 0, 20000)
 	run(t, s)
-	eventually(t, 20*time.Second, "a part delivered", func() bool { return pending(st, "iot", "telemetry") < 15000 })
+	poll.Within(t, 20*time.Second, "a part delivered", func() bool { return pending(st, "iot", "telemetry") < 15000 })
 	b.stop()
-	eventually(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
+	poll.Within(t, 5*time.Second, "offline", func() bool { return s.Status().State == Offline })
 	left := pending(st, "iot", "telemetry")
 	if left == 0 {
 		t.Fatal("drained before the broker stopped")
 	}
 	time.Sleep(100 * time.Millisecond)
 	b.start()
-	eventually(t, 30*time.Second, "acknowledged", func() bool { return pending(st, "iot", "telemetry") == 0 })
-	eventually(t, 10*time.Second, "received", func() bool {
+	poll.Within(t, 30*time.Second, "acknowledged", func() bool { return pending(st, "iot", "telemetry") == 0 })
+	poll.Within(t, 10*time.Second, "received", func() bool {
 		msgs := sub.received()
 		return len(msgs) > 0 && strings.Contains(string(msgs[len(msgs)-1].Payload()), `"seq":20000`)
 	})
@@ -133,7 +136,7 @@ func TestMQTTBrokerDownAtStart(t *testing.T) {
 	b := startBroker(t)
 	sub := subscribe(t, b, "gw/#")
 	b.stop()
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	s := newSink(t, mqttConfig(b), st, nil, nil)
 	appendN(t, st, "a", 0, 100)
@@ -143,7 +146,7 @@ func TestMQTTBrokerDownAtStart(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 	b.start()
-	eventually(t, 10*time.Second, "acknowledged", func() bool { return pending(st, "iot", "a") == 0 })
-	eventually(t, 10*time.Second, "received", func() bool { return len(sub.received()) >= 100 })
+	poll.Within(t, 10*time.Second, "acknowledged", func() bool { return pending(st, "iot", "a") == 0 })
+	poll.Within(t, 10*time.Second, "received", func() bool { return len(sub.received()) >= 100 })
 	checkMQTTOrder(t, sub.received(), "a", 100)
 }

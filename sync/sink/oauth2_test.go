@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // tokenServer is a real OAuth 2.0 token endpoint for the client credentials
@@ -110,7 +113,7 @@ func oauth2Config(url string, ts *tokenServer, secret string) Config {
 // TestOAuth2RefreshOn401: a token the receiver stops accepting is replaced
 // at once and the batch resent, without the sink's backoff.
 func TestOAuth2RefreshOn401(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	ts := newTokenServer(t, "gw-kitchen", "s3cr3t-value", 3600)
 	rc, refused := bearerReceiver(t, ts)
@@ -121,10 +124,10 @@ func TestOAuth2RefreshOn401(t *testing.T) {
 	s := newSink(t, cfg, st, nil, logs.logger())
 	appendN(t, st, "a", 0, 5)
 	run(t, s)
-	eventually(t, 5*time.Second, "the first batch", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "the first batch", func() bool { return pending(st, "cloud", "a") == 0 })
 	ts.revokeAll()
 	appendN(t, st, "a", 5, 5)
-	eventually(t, 5*time.Second, "the second batch, with a new token", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "the second batch, with a new token", func() bool { return pending(st, "cloud", "a") == 0 })
 	if n := ts.count(); n != 2 {
 		t.Errorf("%d tokens fetched, want 2", n)
 	}
@@ -143,7 +146,7 @@ func TestOAuth2RefreshOn401(t *testing.T) {
 // expires, so no request carries one that expires on the way; and a token
 // that is refused even fresh gets the backoff, not a loop.
 func TestOAuth2RefreshBeforeExpiry(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	// 61 s tokens: a minute early means a new one after about a second.
 	ts := newTokenServer(t, "gw", "pw", 61)
@@ -158,7 +161,7 @@ func TestOAuth2RefreshBeforeExpiry(t *testing.T) {
 		appendN(t, st, "a", i, 1)
 		time.Sleep(20 * time.Millisecond)
 	}
-	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "all delivered", func() bool { return pending(st, "cloud", "a") == 0 })
 	if refused.Load() != 0 {
 		t.Errorf("%d requests refused: a token was used past its expiry", refused.Load())
 	}
@@ -172,7 +175,7 @@ func TestOAuth2RefreshBeforeExpiry(t *testing.T) {
 }
 
 func TestOAuth2TokenServerDown(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	ts := newTokenServer(t, "gw", "the-secret-xyz", 3600)
 	ts.fail = true
@@ -181,7 +184,7 @@ func TestOAuth2TokenServerDown(t *testing.T) {
 	s := newSink(t, oauth2Config(rc.url(), ts, "the-secret-xyz"), st, nil, logs.logger())
 	appendN(t, st, "a", 0, 3)
 	run(t, s)
-	eventually(t, 5*time.Second, "backing off", func() bool { return s.Status().State == BackingOff })
+	poll.Within(t, 5*time.Second, "backing off", func() bool { return s.Status().State == BackingOff })
 	if len(rc.requests()) != 0 {
 		t.Error("a request went out without a token")
 	}
@@ -191,7 +194,7 @@ func TestOAuth2TokenServerDown(t *testing.T) {
 	ts.mu.Lock()
 	ts.fail = false
 	ts.mu.Unlock()
-	eventually(t, 5*time.Second, "delivered once the token server is back", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "delivered once the token server is back", func() bool { return pending(st, "cloud", "a") == 0 })
 	if logs.count("the-secret-xyz") > 0 {
 		t.Error("the client secret was logged")
 	}

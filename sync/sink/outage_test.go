@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // A 10-minute outage compressed 200 times: the receiver's listener is gone
@@ -22,7 +24,7 @@ func TestLongOutageThenRecovery(t *testing.T) {
 	if testing.Short() {
 		total = 20_000
 	}
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	rc := newReceiver(t, func(r *request) reply {
 		if r.batch.Stream == "telemetry" {
@@ -37,7 +39,7 @@ func TestLongOutageThenRecovery(t *testing.T) {
 	run(t, s)
 	appendN(t, st, "telemetry", 0, 10)
 	appendN(t, st, "alerts", 0, 1)
-	eventually(t, 5*time.Second, "delivery before the outage", func() bool { return s.Status().PendingRecords == 0 })
+	poll.Within(t, 5*time.Second, "delivery before the outage", func() bool { return s.Status().PendingRecords == 0 })
 
 	rc.stop()
 	outage := time.Now()
@@ -80,14 +82,14 @@ func TestLongOutageThenRecovery(t *testing.T) {
 	rc.restart()
 	recovered := time.Now()
 	appendN(t, st, "alerts", 1, 1)
-	eventually(t, 30*time.Second, "the alert delivered", func() bool { return pending(st, "cloud", "alerts") == 0 })
+	poll.Within(t, 30*time.Second, "the alert delivered", func() bool { return pending(st, "cloud", "alerts") == 0 })
 	if p := pending(st, "cloud", "telemetry"); p < int64(total)/10 {
 		t.Errorf("the alert waited for the backlog: only %d telemetry records left when it went", p)
 	}
 	time.Sleep(300 * time.Millisecond)
 	cancel()
 	wg.Wait()
-	eventually(t, 60*time.Second, "the backlog delivered", func() bool { return s.Status().PendingRecords == 0 })
+	poll.Within(t, 60*time.Second, "the backlog delivered", func() bool { return s.Status().PendingRecords == 0 })
 	t.Logf("%d records (+%d live) drained in %v after the outage", total, live, time.Since(recovered))
 
 	reqs := rc.requests()

@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moongate/moongate/internal/poll"
 	"github.com/moongate/moongate/sync/store"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // A crash mid-drain: acks stop reaching the disk, the store is closed and
@@ -13,20 +15,20 @@ import (
 // same ids and keys, and delivers everything.
 func TestResumeFromCursorAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	st := &crashable{Store: openStore(t, dir)}
+	st := &crashable{Store: storetest.Open(t, dir)}
 	rc := newReceiver(t, func(*request) reply { return reply{status: http.StatusOK, delay: time.Millisecond} })
 	cfg := httpConfig(rc.url())
 	cfg.Batch.MaxRecords = 50
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st.Store, "a", 0, 5000)
 	stop := run(t, s)
-	eventually(t, 10*time.Second, "a part delivered", func() bool { return len(rc.requests()) >= 20 })
+	poll.Within(t, 10*time.Second, "a part delivered", func() bool { return len(rc.requests()) >= 20 })
 	st.crashed.Store(true)
 	stop()
 	st.Close()
 	first := len(rc.requests())
 
-	st2 := openStore(t, dir)
+	st2 := storetest.Open(t, dir)
 	defer st2.Close()
 	cursor, _ := st2.Cursor("cloud", "a")
 	if cursor == 0 || cursor >= 5000 {
@@ -34,7 +36,7 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 	}
 	s = newSink(t, cfg, st2, nil, nil)
 	run(t, s)
-	eventually(t, 20*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
+	poll.Within(t, 20*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	total := checkOrder(t, reqs, "a", 5000)
 	// Resent: what was in flight or acknowledged after the last cursor write.
@@ -63,7 +65,7 @@ func TestResumeFromCursorAfterCrash(t *testing.T) {
 // and so the same Idempotency-Key, even though more records arrived since.
 func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	dir := t.TempDir()
-	st := &crashable{Store: openStore(t, dir)}
+	st := &crashable{Store: storetest.Open(t, dir)}
 	release := make(chan struct{})
 	rc := newReceiver(t, func(r *request) reply {
 		if r.n == 0 {
@@ -77,17 +79,17 @@ func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st.Store, "a", 0, 3)
 	stop := run(t, s)
-	eventually(t, 5*time.Second, "the short batch sent", func() bool { return len(rc.requests()) == 1 })
+	poll.Within(t, 5*time.Second, "the short batch sent", func() bool { return len(rc.requests()) == 1 })
 	st.crashed.Store(true)
 	stop()
 	st.Close()
 
-	st2 := openStore(t, dir)
+	st2 := storetest.Open(t, dir)
 	defer st2.Close()
 	appendN(t, st2, "a", 3, 10)
 	s = newSink(t, cfg, st2, nil, nil)
 	run(t, s)
-	eventually(t, 5*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "all delivered", func() bool { return pending(st2, "cloud", "a") == 0 })
 	reqs := rc.requests()
 	if k0, k1 := reqs[0].header.Get("Idempotency-Key"), reqs[1].header.Get("Idempotency-Key"); k0 != k1 || len(reqs[1].batch.Records) != 3 {
 		t.Errorf("resent as %s with %d records, first sent as %s with 3", k1, len(reqs[1].batch.Records), k0)
@@ -99,7 +101,7 @@ func TestShortBatchKeepsItsKeyAcrossCrash(t *testing.T) {
 // The outbox fills up during an outage; drop_oldest applies. After the
 // outage the sink delivers what is left, in order, and counts what it missed.
 func TestQuotaReachedDuringOutage(t *testing.T) {
-	st := openStore(t, t.TempDir(), func(o *store.Options) { o.MaxOutboxBytes = 64 << 10 })
+	st := storetest.Open(t, t.TempDir(), func(o *store.Options) { o.MaxOutboxBytes = 64 << 10 })
 	defer st.Close()
 	rc := newReceiver(t, nil)
 	cfg := httpConfig(rc.url())
@@ -107,7 +109,7 @@ func TestQuotaReachedDuringOutage(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	run(t, s)
 	appendN(t, st, "a", 0, 100)
-	eventually(t, 5*time.Second, "delivered before the outage", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "delivered before the outage", func() bool { return pending(st, "cloud", "a") == 0 })
 	rc.stop()
 	for i := 100; i < 5100; i += 100 {
 		appendN(t, st, "a", i, 100)
@@ -117,7 +119,7 @@ func TestQuotaReachedDuringOutage(t *testing.T) {
 		t.Fatalf("the quota was not reached: %+v", stats)
 	}
 	rc.restart()
-	eventually(t, 10*time.Second, "delivered after the outage", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 10*time.Second, "delivered after the outage", func() bool { return pending(st, "cloud", "a") == 0 })
 
 	status := s.Status()
 	got := make(map[uint64]bool)

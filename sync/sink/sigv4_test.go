@@ -16,6 +16,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/moongate/moongate/internal/poll"
+	"github.com/moongate/moongate/sync/store/storetest"
 )
 
 // TestSigV4TestSuite signs requests of AWS's published Signature Version 4
@@ -119,7 +122,7 @@ func sigV4Config(url string, creds aws.Credentials) Config {
 }
 
 func TestSigV4Receiver(t *testing.T) {
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	var rc *receiver
 	var refusedCount atomic.Int32
@@ -139,7 +142,7 @@ func TestSigV4Receiver(t *testing.T) {
 	sBad := newSink(t, bad, st, nil, nil)
 	appendN(t, st, "a", 0, 50)
 	stopBad := run(t, sBad)
-	eventually(t, 5*time.Second, "two refusals", func() bool { return refusedCount.Load() >= 2 })
+	poll.Within(t, 5*time.Second, "two refusals", func() bool { return refusedCount.Load() >= 2 })
 	stopBad()
 	if p := pending(st, "wrong", "a"); p != 50 {
 		t.Fatalf("%d pending after refused signatures, want 50", p)
@@ -149,7 +152,7 @@ func TestSigV4Receiver(t *testing.T) {
 	before := refusedCount.Load()
 	s := newSink(t, sigV4Config(rc.url(), testCreds), st, nil, nil)
 	run(t, s)
-	eventually(t, 5*time.Second, "signed batches acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "signed batches acknowledged", func() bool { return pending(st, "cloud", "a") == 0 })
 	if n := refusedCount.Load(); n != before {
 		t.Errorf("%d requests with the right keys refused", n-before)
 	}
@@ -172,7 +175,7 @@ func TestLambdaFunctionErrorIsNotAck(t *testing.T) {
 		{"body", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := openStore(t, t.TempDir())
+			st := storetest.Open(t, t.TempDir())
 			defer st.Close()
 			var failing atomic.Bool
 			failing.Store(true)
@@ -188,7 +191,7 @@ func TestLambdaFunctionErrorIsNotAck(t *testing.T) {
 			s := newSink(t, sigV4Config(rc.url(), testCreds), st, nil, nil)
 			appendN(t, st, "a", 0, 20)
 			run(t, s)
-			eventually(t, 5*time.Second, "three function errors", func() bool { return errors.Load() >= 3 })
+			poll.Within(t, 5*time.Second, "three function errors", func() bool { return errors.Load() >= 3 })
 			if p := pending(st, "cloud", "a"); p != 20 {
 				t.Fatalf("%d pending after function errors, want 20: an error answer acknowledged records", p)
 			}
@@ -196,7 +199,7 @@ func TestLambdaFunctionErrorIsNotAck(t *testing.T) {
 				t.Errorf("status %+v", st)
 			}
 			failing.Store(false)
-			eventually(t, 5*time.Second, "acknowledged once the function works", func() bool { return pending(st, "cloud", "a") == 0 })
+			poll.Within(t, 5*time.Second, "acknowledged once the function works", func() bool { return pending(st, "cloud", "a") == 0 })
 		})
 	}
 }
@@ -252,7 +255,7 @@ func TestSigV4ProfileCredentialProcess(t *testing.T) {
 		"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_EC2_METADATA_DISABLED": "true"} {
 		t.Setenv(k, v)
 	}
-	st := openStore(t, t.TempDir())
+	st := storetest.Open(t, t.TempDir())
 	defer st.Close()
 	var rc *receiver
 	var refused atomic.Int32
@@ -268,7 +271,7 @@ func TestSigV4ProfileCredentialProcess(t *testing.T) {
 	s := newSink(t, cfg, st, nil, nil)
 	appendN(t, st, "a", 0, 10)
 	run(t, s)
-	eventually(t, 5*time.Second, "the old keys refused", func() bool { return refused.Load() >= 1 })
+	poll.Within(t, 5*time.Second, "the old keys refused", func() bool { return refused.Load() >= 1 })
 	writeKeys(testCreds.AccessKeyID, testCreds.SecretAccessKey)
-	eventually(t, 5*time.Second, "delivered with the keys the process hands out now", func() bool { return pending(st, "cloud", "a") == 0 })
+	poll.Within(t, 5*time.Second, "delivered with the keys the process hands out now", func() bool { return pending(st, "cloud", "a") == 0 })
 }

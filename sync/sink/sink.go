@@ -171,13 +171,13 @@ func build(cfg Config, logger *slog.Logger) (*Sink, error) {
 	}
 	s := &Sink{
 		cfg: c, log: logger.With(logKeySink, c.Name),
-		lanes: make(map[string]*lane), connState: Online, state: Online, since: time.Now(),
+		lanes: make(map[string]*lane), connState: Online, state: Online, since: c.Clock.Now(),
 		dropped: make(map[string]uint64),
 	}
 	switch {
 	case c.HTTP != nil:
 		s.kind = "http"
-		s.tr, err = newHTTPTransport(c.HTTP, c.GatewayID)
+		s.tr, err = newHTTPTransport(c.HTTP, c.GatewayID, c.Clock.Now)
 	case c.JetStream != nil:
 		s.kind = "jetstream"
 		s.connState, s.state = Offline, Offline
@@ -231,19 +231,17 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 			s.mu.Unlock()
 		}
-		last := time.Now()
+		last := s.cfg.Clock.Now()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
 		}
-		if d := scanEvery - time.Since(last); d > 0 {
-			t := time.NewTimer(d)
+		if d := scanEvery - s.cfg.Clock.Now().Sub(last); d > 0 {
 			select {
 			case <-ctx.Done():
-				t.Stop()
 				return nil
-			case <-t.C:
+			case <-s.cfg.Clock.After(d):
 			}
 		}
 	}
@@ -301,7 +299,7 @@ func (s *Sink) outboxStatus() Status {
 		st.Dropped[dropRejected] += ss.Dropped.Rejected
 	}
 	if oldest > 0 {
-		st.Lag = max(time.Since(time.UnixMilli(oldest)), 0)
+		st.Lag = max(s.cfg.Clock.Now().Sub(time.UnixMilli(oldest)), 0)
 	}
 	return st
 }
@@ -314,14 +312,14 @@ func (s *Sink) drop(cause string, n uint64) {
 
 func (s *Sink) noteError(err error) {
 	s.mu.Lock()
-	s.lastError, s.lastErrorAt = err.Error(), time.Now()
+	s.lastError, s.lastErrorAt = err.Error(), s.cfg.Clock.Now()
 	s.mu.Unlock()
 }
 
 // succeeded records a delivery by l.
 func (s *Sink) succeeded(l *lane) {
 	s.mu.Lock()
-	s.lastSuccess = time.Now()
+	s.lastSuccess = s.cfg.Clock.Now()
 	l.state = Online
 	s.settle()
 }
@@ -334,7 +332,7 @@ func (s *Sink) succeeded(l *lane) {
 func (s *Sink) failedWith(l *lane, st State, err error) {
 	s.mu.Lock()
 	if err != nil {
-		s.lastError, s.lastErrorAt = err.Error(), time.Now()
+		s.lastError, s.lastErrorAt = err.Error(), s.cfg.Clock.Now()
 	}
 	if s.kind != "mqtt" {
 		l.state = st
@@ -349,7 +347,7 @@ func (s *Sink) connected(up bool, err error) {
 	if !up {
 		s.connState = Offline
 		if err != nil {
-			s.lastError, s.lastErrorAt = err.Error(), time.Now()
+			s.lastError, s.lastErrorAt = err.Error(), s.cfg.Clock.Now()
 		}
 	}
 	s.settle()
@@ -374,7 +372,7 @@ func (s *Sink) settle() {
 		return
 	}
 	from := s.state
-	s.state, s.since = worst, time.Now()
+	s.state, s.since = worst, s.cfg.Clock.Now()
 	lastErr := s.lastError
 	s.mu.Unlock()
 	if worst == Online {
