@@ -31,8 +31,8 @@ type Config struct {
 	Disabled bool
 	// Clock is the time of the sink's state, lag, linger and backoff. Nil: the real
 	// clock. Network deadlines and timeouts are the real clock's always.
-	Clock    Clock
-	Backoff  Backoff
+	Clock   Clock
+	Backoff Backoff
 	// Window is the number of batches in flight per stream. Default 4 for
 	// HTTP (requests pipelined on one connection) and JetStream, 2 for MQTT
 	// (whose flow control is MQTTConfig.Window, in messages; JetStream's is
