@@ -23,9 +23,14 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	switch args[0] {
 	case "keygen":
-		if len(args) != 2 {
+		pos, err := splitArgs(newFlags("firmware keygen", stderr), args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
 			return usagef(use)
 		}
+		args = append(args[:1], pos...)
 		pub, priv, err := firmware.Keygen()
 		if err != nil {
 			return err
@@ -71,9 +76,14 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "signed %s as %s %s (counter %d, expires %s): %s.manifest.json\n", args[2], args[3], args[4],
 			m.Counter, m.Expires.Format(time.RFC3339), args[2])
 	case "verify":
-		if len(args) != 4 {
+		pos, err := splitArgs(newFlags("firmware verify", stderr), args[1:])
+		if err != nil {
+			return err
+		}
+		if len(pos) != 3 {
 			return usagef(use)
 		}
+		args = append(args[:1], pos...)
 		key, image, err := readTwo(args[1], args[2])
 		if err != nil {
 			return err
