@@ -2,7 +2,6 @@ package firmware
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -256,11 +255,7 @@ func (s *Images) Get(typ string, counter uint64, now time.Time) (Manifest, bool)
 // offerable checks the signature with the stored digest: the image's bytes were checked
 // against it when they were published.
 func (s *Images) offerable(m Manifest, now time.Time) bool {
-	d, err := hex.DecodeString(m.SHA256)
-	if err != nil || len(d) != sha256.Size {
-		return false
-	}
-	return m.Check(m.Size, [32]byte(d), s.keys, now) == nil
+	return m.CheckSigned(s.keys, now) == nil
 }
 
 // ReadAt reads the bytes of one image at off into p.

@@ -214,6 +214,10 @@ func (s *Server) handleState(device string, payload []byte) {
 	}
 	if next.Counter == 0 {
 		ses.offer = Manifest{}
+		if m, ok := s.images.Newest(st.Type, 0, now); ok && m.Counter <= st.Counter {
+			s.opts.Logger.Info("firmware: not offering an image that is not newer than the device runs (no downgrade)",
+				"device", device, "type", st.Type, "device_counter", st.Counter, "newest_counter", m.Counter)
+		}
 		return
 	}
 	ses.offer = next

@@ -153,8 +153,8 @@ func ParseManifest(b []byte) (Manifest, error) {
 	if err := m.checkFields(); err != nil {
 		return Manifest{}, err
 	}
-	if d, err := hex.DecodeString(m.SHA256); err != nil || len(d) != sha256.Size {
-		return Manifest{}, fmt.Errorf("%w: sha256 is not 64 hex digits", ErrManifest)
+	if _, err := m.Digest(); err != nil {
+		return Manifest{}, err
 	}
 	if s, err := base64.StdEncoding.DecodeString(m.Signature); err != nil || len(s) != ed25519.SignatureSize {
 		return Manifest{}, fmt.Errorf("%w: signature is not a base64 ed25519 signature", ErrManifest)
@@ -190,6 +190,25 @@ func (m Manifest) Check(size int64, digest [32]byte, keys []PublicKey, now time.
 		return fmt.Errorf("%w: it expired at %s", ErrExpired, m.Expires.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// Digest is the sha256 the manifest states.
+func (m Manifest) Digest() ([32]byte, error) {
+	d, err := hex.DecodeString(m.SHA256)
+	if err != nil || len(d) != sha256.Size {
+		return [32]byte{}, fmt.Errorf("%w: sha256 is not 64 hex digits", ErrManifest)
+	}
+	return [32]byte(d), nil
+}
+
+// CheckSigned is Check against the manifest's own size and digest: whether it may be
+// offered, before the image's bytes are read (they are checked against it later).
+func (m Manifest) CheckSigned(keys []PublicKey, now time.Time) error {
+	d, err := m.Digest()
+	if err != nil {
+		return err
+	}
+	return m.Check(m.Size, d, keys, now)
 }
 
 // Verify checks a whole image against its manifest and an encoded public key at now.

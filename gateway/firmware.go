@@ -100,7 +100,7 @@ const maxManifest = 16 << 10
 // timeout is for requests of a page's size.
 const uploadWindow = 10 * time.Minute
 
-// postFirmware stores an image: multipart/form-data with a `manifest` part, then an
+// postFirmware stores an image: multipart/mixed with a `manifest` part, then an
 // `image` part, which is verified as it streams to disk.
 func (a *api) postFirmware(w http.ResponseWriter, r *http.Request) {
 	fw := a.firmware
@@ -111,7 +111,7 @@ func (a *api) postFirmware(w http.ResponseWriter, r *http.Request) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadWindow))
 	mr, err := r.MultipartReader()
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "want multipart/form-data with the parts manifest, then image: "+err.Error())
+		writeError(w, http.StatusBadRequest, "want multipart/mixed with the parts manifest, then image: "+err.Error())
 		return
 	}
 	part, err := mr.NextPart()

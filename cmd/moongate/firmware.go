@@ -152,7 +152,7 @@ func writeNew(path, data string, perm os.FileMode) error {
 }
 
 // firmwarePublish sends an image and its manifest to a gateway (POST /api/v1/firmware,
-// multipart: the manifest first, so the gateway can refuse before reading the image),
+// multipart/mixed: the manifest first, so the gateway can refuse before reading the image),
 // streamed from the file.
 func firmwarePublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("firmware publish", stderr)
@@ -175,12 +175,15 @@ func firmwarePublish(ctx context.Context, args []string, stdout, stderr io.Write
 	defer img.Close()
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
+	// multipart/mixed, not form-data: the gateway takes no body a web page could send it
+	// across origins without a preflight.
+	contentType := "multipart/mixed; boundary=" + mw.Boundary()
 	go func() { // ends when the request has read it all, or failed and closed pr
 		pw.CloseWithError(writeFirmwareParts(mw, manifest, img))
 	}()
 	var got firmware.Manifest
 	a.http.Timeout = 0 // an image may take long on a slow link; ctx still ends it
-	if err := a.send(ctx, http.MethodPost, "/api/v1/firmware", mw.FormDataContentType(), pr, &got); err != nil {
+	if err := a.send(ctx, http.MethodPost, "/api/v1/firmware", contentType, pr, &got); err != nil {
 		pr.CloseWithError(err)
 		return err
 	}
