@@ -102,7 +102,9 @@ func (b *otaBench) device(id string, counter int, extra ...string) (int, string)
 
 const otaImageSize = 200 << 10
 
-func TestFirmwareOverTheAir(t *testing.T) {
+// otaGateway starts a gateway that trusts the key fw.pub, made in a new directory, and
+// serves firmware with the given settings (YAML under firmware:).
+func otaGateway(t *testing.T, firmwareSettings string) (*otaBench, *gatewayProc) {
 	dir := t.TempDir()
 	mqttPort, apiPort := loopback.FreePort(t), loopback.FreePort(t)
 	b := &otaBench{t: t, dir: dir, key: filepath.Join(dir, "fw"), broker: fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort),
@@ -120,16 +122,22 @@ mqtt:
   embedded: {listen: 127.0.0.1:%d, acl_file: acl}
 firmware:
   keys: [fw.pub]
-  store_quota: 1MiB
-  chunk_size: 4KiB
-  device_rate: 1MiB
-  total_rate: 4MiB
-`, apiPort, mqttPort), map[string]string{"acl": `pattern write moongate/devices/%c/fw/state
+%s`, apiPort, mqttPort, firmwareSettings), map[string]string{"acl": `pattern write moongate/devices/%c/fw/state
 pattern write moongate/devices/%c/fw/get
 pattern read moongate/devices/%c/fw/#
 `})
 	gw := newGatewayProc(t, dir, cfg, apiPort)
 	gw.start()
+	return b, gw
+}
+
+func TestFirmwareOverTheAir(t *testing.T) {
+	b, gw := otaGateway(t, `  store_quota: 1MiB
+  chunk_size: 4KiB
+  device_rate: 1MiB
+  total_rate: 4MiB
+`)
+	dir := b.dir
 
 	good, goodManifest := b.signImage("app-2.bin", b.key, "esp32-env", "2.0.0", 2, otaImageSize, "720h")
 	if code, out := b.publish(good, goodManifest); code != 0 || !strings.Contains(out, "published esp32-env 2.0.0 (counter 2") {
@@ -240,6 +248,49 @@ pattern read moongate/devices/%c/fw/#
 			t.Fatalf("a device after the restart: exit %d\n%s", code, out)
 		}
 	})
+}
+
+// A download goes on where it was when the gateway is killed (its embedded broker with
+// it) and started again: the device reconnects, reports its offset, and the new gateway
+// offers the same image, which the device resumes without fetching a byte twice.
+func TestFirmwareResumesAcrossAGatewayKill(t *testing.T) {
+	const size = 96 << 10
+	b, gw := otaGateway(t, `  chunk_size: 4KiB
+  device_rate: 16KiB
+  total_rate: 16KiB
+`)
+	image, manifest := b.signImage("app-2.bin", b.key, "esp32-env", "2.0.0", 2, size, "720h")
+	if code, out := b.publish(image, manifest); code != 0 {
+		t.Fatalf("publish: %d %s", code, out)
+	}
+	type result struct {
+		code int
+		out  string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out := b.device("dev-slow", 1)
+		done <- result{code, out}
+	}()
+	partial := filepath.Join(b.dir, "devices", "dev-slow", "download.bin")
+	poll.Eventually(t, "the device holds a third of the image", func() bool {
+		fi, err := os.Stat(partial)
+		return err == nil && fi.Size() >= size/3
+	})
+	gw.kill9()
+	gw.start()
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("device: exit %d\n%s", r.code, r.out)
+	}
+	for _, w := range []string{"connection lost at offset", "healthy 2.0.0 counter 2", fmt.Sprintf("received %d bytes", size)} {
+		if !strings.Contains(r.out, w) {
+			t.Errorf("device output lacks %q:\n%s", w, r.out)
+		}
+	}
+	if strings.Contains(r.out, "resumed at offset 0\n") {
+		t.Errorf("the device started over:\n%s", r.out)
+	}
 }
 
 func listFirmware(t *testing.T, api string) []string {

@@ -106,6 +106,7 @@ type device struct {
 	client paho.Client
 	offers chan firmware.Offer
 	chunks chan chunk
+	lost   chan struct{} // the connection dropped (the gateway, and its broker, went away)
 
 	// The download in progress: its offer (nil: none) and the bytes held.
 	offer    *firmware.Offer
@@ -131,7 +132,7 @@ func newDevice(o options, logger *slog.Logger) (*device, error) {
 		return nil, err
 	}
 	d := &device{o: o, keys: []firmware.PublicKey{k}, logger: logger, run0: running{o.version, o.counter},
-		offers: make(chan firmware.Offer, 4), chunks: make(chan chunk, 4)}
+		offers: make(chan firmware.Offer, 4), chunks: make(chan chunk, 4), lost: make(chan struct{}, 1)}
 	if b, err := os.ReadFile(d.path("running.json")); err == nil {
 		_ = json.Unmarshal(b, &d.run0)
 	}
@@ -147,7 +148,7 @@ func newDevice(o options, logger *slog.Logger) (*device, error) {
 }
 
 func (d *device) path(name string) string { return filepath.Join(d.o.dir, name) }
-func (d *device) topic(s string) string    { return "moongate/devices/" + d.o.id + "/fw/" + s }
+func (d *device) topic(s string) string   { return "moongate/devices/" + d.o.id + "/fw/" + s }
 func (d *device) say(format string, args ...any) {
 	fmt.Printf(format+"\n", args...)
 }
@@ -155,7 +156,13 @@ func (d *device) say(format string, args ...any) {
 // connect subscribes to the offers and chunks first, then reports the state (PROTOCOL.md).
 func (d *device) connect() error {
 	opts := paho.NewClientOptions().AddBroker(d.o.broker).SetClientID(d.o.id).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
+		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
+		SetConnectionLostHandler(func(paho.Client, error) {
+			select {
+			case d.lost <- struct{}{}:
+			default:
+			}
+		})
 	c := paho.NewClient(opts)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		return fmt.Errorf("connect %s: %v", d.o.broker, t.Error())
@@ -388,6 +395,19 @@ func (d *device) fetch(ctx context.Context) (chunk, error) {
 					}
 					break wait // the wrong length: ask again
 				case <-timeout:
+					break wait
+				case of := <-d.offers:
+					if of.SHA256 != d.offer.SHA256 {
+						return chunk{}, failure{"the gateway offers another image now"}
+					}
+					// The same image again (the gateway restarted): go on from the offset.
+				case <-d.lost:
+					d.say("connection lost at offset %d", d.offset)
+					if err := d.reconnect(ctx); err != nil {
+						return chunk{}, err
+					}
+					d.say("resumed at offset %d", d.offset)
+					try = -1 // a new connection: the tries start again
 					break wait
 				}
 			}
