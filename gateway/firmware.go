@@ -33,17 +33,9 @@ func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Lo
 	if len(f.Keys) == 0 {
 		return nil, nil
 	}
-	var keys []firmware.PublicKey
-	for _, path := range f.Keys {
-		b, err := os.ReadFile(cfg.Resolve(path))
-		if err != nil {
-			return nil, cfg.Errorf("firmware.keys", "%v", err)
-		}
-		k, err := firmware.ParsePublicKey(string(b))
-		if err != nil {
-			return nil, cfg.Errorf("firmware.keys", "%s: %v", path, err)
-		}
-		keys = append(keys, k)
+	keys, err := firmwareKeys(cfg)
+	if err != nil {
+		return nil, cfg.Errorf("firmware.keys", "%v", err)
 	}
 	logger = logger.With(logkey.Component, "firmware")
 	images, err := firmware.OpenImages(filepath.Join(cfg.Gateway.DataDir, "firmware"), int64(f.StoreQuota), keys, logger)
@@ -53,6 +45,23 @@ func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Lo
 	server := firmware.NewServer(bus, images, firmware.ServerOptions{ChunkSize: int(f.ChunkSize),
 		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger})
 	return &fwService{images: images, server: server, clock: clock, logger: logger}, nil
+}
+
+// firmwareKeys reads the public keys of firmware.keys; `moongate check` reads them too.
+func firmwareKeys(cfg *config.Config) ([]firmware.PublicKey, error) {
+	var keys []firmware.PublicKey
+	for _, path := range cfg.Firmware.Keys {
+		b, err := os.ReadFile(cfg.Resolve(path))
+		if err != nil {
+			return nil, err
+		}
+		k, err := firmware.ParsePublicKey(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func (fw *fwService) close() {

@@ -315,3 +315,20 @@ func listFirmware(t *testing.T, api string) []string {
 	}
 	return out
 }
+
+// A key file that is missing, or that holds a private key, stops check (and run) at the
+// config key.
+func TestCheckFirmwareKeys(t *testing.T) {
+	dir := t.TempDir()
+	if code, out := fwCLI("keygen", filepath.Join(dir, "fw")); code != 0 {
+		t.Fatal(out)
+	}
+	for file, want := range map[string]string{"missing.pub": "no such file", "fw.key": "not a moongate-fw-pub:key"} {
+		cfg := writeGatewayFiles(t, dir, "firmware: {keys: ["+file+"]}\n", nil)
+		var out bytes.Buffer
+		if code := Main(context.Background(), []string{"check", "-c", cfg}, &out, &out); code != exitUsage ||
+			!strings.Contains(out.String(), "firmware.keys") || !strings.Contains(out.String(), want) {
+			t.Errorf("check with keys [%s]: exit %d\n%s", file, code, out.String())
+		}
+	}
+}
