@@ -97,6 +97,7 @@ type Server struct {
 	offers   map[string]bool // devices whose offer is to be (re)sent
 	offerSig chan struct{}   // cap 1: offers has entries
 	chunks   chan chunkJob   // at most one per device (session.pending), so never full
+	delayed  sync.WaitGroup  // the timers that put back chunks held for their device's rate
 }
 
 type session struct {
@@ -282,6 +283,7 @@ func (s *Server) Run(ctx context.Context) {
 	}
 	s.sendOffers(ctx)
 	wg.Wait()
+	s.delayed.Wait() // each fires within a second (a chunk at the device's rate) and then does nothing
 }
 
 func (s *Server) sendOffers(ctx context.Context) {
@@ -341,7 +343,9 @@ func (s *Server) admit(ctx context.Context, j chunkJob) bool {
 	r := ses.limit.ReserveN(time.Now(), int(j.n))
 	if d := r.Delay(); d > 0 {
 		r.Cancel()
+		s.delayed.Add(1)
 		time.AfterFunc(d, func() {
+			defer s.delayed.Done()
 			if ctx.Err() == nil {
 				s.chunks <- j // the device's pending slot is still held: there is room
 			}

@@ -126,3 +126,21 @@ func FuzzHandleGet(f *testing.F) {
 		}
 	})
 }
+
+// A device that asks faster than firmware.device_rate has its next chunk held back, put on
+// the queue again later, without holding a worker.
+func TestDeviceRateHoldsAChunkBack(t *testing.T) {
+	s, _, _, _ := newTestServer(t, t.TempDir())
+	s.opts.DeviceRate = testChunk // one chunk a second
+	s.Handle("moongate/devices/d/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":1,"status":"idle"}`))
+	ctx, cancel := context.WithCancel(context.Background())
+	j := chunkJob{device: "d", typ: "esp32-env", counter: 7, off: 0, n: testChunk}
+	if !s.admit(ctx, j) {
+		t.Fatal("the first chunk was held back")
+	}
+	if s.admit(ctx, j) {
+		t.Fatal("a second chunk at once passed a rate of one chunk a second")
+	}
+	cancel()
+	s.delayed.Wait()
+}
