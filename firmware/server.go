@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -373,6 +374,26 @@ func (s *Server) serve(ctx context.Context, j chunkJob) {
 	if err := s.pub.Publish(ctx, topicPrefix+j.device+"/fw/chunk/"+strconv.FormatInt(j.off, 10), buf, 0, false); err != nil {
 		s.opts.Logger.Warn("firmware: chunk not sent", "device", j.device, "err", err)
 	}
+}
+
+// DeviceStatus is what the server knows of one device: its last state and what it was
+// offered (0: nothing).
+type DeviceStatus struct {
+	Device string `json:"device"`
+	State
+	Offered uint64 `json:"offered"`
+}
+
+// Devices are the devices that reported a state since the server started, by id.
+func (s *Server) Devices() []DeviceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]DeviceStatus, 0, len(s.devices))
+	for d, ses := range s.devices {
+		out = append(out, DeviceStatus{Device: d, State: ses.state, Offered: ses.offer.Counter})
+	}
+	slices.SortFunc(out, func(a, b DeviceStatus) int { return strings.Compare(a.Device, b.Device) })
+	return out
 }
 
 // Published offers a newly published image to the known devices that are waiting for

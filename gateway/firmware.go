@@ -168,12 +168,13 @@ func firmwareStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
-// listFirmware lists the stored images and the store's use.
+// listFirmware lists the stored images, the store's use and the devices' states.
 func (a *api) listFirmware(w http.ResponseWriter, _ *http.Request) {
-	out := map[string]any{"images": []firmware.Manifest{}, "used_bytes": 0, "quota_bytes": 0, "enabled": a.firmware != nil}
+	out := map[string]any{"images": []firmware.Manifest{}, "devices": []firmware.DeviceStatus{}, "used_bytes": 0,
+		"quota_bytes": 0, "enabled": a.firmware != nil}
 	if fw := a.firmware; fw != nil {
 		used, quota := fw.images.Used()
-		out["images"], out["used_bytes"], out["quota_bytes"] = fw.images.List(), used, quota
+		out["images"], out["devices"], out["used_bytes"], out["quota_bytes"] = fw.images.List(), fw.server.Devices(), used, quota
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -247,6 +247,9 @@ func TestFirmwareOverTheAir(t *testing.T) {
 		if code, out := b.device("dev-later", 1); code != 0 || !strings.Contains(out, "healthy 2.0.0 counter 2") {
 			t.Fatalf("a device after the restart: exit %d\n%s", code, out)
 		}
+		poll.Eventually(t, "the gateway lists dev-later as healthy on counter 2", func() bool {
+			return deviceState(t, b.api, "dev-later") == "healthy 2"
+		})
 	})
 }
 
@@ -291,6 +294,32 @@ func TestFirmwareResumesAcrossAGatewayKill(t *testing.T) {
 	if strings.Contains(r.out, "resumed at offset 0\n") {
 		t.Errorf("the device started over:\n%s", r.out)
 	}
+}
+
+// deviceState is "STATUS COUNTER" of a device in GET /api/v1/firmware, "" when absent.
+func deviceState(t *testing.T, api, device string) string {
+	t.Helper()
+	resp, err := http.Get(api + "/api/v1/firmware")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Devices []struct {
+			Device  string `json:"device"`
+			Status  string `json:"status"`
+			Counter int    `json:"counter"`
+		} `json:"devices"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range body.Devices {
+		if d.Device == device {
+			return fmt.Sprintf("%s %d", d.Status, d.Counter)
+		}
+	}
+	return ""
 }
 
 func listFirmware(t *testing.T, api string) []string {
