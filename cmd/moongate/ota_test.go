@@ -22,29 +22,11 @@ import (
 // The over-the-air tests run the real gateway with the embedded broker and the example
 // device simulator (examples/fwdevice), each device a process of its own.
 
-var fwdeviceOnce struct {
-	sync.Once
-	path string
-	err  error
-}
+var fwdeviceOnce builtBinary
 
 func fwdeviceBinary(t *testing.T) string {
 	t.Helper()
-	fwdeviceOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "moongate-fwdevice")
-		if err != nil {
-			fwdeviceOnce.err = err
-			return
-		}
-		fwdeviceOnce.path = filepath.Join(dir, "fwdevice")
-		if out, err := exec.Command("go", "build", "-o", fwdeviceOnce.path, "../../examples/fwdevice").CombinedOutput(); err != nil {
-			fwdeviceOnce.err = fmt.Errorf("go build fwdevice: %v\n%s", err, out)
-		}
-	})
-	if fwdeviceOnce.err != nil {
-		t.Fatal(fwdeviceOnce.err)
-	}
-	return fwdeviceOnce.path
+	return fwdeviceOnce.build(t, "../../examples/fwdevice", "fwdevice")
 }
 
 // fwCLI runs a `moongate firmware` subcommand and returns its exit code and output.
@@ -296,25 +278,38 @@ func TestFirmwareResumesAcrossAGatewayKill(t *testing.T) {
 	}
 }
 
-// deviceState is "STATUS COUNTER" of a device in GET /api/v1/firmware, "" when absent.
-func deviceState(t *testing.T, api, device string) string {
+// firmwareListing is GET /api/v1/firmware, with what the tests compare as "TYPE COUNTER"
+// per image and "STATUS COUNTER" per device.
+type firmwareListing struct {
+	Images []struct {
+		Type    string `json:"type"`
+		Counter int    `json:"counter"`
+	} `json:"images"`
+	Devices []struct {
+		Device  string `json:"device"`
+		Status  string `json:"status"`
+		Counter int    `json:"counter"`
+	} `json:"devices"`
+}
+
+func getFirmware(t *testing.T, api string) firmwareListing {
 	t.Helper()
 	resp, err := http.Get(api + "/api/v1/firmware")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var body struct {
-		Devices []struct {
-			Device  string `json:"device"`
-			Status  string `json:"status"`
-			Counter int    `json:"counter"`
-		} `json:"devices"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	var l firmwareListing
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range body.Devices {
+	return l
+}
+
+// deviceState is "STATUS COUNTER" of a device, "" when the gateway does not list it.
+func deviceState(t *testing.T, api, device string) string {
+	t.Helper()
+	for _, d := range getFirmware(t, api).Devices {
 		if d.Device == device {
 			return fmt.Sprintf("%s %d", d.Status, d.Counter)
 		}
@@ -322,42 +317,12 @@ func deviceState(t *testing.T, api, device string) string {
 	return ""
 }
 
+// listFirmware is "TYPE COUNTER" of each stored image.
 func listFirmware(t *testing.T, api string) []string {
 	t.Helper()
-	resp, err := http.Get(api + "/api/v1/firmware")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Images []struct {
-			Type    string `json:"type"`
-			Counter int    `json:"counter"`
-		} `json:"images"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, im := range body.Images {
+	for _, im := range getFirmware(t, api).Images {
 		out = append(out, fmt.Sprintf("%s %d", im.Type, im.Counter))
 	}
 	return out
-}
-
-// A key file that is missing, or that holds a private key, stops check (and run) at the
-// config key.
-func TestCheckFirmwareKeys(t *testing.T) {
-	dir := t.TempDir()
-	if code, out := fwCLI("keygen", filepath.Join(dir, "fw")); code != 0 {
-		t.Fatal(out)
-	}
-	for file, want := range map[string]string{"missing.pub": "no such file", "fw.key": "not a moongate-fw-pub:key"} {
-		cfg := writeGatewayFiles(t, dir, "firmware: {keys: ["+file+"]}\n", nil)
-		var out bytes.Buffer
-		if code := Main(context.Background(), []string{"check", "-c", cfg}, &out, &out); code != exitUsage ||
-			!strings.Contains(out.String(), "firmware.keys") || !strings.Contains(out.String(), want) {
-			t.Errorf("check with keys [%s]: exit %d\n%s", file, code, out.String())
-		}
-	}
 }
