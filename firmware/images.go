@@ -133,7 +133,9 @@ func (s *Images) loadOne(typ, manifestPath, imagePath string) error {
 // (ErrSize), digest (ErrDigest) or signature (ErrBadSignature) does not match, or whose
 // manifest has expired (ErrExpired). Publishing the same image again is not an error.
 func (s *Images) Add(m Manifest, image io.Reader, now time.Time) (err error) {
-	if err := m.checkFields(); err != nil {
+	// The manifest first, on its own digest: a forged or expired one is refused before a
+	// byte of its image reaches the disk.
+	if err := m.CheckSigned(s.keys, now); err != nil {
 		return err
 	}
 	k := imageKey{m.Type, m.Counter}
