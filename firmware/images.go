@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/moongate/moongate/internal/atomicfile"
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // ErrQuota: publishing the image would pass the store's quota.
@@ -90,11 +91,11 @@ func (s *Images) load() error {
 			case strings.HasPrefix(name, "."): // a temporary file of an interrupted write
 				os.Remove(path)
 			case ext == ".bin" && !have[base+".json"]:
-				s.logger.Warn("firmware store: removing an image whose publish did not finish", "file", path)
+				s.logger.Warn("firmware store: removing an image whose publish did not finish", logkey.File, path)
 				os.Remove(path)
 			case ext == ".json":
 				if err := s.loadOne(t.Name(), path, strings.TrimSuffix(path, ".json")+".bin"); err != nil {
-					s.logger.Warn("firmware store: skipping an image", "file", path, "err", err)
+					s.logger.Warn("firmware store: skipping an image", logkey.File, path, logkey.Err, err)
 				}
 			}
 		}

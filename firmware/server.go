@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/moongate/moongate/internal/logkey"
 )
 
 // Publisher sends a message on the bus (mqtt.Bus has this method).
@@ -198,7 +200,7 @@ func (s *Server) handleState(device string, payload []byte) {
 		next = s.newest(st, now, ses.failed)
 	case StatusIdle, StatusHealthy:
 		if ses.offer.Counter != 0 && st.Counter == ses.offer.Counter {
-			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, "version", st.Version, "counter", st.Counter)
+			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, logkey.Version, st.Version, "counter", st.Counter)
 		}
 		ses.offer = Manifest{}
 		next = s.newest(st, now, ses.failed)
@@ -265,7 +267,7 @@ func (s *Server) handleGet(device string, payload []byte) {
 	}
 	off, n, err := ParseGet(payload, ses.offer.Size, s.opts.ChunkSize)
 	if err != nil {
-		s.opts.Logger.Debug("firmware: ignoring a get", "device", device, "err", err)
+		s.opts.Logger.Debug("firmware: ignoring a get", "device", device, logkey.Err, err)
 		return
 	}
 	ses.pending = true
@@ -306,10 +308,10 @@ func (s *Server) sendOffers(ctx context.Context) {
 		for d, o := range batch {
 			b, _ := json.Marshal(o)
 			if err := s.pub.Publish(ctx, topicPrefix+d+"/fw/offer", b, 1, false); err != nil {
-				s.opts.Logger.Warn("firmware: offer not sent", "device", d, "err", err)
+				s.opts.Logger.Warn("firmware: offer not sent", "device", d, logkey.Err, err)
 				continue
 			}
-			s.opts.Logger.Info("firmware: offered", "device", d, "type", o.Type, "version", o.Version, "counter", o.Counter)
+			s.opts.Logger.Info("firmware: offered", "device", d, "type", o.Type, logkey.Version, o.Version, "counter", o.Counter)
 		}
 	}
 }
@@ -368,11 +370,11 @@ func (s *Server) serve(ctx context.Context, j chunkJob) {
 	// Publish returns.
 	buf := make([]byte, j.n)
 	if _, err := s.images.ReadAt(j.typ, j.counter, buf, j.off); err != nil {
-		s.opts.Logger.Error("firmware: read a chunk", "type", j.typ, "counter", j.counter, "offset", j.off, "err", err)
+		s.opts.Logger.Error("firmware: read a chunk", "type", j.typ, "counter", j.counter, "offset", j.off, logkey.Err, err)
 		return
 	}
 	if err := s.pub.Publish(ctx, topicPrefix+j.device+"/fw/chunk/"+strconv.FormatInt(j.off, 10), buf, 0, false); err != nil {
-		s.opts.Logger.Warn("firmware: chunk not sent", "device", j.device, "err", err)
+		s.opts.Logger.Warn("firmware: chunk not sent", "device", j.device, logkey.Err, err)
 	}
 }
 

@@ -148,7 +148,7 @@ func (a *api) postFirmware(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(part, 1<<20)) // the client then reads the answer, not a reset
-	fw.logger.Info("firmware image published", "type", m.Type, "version", m.Version, "counter", m.Counter, "size", m.Size)
+	fw.logger.Info("firmware image published", "type", m.Type, logkey.Version, m.Version, "counter", m.Counter, "size", m.Size)
 	fw.server.Published(m)
 	writeJSON(w, http.StatusCreated, m)
 }
