@@ -83,4 +83,6 @@ replace github.com/yuin/gopher-lua => ./third_party/gopher-lua
 
 replace github.com/dgraph-io/ristretto/v2 => ./third_party/ristretto
 
+replace github.com/dgraph-io/badger/v4 => ./third_party/badger
+
 tool github.com/nats-io/nats-server/v2

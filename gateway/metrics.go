@@ -134,7 +134,7 @@ var (
 	descOversize  = prometheus.NewDesc("moongate_mqtt_oversize_packets_total", "Devices the embedded broker disconnected for a packet larger than mqtt.embedded.max_packet_size.", nil, nil)
 	descLogLosses = prometheus.NewDesc("moongate_store_log_losses", "Log files (WAL or value log) the store's open found damaged: replay dropped what followed the damage (a copy is in the store's damaged/ dir).", nil, nil)
 	descLogLost   = prometheus.NewDesc("moongate_store_log_lost_bytes", "Bytes of log the store's open dropped after damage: committed data lost.", nil, nil)
-	descDamaged   = prometheus.NewDesc("moongate_store_damaged_tables", "Tables the store's background scrub found damaged since the gateway started: reads take the keys of their bad blocks for missing; stop, run moongate store check, restore.", nil, nil)
+	descDamaged   = prometheus.NewDesc("moongate_store_damaged_tables", "Tables found damaged since the gateway started, by a read of a bad block or the background scrub: a read of a key in a bad block fails, a scan skips it; stop, run moongate store check, restore.", nil, nil)
 	descSyncs     = prometheus.NewDesc("moongate_store_syncs_total", "Syncs (fsync) of the store's logs: about one per group of commits; fewer with gateway.durability: batch.", nil, nil)
 	descFunctions = prometheus.NewDesc("moongate_functions", "Deployed functions.", nil, nil)
 	descKVKeys    = prometheus.NewDesc("moongate_kv_keys", "Keys in a function's KV (gateway.kv_quota.keys bounds it).", []string{"function"}, nil)

@@ -67,10 +67,10 @@ func badgerOptions(o *Options) badger.Options {
 		WithNumLevelZeroTablesStall(3).
 		WithNumCompactors(2).
 		WithCompactL0OnClose(true).
-		// A block read that fails its checksum is skipped rather than decoded: Badger
-		// then takes its keys for missing, which is why Open verifies every table
-		// first (verify.go). A value read from the value log that fails its checksum
-		// is an error.
+		// A block read that fails its checksum is an error of the read, and is told to
+		// OnBadBlock (the store's damage list): third_party/badger/MOONGATE.md. Open
+		// still verifies every table first (verify.go). A value read from the value log
+		// that fails its checksum is an error.
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true)
 	// No With method: uniform table sizes across levels.

@@ -2,9 +2,12 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4/options"
@@ -56,15 +59,40 @@ func (s *Store) scrub() {
 			return
 		default:
 		}
-		s.mu.Lock()
-		known := slices.Contains(s.damagedTables, name)
-		if !known {
-			s.damagedTables = append(s.damagedTables, name)
-		}
-		s.mu.Unlock()
-		if !known {
-			s.log.Error("store: a table is damaged: reads take the keys of its bad blocks for missing until the gateway is stopped and the store restored",
-				logkey.File, name, logkey.Err, err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
-		}
+		s.damage.note(name, err)
 	}
+}
+
+// damage records the tables found damaged while the store runs: by the scrub, or by a
+// read whose block failed its checksum (Badger's OnBadBlock, patched in, see
+// third_party/badger/MOONGATE.md). Each is logged once at ERROR and stays in
+// Stats().DamagedTables until the next open, which refuses it.
+type damage struct {
+	log    *slog.Logger
+	mu     sync.Mutex
+	tables []string
+}
+
+func (d *damage) note(table string, err error) {
+	d.mu.Lock()
+	known := slices.Contains(d.tables, table)
+	if !known {
+		d.tables = append(d.tables, table)
+	}
+	d.mu.Unlock()
+	if !known {
+		d.log.Error("store: a table is damaged: a point read of a key in its bad blocks fails, a scan skips them, until the gateway is stopped and the store restored",
+			logkey.File, table, logkey.Err, err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
+	}
+}
+
+// badBlock is Badger's OnBadBlock.
+func (d *damage) badBlock(table string, block int, err error) {
+	d.note(filepath.Base(table), fmt.Errorf("block %d: %w", block, err))
+}
+
+func (d *damage) list() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.tables)
 }

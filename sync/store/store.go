@@ -157,8 +157,7 @@ type Store struct {
 	total      int64             // pending outbox bytes, all streams
 	rejected   map[string]uint64 // records refused by RejectNew, per stream
 	changed    chan struct{}
-	// damagedTables are the tables a scrub found damaged since the open.
-	damagedTables []string
+	damage     *damage // tables found damaged since the open
 
 	commits, groups, fsyncs atomic.Uint64
 
@@ -216,6 +215,8 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
 	}
 	bo := badgerOptions(&opts)
+	dmg := &damage{log: opts.Logger}
+	bo.OnBadBlock = dmg.badBlock
 	tables, losses, err := checkDir(opts.Dir, bo, opts.now())
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
@@ -248,6 +249,7 @@ func Open(opts Options) (*Store, error) {
 		freed:       make(map[string]int64),
 		tables:      tables,
 		losses:      losses,
+		damage:      dmg,
 		scrubStop:   make(chan struct{}),
 		scrubDone:   make(chan struct{}),
 	}
@@ -378,8 +380,9 @@ type Stats struct {
 	// LogLosses lists the log tails the open's replay dropped as damaged; each one is
 	// commits lost (see LogLoss).
 	LogLosses []LogLoss
-	// DamagedTables lists the tables the background scrub (Options.Scrub) found damaged
-	// since the open: reads take the keys of their bad blocks for missing.
+	// DamagedTables lists the tables found damaged since the open, by a read of a bad
+	// block or by the background scrub (Options.Scrub): a point read of a key in a bad
+	// block fails, a scan skips the block's keys.
 	DamagedTables []string
 }
 
@@ -394,7 +397,7 @@ func (s *Store) Stats() Stats {
 		LogLosses: slices.Clone(s.losses),
 	}
 	s.mu.RLock()
-	st.DamagedTables = slices.Clone(s.damagedTables)
+	st.DamagedTables = s.damage.list()
 	for name, h := range s.heads {
 		ss := StreamStats{
 			FirstSeq: h.First, LastSeq: h.Last, Pending: h.pending(), Bytes: h.Bytes,
