@@ -198,6 +198,7 @@ func (c *Config) validate() ErrorList {
 			}
 		}
 	}
+	errs = append(errs, c.validateFleet()...)
 	return errs
 }
 
