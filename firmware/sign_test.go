@@ -1,10 +1,19 @@
 package firmware
 
 import (
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
+
+var testNow = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+func testSigning() Signing {
+	return Signing{Type: "esp32-env", Version: "1.2.0", Counter: 7, Expires: testNow.Add(24 * time.Hour)}
+}
 
 func TestSignVerify(t *testing.T) {
 	pub, priv, err := Keygen()
@@ -12,11 +21,11 @@ func TestSignVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	image := []byte(strings.Repeat("firmware bytes ", 1000))
-	m, err := Sign(image, "esp32-env", "1.2.0", priv)
+	m, err := Sign(image, testSigning(), priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Verify(image, m, pub); err != nil {
+	if err := Verify(image, m, pub, testNow); err != nil {
 		t.Fatalf("a good image does not verify: %v", err)
 	}
 	otherPub, _, _ := Keygen()
@@ -26,33 +35,90 @@ func TestSignVerify(t *testing.T) {
 	relabelled.Version = "9.9.9"
 	otherType := m
 	otherType.Type = "esp32-cam"
+	bumped := m
+	bumped.Counter = 8
+	extended := m
+	extended.Expires = m.Expires.Add(time.Hour)
 	for name, c := range map[string]struct {
 		image []byte
 		m     Manifest
 		pub   string
+		now   time.Time
+		want  error
 	}{
-		"tampered image":    {tampered, m, pub},
-		"replayed version":  {image, relabelled, pub},
-		"other device type": {image, otherType, pub},
-		"other key":         {image, m, otherPub},
+		"tampered image":    {tampered, m, pub, testNow, ErrDigest},
+		"truncated image":   {image[:100], m, pub, testNow, ErrSize},
+		"replayed version":  {image, relabelled, pub, testNow, ErrBadSignature},
+		"other device type": {image, otherType, pub, testNow, ErrBadSignature},
+		"raised counter":    {image, bumped, pub, testNow, ErrBadSignature},
+		"extended expiry":   {image, extended, pub, testNow, ErrBadSignature},
+		"other key":         {image, m, otherPub, testNow, ErrBadSignature},
+		"expired":           {image, m, pub, m.Expires, ErrExpired},
 	} {
-		if err := Verify(c.image, c.m, c.pub); !errors.Is(err, ErrBadSignature) {
-			t.Errorf("%s: got %v, want ErrBadSignature", name, err)
+		if err := Verify(c.image, c.m, c.pub, c.now); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", name, err, c.want)
 		}
 	}
-	if err := Verify(image, m, priv); err == nil {
+	if err := Verify(image, m, priv, testNow); err == nil {
 		t.Error("a private key was accepted as a public one")
 	}
-	if _, err := Sign(image, "", "1", priv); err == nil {
+	s := testSigning()
+	s.Type = ""
+	if _, err := Sign(image, s, priv); err == nil {
 		t.Error("signed without a device type")
+	}
+	s = testSigning()
+	s.Counter = 0
+	if _, err := Sign(image, s, priv); err == nil {
+		t.Error("signed without a counter")
 	}
 }
 
-func FuzzVerify(f *testing.F) {
+func TestManifestRoundTrip(t *testing.T) {
 	pub, priv, _ := Keygen()
-	m, _ := Sign([]byte("img"), "t", "1", priv)
-	f.Add([]byte("img"), m.Signature, m.SHA256, 3)
-	f.Fuzz(func(t *testing.T, image []byte, sig, sum string, size int) {
-		_ = Verify(image, Manifest{Type: "t", Version: "1", Size: size, SHA256: sum, Signature: sig}, pub)
+	image := []byte("image")
+	m, err := Sign(image, testSigning(), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(m)
+	got, err := ParseManifest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := ParsePublicKey(pub)
+	if err := got.Check(int64(len(image)), sha256.Sum256(image), []PublicKey{k}, testNow); err != nil {
+		t.Fatalf("a parsed manifest does not verify: %v", err)
+	}
+}
+
+// A manifest written before counters and expiries is refused with its own reason.
+func TestOldManifestRefused(t *testing.T) {
+	old := `{"type":"esp32-env","version":"1.2.0","size":11,"sha256":"` + strings.Repeat("ab", 32) + `","signature":"` + strings.Repeat("A", 88) + `"}`
+	if _, err := ParseManifest([]byte(old)); !errors.Is(err, ErrOldManifest) {
+		t.Fatalf("an old manifest: got %v, want ErrOldManifest", err)
+	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	pub, priv, _ := Keygen()
+	k, _ := ParsePublicKey(pub)
+	m, _ := Sign([]byte("img"), testSigning(), priv)
+	good, _ := json.Marshal(m)
+	f.Add(good)
+	f.Add([]byte(`{"type":"t","version":"1","counter":1}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseManifest(b)
+		if err != nil {
+			return
+		}
+		// A manifest that parses checks without panicking, and only a signed one passes.
+		if m.Check(m.Size, sha256.Sum256([]byte("img")), []PublicKey{k}, testNow) == nil && string(b) != string(good) {
+			re, _ := json.Marshal(m)
+			if string(re) != string(good) {
+				t.Fatalf("a manifest that was not signed verifies: %s", b)
+			}
+		}
 	})
 }

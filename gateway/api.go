@@ -47,6 +47,7 @@ type api struct {
 	auth       *tokenAuth
 	guard      *guard
 	metrics    *metrics
+	firmware   *fwService // nil: firmware is off
 	logger     *slog.Logger
 }
 
@@ -67,6 +68,8 @@ func (a *api) handler() http.Handler {
 	route("GET /api/v1/history", a.serveHistory)
 	route("GET /api/v1/devices", a.listDevices)
 	route("POST /api/v1/devices/{id}/disconnect", a.disconnectDevice)
+	route("GET /api/v1/firmware", a.listFirmware)
+	route("POST /api/v1/firmware", a.postFirmware)
 	route("GET /metrics", a.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.

@@ -124,6 +124,11 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 			errs = append(errs, c.Errorf(key, "%v", err))
 		}
 	}
+	if !under("firmware.keys") {
+		if _, err := firmwareKeys(c); err != nil {
+			errs = append(errs, c.Errorf("firmware.keys", "%v", err))
+		}
+	}
 	if c.MQTT.Broker != "embedded" && !under("mqtt") {
 		if _, err := mqtt.NewClient(clientOptions(c)); err != nil {
 			errs = append(errs, c.Errorf("mqtt", "%v", err))

@@ -46,8 +46,8 @@ type fleetAgent struct {
 	// client, so nothing is applied once the registry stops.
 	handling sync.Mutex
 	mu       sync.Mutex // guards layers and lastErr; documents are taken one at a time
-	layers  map[string]appliedLayer
-	lastErr string
+	layers   map[string]appliedLayer
+	lastErr  string
 }
 
 // appliedLayer is a document the gateway applied, with the payload it came in.

@@ -183,6 +183,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		}
 	}()
 
+	fw, err := openFirmware(cfg, bus, clock, logger)
+	if err != nil {
+		return err
+	}
+	defer fw.close() // after Run's goroutines are done: the server reads the images
 	comp := &compiler{sensors: sensorCfgs, watch: sens.Watch, watched: map[sensors.Watch]bool{},
 		host: functionHost(cfg, st, sens, sensorCfgs, clock, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
 	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, clock: clock, logger: logger}
@@ -221,7 +226,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
 	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, clock: clock, started: started, store: st, bus: bus,
 		sensors: sens, sensorCfgs: sensorCfgs, sinks: sinks, registry: reg, proc: proc, live: lv, hub: hub, auth: auth,
-		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, logger: logger}
+		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, firmware: fw, logger: logger}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second,
 		// A client that sends or reads a request slowly, or keeps an idle connection,
 		// holds a file descriptor: bound all three (the live stream's websocket is
@@ -230,7 +235,8 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		ErrorLog: slog.NewLogLogger(logger.With(logkey.Component, "console").Handler(), slog.LevelDebug)}
 
 	// Subscriptions are in place before the bus takes its first message (SPEC §2).
-	if err := bus.Start(runCtx, append(rt.subscriptions(), ha.subscriptions()...), ha.messageHandler(rt)); err != nil {
+	subs := append(append(rt.subscriptions(), ha.subscriptions()...), fw.subscriptions()...)
+	if err := bus.Start(runCtx, subs, fw.messageHandler(ha.messageHandler(rt))); err != nil {
 		ln.Close()
 		return fmt.Errorf("start mqtt: %w", err)
 	}
@@ -278,6 +284,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 			ha.run(sensorCtx) // stops with the sensors, whose states it publishes
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		fw.run(runCtx) // ends when the gateway stops taking events
+	}()
 	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopFleet()
 	if fl != nil {

@@ -17,7 +17,7 @@ import (
 //     carry its own domain, is refused;
 //   - a request that changes state must not come from a foreign origin (browsers send
 //     Origin with them; `null` from a file:// page is foreign too), and one with a body
-//     must say it is JSON, which a cross-origin page cannot send without a preflight
+//     must say it is JSON (or multipart/mixed), which a cross-origin page cannot send without a preflight
 //     that the gateway never answers;
 //
 // Wrong tokens are throttled per source address by tokenAuth.
@@ -50,8 +50,8 @@ func (gd *guard) wrap(h http.Handler) http.Handler {
 				writeError(w, http.StatusForbidden, "refused: a request from another origin ("+r.Header.Get("Origin")+")")
 				return
 			}
-			if r.ContentLength != 0 && !isJSON(r.Header.Get("Content-Type")) {
-				writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+			if r.ContentLength != 0 && !bodyTypeAllowed(r.Header.Get("Content-Type")) {
+				writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json (multipart/mixed for a firmware image)")
 				return
 			}
 		}
@@ -66,6 +66,13 @@ func changesState(method string) bool {
 func isJSON(contentType string) bool {
 	t, _, err := mime.ParseMediaType(contentType)
 	return err == nil && t == "application/json"
+}
+
+// bodyTypeAllowed: JSON, or multipart/mixed (a firmware upload). Neither is a type a
+// cross-origin page may send without a preflight; multipart/form-data would be.
+func bodyTypeAllowed(contentType string) bool {
+	t, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (t == "application/json" || t == "multipart/mixed")
 }
 
 func hostOnly(hostport string) string {

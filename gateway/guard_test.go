@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -63,5 +64,26 @@ func TestPprofSwitch(t *testing.T) {
 			}
 		}
 		tg.stop(t)
+	}
+}
+
+// A firmware upload is multipart/mixed: a web page can send multipart/form-data across
+// origins without a preflight, so the guard refuses it, whatever the endpoint.
+func TestFormUploadRefused(t *testing.T) {
+	gd := newGuard(nil, nil)
+	served := false
+	h := gd.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { served = true }))
+	for ct, want := range map[string]bool{
+		"multipart/form-data; boundary=x": false, "text/plain": false, "application/x-www-form-urlencoded": false,
+		"multipart/mixed; boundary=x": true, "application/json": true,
+	} {
+		served = false
+		req := httptest.NewRequest("POST", "http://127.0.0.1/api/v1/firmware", strings.NewReader("--x--"))
+		req.Header.Set("Content-Type", ct)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if served != want {
+			t.Errorf("%s: served %v (status %d)", ct, served, rec.Code)
+		}
 	}
 }

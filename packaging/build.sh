@@ -24,6 +24,8 @@ if [ -z "$key" ]; then
   echo "signing with $key (a development key: set MOONGATE_SIGNING_KEY for a release)" >&2
 fi
 
+# The manifests' version counter: the commits on the branch, which only grow along it.
+counter=$(git rev-list --count HEAD 2>/dev/null || date +%s)
 artefacts=()
 for arch in "$@"; do
   case $arch in
@@ -49,8 +51,10 @@ for arch in "$@"; do
   artefacts+=("$deb" "$tree.tar.gz")
 done
 (cd "$dist" && sha256sum "${artefacts[@]}" > SHA256SUMS)
+# A package's signature is checked by whoever installs it, maybe years later: it expires
+# in ten years.
 for a in "${artefacts[@]}" SHA256SUMS; do
   rm -f "$dist/$a.manifest.json"
-  "$host" firmware sign "$key" "$dist/$a" "moongate-package" "$version" >/dev/null
+  "$host" firmware sign "$key" "$dist/$a" "moongate-package" "$version" --counter "$counter" --expires 87600h >/dev/null
 done
 echo "packages in $dist: ${artefacts[*]} SHA256SUMS, each with its .manifest.json" >&2

@@ -62,23 +62,27 @@ func (e *apiError) Error() string {
 }
 
 func (a *api) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
+	if body == nil {
+		return a.send(ctx, method, path, "", nil, out)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.base, "/")+path, rd)
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	return a.send(ctx, method, path, "application/json", bytes.NewReader(b), out)
+}
+
+// send is do with a body of any type (a firmware upload streams one).
+func (a *api) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(a.base, "/")+path, body)
 	if err != nil {
 		return err
 	}
 	if a.token != "" {
 		req.Header.Set("Authorization", "Bearer "+a.token)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := a.http.Do(req)
 	if err != nil {

@@ -24,33 +24,41 @@ import (
 // prebuilt binary (e.g. an ARM build) and MOONGATE_E2E_EXEC a wrapper to run it with
 // (qemu-arm, qemu-aarch64): `make smoke-arm` runs the ARM builds through the same path.
 
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
+var buildOnce builtBinary
 
 func gatewayBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("MOONGATE_E2E_BIN"); p != "" {
 		return p
 	}
-	buildOnce.Do(func() {
+	return buildOnce.build(t, ".", "moongate")
+}
+
+// builtBinary is a command the tests build once per run.
+type builtBinary struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func (b *builtBinary) build(t *testing.T, pkg, name string) string {
+	t.Helper()
+	b.Do(func() {
 		dir, err := os.MkdirTemp("", "moongate-e2e")
 		if err != nil {
-			buildOnce.err = err
+			b.err = err
 			return
 		}
-		buildOnce.path = filepath.Join(dir, "moongate")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		b.path = filepath.Join(dir, name)
+		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
 		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return buildOnce.path
+	return b.path
 }
 
 // child is a moongate process under test.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"regexp"
 	"slices"
 	"strings"
@@ -44,7 +45,10 @@ func TestSpecListsEveryCommand(t *testing.T) {
 	for _, c := range commands() {
 		if c.name == "firmware" {
 			for _, sub := range firmwareSubcommands(t) {
-				want["firmware "+sub] = nil
+				want["firmware "+sub] = commandFlags(t, command{name: "firmware " + sub,
+					run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+						return firmwareCmd(ctx, append([]string{sub}, args...), stdout, stderr)
+					}})
 			}
 			continue
 		}

@@ -25,6 +25,8 @@ type Config struct {
 	Sync      Sync                 `yaml:"sync"`
 	// HomeAssistant: MQTT discovery of the sensors, pins and function outputs.
 	HomeAssistant HomeAssistant `yaml:"homeassistant"`
+	// Firmware: signed over-the-air updates of the devices.
+	Firmware Firmware `yaml:"firmware"`
 
 	// File is the path the config was read from, "" for built-in defaults. Relative paths in
 	// the config (function sources, TLS files) are relative to its directory.
@@ -387,6 +389,7 @@ func (c *Config) applyDefaults() {
 	g.Loops.withDefaults()
 	g.KVQuota.withDefaults()
 	c.HomeAssistant.withDefaults()
+	c.Firmware.withDefaults()
 	if g.VersionHistory == 0 {
 		g.VersionHistory = DefaultVersionHistory
 	}

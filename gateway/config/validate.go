@@ -28,6 +28,7 @@ func (c *Config) validate() ErrorList {
 	case !IsLoopback(c.Gateway.Console.Listen) && tok != "generate" && len(tok) < MinTokenLength:
 		add("gateway.console.token", "is %d characters: a token that guards a console beyond loopback needs at least %d (token: generate makes one)", len(tok), MinTokenLength)
 	}
+	c.validateFirmware(add)
 	switch c.Gateway.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

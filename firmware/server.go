@@ -1,0 +1,421 @@
+package firmware
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/moongate/moongate/internal/logkey"
+)
+
+// Publisher sends a message on the bus (mqtt.Bus has this method).
+type Publisher interface {
+	Publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// ImageSource is what the server reads the images from (Images is one).
+type ImageSource interface {
+	Newest(typ string, above uint64, now time.Time) (Manifest, bool)
+	Get(typ string, counter uint64, now time.Time) (Manifest, bool)
+	ReadAt(typ string, counter uint64, p []byte, off int64) (int, error)
+}
+
+// The topics of PROTOCOL.md.
+const (
+	topicPrefix = "moongate/devices/"
+	StateFilter = topicPrefix + "+/fw/state"
+	GetFilter   = topicPrefix + "+/fw/get"
+)
+
+// The device states of PROTOCOL.md.
+const (
+	StatusIdle        = "idle"
+	StatusOffered     = "offered"
+	StatusDownloading = "downloading"
+	StatusVerifying   = "verifying"
+	StatusApplied     = "applied"
+	StatusHealthy     = "healthy"
+	StatusFailed      = "failed"
+)
+
+// State is a device's state message.
+type State struct {
+	Type    string `json:"type"`
+	Version string `json:"version"`
+	Counter uint64 `json:"counter"`
+	Status  string `json:"status"`
+	Target  uint64 `json:"target,omitempty"`
+	Offset  int64  `json:"offset,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Offer is the offer message: the manifest and the chunk size.
+type Offer struct {
+	Manifest
+	ChunkSize int `json:"chunk_size"`
+}
+
+// GetRequest is a device's get message.
+type GetRequest struct {
+	Offset int64 `json:"offset"`
+	Length int64 `json:"length"`
+}
+
+// maxDevices bounds the devices the server keeps a session for: each costs a few hundred
+// bytes, and a device id is a topic level anyone allowed to publish can make up.
+const maxDevices = 10000
+
+// chunkWorkers read and publish chunks; with the total rate they bound the chunk buffers
+// in the gateway at once, whatever the number of devices.
+const chunkWorkers = 4
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	ChunkSize  int // the most bytes a get is answered with
+	DeviceRate int // bytes a second to one device
+	TotalRate  int // bytes a second to all
+	Now        func() time.Time
+	Logger     *slog.Logger
+}
+
+// Server is the gateway side of PROTOCOL.md: it reads the devices' state and get
+// messages (Handle), offers them newer images and serves the chunks (Run).
+type Server struct {
+	pub    Publisher
+	images ImageSource
+	opts   ServerOptions
+	total  *rate.Limiter
+
+	mu       sync.Mutex
+	devices  map[string]*session
+	offers   map[string]bool // devices whose offer is to be (re)sent
+	offerSig chan struct{}   // cap 1: offers has entries
+	chunks   chan chunkJob   // at most one per device (session.pending), so never full
+	delayed  sync.WaitGroup  // the timers that put back chunks held for their device's rate
+}
+
+type session struct {
+	state   State
+	offer   Manifest // zero: none
+	failed  uint64   // the counter this device reported failed with
+	pending bool     // a get of this device is queued or being served
+	limit   *rate.Limiter
+}
+
+type chunkJob struct {
+	device  string
+	typ     string
+	counter uint64
+	off, n  int64
+}
+
+// NewServer makes a server that publishes with pub and reads images from images.
+func NewServer(pub Publisher, images ImageSource, opts ServerOptions) *Server {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Server{pub: pub, images: images, opts: opts,
+		total:   rate.NewLimiter(rate.Limit(opts.TotalRate), max(opts.TotalRate, opts.ChunkSize)),
+		devices: map[string]*session{}, offers: map[string]bool{}, offerSig: make(chan struct{}, 1),
+		chunks: make(chan chunkJob, maxDevices)}
+}
+
+// Filters are the topic filters the server needs subscribed.
+func (s *Server) Filters() []string { return []string{StateFilter, GetFilter} }
+
+// Handle takes a message on one of Filters and reports whether it was one. It never
+// blocks: the work is queued for Run.
+func (s *Server) Handle(topic string, payload []byte) bool {
+	device, kind, ok := parseTopic(topic)
+	if !ok {
+		return false
+	}
+	switch kind {
+	case "state":
+		s.handleState(device, payload)
+	case "get":
+		s.handleGet(device, payload)
+	}
+	return true
+}
+
+func parseTopic(topic string) (device, kind string, ok bool) {
+	rest, ok := strings.CutPrefix(topic, topicPrefix)
+	if !ok {
+		return "", "", false
+	}
+	device, kind, ok = strings.Cut(rest, "/fw/")
+	if !ok || device == "" || strings.Contains(device, "/") || (kind != "state" && kind != "get") {
+		return "", "", false
+	}
+	return device, kind, true
+}
+
+func (s *Server) handleState(device string, payload []byte) {
+	var st State
+	if len(payload) == 0 {
+		return // a retained state cleared
+	}
+	if err := json.Unmarshal(payload, &st); err != nil || !validType(st.Type) {
+		s.opts.Logger.Debug("firmware: ignoring a state that is not one", "device", device)
+		return
+	}
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ses := s.devices[device]
+	if ses == nil {
+		if len(s.devices) >= maxDevices {
+			s.opts.Logger.Warn("firmware: too many devices, ignoring a new one", "device", device, "max", maxDevices)
+			return
+		}
+		ses = &session{limit: rate.NewLimiter(rate.Limit(s.opts.DeviceRate), max(s.opts.DeviceRate, s.opts.ChunkSize))}
+		s.devices[device] = ses
+	}
+	if ses.state.Type != st.Type {
+		ses.failed, ses.offer = 0, Manifest{}
+	}
+	ses.state = st
+	var next Manifest
+	switch st.Status {
+	case StatusFailed:
+		s.opts.Logger.Warn("firmware: a device failed to update", "device", device, "type", st.Type,
+			"counter", st.Counter, "target", st.Target, "error", st.Error)
+		if st.Target != 0 {
+			ses.failed = st.Target
+		}
+		ses.offer = Manifest{}
+		next = s.newest(st, now, ses.failed)
+	case StatusIdle, StatusHealthy:
+		if ses.offer.Counter != 0 && st.Counter == ses.offer.Counter {
+			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, logkey.Version, st.Version, "counter", st.Counter)
+		}
+		ses.offer = Manifest{}
+		next = s.newest(st, now, ses.failed)
+	case StatusOffered, StatusDownloading, StatusVerifying:
+		if ses.offer.Counter != 0 && ses.offer.Counter == st.Target {
+			return // in progress with this gateway's offer
+		}
+		if m, ok := s.images.Get(st.Type, st.Target, now); ok && st.Target > st.Counter {
+			next = m // resume: the same image again, the device keeps its offset
+		} else {
+			next = s.newest(st, now, ses.failed)
+		}
+	default: // applied, or a state of a newer protocol: nothing to offer now
+		return
+	}
+	if next.Counter == 0 {
+		ses.offer = Manifest{}
+		if m, ok := s.images.Newest(st.Type, 0, now); ok && m.Counter <= st.Counter {
+			s.opts.Logger.Info("firmware: not offering an image that is not newer than the device runs (no downgrade)",
+				"device", device, "type", st.Type, "device_counter", st.Counter, "newest_counter", m.Counter)
+		}
+		return
+	}
+	ses.offer = next
+	s.offers[device] = true
+	select {
+	case s.offerSig <- struct{}{}:
+	default:
+	}
+}
+
+// newest is the image to offer a device in st: newer than what it runs (never a
+// downgrade), and not the one it failed with.
+func (s *Server) newest(st State, now time.Time, failed uint64) Manifest {
+	m, ok := s.images.Newest(st.Type, st.Counter, now)
+	if !ok || m.Counter == failed {
+		return Manifest{}
+	}
+	return m
+}
+
+// ParseGet reads a get request for an image of size bytes and returns the range to
+// answer with, at most chunkSize bytes.
+func ParseGet(payload []byte, size int64, chunkSize int) (off, n int64, err error) {
+	var g GetRequest
+	if err := json.Unmarshal(payload, &g); err != nil {
+		return 0, 0, fmt.Errorf("firmware: get: %w", err)
+	}
+	if g.Offset < 0 || g.Offset >= size {
+		return 0, 0, fmt.Errorf("firmware: get: offset %d is outside the image of %d bytes", g.Offset, size)
+	}
+	if g.Length < 1 {
+		return 0, 0, errors.New("firmware: get: length must be at least 1")
+	}
+	return g.Offset, min(g.Length, int64(chunkSize), size-g.Offset), nil
+}
+
+func (s *Server) handleGet(device string, payload []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ses := s.devices[device]
+	if ses == nil || ses.offer.Counter == 0 || ses.pending {
+		return // no offer to this device, or its previous get is still being answered
+	}
+	off, n, err := ParseGet(payload, ses.offer.Size, s.opts.ChunkSize)
+	if err != nil {
+		s.opts.Logger.Debug("firmware: ignoring a get", "device", device, logkey.Err, err)
+		return
+	}
+	ses.pending = true
+	s.chunks <- chunkJob{device: device, typ: ses.offer.Type, counter: ses.offer.Counter, off: off, n: n}
+}
+
+// Run sends the offers and serves the chunks until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range chunkWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveChunks(ctx)
+		}()
+	}
+	s.sendOffers(ctx)
+	wg.Wait()
+	s.delayed.Wait() // each fires within a second (a chunk at the device's rate) and then does nothing
+}
+
+func (s *Server) sendOffers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.offerSig:
+		}
+		s.mu.Lock()
+		batch := map[string]Offer{}
+		for d := range s.offers {
+			if ses := s.devices[d]; ses != nil && ses.offer.Counter != 0 {
+				batch[d] = Offer{Manifest: ses.offer, ChunkSize: s.opts.ChunkSize}
+			}
+		}
+		clear(s.offers)
+		s.mu.Unlock()
+		for d, o := range batch {
+			b, _ := json.Marshal(o)
+			if err := s.pub.Publish(ctx, topicPrefix+d+"/fw/offer", b, 1, false); err != nil {
+				s.opts.Logger.Warn("firmware: offer not sent", "device", d, logkey.Err, err)
+				continue
+			}
+			s.opts.Logger.Info("firmware: offered", "device", d, "type", o.Type, logkey.Version, o.Version, "counter", o.Counter)
+		}
+	}
+}
+
+func (s *Server) serveChunks(ctx context.Context) {
+	for {
+		var j chunkJob
+		select {
+		case <-ctx.Done():
+			return
+		case j = <-s.chunks:
+		}
+		if !s.admit(ctx, j) {
+			continue
+		}
+		if err := s.total.WaitN(ctx, int(j.n)); err != nil {
+			return
+		}
+		s.serve(ctx, j)
+	}
+}
+
+// admit holds back a chunk past its device's rate: the job goes back on the queue after
+// the delay instead of holding a worker, so a slow device does not slow the others.
+func (s *Server) admit(ctx context.Context, j chunkJob) bool {
+	s.mu.Lock()
+	ses := s.devices[j.device]
+	s.mu.Unlock()
+	if ses == nil {
+		return false
+	}
+	r := ses.limit.ReserveN(time.Now(), int(j.n))
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		s.delayed.Add(1)
+		time.AfterFunc(d, func() {
+			defer s.delayed.Done()
+			if ctx.Err() == nil {
+				s.chunks <- j // the device's pending slot is still held: there is room
+			}
+		})
+		return false
+	}
+	return true
+}
+
+func (s *Server) serve(ctx context.Context, j chunkJob) {
+	defer func() {
+		s.mu.Lock()
+		if ses := s.devices[j.device]; ses != nil {
+			ses.pending = false
+		}
+		s.mu.Unlock()
+	}()
+	// A new buffer per chunk: the embedded broker writes the payload to the device after
+	// Publish returns.
+	buf := make([]byte, j.n)
+	if _, err := s.images.ReadAt(j.typ, j.counter, buf, j.off); err != nil {
+		s.opts.Logger.Error("firmware: read a chunk", "type", j.typ, "counter", j.counter, "offset", j.off, logkey.Err, err)
+		return
+	}
+	if err := s.pub.Publish(ctx, topicPrefix+j.device+"/fw/chunk/"+strconv.FormatInt(j.off, 10), buf, 0, false); err != nil {
+		s.opts.Logger.Warn("firmware: chunk not sent", "device", j.device, logkey.Err, err)
+	}
+}
+
+// DeviceStatus is what the server knows of one device: its last state and what it was
+// offered (0: nothing).
+type DeviceStatus struct {
+	Device string `json:"device"`
+	State
+	Offered uint64 `json:"offered"`
+}
+
+// Devices are the devices that reported a state since the server started, by id.
+func (s *Server) Devices() []DeviceStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]DeviceStatus, 0, len(s.devices))
+	for d, ses := range s.devices {
+		out = append(out, DeviceStatus{Device: d, State: ses.state, Offered: ses.offer.Counter})
+	}
+	slices.SortFunc(out, func(a, b DeviceStatus) int { return strings.Compare(a.Device, b.Device) })
+	return out
+}
+
+// Published offers a newly published image to the known devices that are waiting for
+// one (idle, healthy, failed with an older image).
+func (s *Server) Published(m Manifest) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for d, ses := range s.devices {
+		st := ses.state
+		if st.Type != m.Type || ses.offer.Counter != 0 || (st.Status != StatusIdle && st.Status != StatusHealthy && st.Status != StatusFailed) {
+			continue
+		}
+		if next := s.newest(st, now, ses.failed); next.Counter != 0 {
+			ses.offer = next
+			s.offers[d] = true
+		}
+	}
+	select {
+	case s.offerSig <- struct{}{}:
+	default:
+	}
+}
