@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -15,8 +16,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/moongate/moongate/fleet"
-	"github.com/moongate/moongate/mqtt"
+	"github.com/moongate/moongate/internal/redact"
+	"github.com/moongate/moongate/internal/tlsfiles"
 )
 
 const fleetUse = "usage: moongate fleet keygen PREFIX | sign KEY DOC.json | push SIGNED.json | status"
@@ -112,22 +116,48 @@ func fleetBrokerFlags(fs *flag.FlagSet) brokerFlags {
 	}
 }
 
-// connect starts a clean-session client on the broker with subs delivered to h.
-func (b brokerFlags) connect(ctx context.Context, subs []mqtt.Subscription, h mqtt.Handler) (*mqtt.Client, error) {
+// connect makes one clean-session connection to the broker (paho: a command that
+// publishes or reads once needs neither reconnection nor a second connection).
+func (b brokerFlags) connect(ctx context.Context) (paho.Client, error) {
 	if *b.broker == "" {
 		return nil, usagef("--broker is required (or MOONGATE_FLEET_BROKER)")
 	}
-	c, err := mqtt.NewClient(mqtt.ClientOptions{Broker: *b.broker, ClientID: *b.clientID, Username: *b.username,
-		Password: *b.password, TLS: mqtt.TLSFiles{CA: *b.ca, Cert: *b.cert, Key: *b.key}, CleanSession: true,
-		ConnectTimeout: *b.timeout, DrainTimeout: -1})
-	if err != nil {
-		return nil, usageError{err}
+	u, err := url.Parse(*b.broker)
+	if err != nil || u.Host == "" {
+		return nil, usagef("--broker %q: want tcp://host:port, ssl://, ws:// or wss://", redact.URL(*b.broker))
 	}
-	if err := c.Start(ctx, subs, h); err != nil {
-		c.Close()
-		return nil, err
+	o := paho.NewClientOptions().AddBroker(*b.broker).SetClientID(*b.clientID).SetUsername(*b.username).
+		SetPassword(*b.password).SetCleanSession(true).SetProtocolVersion(4).SetConnectTimeout(*b.timeout).
+		SetAutoReconnect(false)
+	files := tlsfiles.Files{CA: *b.ca, Cert: *b.cert, Key: *b.key}
+	switch u.Scheme {
+	case "ssl", "tls", "mqtts", "wss":
+		tc, err := files.Config("")
+		if err != nil {
+			return nil, usageError{err}
+		}
+		o.SetTLSConfig(tc)
+	case "tcp", "mqtt", "ws":
+		if !files.Empty() {
+			return nil, usagef("--broker %s: TLS files given for a connection without TLS (use ssl:// or wss://)", redact.URL(*b.broker))
+		}
+	default:
+		return nil, usagef("--broker %s: unsupported scheme %q (tcp, ssl, ws, wss)", redact.URL(*b.broker), u.Scheme)
+	}
+	c := paho.NewClient(o)
+	if err := waitToken(ctx, c.Connect()); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", redact.URL(*b.broker), err)
 	}
 	return c, nil
+}
+
+func waitToken(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func fleetPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -156,13 +186,13 @@ func fleetPush(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	topic, _ := fleet.DesiredTopic(doc.Target)
 	ctx, cancel := context.WithTimeout(ctx, *bf.timeout)
 	defer cancel()
-	c, err := bf.connect(ctx, nil, mqtt.HandlerFunc(func(*mqtt.Message) {}))
+	c, err := bf.connect(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if err := c.Publish(ctx, topic, payload, 1, true); err != nil {
-		return err
+	defer c.Disconnect(250)
+	if err := waitToken(ctx, c.Publish(topic, 1, true, payload)); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	fmt.Fprintf(stdout, "pushed %s revision %d (%d functions) to %s\n", doc.Target, doc.Revision, len(doc.Functions), topic)
 	return nil
@@ -191,34 +221,37 @@ func fleetStatus(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return states[id]
 	}
-	h := mqtt.HandlerFunc(func(m *mqtt.Message) {
-		defer m.Ack()
-		id := fleet.GatewayOf(m.Topic)
-		if id == "" || len(m.Payload) == 0 {
+	h := func(_ paho.Client, m paho.Message) {
+		id := fleet.GatewayOf(m.Topic())
+		if id == "" || len(m.Payload()) == 0 {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		if strings.HasSuffix(m.Topic, "/online") {
-			get(id).Online = string(m.Payload)
+		if strings.HasSuffix(m.Topic(), "/online") {
+			get(id).Online = string(m.Payload())
 			return
 		}
 		var r fleet.Report
-		if err := json.Unmarshal(m.Payload, &r); err == nil {
+		if err := json.Unmarshal(m.Payload(), &r); err == nil {
 			get(id).Report = &r
 		}
-	})
+	}
 	cctx, cancel := context.WithTimeout(ctx, *bf.timeout)
 	defer cancel()
-	c, err := bf.connect(cctx, []mqtt.Subscription{{Filter: fleet.AllReported, QoS: 1}, {Filter: fleet.AllOnline, QoS: 1}}, h)
+	c, err := bf.connect(cctx)
 	if err != nil {
 		return err
+	}
+	if err := waitToken(cctx, c.SubscribeMultiple(map[string]byte{fleet.AllReported: 1, fleet.AllOnline: 1}, h)); err != nil {
+		c.Disconnect(0)
+		return fmt.Errorf("subscribe: %w", err)
 	}
 	select { // the retained messages come right after the subscription
 	case <-time.After(*wait):
 	case <-ctx.Done():
 	}
-	c.Close()
+	c.Disconnect(0)
 	mu.Lock()
 	defer mu.Unlock()
 	ids := slices.Sorted(maps.Keys(states))
