@@ -163,16 +163,18 @@ func fleetCLI(t *testing.T, args ...string) string {
 	return stdout.String()
 }
 
-// labDoc is revision rev of group:lab: double multiplies by factor, greet is the same in
-// every revision. A non-empty broken replaces double's source.
+// labDoc is revision rev of group:lab: double multiplies by factor, greet says hello in
+// every good revision. A non-empty broken replaces double's source, and greet says hi: a
+// revision that would change both.
 func labDoc(rev uint64, factor int, broken string) fleet.Document {
 	double := fleet.Function{Name: "double", Source: "function handle(e) return e.payload.x * tonumber(env.FACTOR) end",
 		Triggers: []string{"mqtt:in/double"}, Env: map[string]string{"FACTOR": fmt.Sprint(factor)}}
+	greet := fleet.Function{Name: "greet", Source: `function handle(e) return "hello " .. e.payload.name end`, Triggers: []string{"mqtt:in/greet"}}
 	if broken != "" {
 		double.Source = broken
+		greet.Source = `function handle(e) return "hi " .. e.payload.name end`
 	}
-	return fleet.Document{Revision: rev, Target: "group:lab", Functions: []fleet.Function{double,
-		{Name: "greet", Source: `function handle(e) return "hello " .. e.payload.name end`, Triggers: []string{"mqtt:in/greet"}}}}
+	return fleet.Document{Revision: rev, Target: "group:lab", Functions: []fleet.Function{double, greet}}
 }
 
 // signDoc signs doc with the key file through the CLI and returns the signed file.
@@ -246,10 +248,17 @@ func TestFleet(t *testing.T) {
 		t.Fatalf("after the forced deploy double(21) = %s", got)
 	}
 
-	// Revision 2 has a function that does not compile: both stay on revision 1.
+	// Revision 2 has a function that does not compile: both stay on revision 1, greet too
+	// (which revision 2 would change), and say where the error is.
 	push(signDoc(t, keys, key, labDoc(2, 5, "function handle(e) return e.payload.x * end")))
 	for _, g := range []*fleetGateway{a, b} {
-		watch.waitRevision(t, g.id, 1, "revision 2 not applied")
+		r := watch.waitRevision(t, g.id, 1, "revision 2 not applied")
+		if !strings.Contains(r.LastError, "double") {
+			t.Fatalf("%s: the error does not name the function: %s", g.id, r.LastError)
+		}
+		if got := g.invoke(t, "greet", `{"name": "fleet"}`); got != `"hello fleet"` {
+			t.Fatalf("%s after the bad revision: greet = %s", g.id, got)
+		}
 	}
 	if got := b.invoke(t, "double", `{"x": 21}`); got != "42" {
 		t.Fatalf("gw-b after the bad revision: double(21) = %s", got)
