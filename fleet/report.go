@@ -38,3 +38,8 @@ type FunctionReport struct {
 
 // ReportInterval is how often a gateway publishes its report when nothing changes.
 const ReportInterval = 30 * time.Second
+
+// ResyncInterval is how often a gateway subscribes to its desired topics again, which
+// makes the broker send the retained documents again: a broker cluster whose nodes learn
+// a retained message late (NATS) may have missed it at the subscription.
+const ResyncInterval = 5 * time.Minute

@@ -134,6 +134,8 @@ func (a *fleetAgent) run(ctx context.Context) {
 	}
 	tick := time.NewTicker(fleet.ReportInterval)
 	defer tick.Stop()
+	resync := time.NewTicker(fleet.ResyncInterval)
+	defer resync.Stop()
 	a.report(ctx)
 	for {
 		select {
@@ -141,6 +143,16 @@ func (a *fleetAgent) run(ctx context.Context) {
 			return
 		case <-a.kick:
 		case <-tick.C:
+		case <-resync.C:
+			// Subscribing again makes the broker send the retained documents again: on a
+			// cluster whose nodes learn a retained message late (NATS), a subscription
+			// made in between missed it. The document applied already is skipped.
+			for _, sub := range subs {
+				if err := a.client.Subscribe(sub); err != nil {
+					a.logger.Warn("fleet: subscribe again", logkey.Topic, sub.Filter, logkey.Err, err)
+				}
+			}
+			continue
 		}
 		a.report(ctx)
 	}

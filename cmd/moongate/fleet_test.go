@@ -12,12 +12,14 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/moongate/moongate/fleet"
 	"github.com/moongate/moongate/internal/loopback"
 	"github.com/moongate/moongate/internal/mosquittotest"
+	"github.com/moongate/moongate/internal/natstest"
 	"github.com/moongate/moongate/internal/poll"
 )
 
@@ -318,4 +320,70 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("%s after the wrongly signed revision: double(21) = %s", g.id, got)
 		}
 	}
+}
+
+// TestFleetNATSCluster: the same pushes through a 3-node NATS cluster's MQTT listeners,
+// the gateways on two nodes, the pushes on the third, which is killed during the push of
+// revision 2: no gateway misses it, and one started afterwards takes it too.
+func TestFleetNATSCluster(t *testing.T) {
+	cl := natstest.StartWith(t, 3, natstest.Options{MQTT: true})
+	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
+	for _, n := range cl.Nodes { // the MQTT listener comes up once the cluster has its JetStream leaders
+		poll.Within(t, 30*time.Second, n.Name+"'s MQTT listener", func() bool {
+			c := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("probe-" + n.Name).SetCleanSession(true))
+			tok := c.Connect()
+			ok := tok.WaitTimeout(5*time.Second) && tok.Error() == nil
+			if ok {
+				c.Disconnect(0)
+			}
+			return ok
+		})
+	}
+	keys := t.TempDir()
+	fleetCLI(t, "keygen", filepath.Join(keys, "fleet"))
+	key := filepath.Join(keys, "fleet.key")
+	pub, err := os.ReadFile(filepath.Join(keys, "fleet.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := watchFleet(t, n1.MQTTURL())
+	a := newFleetGateway(t, "gw-a", n1.MQTTURL(), string(pub))
+	b := newFleetGateway(t, "gw-b", n2.MQTTURL(), string(pub))
+	a.start(t)
+	b.start(t)
+	// Subscribed, as their first reports say: NATS's nodes learn of a retained message
+	// late, and a subscription made in between would take it only at the next resync.
+	for _, g := range []*fleetGateway{a, b} {
+		poll.Eventually(t, g.id+"'s first report", func() bool { return watch.report(g.id).Gateway == g.id })
+	}
+
+	fleetCLI(t, "push", "--broker", n3.MQTTURL(), signDoc(t, keys, key, labDoc(1, 2, "")))
+	for _, g := range []*fleetGateway{a, b} {
+		watch.waitRevision(t, g.id, 1, "")
+	}
+
+	rev2 := signDoc(t, keys, key, labDoc(2, 3, ""))
+	pushed := make(chan int, 1)
+	go func() {
+		var stdout, stderr bytes.Buffer
+		pushed <- Main(context.Background(), []string{"fleet", "push", "--broker", n3.MQTTURL(), "--timeout", "10s", rev2}, &stdout, &stderr)
+	}()
+	cl.Kill(n3)
+	if code := <-pushed; code != exitOK {
+		// n3 died before its PUBACK: push again, elsewhere, once the cluster has elected
+		// new leaders for what n3 led (until then its MQTT listeners turn clients away).
+		poll.Within(t, 30*time.Second, "a push of revision 2 to n1", func() bool {
+			var stdout, stderr bytes.Buffer
+			return Main(context.Background(), []string{"fleet", "push", "--broker", n1.MQTTURL(), "--timeout", "5s", rev2}, &stdout, &stderr) == exitOK
+		})
+	}
+	for _, g := range []*fleetGateway{a, b} {
+		watch.waitRevision(t, g.id, 2, "")
+		if got := g.invoke(t, "double", `{"x": 21}`); got != "63" {
+			t.Fatalf("%s on revision 2: double(21) = %s", g.id, got)
+		}
+	}
+	c := newFleetGateway(t, "gw-c", n2.MQTTURL(), string(pub))
+	c.start(t)
+	watch.waitRevision(t, "gw-c", 2, "")
 }
