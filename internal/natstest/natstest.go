@@ -36,7 +36,7 @@ type Node struct {
 	scheme   string // nats or tls
 	port     int
 	httpPort int
-	mqttPort int // 0: no MQTT listener
+	mqttPort int    // 0: no MQTT listener
 	log      string // its output
 	cmd      *exec.Cmd
 	done     chan struct{}
