@@ -3,55 +3,34 @@ package fleet
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/moongate/moongate/internal/edkey"
 )
 
 // ErrBadSignature is returned when a document's signature verifies against none of the
 // trusted keys.
 var ErrBadSignature = errors.New("fleet: signature does not verify")
 
-// Keys are one line of base64 each, written like the firmware keys (firmware.Keygen), with
-// their own prefixes: a firmware key is never taken for a fleet key, nor the reverse.
-const (
-	publicPrefix  = "moongate-fleet-pub:"
-	privatePrefix = "moongate-fleet-priv:"
-)
+// keys are written like the firmware keys, with their own prefixes
+// (moongate-fleet-pub:, moongate-fleet-priv:): a firmware key is never taken for a fleet
+// key, nor the reverse.
+var keys = edkey.Kind{Name: "fleet", Tag: "fleet"}
 
 // Keygen makes a fleet key pair, encoded for files: the private key for the operator's
 // machine, the public key for the gateways (fleet.keys).
-func Keygen() (public, private string, err error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generate key: %w", err)
-	}
-	return publicPrefix + base64.StdEncoding.EncodeToString(pub),
-		privatePrefix + base64.StdEncoding.EncodeToString(priv.Seed()), nil
-}
+func Keygen() (public, private string, err error) { return keys.Generate() }
 
 // PublicKey is a decoded fleet public key.
 type PublicKey ed25519.PublicKey
 
 // ParsePublicKey decodes a key written by Keygen.
 func ParsePublicKey(s string) (PublicKey, error) {
-	b, err := decodeKey(s, publicPrefix, ed25519.PublicKeySize)
-	return PublicKey(b), err
-}
-
-func decodeKey(s, prefix string, size int) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if !strings.HasPrefix(s, prefix) {
-		return nil, fmt.Errorf("fleet: not a %skey", prefix)
-	}
-	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, prefix))
-	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("fleet: malformed %skey", prefix)
-	}
-	return b, nil
+	k, err := keys.Public(s)
+	return PublicKey(k), err
 }
 
 // Signed is what is retained on a desired topic: a document's exact bytes and their
@@ -69,7 +48,7 @@ func signedMessage(doc []byte) []byte {
 // Sign checks a document (Parse) and signs its bytes as they are with an encoded private
 // key. The document is compacted first, so the envelope holds it on one line.
 func Sign(doc []byte, private string) (Signed, error) {
-	seed, err := decodeKey(private, privatePrefix, ed25519.SeedSize)
+	priv, err := keys.Private(private)
 	if err != nil {
 		return Signed{}, err
 	}
@@ -81,7 +60,7 @@ func Sign(doc []byte, private string) (Signed, error) {
 		return Signed{}, fmt.Errorf("fleet: document: %w", err)
 	}
 	b := compact.Bytes()
-	sig := ed25519.Sign(ed25519.NewKeyFromSeed(seed), signedMessage(b))
+	sig := ed25519.Sign(priv, signedMessage(b))
 	return Signed{Document: b, Signature: base64.StdEncoding.EncodeToString(sig)}, nil
 }
 
