@@ -69,12 +69,9 @@ func openFleet(cfg *config.Config, reg *registry, st *store.Store, clock Clock, 
 	}
 	id := cfg.Gateway.ID
 	logger = logger.With(logkey.Component, "fleet")
-	client, err := mqtt.NewClient(mqtt.ClientOptions{
-		Broker: f.Broker, ClientID: cmp.Or(f.ClientID, "moongate-fleet-"+id), Username: f.Username, Password: f.Password,
-		TLS:      mqtt.TLSFiles{CA: cfg.Resolve(f.TLS.CA), Cert: cfg.Resolve(f.TLS.Cert), Key: cfg.Resolve(f.TLS.Key)},
-		Presence: &mqtt.Presence{Topic: fleet.OnlineTopic(id), Online: fleet.Online, Offline: fleet.Offline},
-		Logger:   logger,
-	})
+	opts := fleetClientOptions(cfg)
+	opts.Logger = logger
+	client, err := mqtt.NewClient(opts)
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
@@ -89,6 +86,17 @@ func openFleet(cfg *config.Config, reg *registry, st *store.Store, clock Clock, 
 		return nil, err
 	}
 	return a, nil
+}
+
+// fleetClientOptions are the fleet connection's settings; Check builds the client from
+// them too, so that a TLS file run would refuse is refused by check.
+func fleetClientOptions(cfg *config.Config) mqtt.ClientOptions {
+	f, id := cfg.Fleet, cfg.Gateway.ID
+	return mqtt.ClientOptions{
+		Broker: f.Broker, ClientID: cmp.Or(f.ClientID, "moongate-fleet-"+id), Username: f.Username, Password: f.Password,
+		TLS:      mqtt.TLSFiles{CA: cfg.Resolve(f.TLS.CA), Cert: cfg.Resolve(f.TLS.Cert), Key: cfg.Resolve(f.TLS.Key)},
+		Presence: &mqtt.Presence{Topic: fleet.OnlineTopic(id), Online: fleet.Online, Offline: fleet.Offline},
+	}
 }
 
 func (a *fleetAgent) addTarget(target string) {
