@@ -48,6 +48,10 @@ type fleetAgent struct {
 	mu       sync.Mutex // guards layers and lastErr; documents are taken one at a time
 	layers   map[string]appliedLayer
 	lastErr  string
+	// refused is the last payload refused per target: delivered again (each resync, each
+	// reconnection while it stays retained) it is not built, logged or reported again.
+	// Only handle, one document at a time, uses it.
+	refused map[string][sha256.Size]byte
 }
 
 // appliedLayer is a document the gateway applied, with the payload it came in.
@@ -77,7 +81,7 @@ func openFleet(cfg *config.Config, reg *registry, st *store.Store, clock Clock, 
 	}
 	a := &fleetAgent{id: id, groups: f.Groups, keys: f.PublicKeys, topics: map[string]string{}, reg: reg, store: st,
 		client: client, clock: clock, logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{}),
-		layers: map[string]appliedLayer{}}
+		layers: map[string]appliedLayer{}, refused: map[string][sha256.Size]byte{}}
 	for _, g := range f.Groups {
 		a.addTarget(fleet.GroupPrefix + g)
 	}
@@ -182,16 +186,24 @@ func (a *fleetAgent) handle(m *mqtt.Message) {
 		a.logger.Info("fleet: the desired document was cleared on the broker; the applied one stays", "target", target)
 		return
 	}
+	sum := sha256.Sum256(m.Payload)
+	if last, ok := a.refused[target]; ok && last == sum {
+		return // refused already; its error is still the one reported
+	}
 	changed, err := a.take(target, m.Payload)
 	if !changed && err == nil {
 		return // the document applied already, delivered again on reconnection
 	}
-	a.mu.Lock()
 	if err != nil {
-		a.lastErr = err.Error()
+		a.refused[target] = sum
 		a.logger.Warn("fleet: document refused", "target", target, logkey.Err, err)
 	} else {
-		a.lastErr = ""
+		delete(a.refused, target)
+	}
+	a.mu.Lock()
+	a.lastErr = ""
+	if err != nil {
+		a.lastErr = err.Error()
 	}
 	a.mu.Unlock()
 	select {

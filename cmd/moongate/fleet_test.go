@@ -26,6 +26,7 @@ import (
 // fleetWatch keeps the latest report and online state of every gateway, as the cloud
 // broker has them.
 type fleetWatch struct {
+	timeout time.Duration // how long waitRevision waits
 	mu      sync.Mutex
 	reports map[string]fleet.Report
 	online  map[string]string
@@ -33,7 +34,7 @@ type fleetWatch struct {
 
 func watchFleet(t *testing.T, broker string) *fleetWatch {
 	t.Helper()
-	w := &fleetWatch{reports: map[string]fleet.Report{}, online: map[string]string{}}
+	w := &fleetWatch{timeout: poll.DefaultTimeout, reports: map[string]fleet.Report{}, online: map[string]string{}}
 	c := mqttClient(t, broker, "fleet-watch")
 	tok := c.SubscribeMultiple(map[string]byte{fleet.AllReported: 1, fleet.AllOnline: 1}, func(_ paho.Client, m paho.Message) {
 		id := fleet.GatewayOf(m.Topic())
@@ -67,7 +68,7 @@ func (w *fleetWatch) report(id string) fleet.Report {
 func (w *fleetWatch) waitRevision(t *testing.T, id string, rev uint64, errPart string) fleet.Report {
 	t.Helper()
 	var r fleet.Report
-	poll.Eventually(t, fmt.Sprintf("%s to report group:lab@%d with error %q", id, rev, errPart), func() bool {
+	poll.Within(t, w.timeout, fmt.Sprintf("%s to report group:lab@%d with error %q", id, rev, errPart), func() bool {
 		r = w.report(id)
 		if len(r.Layers) != 1 || r.Layers[0].Revision != rev {
 			return false
@@ -347,6 +348,7 @@ func TestFleetNATSCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	watch := watchFleet(t, n1.MQTTURL())
+	watch.timeout = time.Minute // a cluster that lost a node elects new leaders first
 	a := newFleetGateway(t, "gw-a", n1.MQTTURL(), string(pub))
 	b := newFleetGateway(t, "gw-b", n2.MQTTURL(), string(pub))
 	a.start(t)
@@ -383,6 +385,35 @@ func TestFleetNATSCluster(t *testing.T) {
 			t.Fatalf("%s on revision 2: double(21) = %s", g.id, got)
 		}
 	}
+	// gw-c starts once n2 serves revision 2 as the retained document again: until the
+	// cluster has new leaders for what n3 led, a subscription may go unanswered, and the
+	// gateway would take the document only at its next resync.
+	topic, _ := fleet.DesiredTopic("group:lab")
+	poll.Within(t, time.Minute, "n2 to send revision 2 as retained", func() bool {
+		probe := paho.NewClient(paho.NewClientOptions().AddBroker(n2.MQTTURL()).SetClientID("probe-rev2").SetCleanSession(true))
+		if tok := probe.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			return false
+		}
+		defer probe.Disconnect(0)
+		got := make(chan uint64, 1)
+		probe.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+			var s fleet.Signed
+			if json.Unmarshal(m.Payload(), &s) == nil {
+				if d, err := fleet.Parse(s.Document); err == nil {
+					select {
+					case got <- d.Revision:
+					default:
+					}
+				}
+			}
+		})
+		select {
+		case rev := <-got:
+			return rev == 2
+		case <-time.After(5 * time.Second):
+			return false
+		}
+	})
 	c := newFleetGateway(t, "gw-c", n2.MQTTURL(), string(pub))
 	c.start(t)
 	watch.waitRevision(t, "gw-c", 2, "")
