@@ -140,6 +140,13 @@ func (a *fleetAgent) run(ctx context.Context) {
 	for topic := range a.topics {
 		subs = append(subs, mqtt.Subscription{Filter: topic, QoS: 1})
 	}
+	if err := a.dropLeftLayers(); err != nil {
+		err = fmt.Errorf("the functions of the groups left are still applied: %w", err)
+		a.mu.Lock()
+		a.lastErr = err.Error()
+		a.mu.Unlock()
+		a.logger.Warn("fleet: leave groups", logkey.Err, err)
+	}
 	if err := a.client.Start(ctx, subs, mqtt.HandlerFunc(a.handle)); err != nil {
 		a.logger.Error("fleet: the cloud broker refused the gateway; no document is taken until a restart", logkey.Err, err)
 		return
@@ -235,8 +242,17 @@ func (a *fleetAgent) take(target string, payload []byte) (changed bool, err erro
 		}
 	}
 	next[target] = appliedLayer{payload: payload, doc: doc}
+	if err := a.apply(next); err != nil {
+		return true, fmt.Errorf("%s revision %d not applied, the gateway stays on its previous state: %w", target, doc.Revision, err)
+	}
+	a.logger.Info("fleet revision applied", "target", target, "revision", doc.Revision)
+	return true, nil
+}
+
+// apply runs the functions that layers merge to, all or none, and records the layers.
+func (a *fleetAgent) apply(layers map[string]appliedLayer) error {
 	docs := map[string]*fleet.Document{}
-	for t, l := range next {
+	for t, l := range layers {
 		docs[t] = l.doc
 	}
 	var specs []functionSpec
@@ -249,32 +265,47 @@ func (a *fleetAgent) take(target string, payload []byte) (changed bool, err erro
 		}
 		specs = append(specs, s)
 	}
-	if len(errs) == 0 {
-		var deployed, deleted []string
-		deployed, deleted, err = a.reg.applyFleet(specs)
-		for _, name := range deployed {
-			a.logger.Info("function deployed from the fleet", logkey.Function, name, "target", target, "revision", doc.Revision)
-		}
-		for _, name := range deleted {
-			a.logger.Info("function deleted: no fleet layer has it any more", logkey.Function, name, "target", target, "revision", doc.Revision)
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
-	}
 	if len(errs) > 0 {
-		return true, fmt.Errorf("%s revision %d not applied, the gateway stays on its previous state: %w", target, doc.Revision, errors.Join(errs...))
+		return errors.Join(errs...)
+	}
+	deployed, deleted, err := a.reg.applyFleet(specs)
+	for _, name := range deployed {
+		v := a.reg.current(name)
+		a.logger.Info("function deployed from the fleet", logkey.Function, name, logkey.Version, v.number,
+			"target", v.spec.Fleet, "revision", v.spec.FleetRevision)
+	}
+	for _, name := range deleted {
+		a.logger.Info("function deleted: no fleet layer has it any more", logkey.Function, name)
+	}
+	if err != nil {
+		return err
 	}
 	// Recorded last: a crash before this line applies the document again at the next
 	// start (the functions it deployed are unchanged then, and stay as they are).
-	if err := a.storeLayers(next); err != nil {
-		return true, err
+	if err := a.storeLayers(layers); err != nil {
+		return err
 	}
 	a.mu.Lock()
-	a.layers = next
+	a.layers = layers
 	a.mu.Unlock()
-	a.logger.Info("fleet revision applied", "target", target, "revision", doc.Revision)
-	return true, nil
+	return nil
+}
+
+// dropLeftLayers applies the stored layers without those of groups the gateway left
+// (fleet.groups changed since): their functions go at once, not with the next document.
+func (a *fleetAgent) dropLeftLayers() error {
+	kept := map[string]appliedLayer{}
+	for t, l := range a.layers {
+		topic, _ := fleet.DesiredTopic(t)
+		if _, ok := a.topics[topic]; ok {
+			kept[t] = l
+		}
+	}
+	if len(kept) == len(a.layers) {
+		return nil
+	}
+	a.logger.Info("fleet: the gateway left groups since the last start; their functions are deleted")
+	return a.apply(kept)
 }
 
 func (a *fleetAgent) storeLayers(layers map[string]appliedLayer) error {

@@ -321,6 +321,24 @@ func TestFleet(t *testing.T) {
 			t.Fatalf("%s after the wrongly signed revision: double(21) = %s", g.id, got)
 		}
 	}
+
+	// gw-c leaves the group: at its next start the group's functions go.
+	c.c.stop(t)
+	cfg, err := os.ReadFile(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.cfg, bytes.Replace(cfg, []byte("groups: [lab]"), []byte("groups: [elsewhere]"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t)
+	if fs := c.functions(t); len(fs) != 0 {
+		t.Fatalf("gw-c left the group and still runs %v", fs)
+	}
+	poll.Eventually(t, "gw-c to report no layer", func() bool {
+		r := watch.report("gw-c")
+		return len(r.Layers) == 0 && len(r.Functions) == 0 && len(r.Groups) == 1 && r.Groups[0] == "elsewhere"
+	})
 }
 
 // TestFleetNATSCluster: the same pushes through a 3-node NATS cluster's MQTT listeners,
