@@ -10,7 +10,6 @@ package firmware
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -19,6 +18,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/moongate/moongate/internal/edkey"
 )
 
 // The reasons an image or manifest is refused. Each error that Check, Verify and
@@ -34,31 +35,20 @@ var (
 	ErrManifest    = errors.New("firmware: malformed manifest")
 )
 
-// Keys are written as one line of base64, prefixed so a private key is never mistaken for
-// a public one.
-const (
-	publicPrefix  = "moongate-fw-pub:"
-	privatePrefix = "moongate-fw-priv:"
-)
+// keys are written moongate-fw-pub:BASE64 and moongate-fw-priv:BASE64.
+var keys = edkey.Kind{Name: "firmware", Tag: "fw"}
 
 // Keygen makes a signing key pair, encoded for files: the private key for the build
 // machine, the public key for the gateways.
-func Keygen() (public, private string, err error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return "", "", fmt.Errorf("generate key: %w", err)
-	}
-	return publicPrefix + base64.StdEncoding.EncodeToString(pub),
-		privatePrefix + base64.StdEncoding.EncodeToString(priv.Seed()), nil
-}
+func Keygen() (public, private string, err error) { return keys.Generate() }
 
 // PublicKey is a decoded public key, one of those a gateway trusts.
 type PublicKey ed25519.PublicKey
 
 // ParsePublicKey decodes a key written by Keygen.
 func ParsePublicKey(s string) (PublicKey, error) {
-	b, err := decodeKey(s, publicPrefix, ed25519.PublicKeySize)
-	return PublicKey(b), err
+	k, err := keys.Public(s)
+	return PublicKey(k), err
 }
 
 // Manifest describes a signed image: what an offer carries (SPEC §8, PROTOCOL.md).
@@ -94,7 +84,7 @@ func (m Manifest) signedMessage(digest [32]byte) []byte {
 
 // Sign signs image with an encoded private key.
 func Sign(image []byte, s Signing, private string) (Manifest, error) {
-	seed, err := decodeKey(private, privatePrefix, ed25519.SeedSize)
+	priv, err := keys.Private(private)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -105,7 +95,7 @@ func Sign(image []byte, s Signing, private string) (Manifest, error) {
 	}
 	digest := sha256.Sum256(image)
 	m.SHA256 = hex.EncodeToString(digest[:])
-	m.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(ed25519.NewKeyFromSeed(seed), m.signedMessage(digest)))
+	m.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(priv, m.signedMessage(digest)))
 	return m, nil
 }
 
@@ -218,16 +208,4 @@ func Verify(image []byte, m Manifest, public string, now time.Time) error {
 		return err
 	}
 	return m.Check(int64(len(image)), sha256.Sum256(image), []PublicKey{pub}, now)
-}
-
-func decodeKey(s, prefix string, size int) ([]byte, error) {
-	s = strings.TrimSpace(s)
-	if !strings.HasPrefix(s, prefix) {
-		return nil, fmt.Errorf("firmware: not a %skey", prefix)
-	}
-	b, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, prefix))
-	if err != nil || len(b) != size {
-		return nil, fmt.Errorf("firmware: malformed %skey", prefix)
-	}
-	return b, nil
 }

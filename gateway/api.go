@@ -150,7 +150,12 @@ type functionDoc struct {
 	Emit        string            `json:"emit"`
 	Overflow    string            `json:"overflow"`
 	KV          kvUsageDoc        `json:"kv"`
-	Created     time.Time         `json:"created"`
+	// ManagedBy is "fleet" for a version deployed from the fleet, with the target and
+	// revision of its layer; a local deploy over it needs force.
+	ManagedBy     string    `json:"managed_by,omitempty"`
+	FleetTarget   string    `json:"fleet_target,omitempty"`
+	FleetRevision uint64    `json:"revision,omitempty"`
+	Created       time.Time `json:"created"`
 	// Tested says the version went live through a deploy with tests attached, all of
 	// which passed (TestsPassed cases); false for a deploy without tests.
 	Tested      bool         `json:"tested"`
@@ -173,6 +178,9 @@ func (a *api) functionDoc(v *version, spec functionSpec, full bool) functionDoc 
 	}
 	if d.Triggers == nil {
 		d.Triggers = []string{}
+	}
+	if spec.Fleet != "" {
+		d.ManagedBy, d.FleetTarget, d.FleetRevision = managedByFleet, spec.Fleet, spec.FleetRevision
 	}
 	if full {
 		d.Source, d.Env = spec.Source, spec.Env
@@ -300,7 +308,7 @@ func (a *api) putFunction(w http.ResponseWriter, r *http.Request) {
 			return s, err
 		}
 	}
-	a.deployAndRespond(w, spec, created, verify)
+	a.deployAndRespond(w, spec, created, a.unlessFleetManaged(r, verify))
 }
 
 // specFromRequest reads a deploy's body into the spec it would deploy: the current
@@ -324,6 +332,7 @@ func (a *api) specFromRequest(w http.ResponseWriter, r *http.Request) (spec func
 	if cur != nil {
 		spec = cur.spec
 		spec.ConfigHash, spec.RollbackOf, spec.Created, spec.TestsPassed = "", 0, time.Time{}, 0
+		spec.Fleet, spec.FleetRevision, spec.FleetHash = "", 0, ""
 	}
 	spec.Source = *req.Source
 	if req.Triggers != nil {
@@ -394,7 +403,10 @@ func (a *api) deployAndRespond(w http.ResponseWriter, spec functionSpec, created
 func writeDeployError(w http.ResponseWriter, err error) {
 	var ce *deployRefused
 	var tf *testsFailed
+	var fm *fleetManaged
 	switch {
+	case errors.As(err, &fm):
+		writeJSON(w, http.StatusConflict, map[string]string{"error": fm.Error()})
 	case errors.As(err, &tf):
 		writeJSON(w, http.StatusBadRequest, map[string]any{
 			"error": tf.Error() + ": not deployed, the running version is unchanged", "field": "tests", "tests": tf.report})
@@ -418,6 +430,10 @@ func writeDeployError(w http.ResponseWriter, err error) {
 
 func (a *api) deleteFunction(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	if err := checkFleetManaged(a.registry.current(name), r); err != nil {
+		writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+		return
+	}
 	err := a.registry.remove(name, r.URL.Query().Get("purge") == "1")
 	switch {
 	case errors.Is(err, errNotFound):
@@ -465,7 +481,8 @@ func (a *api) rollbackFunction(w http.ResponseWriter, r *http.Request) {
 			target, name, a.cfg.Gateway.VersionHistory))
 	default:
 		s.RollbackOf, s.Created, s.ConfigHash = target, time.Time{}, ""
-		a.deployAndRespond(w, s, false, nil)
+		s.Fleet, s.FleetRevision, s.FleetHash = "", 0, ""
+		a.deployAndRespond(w, s, false, a.unlessFleetManaged(r, nil))
 	}
 }
 

@@ -129,6 +129,11 @@ func check(c *config.Config, known config.ErrorList) (config.ErrorList, error) {
 			errs = append(errs, c.Errorf("firmware.keys", "%v", err))
 		}
 	}
+	if c.Fleet.Broker != "" && !under("fleet") {
+		if _, err := mqtt.NewClient(fleetClientOptions(c)); err != nil {
+			errs = append(errs, c.Errorf("fleet", "%v", err))
+		}
+	}
 	if c.MQTT.Broker != "embedded" && !under("mqtt") {
 		if _, err := mqtt.NewClient(clientOptions(c)); err != nil {
 			errs = append(errs, c.Errorf("mqtt", "%v", err))

@@ -212,6 +212,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	fl, err := openFleet(cfg, reg, st, clock, logger)
+	if err != nil {
+		return err
+	}
 	m.watchState(&stateCollector{store: st, sinks: sinks, bus: bus, functions: reg, mem: mem})
 
 	ln, err := net.Listen("tcp", cfg.Gateway.Console.Listen)
@@ -285,6 +289,15 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		defer wg.Done()
 		fw.run(runCtx) // ends when the gateway stops taking events
 	}()
+	fleetCtx, stopFleet := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopFleet()
+	if fl != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fl.run(fleetCtx)
+		}()
+	}
 	g.store, g.bus, g.pins, g.registry, g.metrics, g.hub = st, bus, sens, reg, m, hub
 	g.logStarted(bus.Status(), reg.all(), sinks)
 	close(g.ready)
@@ -298,6 +311,10 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	// Stop taking events, then let each key finish the invocation it runs; what never ran
 	// stays unacknowledged and is redelivered by the broker or the device.
 	close(stopping)
+	stopFleet() // no revision is applied while the functions stop
+	if fl != nil {
+		fl.wait()
+	}
 	stopSensors()
 	rt.stop()
 	reg.stopAll()

@@ -43,6 +43,13 @@ type functionSpec struct {
 	// ConfigHash is set on versions deployed from moongate.yaml: a restart redeploys the
 	// config's function only when its entry changed, so console deploys survive restarts.
 	ConfigHash string `json:"config_hash,omitempty"`
+	// Fleet is set on versions deployed from the fleet (fleetAgent): the target of the
+	// layer it came from ("group:lab") and that layer's revision. FleetHash is the fleet
+	// function's own hash: a new revision that leaves a function as it was does not
+	// deploy it again. A local deploy clears them (the next revision wins again).
+	Fleet         string `json:"fleet,omitempty"`
+	FleetRevision uint64 `json:"fleet_revision,omitempty"`
+	FleetHash     string `json:"fleet_hash,omitempty"`
 }
 
 func (s *functionSpec) sha256() string {
@@ -166,18 +173,7 @@ func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (function
 	if spec.Created.IsZero() {
 		spec.Created = r.clock.Now().UTC()
 	}
-	// The rules and ceilings of the config's functions: entries hold for every deploy,
-	// through the API, the CLI or a rollback too.
-	if errs := r.limits.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
-		return nil, &deployRefused{Field: errs[0].Field, Err: errs[0]}
-	}
-	if err := config.CheckOverflow(spec.Overflow); err != nil {
-		return nil, &deployRefused{Field: "overflow", Err: err}
-	}
-	if spec.Overflow == config.OverflowBlock {
-		spec.Overflow = ""
-	}
-	v, err := r.build(spec)
+	v, err := r.prepare(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +188,22 @@ func (r *registry) deploy(spec functionSpec, verify func(functionSpec) (function
 		return nil, err
 	}
 	return v, nil
+}
+
+// prepare checks a deployed spec against the rules and ceilings of the config's
+// functions: entries, which hold for every deploy (the API, the CLI, a rollback, the
+// fleet), and builds it. Nothing is stored.
+func (r *registry) prepare(spec functionSpec) (*version, error) {
+	if errs := r.limits.Ceilings.CheckFunctionLimits(spec.Timeout, config.Size(spec.Memory), spec.Concurrency, spec.Retries); len(errs) > 0 {
+		return nil, &deployRefused{Field: errs[0].Field, Err: errs[0]}
+	}
+	if err := config.CheckOverflow(spec.Overflow); err != nil {
+		return nil, &deployRefused{Field: "overflow", Err: err}
+	}
+	if spec.Overflow == config.OverflowBlock {
+		spec.Overflow = ""
+	}
+	return r.build(spec)
 }
 
 // install stores a built version as its function's newest and makes it current. The

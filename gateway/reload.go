@@ -67,6 +67,7 @@ func restartNeeded(old, next *config.Config) []string {
 	}{
 		{"gateway", old.Gateway, next.Gateway},
 		{"mqtt", old.MQTT, next.MQTT},
+		{"fleet", old.Fleet, next.Fleet},
 		{"sensors", old.Sensors, next.Sensors},
 		{"sync", old.Sync, next.Sync},
 		{"homeassistant", old.HomeAssistant, next.HomeAssistant},

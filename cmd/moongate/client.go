@@ -186,6 +186,7 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var env, tests multiFlag
 	fs.Var(&env, "env", "KEY=VALUE for the function's env table (repeat)")
 	fs.Var(&tests, "test", "FILE_test.yaml (repeat): the gateway runs it against the new version first and refuses the deploy if a case fails")
+	force := fs.Bool("force", false, "deploy over a function the fleet manages (until the fleet's next revision)")
 	pos, err := splitArgs(fs, args)
 	if err != nil {
 		return err
@@ -262,8 +263,12 @@ func deployCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		body["env"] = m
 	}
+	path := functionPath(pos[0])
+	if *force {
+		path += "?force=1"
+	}
 	var fn functionInfo
-	if err := a.do(ctx, http.MethodPut, functionPath(pos[0]), body, &fn); err != nil {
+	if err := a.do(ctx, http.MethodPut, path, body, &fn); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Line > 0 {
 			return fmt.Errorf("%s:%d: %s", pos[1], ae.Line, ae.Msg)

@@ -7,7 +7,7 @@ import (
 )
 
 // The layering of docs/ARCHITECTURE.md, checked: the leaves (mqtt, luafn, sensors,
-// sync/store, sync/sink, firmware) do not import each other, except sync/sink reading
+// sync/store, sync/sink, firmware, fleet) do not import each other, except sync/sink reading
 // sync/store's outbox; internal/ packages import no leaf; nothing imports gateway but
 // cmd/moongate.
 func TestLayering(t *testing.T) {
@@ -16,7 +16,7 @@ func TestLayering(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	leaves := []string{"mqtt", "luafn", "sensors", "sync/store", "sync/sink", "firmware"}
+	leaves := []string{"mqtt", "luafn", "sensors", "sync/store", "sync/sink", "firmware", "fleet"}
 	leafOf := func(pkg string) string {
 		for _, l := range leaves {
 			if pkg == l || strings.HasPrefix(pkg, l+"/") {

@@ -15,7 +15,7 @@ import (
 )
 
 // TestSpecListsEveryCommand keeps docs/SPEC.md §2 current: every command (and firmware
-// subcommand) has a row there that names each of its flags, and the section lists no
+// and fleet subcommand) has a row there that names each of its flags, and the section lists no
 // command or flag that does not exist.
 func TestSpecListsEveryCommand(t *testing.T) {
 	section, err := specdoc.Section(2)
@@ -35,7 +35,7 @@ func TestSpecListsEveryCommand(t *testing.T) {
 			continue // the trigger table
 		}
 		cmd := words[1]
-		if cmd == "firmware" && len(words) > 2 {
+		if hasSubcommands[cmd] && len(words) > 2 {
 			cmd += " " + words[2]
 		}
 		rows[cmd] = append(rows[cmd], cells)
@@ -43,11 +43,11 @@ func TestSpecListsEveryCommand(t *testing.T) {
 
 	want := map[string][]string{} // command -> its flags
 	for _, c := range commands() {
-		if c.name == "firmware" {
-			for _, sub := range firmwareSubcommands(t) {
-				want["firmware "+sub] = commandFlags(t, command{name: "firmware " + sub,
+		if hasSubcommands[c.name] {
+			for _, sub := range subcommands(t, c) {
+				want[c.name+" "+sub] = commandFlags(t, command{name: c.name + " " + sub,
 					run: func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-						return firmwareCmd(ctx, append([]string{sub}, args...), stdout, stderr)
+						return c.run(ctx, append([]string{sub}, args...), stdout, stderr)
 					}})
 			}
 			continue
@@ -95,13 +95,16 @@ func commandFlags(t *testing.T, c command) []string {
 
 var helpFlag = regexp.MustCompile(`(?m)^  -(\S+)`)
 
-// firmwareSubcommands reads the subcommands from firmware's usage message.
-func firmwareSubcommands(t *testing.T) []string {
+// hasSubcommands are the commands whose rows are per subcommand.
+var hasSubcommands = map[string]bool{"firmware": true, "fleet": true}
+
+// subcommands reads a command's subcommands from its usage error.
+func subcommands(t *testing.T, c command) []string {
 	t.Helper()
-	err := firmwareCmd(context.Background(), nil, &bytes.Buffer{}, &bytes.Buffer{})
-	use, ok := strings.CutPrefix(err.Error(), "usage: moongate firmware ")
+	err := c.run(context.Background(), nil, &bytes.Buffer{}, &bytes.Buffer{})
+	use, ok := strings.CutPrefix(err.Error(), "usage: moongate "+c.name+" ")
 	if !ok {
-		t.Fatalf("firmware's usage changed: %v", err)
+		t.Fatalf("%s's usage changed: %v", c.name, err)
 	}
 	var subs []string
 	for part := range strings.SplitSeq(use, "|") {

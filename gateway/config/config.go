@@ -16,8 +16,10 @@ import (
 
 // Config is a whole moongate.yaml.
 type Config struct {
-	Gateway   Gateway              `yaml:"gateway"`
-	MQTT      MQTT                 `yaml:"mqtt"`
+	Gateway Gateway `yaml:"gateway"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	// Fleet: desired state from the cloud broker (package fleet).
+	Fleet     Fleet                `yaml:"fleet"`
 	Sensors   map[string]yaml.Node `yaml:"sensors"` // decoded by the sensors package's own type, see DecodeStrict
 	Functions []Function           `yaml:"functions"`
 	Sync      Sync                 `yaml:"sync"`

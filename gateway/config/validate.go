@@ -199,6 +199,7 @@ func (c *Config) validate() ErrorList {
 			}
 		}
 	}
+	errs = append(errs, c.validateFleet()...)
 	return errs
 }
 

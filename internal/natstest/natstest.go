@@ -36,10 +36,14 @@ type Node struct {
 	scheme   string // nats or tls
 	port     int
 	httpPort int
+	mqttPort int    // 0: no MQTT listener
 	log      string // its output
 	cmd      *exec.Cmd
 	done     chan struct{}
 }
+
+// MQTTURL is the node's MQTT listener (Options.MQTT), tcp://127.0.0.1:PORT.
+func (n *Node) MQTTURL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", n.mqttPort) }
 
 // URL is the node's client URL.
 func (n *Node) URL() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
@@ -63,6 +67,9 @@ type Options struct {
 	// Auth, when set, runs the servers in operator mode: only holders of its users'
 	// credentials get in.
 	Auth *Auth
+	// MQTT gives each server an MQTT listener (Node.MQTTURL), whose sessions and retained
+	// messages live in JetStream, replicated across the cluster.
+	MQTT bool
 }
 
 // Start starts size servers (1: a single server, no cluster) and waits until each
@@ -74,20 +81,23 @@ func StartWith(t testing.TB, size int, o Options) *Cluster {
 	t.Helper()
 	bin := binary(t)
 	c := &Cluster{t: t, opts: o}
-	ports := make([]int, 3*size) // client, monitoring, route
+	ports := make([]int, 4*size) // client, monitoring, route, mqtt
 	for i := range ports {
 		ports[i] = loopback.FreePort(t)
 	}
 	var routes []string
 	for i := range size {
-		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+2]))
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[4*i+2]))
 	}
 	for i := range size {
 		dir := t.TempDir()
-		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[3*i], httpPort: ports[3*i+1],
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[4*i], httpPort: ports[4*i+1],
 			log: filepath.Join(dir, "nats.log"), done: make(chan struct{})}
 		if o.TLS != nil {
 			n.scheme = "tls"
+		}
+		if o.MQTT {
+			n.mqttPort = ports[4*i+3]
 		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"+
 			"jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n",
@@ -99,9 +109,12 @@ func StartWith(t testing.TB, size int, o Options) *Cluster {
 			conf += fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %q, %s: %q }\n",
 				a.operatorJWT, a.systemPub, a.accountPub, a.accountJWT, a.systemPub, a.systemJWT)
 		}
+		if n.mqttPort != 0 {
+			conf += fmt.Sprintf("mqtt { listen: 127.0.0.1:%d }\n", n.mqttPort)
+		}
 		if size > 1 {
 			conf += fmt.Sprintf("cluster { name: moongate-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
-				ports[3*i+2], strings.Join(routes, ", "))
+				ports[4*i+2], strings.Join(routes, ", "))
 		}
 		cf := filepath.Join(dir, "nats.conf")
 		if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {

@@ -50,7 +50,9 @@ export class FunctionsView {
     const el = h('a', {class: 'card', href: `#/fn/${encodeURIComponent(fn.name)}`, 'data-testid': 'fn-card', dataset: {name: fn.name}},
       h('div', {class: 'card-head'},
         h('span', {class: 'card-title'}, fn.name),
-        h('span', {class: 'badge'}, `v${fn.version}`)),
+        h('span', {class: 'badge'}, `v${fn.version}`),
+        fn.managed_by === 'fleet' && h('span', {class: 'badge', 'data-testid': 'fn-fleet',
+          title: `deployed by the fleet: ${fn.fleet_target} revision ${fn.revision}; a deploy here needs force`}, `fleet r${fn.revision}`)),
       h('div', {class: 'triggers'}, (fn.triggers || []).map((t) => h('span', {class: 'trigger'}, t))),
       metrics, chart, foot);
     this.cards.set(fn.name, {fn, metrics, chart, foot});
