@@ -42,8 +42,9 @@ type otaBench struct {
 	api              string
 }
 
-// signImage writes an image of size random bytes and its manifest, signed with key.
-func (b *otaBench) signImage(name, key, typ, version string, counter, size int, expires string) (image, manifest string) {
+// signImage writes an image of size random bytes and its manifest, signed with key and
+// the extra flags of `moongate firmware sign`.
+func (b *otaBench) signImage(name, key, typ, version string, counter, size int, expires string, extra ...string) (image, manifest string) {
 	b.t.Helper()
 	image = filepath.Join(b.dir, name)
 	data := make([]byte, size)
@@ -51,7 +52,8 @@ func (b *otaBench) signImage(name, key, typ, version string, counter, size int, 
 	if err := os.WriteFile(image, data, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
-	if code, out := fwCLI("sign", key+".key", image, typ, version, "--counter", fmt.Sprint(counter), "--expires", expires); code != 0 {
+	args := append([]string{"sign", key + ".key", image, typ, version, "--counter", fmt.Sprint(counter), "--expires", expires}, extra...)
+	if code, out := fwCLI(args...); code != 0 {
 		b.t.Fatalf("sign %s: %d %s", name, code, out)
 	}
 	return image, image + ".manifest.json"
@@ -307,9 +309,11 @@ type firmwareListing struct {
 		Counter int    `json:"counter"`
 	} `json:"images"`
 	Devices []struct {
-		Device  string `json:"device"`
-		Status  string `json:"status"`
-		Counter int    `json:"counter"`
+		Device       string `json:"device"`
+		Status       string `json:"status"`
+		Counter      int    `json:"counter"`
+		Failed       int    `json:"failed"`
+		FailedReason string `json:"failed_reason"`
 	} `json:"devices"`
 }
 

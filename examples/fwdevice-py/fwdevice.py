@@ -78,9 +78,11 @@ def load_key(path):
 
 def signed_message(offer):
     expires = datetime.datetime.fromisoformat(offer["expires"].replace("Z", "+00:00"))
-    return ("moongate-fw-v2\n%s\n%s\n%d\n%d\n%d\n%s\n" % (
-        offer["type"], offer["version"], offer["counter"], int(expires.timestamp()),
-        offer["size"], offer["sha256"])).encode()
+    fields = (offer["type"], offer["version"], offer["counter"], int(expires.timestamp()), offer["size"], offer["sha256"])
+    window = offer.get("health_window_seconds", 0)
+    if not window:  # a manifest signed before the health window
+        return ("moongate-fw-v2\n%s\n%s\n%d\n%d\n%d\n%s\n" % fields).encode()
+    return ("moongate-fw-v3\n%s\n%s\n%d\n%d\n%d\n%s\n%d\n" % (fields + (window,))).encode()
 
 
 def offer_form_ok(offer, typ):
@@ -90,7 +92,8 @@ def offer_form_ok(offer, typ):
                 and isinstance(offer["chunk_size"], int) and offer["chunk_size"] > 0
                 and len(bytes.fromhex(offer["sha256"])) == 32
                 and len(base64.b64decode(offer["signature"])) == 64
-                and isinstance(offer["version"], str) and isinstance(offer["expires"], str))
+                and isinstance(offer["version"], str) and isinstance(offer["expires"], str)
+                and isinstance(offer.get("health_window_seconds", 0), int))
     except (KeyError, TypeError, ValueError):
         return False
 
