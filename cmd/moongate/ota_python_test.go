@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The Python device (examples/fwdevice-py) is written from firmware/PROTOCOL.md alone; the
@@ -32,26 +29,13 @@ func debianPython(t *testing.T) string {
 	return py
 }
 
-// pyDevice runs examples/fwdevice-py until it exits, like otaBench.device. The 90 s bound
-// is a hang guard, not a timing assertion.
+// pyDevice runs examples/fwdevice-py until it exits, like otaBench.device.
 func (b *otaBench) pyDevice(py, id string, counter int, extra ...string) (int, string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	args := append([]string{"../../examples/fwdevice-py/fwdevice.py", "--broker", b.broker, "--id", id, "--type", "esp32-env",
 		"--version", fmt.Sprintf("0.%d", counter), "--counter", fmt.Sprint(counter), "--key", b.key + ".pub",
 		"--dir", filepath.Join(b.dir, "devices", id), "--exit"}, extra...)
-	cmd := exec.CommandContext(ctx, py, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		b.t.Fatalf("python device %s did not finish:\n%s", id, out.String())
-	}
-	if err != nil && cmd.ProcessState == nil {
-		b.t.Fatalf("python device %s: %v", id, err)
-	}
-	return cmd.ProcessState.ExitCode(), out.String()
+	return b.runDevice(id, py, args...)
 }
 
 func TestFirmwarePythonDevice(t *testing.T) {
@@ -91,4 +75,17 @@ func TestFirmwarePythonDevice(t *testing.T) {
 			t.Fatalf("exit %d, want 3 and failed: signature before applying:\n%s", code, out)
 		}
 	})
+}
+
+// The Python device goes on where it was when the gateway is killed mid-download and
+// started again, as TestFirmwareResumesAcrossAGatewayKill checks for the Go device.
+func TestFirmwarePythonDeviceResumesAcrossAGatewayKill(t *testing.T) {
+	py := debianPython(t)
+	out := resumeAcrossKill(t, func(b *otaBench, id string, counter int, extra ...string) (int, string) {
+		return b.pyDevice(py, id, counter, extra...)
+	})
+	if !strings.Contains(out, "connection lost at offset") || strings.Contains(out, "connection lost at offset 0,") ||
+		strings.Count(out, "downloading from offset 0\n") > 1 {
+		t.Errorf("the device did not go on from where it was:\n%s", out)
+	}
 }
