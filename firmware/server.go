@@ -216,9 +216,12 @@ func (s *Server) handleState(device string, payload []byte) {
 		if ses.offer.Counter != 0 && st.Counter == ses.offer.Counter {
 			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, logkey.Version, st.Version, "counter", st.Counter)
 		}
-		if st.Counter >= ses.awaiting {
-			ses.awaiting, ses.healthBy = 0, time.Time{} // confirmed (a device back on its old image is not)
+		if st.Counter < ses.awaiting {
+			// Back on its old image before the window ends: not confirmed, and not offered
+			// the same image again; the window or its failed state decides.
+			return
 		}
+		ses.awaiting, ses.healthBy = 0, time.Time{}
 		ses.offer = Manifest{}
 		next = s.newest(st, now, ses.failed)
 	case StatusApplied:

@@ -164,6 +164,12 @@ func TestHealthWindowFailsTheAttempt(t *testing.T) {
 		s.Handle("moongate/devices/"+d+"/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"applied","target":7}`))
 	}
 	s.Handle("moongate/devices/ok/fw/state", []byte(`{"type":"esp32-env","version":"1.2.0","counter":7,"status":"healthy"}`))
+	// Back on its old image, sick is not offered the image it applied again.
+	clear(s.offers) // as if sendOffers had sent them
+	s.Handle("moongate/devices/sick/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"idle"}`))
+	if s.offers["sick"] {
+		t.Fatal("a device back on its old image within the window was offered the image again")
+	}
 	now = now.Add(m.Window() - time.Second)
 	if next := s.expireHealth(); !next.Equal(testNow.Add(m.Window())) || s.NotHealthy() != 0 {
 		t.Fatalf("before the window: next deadline %s, %d failed; want %s, 0", next, s.NotHealthy(), testNow.Add(m.Window()))
