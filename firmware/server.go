@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -85,6 +86,8 @@ type ServerOptions struct {
 	TotalRate  int // bytes a second to all
 	Now        func() time.Time
 	Logger     *slog.Logger
+	// Failed keep the image each device failed with across restarts; nil: in memory only.
+	Failed *FailedDevices
 }
 
 // Server is the gateway side of PROTOCOL.md: it reads the devices' state and get
@@ -101,14 +104,22 @@ type Server struct {
 	offerSig chan struct{}   // cap 1: offers has entries
 	chunks   chan chunkJob   // at most one per device (session.pending), so never full
 	delayed  sync.WaitGroup  // the timers that put back chunks held for their device's rate
+
+	healthSig  chan struct{} // cap 1: a device applied an image, its health deadline is new
+	notHealthy atomic.Uint64 // attempts past their health window without healthy
 }
 
 type session struct {
 	state   State
 	offer   Manifest // zero: none
-	failed  uint64   // the counter this device reported failed with
+	failed  uint64   // the counter this device failed with: never offered to it again
+	reason  string   // why it failed
 	pending bool     // a get of this device is queued or being served
 	limit   *rate.Limiter
+	// After applied: the counter that must report healthy, by when (zero: none awaited).
+	awaiting uint64
+	healthBy time.Time
+	window   time.Duration
 }
 
 type chunkJob struct {
@@ -129,7 +140,7 @@ func NewServer(pub Publisher, images ImageSource, opts ServerOptions) *Server {
 	return &Server{pub: pub, images: images, opts: opts,
 		total:   rate.NewLimiter(rate.Limit(opts.TotalRate), max(opts.TotalRate, opts.ChunkSize)),
 		devices: map[string]*session{}, offers: map[string]bool{}, offerSig: make(chan struct{}, 1),
-		chunks: make(chan chunkJob, maxDevices)}
+		chunks: make(chan chunkJob, maxDevices), healthSig: make(chan struct{}, 1)}
 }
 
 // Filters are the topic filters the server needs subscribed.
@@ -185,7 +196,10 @@ func (s *Server) handleState(device string, payload []byte) {
 		s.devices[device] = ses
 	}
 	if ses.state.Type != st.Type {
-		ses.failed, ses.offer = 0, Manifest{}
+		*ses = session{limit: ses.limit, pending: ses.pending}
+		if f, ok := s.opts.Failed.Get(device); ok && f.Type == st.Type {
+			ses.failed, ses.reason = f.Counter, f.Reason
+		}
 	}
 	ses.state = st
 	var next Manifest
@@ -194,7 +208,7 @@ func (s *Server) handleState(device string, payload []byte) {
 		s.opts.Logger.Warn("firmware: a device failed to update", "device", device, "type", st.Type,
 			"counter", st.Counter, "target", st.Target, "error", st.Error)
 		if st.Target != 0 {
-			ses.failed = st.Target
+			s.fail(device, ses, st.Target, st.Error)
 		}
 		ses.offer = Manifest{}
 		next = s.newest(st, now, ses.failed)
@@ -202,8 +216,17 @@ func (s *Server) handleState(device string, payload []byte) {
 		if ses.offer.Counter != 0 && st.Counter == ses.offer.Counter {
 			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, logkey.Version, st.Version, "counter", st.Counter)
 		}
+		if st.Counter < ses.awaiting {
+			// Back on its old image before the window ends: not confirmed, and not offered
+			// the same image again; the window or its failed state decides.
+			return
+		}
+		ses.awaiting, ses.healthBy = 0, time.Time{}
 		ses.offer = Manifest{}
 		next = s.newest(st, now, ses.failed)
+	case StatusApplied:
+		s.awaitHealthy(device, ses, st, now)
+		return
 	case StatusOffered, StatusDownloading, StatusVerifying:
 		if ses.offer.Counter != 0 && ses.offer.Counter == st.Target {
 			return // in progress with this gateway's offer
@@ -213,7 +236,7 @@ func (s *Server) handleState(device string, payload []byte) {
 		} else {
 			next = s.newest(st, now, ses.failed)
 		}
-	default: // applied, or a state of a newer protocol: nothing to offer now
+	default: // a state of a newer protocol: nothing to offer now
 		return
 	}
 	if next.Counter == 0 {
@@ -221,6 +244,9 @@ func (s *Server) handleState(device string, payload []byte) {
 		if m, ok := s.images.Newest(st.Type, 0, now); ok && m.Counter <= st.Counter {
 			s.opts.Logger.Info("firmware: not offering an image that is not newer than the device runs (no downgrade)",
 				"device", device, "type", st.Type, "device_counter", st.Counter, "newest_counter", m.Counter)
+		} else if ok && m.Counter == ses.failed {
+			s.opts.Logger.Info("firmware: not offering the image this device failed with",
+				"device", device, "type", st.Type, "counter", m.Counter, "error", ses.reason)
 		}
 		return
 	}
@@ -231,6 +257,88 @@ func (s *Server) handleState(device string, payload []byte) {
 	default:
 	}
 }
+
+// awaitHealthy starts the health window of a device that applied an image: healthy must
+// come within the manifest's window, or watchHealth counts the attempt as failed. A
+// repeated applied (the retained state again) keeps the deadline; after a gateway restart
+// the window starts again from the retained applied.
+func (s *Server) awaitHealthy(device string, ses *session, st State, now time.Time) {
+	if st.Target <= st.Counter || st.Target == ses.awaiting || st.Target == ses.failed {
+		return
+	}
+	window := DefaultHealthWindow
+	if ses.offer.Counter == st.Target {
+		window = ses.offer.Window()
+	} else if m, ok := s.images.Get(st.Type, st.Target, now); ok {
+		window = m.Window()
+	}
+	ses.awaiting, ses.healthBy, ses.window = st.Target, now.Add(window), window
+	s.opts.Logger.Info("firmware: device applied an image, awaiting healthy", "device", device, "type", st.Type,
+		"counter", st.Target, "window", window)
+	select {
+	case s.healthSig <- struct{}{}:
+	default:
+	}
+}
+
+// fail records that device failed with counter: it is not offered that image again, also
+// after a restart when opts.Failed keeps it.
+func (s *Server) fail(device string, ses *session, counter uint64, reason string) {
+	ses.failed, ses.reason = counter, reason
+	ses.awaiting, ses.healthBy = 0, time.Time{}
+	if err := s.opts.Failed.Put(device, Failure{Type: ses.state.Type, Counter: counter, Reason: reason}); err != nil {
+		s.opts.Logger.Warn("firmware: the failure is not kept across a restart", "device", device, logkey.Err, err)
+	}
+}
+
+// watchHealth counts the attempts whose health window passed without healthy as failed,
+// until ctx ends.
+func (s *Server) watchHealth(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		wait := time.Hour // nothing awaited: sleep until a device applies an image
+		if next := s.expireHealth(); !next.IsZero() {
+			wait = max(next.Sub(s.opts.Now()), 0)
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.healthSig:
+		}
+	}
+}
+
+// expireHealth fails the devices past their health deadline and returns the earliest
+// deadline still ahead (zero: none).
+func (s *Server) expireHealth() time.Time {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next time.Time
+	for d, ses := range s.devices {
+		switch {
+		case ses.healthBy.IsZero():
+		case now.Before(ses.healthBy):
+			if next.IsZero() || ses.healthBy.Before(next) {
+				next = ses.healthBy
+			}
+		default:
+			reason := fmt.Sprintf("not healthy within %s of applied", ses.window)
+			s.opts.Logger.Warn("firmware: a device did not report healthy within the health window: the attempt failed",
+				"device", d, "type", ses.state.Type, "counter", ses.awaiting, "window", ses.window)
+			s.notHealthy.Add(1)
+			ses.offer = Manifest{}
+			s.fail(d, ses, ses.awaiting, reason)
+		}
+	}
+	return next
+}
+
+// NotHealthy counts the attempts that passed their health window without healthy.
+func (s *Server) NotHealthy() uint64 { return s.notHealthy.Load() }
 
 // newest is the image to offer a device in st: newer than what it runs (never a
 // downgrade), and not the one it failed with.
@@ -277,6 +385,11 @@ func (s *Server) handleGet(device string, payload []byte) {
 // Run sends the offers and serves the chunks until ctx ends.
 func (s *Server) Run(ctx context.Context) {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.watchHealth(ctx)
+	}()
 	for range chunkWorkers {
 		wg.Add(1)
 		go func() {
@@ -384,6 +497,11 @@ type DeviceStatus struct {
 	Device string `json:"device"`
 	State
 	Offered uint64 `json:"offered"`
+	// Failed is the counter the device failed with (not offered to it again), and why.
+	Failed       uint64 `json:"failed,omitempty"`
+	FailedReason string `json:"failed_reason,omitempty"`
+	// HealthyBy is when the image the device applied must have reported healthy.
+	HealthyBy *time.Time `json:"healthy_by,omitempty"`
 }
 
 // Devices are the devices that reported a state since the server started, by id.
@@ -392,7 +510,12 @@ func (s *Server) Devices() []DeviceStatus {
 	defer s.mu.Unlock()
 	out := make([]DeviceStatus, 0, len(s.devices))
 	for d, ses := range s.devices {
-		out = append(out, DeviceStatus{Device: d, State: ses.state, Offered: ses.offer.Counter})
+		ds := DeviceStatus{Device: d, State: ses.state, Offered: ses.offer.Counter, Failed: ses.failed, FailedReason: ses.reason}
+		if !ses.healthBy.IsZero() {
+			by := ses.healthBy
+			ds.HealthyBy = &by
+		}
+		out = append(out, ds)
 	}
 	slices.SortFunc(out, func(a, b DeviceStatus) int { return strings.Compare(a.Device, b.Device) })
 	return out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,4 +144,56 @@ func TestDeviceRateHoldsAChunkBack(t *testing.T) {
 	}
 	cancel()
 	s.delayed.Wait()
+}
+
+// A device that applies an image and reports nothing more within the manifest's window
+// fails the attempt; one that reports healthy on the new counter in time does not. The
+// failure is kept across a new server (a gateway restart).
+func TestHealthWindowFailsTheAttempt(t *testing.T) {
+	dir := t.TempDir()
+	s, _, _, m := newTestServer(t, dir)
+	now := testNow
+	s.opts.Now = func() time.Time { return now }
+	failed, err := OpenFailedDevices(filepath.Join(dir, "failed-devices.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.opts.Failed = failed
+	for _, d := range []string{"sick", "ok"} {
+		s.Handle("moongate/devices/"+d+"/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"idle"}`))
+		s.Handle("moongate/devices/"+d+"/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"applied","target":7}`))
+	}
+	s.Handle("moongate/devices/ok/fw/state", []byte(`{"type":"esp32-env","version":"1.2.0","counter":7,"status":"healthy"}`))
+	// Back on its old image, sick is not offered the image it applied again.
+	clear(s.offers) // as if sendOffers had sent them
+	s.Handle("moongate/devices/sick/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"idle"}`))
+	if s.offers["sick"] {
+		t.Fatal("a device back on its old image within the window was offered the image again")
+	}
+	now = now.Add(m.Window() - time.Second)
+	if next := s.expireHealth(); !next.Equal(testNow.Add(m.Window())) || s.NotHealthy() != 0 {
+		t.Fatalf("before the window: next deadline %s, %d failed; want %s, 0", next, s.NotHealthy(), testNow.Add(m.Window()))
+	}
+	now = now.Add(time.Second)
+	if next := s.expireHealth(); !next.IsZero() || s.NotHealthy() != 1 {
+		t.Fatalf("at the window: next deadline %s, %d failed; want none, 1", next, s.NotHealthy())
+	}
+	for _, d := range s.Devices() {
+		if want := map[string]uint64{"sick": 7, "ok": 0}[d.Device]; d.Failed != want {
+			t.Errorf("%s: failed %d, want %d", d.Device, d.Failed, want)
+		}
+	}
+	again, err := OpenFailedDevices(filepath.Join(dir, "failed-devices.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := again.Get("sick"); !ok || f.Counter != 7 || !strings.Contains(f.Reason, "not healthy") {
+		t.Fatalf("after a reopen: %+v %v, want counter 7 not healthy", f, ok)
+	}
+	s2 := NewServer(&recorder{}, s.images, ServerOptions{ChunkSize: testChunk, DeviceRate: 1 << 20, TotalRate: 1 << 20,
+		Now: s.opts.Now, Logger: slog.New(slog.DiscardHandler), Failed: again})
+	s2.Handle("moongate/devices/sick/fw/state", []byte(`{"type":"esp32-env","version":"1","counter":6,"status":"idle"}`))
+	if o := s2.devices["sick"].offer.Counter; o != 0 {
+		t.Errorf("after a restart the device was offered counter %d, the one it failed with", o)
+	}
 }

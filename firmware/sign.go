@@ -9,6 +9,7 @@
 package firmware
 
 import (
+	"cmp"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -57,11 +58,31 @@ type Manifest struct {
 	Version string `json:"version"` // the name people read: 1.2.0
 	// Counter orders the versions of one type: an image is offered only to a device
 	// whose running counter is lower.
-	Counter   uint64    `json:"counter"`
-	Expires   time.Time `json:"expires"` // no gateway offers the image after it
-	Size      int64     `json:"size"`
-	SHA256    string    `json:"sha256"`
-	Signature string    `json:"signature"` // base64 ed25519 over signedMessage
+	Counter uint64    `json:"counter"`
+	Expires time.Time `json:"expires"` // no gateway offers the image after it
+	Size    int64     `json:"size"`
+	SHA256  string    `json:"sha256"`
+	// HealthWindow is how long, in seconds, a device has after it applied the image to
+	// report healthy; past it the gateway counts the attempt as failed. 0 in a manifest
+	// signed before the field (moongate-fw-v2): DefaultHealthWindow.
+	HealthWindow int64  `json:"health_window_seconds,omitempty"`
+	Signature    string `json:"signature"` // base64 ed25519 over signedMessage
+}
+
+// DefaultHealthWindow is the health window of a manifest that names none, and what Sign
+// writes when Signing has none.
+const DefaultHealthWindow = 60 * time.Second
+
+// MaxHealthWindow bounds the health window: a device that has not confirmed itself in a
+// day will not.
+const MaxHealthWindow = 24 * time.Hour
+
+// Window is how long a device has to report healthy after applying the image.
+func (m Manifest) Window() time.Duration {
+	if m.HealthWindow == 0 {
+		return DefaultHealthWindow
+	}
+	return time.Duration(m.HealthWindow) * time.Second
 }
 
 // Signing is what Sign puts in a manifest besides the image's size and digest.
@@ -69,6 +90,7 @@ type Signing struct {
 	Type, Version string
 	Counter       uint64
 	Expires       time.Time
+	HealthWindow  time.Duration // whole seconds; 0: DefaultHealthWindow
 }
 
 // MaxImageSize bounds an image: far more than a microcontroller's flash, and small enough
@@ -76,10 +98,17 @@ type Signing struct {
 const MaxImageSize = 1 << 30
 
 // signedMessage binds the signature to everything the gateway and the device decide on.
-// The expiry is signed in whole seconds, as Sign writes it.
+// The expiry is signed in whole seconds, as Sign writes it. A manifest with a health
+// window signs it too (moongate-fw-v3); one without is of the format before the field
+// (moongate-fw-v2), still taken with the default window. Removing the field from a v3
+// manifest changes the message, so the signature no longer verifies.
 func (m Manifest) signedMessage(digest [32]byte) []byte {
-	return fmt.Appendf(nil, "moongate-fw-v2\n%s\n%s\n%d\n%d\n%d\n%x\n",
-		m.Type, m.Version, m.Counter, m.Expires.Unix(), m.Size, digest)
+	if m.HealthWindow == 0 {
+		return fmt.Appendf(nil, "moongate-fw-v2\n%s\n%s\n%d\n%d\n%d\n%x\n",
+			m.Type, m.Version, m.Counter, m.Expires.Unix(), m.Size, digest)
+	}
+	return fmt.Appendf(nil, "moongate-fw-v3\n%s\n%s\n%d\n%d\n%d\n%x\n%d\n",
+		m.Type, m.Version, m.Counter, m.Expires.Unix(), m.Size, digest, m.HealthWindow)
 }
 
 // Sign signs image with an encoded private key.
@@ -88,8 +117,12 @@ func Sign(image []byte, s Signing, private string) (Manifest, error) {
 	if err != nil {
 		return Manifest{}, err
 	}
+	window := cmp.Or(s.HealthWindow, DefaultHealthWindow)
+	if window%time.Second != 0 {
+		return Manifest{}, fmt.Errorf("%w: the health window %s is not whole seconds", ErrManifest, window)
+	}
 	m := Manifest{Type: s.Type, Version: s.Version, Counter: s.Counter, Expires: s.Expires.UTC().Truncate(time.Second),
-		Size: int64(len(image))}
+		Size: int64(len(image)), HealthWindow: int64(window / time.Second)}
 	if err := m.checkFields(); err != nil {
 		return Manifest{}, err
 	}
@@ -115,6 +148,8 @@ func (m Manifest) checkFields() error {
 		return fmt.Errorf("%w: no expiry", ErrManifest)
 	case m.Size < 1 || m.Size > MaxImageSize:
 		return fmt.Errorf("%w: size %d is not between 1 and %d bytes", ErrManifest, m.Size, MaxImageSize)
+	case m.HealthWindow < 0 || m.HealthWindow > int64(MaxHealthWindow/time.Second):
+		return fmt.Errorf("%w: health window %d s is negative or more than %s", ErrManifest, m.HealthWindow, MaxHealthWindow)
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package firmware
 
 import (
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -121,4 +123,45 @@ func FuzzParseManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The health window is signed: a manifest cannot be given a longer one, or have it
+// removed to pass as the older format. A manifest of the older format (moongate-fw-v2,
+// no window) still verifies, with the default window.
+func TestHealthWindowIsSigned(t *testing.T) {
+	pub, priv, _ := Keygen()
+	image := []byte("firmware")
+	s := testSigning()
+	s.HealthWindow = 5 * time.Minute
+	m, err := Sign(image, s, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.HealthWindow != 300 || m.Window() != 5*time.Minute {
+		t.Fatalf("window %d s (%s), want 300 s", m.HealthWindow, m.Window())
+	}
+	longer, stripped := m, m
+	longer.HealthWindow = 3600
+	stripped.HealthWindow = 0
+	for name, bad := range map[string]Manifest{"longer window": longer, "window removed": stripped} {
+		if err := Verify(image, bad, pub, testNow); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s: got %v, want %v", name, err, ErrBadSignature)
+		}
+	}
+	if d, _ := Sign(image, testSigning(), priv); d.Window() != DefaultHealthWindow || d.HealthWindow != int64(DefaultHealthWindow/time.Second) {
+		t.Errorf("Sign without a window wrote %d s, want the default %s", d.HealthWindow, DefaultHealthWindow)
+	}
+	s.HealthWindow = 1500 * time.Millisecond
+	if _, err := Sign(image, s, priv); !errors.Is(err, ErrManifest) {
+		t.Errorf("a window of 1.5 s: got %v, want %v", err, ErrManifest)
+	}
+
+	// A v2 manifest: what Sign wrote before the field, signed over the v2 message.
+	seed, _ := decodeKey(priv, privatePrefix, ed25519.SeedSize)
+	v2 := m
+	v2.HealthWindow = 0
+	v2.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(ed25519.NewKeyFromSeed(seed), v2.signedMessage(sha256.Sum256(image))))
+	if err := Verify(image, v2, pub, testNow); err != nil || v2.Window() != DefaultHealthWindow {
+		t.Errorf("a v2 manifest: %v, window %s; want it verified with %s", err, v2.Window(), DefaultHealthWindow)
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/moongate/moongate/firmware"
 	"github.com/moongate/moongate/gateway/config"
 	"github.com/moongate/moongate/internal/logkey"
@@ -42,8 +44,14 @@ func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Lo
 	if err != nil {
 		return nil, err
 	}
+	// Beside the type directories of the image store, which skips files.
+	failed, err := firmware.OpenFailedDevices(filepath.Join(cfg.Gateway.DataDir, "firmware", "failed-devices.json"))
+	if err != nil {
+		images.Close()
+		return nil, err
+	}
 	server := firmware.NewServer(bus, images, firmware.ServerOptions{ChunkSize: int(f.ChunkSize),
-		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger})
+		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger, Failed: failed})
 	return &fwService{images: images, server: server, clock: clock, logger: logger}, nil
 }
 
@@ -62,6 +70,17 @@ func firmwareKeys(cfg *config.Config) ([]firmware.PublicKey, error) {
 		keys = append(keys, k)
 	}
 	return keys, nil
+}
+
+// collectors are the firmware series of /metrics.
+func (fw *fwService) collectors() []prometheus.Collector {
+	if fw == nil {
+		return nil
+	}
+	return []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "moongate_firmware_not_healthy_total",
+		Help: "Firmware updates that a device applied and did not report healthy within the manifest's health window.",
+	}, func() float64 { return float64(fw.server.NotHealthy()) })}
 }
 
 func (fw *fwService) close() {

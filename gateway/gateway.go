@@ -188,6 +188,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer fw.close() // after Run's goroutines are done: the server reads the images
+	m.reg.MustRegister(fw.collectors()...)
 	comp := &compiler{sensors: sensorCfgs, watch: sens.Watch, watched: map[sensors.Watch]bool{},
 		host: functionHost(cfg, st, sens, sensorCfgs, clock, functionLogs{logger: logger, dropped: m.logLinesDropped, live: lv}.log)}
 	reg := &registry{store: st, build: comp.build, series: m.invocationSeries, limits: &cfg.Gateway, clock: clock, logger: logger}

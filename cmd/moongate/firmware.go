@@ -17,7 +17,7 @@ import (
 // firmwareCmd signs and checks firmware images offline, and publishes them to a gateway,
 // which offers them to the devices (firmware/PROTOCOL.md).
 func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: moongate firmware keygen PREFIX | sign KEY IMAGE TYPE VERSION --counter N [--expires T] | verify PUBKEY IMAGE MANIFEST | publish IMAGE MANIFEST | list"
+	const use = "usage: moongate firmware keygen PREFIX | sign KEY IMAGE TYPE VERSION --counter N [--expires T] [--health-window D] | verify PUBKEY IMAGE MANIFEST | publish IMAGE MANIFEST | list"
 	if len(args) == 0 {
 		return usagef(use)
 	}
@@ -46,12 +46,16 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fs := newFlags("firmware sign", stderr)
 		counter := fs.Uint64("counter", 0, "the version counter (required, at least 1): a gateway offers the image only to devices that run a lower one")
 		expires := fs.String("expires", "2160h", "when no gateway may offer the image any more: a time (2027-06-01T00:00:00Z) or a duration from now (720h)")
+		window := fs.Duration("health-window", firmware.DefaultHealthWindow, "how long a device has to report healthy after applying the image, whole seconds: past it the gateway counts the attempt as failed")
 		pos, err := splitArgs(fs, args[1:])
 		if err != nil {
 			return err
 		}
 		if len(pos) != 4 {
 			return usagef(use)
+		}
+		if *window < time.Second {
+			return usagef("--health-window must be at least 1s")
 		}
 		if *counter == 0 {
 			return usagef("--counter is required: the image's version counter, higher than every earlier image of %s", pos[2])
@@ -64,7 +68,8 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err != nil {
 			return err
 		}
-		m, err := firmware.Sign(image, firmware.Signing{Type: pos[2], Version: pos[3], Counter: *counter, Expires: until}, string(key))
+		m, err := firmware.Sign(image, firmware.Signing{Type: pos[2], Version: pos[3], Counter: *counter, Expires: until,
+			HealthWindow: *window}, string(key))
 		if err != nil {
 			return usagef("%v", err)
 		}
@@ -73,8 +78,8 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if err := writeNew(args[2]+".manifest.json", string(b)+"\n", 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "signed %s as %s %s (counter %d, expires %s): %s.manifest.json\n", args[2], args[3], args[4],
-			m.Counter, m.Expires.Format(time.RFC3339), args[2])
+		fmt.Fprintf(stdout, "signed %s as %s %s (counter %d, expires %s, health window %s): %s.manifest.json\n", args[2], args[3], args[4],
+			m.Counter, m.Expires.Format(time.RFC3339), m.Window(), args[2])
 	case "verify":
 		pos, err := splitArgs(newFlags("firmware verify", stderr), args[1:])
 		if err != nil {

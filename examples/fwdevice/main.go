@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -63,7 +64,7 @@ func main() {
 	flag.Int64Var(&o.corruptAt, "corrupt-at", -1, "flip a bit of the chunk that holds this offset, once (the sha256 check must catch it)")
 	flag.BoolVar(&o.failVerify, "fail-verify", false, "fail the signature check of every downloaded image")
 	flag.BoolVar(&o.neverHealthy, "never-healthy", false, "apply, never confirm healthy: revert after -health-window and report failed")
-	flag.DurationVar(&o.healthWindow, "health-window", 60*time.Second, "how long an applied image has to confirm itself healthy")
+	flag.DurationVar(&o.healthWindow, "health-window", 0, "how long an applied image has to confirm itself healthy (0: the manifest's health window)")
 	flag.BoolVar(&o.exit, "exit", false, "exit after the first update ends (healthy: 0, failed: 3)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -460,13 +461,14 @@ func (d *device) verifyAndApply(ctx context.Context, f *os.File) error {
 	}
 	d.say("applied %s counter %d", d.offer.Version, d.offer.Counter)
 	if d.o.neverHealthy {
+		window := cmp.Or(d.o.healthWindow, d.offer.Window())
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(d.o.healthWindow):
+		case <-time.After(window):
 		}
 		os.Remove(d.path("slot.bin")) // the bootloader reverts to the old image
-		return failure{fmt.Sprintf("not healthy within %s: reverted", d.o.healthWindow)}
+		return failure{fmt.Sprintf("not healthy within %s: reverted", window)}
 	}
 	d.run0 = running{d.offer.Version, d.offer.Counter}
 	b, _ := json.Marshal(d.run0)
