@@ -157,10 +157,10 @@ func TestHealthWindowIsSigned(t *testing.T) {
 	}
 
 	// A v2 manifest: what Sign wrote before the field, signed over the v2 message.
-	seed, _ := decodeKey(priv, privatePrefix, ed25519.SeedSize)
+	key, _ := keys.Private(priv)
 	v2 := m
 	v2.HealthWindow = 0
-	v2.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(ed25519.NewKeyFromSeed(seed), v2.signedMessage(sha256.Sum256(image))))
+	v2.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(key, v2.signedMessage(sha256.Sum256(image))))
 	if err := Verify(image, v2, pub, testNow); err != nil || v2.Window() != DefaultHealthWindow {
 		t.Errorf("a v2 manifest: %v, window %s; want it verified with %s", err, v2.Window(), DefaultHealthWindow)
 	}
