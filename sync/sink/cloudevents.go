@@ -47,6 +47,13 @@ type ceEncoder struct {
 	gateway string
 	typ     string // of this stream
 	mode    string
+	// fn and source cache the last record's function and its event source: a
+	// stream's records mostly come from one function.
+	fn, source string
+	// ts and time cache the last record's timestamp, formatted: a backlog's records
+	// come many to a millisecond.
+	ts   int64
+	time []byte
 }
 
 func newCEEncoder(gateway, stream string, cfg *CloudEventsConfig) *ceEncoder {
@@ -91,16 +98,28 @@ func (e *ceEncoder) pack(recs []store.Record, maxBytes int) ([]byte, int) {
 func (e *ceEncoder) appendEvent(b []byte, r store.Record) []byte {
 	b = append(b, `{"specversion":"1.0","id":`...)
 	b = appendString(b, r.ID)
+	if e.source == "" || r.Function != e.fn {
+		e.fn, e.source = r.Function, ceSource(e.gateway, r.Function)
+	}
 	b = append(b, `,"source":`...)
-	b = appendString(b, ceSource(e.gateway, r.Function))
+	b = appendString(b, e.source)
 	b = append(b, `,"type":`...)
 	b = appendString(b, e.typ)
 	b = append(b, `,"subject":`...)
 	b = appendString(b, r.Stream)
+	if e.time == nil || r.TS != e.ts {
+		e.ts, e.time = r.TS, time.UnixMilli(r.TS).UTC().AppendFormat(e.time[:0], time.RFC3339Nano)
+	}
 	b = append(b, `,"time":"`...)
-	b = time.UnixMilli(r.TS).UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, e.time...)
 	b = append(b, `","datacontenttype":"application/json","data":`...)
-	b = append(b, rawOrNull(r.Data)...)
+	// The outbox holds JSON (what functions emit and return, dead letters): appended
+	// as it is, as the Moongate format does.
+	if len(r.Data) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, r.Data...)
+	}
 	return append(b, '}')
 }
 
