@@ -131,7 +131,10 @@ func TestQuotaReachedDuringOutage(t *testing.T) {
 		}
 	}
 	missed := uint64(5100 - len(got))
-	if status.Missed != missed || status.Dropped["quota"] != st.Stats().Streams["a"].Dropped.Quota || status.Missed != status.Dropped["quota"] {
+	// A record the quota drops after the sink read it into a batch is still
+	// delivered from that batch (seen in CI: the batch of the outage's first
+	// request, resent after it): counted as a drop by the store, not missed.
+	if status.Missed != missed || status.Dropped["quota"] != st.Stats().Streams["a"].Dropped.Quota || status.Missed > status.Dropped["quota"] {
 		t.Errorf("missed %d records; status says missed %d, quota drops %d", missed, status.Missed, status.Dropped["quota"])
 	}
 	// What is left is the newest records, all of them, in order.
