@@ -89,6 +89,13 @@ func openFleet(cfg *config.Config, reg *registry, st *store.Store, clock Clock, 
 	if err := a.loadLayers(); err != nil {
 		return nil, err
 	}
+	// Before the gateway is ready: a gateway that left a group does not run the group's
+	// functions for a moment after its start.
+	if err := a.dropLeftLayers(); err != nil {
+		err = fmt.Errorf("the functions of the groups left are still applied: %w", err)
+		a.lastErr = err.Error()
+		a.logger.Warn("fleet: leave groups", logkey.Err, err)
+	}
 	return a, nil
 }
 
@@ -139,13 +146,6 @@ func (a *fleetAgent) run(ctx context.Context) {
 	var subs []mqtt.Subscription
 	for topic := range a.topics {
 		subs = append(subs, mqtt.Subscription{Filter: topic, QoS: 1})
-	}
-	if err := a.dropLeftLayers(); err != nil {
-		err = fmt.Errorf("the functions of the groups left are still applied: %w", err)
-		a.mu.Lock()
-		a.lastErr = err.Error()
-		a.mu.Unlock()
-		a.logger.Warn("fleet: leave groups", logkey.Err, err)
 	}
 	if err := a.client.Start(ctx, subs, mqtt.HandlerFunc(a.handle)); err != nil {
 		a.logger.Error("fleet: the cloud broker refused the gateway; no document is taken until a restart", logkey.Err, err)
