@@ -388,5 +388,5 @@ func (b *batch) stageDeletePrefix(prefix []byte) (int, error) {
 		b.put(entry{key: k, del: true})
 		n++
 	}
-	return n, nil
+	return n, scanErr(it)
 }

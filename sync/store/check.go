@@ -83,6 +83,9 @@ func checkKeys(txn *badger.Txn, rep *CheckReport) error {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("key %q: its value cannot be read: %v", item.Key(), err))
 		}
 	}
+	if err := it.Err(); err != nil {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("the key scan stopped at an unreadable table block: %v", err))
+	}
 	return nil
 }
 

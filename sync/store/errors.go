@@ -1,6 +1,11 @@
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
 
 // Errors returned by the store. Callers test them with errors.Is; the returned
 // errors wrap them with context.
@@ -40,3 +45,13 @@ var (
 	// missing or unreadable. Nothing is changed on disk.
 	ErrDamaged = errors.New("store damaged")
 )
+
+// scanErr is what ended it early: a table block that failed its read, so the scan did
+// not see the keys after it. Badger's merge goes on past a failed table, so without
+// this a damaged block's keys would just be missing from the result.
+func scanErr(it *badger.Iterator) error {
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("%w: a scan met an unreadable table block: %v (run moongate store check)", ErrDamaged, err)
+	}
+	return nil
+}

@@ -43,7 +43,7 @@ func (s *Store) Versions(name string) ([][]byte, error) {
 			}
 			out = append(out, v)
 		}
-		return nil
+		return scanErr(it)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("versions %s: %w", name, errClosedBadger(err))
@@ -90,7 +90,7 @@ func (s *Store) Active() (map[string]int, error) {
 				return err
 			}
 		}
-		return nil
+		return scanErr(it)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("active versions: %w", errClosedBadger(err))

@@ -113,11 +113,13 @@ func (s *Store) newestFirst(name string, before int, fn func(version int, item *
 			if len(k) != len(prefix)+4 {
 				continue
 			}
-			if more, err := fn(int(binary.BigEndian.Uint32(k[len(prefix):])), it.Item()); !more || err != nil {
+			if more, err := fn(int(binary.BigEndian.Uint32(k[len(prefix):])), it.Item()); err != nil {
 				return err
+			} else if !more {
+				return scanErr(it)
 			}
 		}
-		return nil
+		return scanErr(it)
 	})
 	return errClosedBadger(err)
 }

@@ -103,7 +103,7 @@ func (s *Store) kvScan(ns, prefix string, limit int, values bool, fn func(string
 		n := 0
 		for it.Rewind(); it.Valid(); it.Next() {
 			if limit > 0 && n >= limit {
-				return nil
+				return scanErr(it)
 			}
 			item := it.Item()
 			if err := fn(string(item.Key()[nsLen:]), item); err != nil {
@@ -111,7 +111,7 @@ func (s *Store) kvScan(ns, prefix string, limit int, values bool, fn func(string
 			}
 			n++
 		}
-		return nil
+		return scanErr(it)
 	})
 	if err != nil {
 		return fmt.Errorf("kv scan %s %q: %w", ns, prefix, errClosedBadger(err))

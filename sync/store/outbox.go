@@ -149,7 +149,7 @@ func (s *Store) Read(stream string, afterSeq uint64, maxRecords, maxBytes int) (
 		var total int
 		for it.Seek(recSeekKey(stream, afterSeq+1)); it.Valid(); it.Next() {
 			if maxRecords > 0 && len(out) >= maxRecords {
-				return nil
+				return scanErr(it)
 			}
 			item := it.Item()
 			seq, _, size, ok := parseRecKey(item.Key(), len(prefix))
@@ -157,7 +157,7 @@ func (s *Store) Read(stream string, afterSeq uint64, maxRecords, maxBytes int) (
 				return fmt.Errorf("bad record key %q", item.Key())
 			}
 			if maxBytes > 0 && len(out) > 0 && total+int(size) > maxBytes {
-				return nil
+				return scanErr(it)
 			}
 			total += int(size)
 			r := Record{Stream: stream, Seq: seq}
@@ -166,7 +166,7 @@ func (s *Store) Read(stream string, afterSeq uint64, maxRecords, maxBytes int) (
 			}
 			out = append(out, r)
 		}
-		return nil
+		return scanErr(it)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s after %d: %w", stream, afterSeq, errClosedBadger(err))

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"github.com/dgraph-io/badger/v4"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,4 +70,50 @@ func TestBadBlockReadIsAnError(t *testing.T) {
 		t.Fatalf("damaged tables %v before any scrub; want [%s]", d, filepath.Base(sst))
 	}
 	t.Logf("%d of %d reads failed", failed, n)
+}
+
+// TestBadBlockFailsScansAndCompactions: keys after a damaged block are not silently
+// missing from a scan, and a compaction over the table fails instead of rewriting it
+// without them (which would make the loss permanent).
+func TestBadBlockFailsScansAndCompactions(t *testing.T) {
+	const n = 3000
+	dir := t.TempDir()
+	s := fillDamageStore(t, dir, n, "big")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Options{Dir: dir, Scrub: -1})
+	sst := onlyFile(t, dir, "*.sst")
+	fi, err := os.Stat(sst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garble(t, sst, fi.Size()/3)
+
+	kvs, err := s.KVList("fn", "k", 0, 0, 0)
+	if !errors.Is(err, ErrDamaged) {
+		t.Fatalf("KVList over a damaged block: %d of %d keys, err %v; want ErrDamaged", len(kvs), n, err)
+	}
+	recs, err := s.Read("s", 0, 0, 0)
+	if !errors.Is(err, ErrDamaged) {
+		t.Fatalf("outbox Read over a damaged block: %d of %d records, err %v; want ErrDamaged", len(recs), n, err)
+	}
+
+	// Overlapping keys in a new L0 table, then a merge of every level.
+	if err := s.Commit(t.Context(), Commit{Namespace: "fn", KV: []KVOp{{Kind: OpSet, Key: "k000001", Value: []byte("1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	// As reclaim does: DropPrefix of a prefix that has a key flushes the memtable.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{tagNone}, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.DropPrefix([]byte{tagNone}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Flatten(1); err == nil {
+		t.Fatal("a compaction over a damaged block succeeded")
+	}
+	if _, err := os.Stat(sst); err != nil {
+		t.Fatalf("the damaged table is gone after a failed compaction: %v", err)
+	}
 }

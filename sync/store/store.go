@@ -288,6 +288,10 @@ func (s *Store) load() error {
 				return fmt.Errorf("load stream %q: %w", stream, err)
 			}
 		}
+		if err := scanErr(it); err != nil {
+			it.Close()
+			return fmt.Errorf("load streams: %w", err)
+		}
 		it.Close()
 
 		it = txn.NewIterator(badger.IteratorOptions{Prefix: []byte{tagCursor}})
@@ -309,7 +313,7 @@ func (s *Store) load() error {
 				return err
 			}
 		}
-		return nil
+		return scanErr(it)
 	})
 }
 

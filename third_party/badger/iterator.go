@@ -519,6 +519,16 @@ func (it *Iterator) Item() *Item {
 	return it.item
 }
 
+// Err is what ended the iteration early since the last Rewind or Seek (Moongate): a
+// table block that failed its read, so keys after it were not seen. Check it when
+// Valid turns false; nil means the iteration saw every key.
+func (it *Iterator) Err() error {
+	if it.iitr == nil {
+		return nil
+	}
+	return y.IteratorErr(it.iitr)
+}
+
 // Valid returns false when iteration is done.
 func (it *Iterator) Valid() bool {
 	if it.item == nil {

@@ -969,10 +969,14 @@ func (s *levelsController) compactBuildTables(
 			return nil, nil, err
 		}
 		go func(kr keyRange) {
-			defer inflightBuilders.Done(nil)
 			it := table.NewMergeIterator(newIterator(), false)
-			defer it.Close()
 			s.subcompact(it, kr, cd, inflightBuilders, res)
+			// Moongate: a block that failed its read ended its table early, so the new
+			// tables lack its keys. Failing the compaction keeps the old tables, instead
+			// of deleting them and making a damaged block a permanent loss.
+			err := y.IteratorErr(it)
+			_ = it.Close()
+			inflightBuilders.Done(err)
 		}(kr)
 	}
 

@@ -438,6 +438,7 @@ type ConcatIterator struct {
 	iters   []*Iterator // Corresponds to tables.
 	tables  []*Table    // Disregarding reversed, this is in ascending order.
 	options int         // Valid options are REVERSED and NOCACHE.
+	err     error       // Moongate: what ended a table passed over since the last Rewind or Seek.
 }
 
 // NewConcatIterator creates a new concatenated iterator
@@ -473,6 +474,7 @@ func (s *ConcatIterator) setIdx(idx int) {
 
 // Rewind implements y.Interface
 func (s *ConcatIterator) Rewind() {
+	s.err = nil
 	if len(s.iters) == 0 {
 		return
 	}
@@ -501,6 +503,7 @@ func (s *ConcatIterator) Value() y.ValueStruct {
 
 // Seek brings us to element >= key if reversed is false. Otherwise, <= key.
 func (s *ConcatIterator) Seek(key []byte) {
+	s.err = nil
 	var idx int
 	if s.options&REVERSED == 0 {
 		idx = sort.Search(len(s.tables), func(i int) bool {
@@ -530,6 +533,7 @@ func (s *ConcatIterator) Next() {
 		return
 	}
 	for { // In case there are empty tables.
+		s.keepErr()
 		if s.options&REVERSED == 0 {
 			s.setIdx(s.idx + 1)
 		} else {
@@ -544,6 +548,20 @@ func (s *ConcatIterator) Next() {
 			break
 		}
 	}
+}
+
+// keepErr remembers why the current table ended, before the iterator moves past it.
+func (s *ConcatIterator) keepErr() {
+	if s.err == nil && s.cur != nil {
+		s.err = s.cur.Err()
+	}
+}
+
+// Err is what ended a table of the sequence early since the last Rewind or Seek
+// (Moongate): a block that failed its read, or nil.
+func (s *ConcatIterator) Err() error {
+	s.keepErr()
+	return s.err
 }
 
 // Close implements y.Interface.

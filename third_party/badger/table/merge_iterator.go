@@ -184,6 +184,15 @@ func (mi *MergeIterator) Value() y.ValueStruct {
 	return mi.small.iter.Value()
 }
 
+// Err is the first error that ended one of the merged iterators early (Moongate): the
+// merge goes on with the others, so without it a damaged table's keys just vanish.
+func (mi *MergeIterator) Err() error {
+	if err := y.IteratorErr(mi.left.iter); err != nil {
+		return err
+	}
+	return y.IteratorErr(mi.right.iter)
+}
+
 // Close implements y.Iterator.
 func (mi *MergeIterator) Close() error {
 	err1 := mi.left.iter.Close()

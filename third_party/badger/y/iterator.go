@@ -70,6 +70,15 @@ func (v *ValueStruct) EncodeTo(buf *bytes.Buffer) {
 	buf.Write(v.Value)
 }
 
+// IteratorErr is what ended it early (Moongate): a table block that failed its read, or
+// nil at its end. An iterator that cannot fail (a memtable's) has no Err method.
+func IteratorErr(it Iterator) error {
+	if e, ok := it.(interface{ Err() error }); ok {
+		return e.Err()
+	}
+	return nil
+}
+
 // Iterator is an interface for a basic iterator.
 type Iterator interface {
 	Next()
