@@ -52,7 +52,7 @@ const maxWorkers = 1024
 // which is the backpressure it would get anyway.
 type executor struct {
 	name  string
-	cur   *atomic.Pointer[version] // the function's current version (entry.cur)
+	cur   func() *version // the function's current version (registry.current), nil once deleted
 	env   *executorEnv
 	stats *fnStats    // the function's counters: drops count there too
 	shed  atomic.Bool // overflow: drop_oldest (see config.OverflowDropOldest)
@@ -87,10 +87,10 @@ type executorEnv struct {
 	stopping <-chan struct{} // closed then too
 	dropped  *prometheus.CounterVec
 	pressed  func() bool // the gateway is short of memory (internal/memguard)
-	process  func(ctx context.Context, cur *atomic.Pointer[version], t *task) error
+	process  func(ctx context.Context, cur func() *version, t *task) error
 }
 
-func newExecutor(env *executorEnv, name string, cur *atomic.Pointer[version], stats *fnStats) *executor {
+func newExecutor(env *executorEnv, name string, cur func() *version, stats *fnStats) *executor {
 	ctx, cancel := context.WithCancel(env.ctx)
 	return &executor{name: name, cur: cur, env: env, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
 		busy: map[string]struct{}{}}

@@ -10,7 +10,8 @@ import (
 // config's functions: every changed function is built before anything is stored, and one
 // that does not build changes nothing, with every error at once. A function whose running
 // version came from the fleet and is not in want is deleted (its history and KV stay).
-// It returns the names deployed and deleted.
+// The revision is switched to in one step (registry.switchTo): no event sees some of its
+// functions and some of the revision before. It returns the names deployed and deleted.
 func (r *registry) applyFleet(want []functionSpec) (deployed, deleted []string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -47,19 +48,14 @@ func (r *registry) applyFleet(want []functionSpec) (deployed, deleted []string, 
 	}
 	for _, v := range r.all() {
 		if v.spec.Fleet != "" && !wanted[v.name] {
-			if err := r.removeLocked(v.name, false); err != nil {
-				return deployed, deleted, err
-			}
 			deleted = append(deleted, v.name)
 		}
 	}
-	for i, v := range builds {
-		if err := r.install(v); err != nil {
-			for _, rest := range builds[i:] {
-				rest.fn.Close()
-			}
-			return deployed, deleted, err
-		}
+	if err := r.switchTo(builds, deleted); err != nil {
+		closeBuilds()
+		return nil, nil, err
+	}
+	for _, v := range builds {
 		deployed = append(deployed, v.name)
 	}
 	return deployed, deleted, nil

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/moongate/moongate/internal/logkey"
@@ -69,11 +68,11 @@ var errAbandoned = errors.New("event handed back unacknowledged: the gateway is 
 // them, holding the event's key, so later events of that key never overtake it. It returns
 // errAbandoned if the gateway stopped before the task's effects were durable. Each try
 // runs the function's current version (cur), so a redeploy takes over at the next try.
-func (p *processor) process(ctx context.Context, cur *atomic.Pointer[version], t *task) error {
+func (p *processor) process(ctx context.Context, cur func() *version, t *task) error {
 	tries := 1
 	backoff := p.backoff
 	for attempt := 1; ; attempt++ {
-		v := cur.Load()
+		v := cur()
 		if v == nil { // deleted meanwhile
 			return errAbandoned
 		}

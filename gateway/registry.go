@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -92,12 +93,18 @@ func (s *fnStats) observe(d time.Duration, err error) {
 type entry struct {
 	exec      *executor
 	publishes *rate.Limiter
-	cur       atomic.Pointer[version]
 	stats     fnStats
 }
 
-// registry holds the deployed functions. Deploys swap a version pointer: in-flight
-// invocations finish on the version they started with, later events get the new one.
+// fnTable is the current version of every function, never changed once published: a
+// deploy, a delete, a config reload and a fleet revision each publish a new table in one
+// pointer swap, so that an invocation resolves its version from one generation. No event
+// can then see a revision half applied: once a function of the new one has run, every
+// function resolves the new one.
+type fnTable map[string]*version
+
+// registry holds the deployed functions. Deploys swap the table: in-flight invocations
+// finish on the version they started with, later events get the new one.
 type registry struct {
 	store *store.Store
 	build func(functionSpec) (*version, error) // compiler.build
@@ -110,19 +117,21 @@ type registry struct {
 	clock   Clock
 	logger  *slog.Logger
 
-	mu sync.Mutex // serialises deploys and deletes
-	m  sync.Map   // name -> *entry
+	mu    sync.Mutex // serialises deploys and deletes
+	m     sync.Map   // name -> *entry
+	table atomic.Pointer[fnTable]
+	// swapping serialises the table's writers: those under mu, and the start-up's activate.
+	swapping sync.Mutex
 	// retiring counts the replaced versions still closing (Close waits for their
 	// in-flight invocations); stopAll waits for them.
 	retiring sync.WaitGroup
 }
 
 func (r *registry) current(name string) *version {
-	e, ok := r.m.Load(name)
-	if !ok {
-		return nil
+	if t := r.table.Load(); t != nil {
+		return (*t)[name]
 	}
-	return e.(*entry).cur.Load()
+	return nil
 }
 
 func (r *registry) entry(name string) *entry {
@@ -136,12 +145,11 @@ func (r *registry) entry(name string) *entry {
 // all returns the current versions sorted by name.
 func (r *registry) all() []*version {
 	var out []*version
-	r.m.Range(func(_, e any) bool {
-		if v := e.(*entry).cur.Load(); v != nil {
+	if t := r.table.Load(); t != nil {
+		for _, v := range *t {
 			out = append(out, v)
 		}
-		return true
-	})
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }
@@ -209,41 +217,98 @@ func (r *registry) prepare(spec functionSpec) (*version, error) {
 // install stores a built version as its function's newest and makes it current. The
 // caller holds r.mu.
 func (r *registry) install(v *version) error {
-	blob, err := json.Marshal(v.spec)
-	if err != nil {
-		return fmt.Errorf("encode version: %w", err)
+	return r.switchTo([]*version{v}, nil)
+}
+
+// switchTo stores installs as their functions' newest versions and deletes removes, then
+// makes all of it current in one swap of the table (fnTable): events see the functions
+// before or after, never some of each. The caller holds r.mu. An error of the store part
+// way changes nothing that runs; the stored part is what the next start restores (the
+// config and the fleet record what they applied only after, so they apply it again).
+func (r *registry) switchTo(installs []*version, removes []string) error {
+	for _, name := range removes {
+		if err := r.store.DeleteFunction(name); err != nil {
+			return fmt.Errorf("delete %s: %w", name, err)
+		}
 	}
-	if err := r.store.PutVersion(v.name, v.number, blob); err != nil {
-		return fmt.Errorf("store version %d of %s: %w", v.number, v.name, err)
+	for _, v := range installs {
+		blob, err := json.Marshal(v.spec)
+		if err != nil {
+			return fmt.Errorf("encode version: %w", err)
+		}
+		if err := r.store.PutVersion(v.name, v.number, blob); err != nil {
+			return fmt.Errorf("store version %d of %s: %w", v.number, v.name, err)
+		}
+		if err := r.store.SetActive(v.name, v.number); err != nil {
+			return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
+		}
 	}
-	if err := r.store.SetActive(v.name, v.number); err != nil {
-		return fmt.Errorf("activate version %d of %s: %w", v.number, v.name, err)
-	}
-	r.activate(v)
-	if _, err := r.store.PruneVersions(v.name, r.limits.VersionHistory); err != nil {
-		// The history is only longer than it should be; the deploy stands.
-		r.logger.Warn("prune version history", logkey.Function, v.name, logkey.Err, err)
+	r.swap(installs, removes)
+	for _, v := range installs {
+		if _, err := r.store.PruneVersions(v.name, r.limits.VersionHistory); err != nil {
+			// The history is only longer than it should be; the deploy stands.
+			r.logger.Warn("prune version history", logkey.Function, v.name, logkey.Err, err)
+		}
 	}
 	return nil
 }
 
 // activate makes v current without storing anything (start-up restores from the store).
 func (r *registry) activate(v *version) {
-	e := r.entry(v.name)
-	if e == nil {
-		e = &entry{}
-		e.exec = newExecutor(r.exec, v.name, &e.cur, &e.stats)
-		if pr := r.limits.Loops.PublishRate; pr > 0 {
-			e.publishes = rate.NewLimiter(rate.Limit(pr), int(max(1, pr)))
-		}
-		e.stats.series = r.series(v.name)
-		r.m.Store(v.name, e)
+	r.swap([]*version{v}, nil)
+}
+
+// swap publishes the next table: installs current, removes gone. Once it returns, nothing
+// of a removed function runs (its running invocation is canceled, queued events are
+// handed back); a replaced version closes in the background once its in-flight
+// invocations are done.
+func (r *registry) swap(installs []*version, removes []string) {
+	r.swapping.Lock()
+	next := fnTable{}
+	if t := r.table.Load(); t != nil {
+		maps.Copy(next, *t)
 	}
-	v.stats, v.publishes = &e.stats, e.publishes
-	e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
-	old := e.cur.Swap(v)
+	var replaced, removed []*version
+	var aborted []*entry
+	for _, v := range installs {
+		e := r.entry(v.name)
+		if e == nil {
+			e = &entry{}
+			name := v.name
+			e.exec = newExecutor(r.exec, name, func() *version { return r.current(name) }, &e.stats)
+			if pr := r.limits.Loops.PublishRate; pr > 0 {
+				e.publishes = rate.NewLimiter(rate.Limit(pr), int(max(1, pr)))
+			}
+			e.stats.series = r.series(name)
+			r.m.Store(name, e)
+		}
+		v.stats, v.publishes = &e.stats, e.publishes
+		e.exec.shed.Store(v.spec.Overflow == config.OverflowDropOldest)
+		if old := next[v.name]; old != nil {
+			replaced = append(replaced, old)
+		}
+		next[v.name] = v
+	}
+	for _, name := range removes {
+		if old := next[name]; old != nil {
+			removed = append(removed, old)
+		}
+		delete(next, name)
+		if e := r.entry(name); e != nil {
+			r.m.Delete(name)
+			aborted = append(aborted, e)
+		}
+	}
+	r.table.Store(&next)
+	r.swapping.Unlock()
 	r.changed()
-	if old != nil {
+	for _, e := range aborted {
+		e.exec.abort()
+	}
+	for _, old := range removed {
+		old.fn.Close()
+	}
+	for _, old := range replaced {
 		r.retiring.Add(1)
 		go func() {
 			defer r.retiring.Done()
@@ -263,19 +328,11 @@ func (r *registry) remove(name string, purge bool) error {
 
 // removeLocked is remove for a caller that holds r.mu.
 func (r *registry) removeLocked(name string, purge bool) error {
-	e := r.entry(name)
-	if e == nil {
+	if r.entry(name) == nil {
 		return errNotFound
 	}
-	if err := r.store.DeleteFunction(name); err != nil {
-		return fmt.Errorf("delete %s: %w", name, err)
-	}
-	r.m.Delete(name)
-	old := e.cur.Swap(nil)
-	r.changed()
-	e.exec.abort()
-	if old != nil {
-		old.fn.Close()
+	if err := r.switchTo(nil, []string{name}); err != nil {
+		return err
 	}
 	if purge { // after the abort: no commit of the function can land behind the purge
 		if err := r.store.PurgeNamespace(name); err != nil {

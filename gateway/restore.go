@@ -123,7 +123,8 @@ func (r *registry) planConfig(cfg *config.Config, active func(name string) bool)
 // new or changed entry is deployed as its function's next version (in-flight events
 // finish on the version they started with); a function whose running version came from
 // the config and whose entry is gone is deleted. All or nothing: a config whose functions
-// do not all build changes nothing. It returns the names deployed and deleted.
+// do not all build changes nothing, and the functions switch in one step
+// (registry.switchTo). It returns the names deployed and deleted.
 func (r *registry) reload(cfg *config.Config) (deployed, deleted []string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -133,16 +134,16 @@ func (r *registry) reload(cfg *config.Config) (deployed, deleted []string, err e
 	}
 	for _, v := range r.all() {
 		if _, ok := inConfig[v.name]; !ok && v.spec.ConfigHash != "" {
-			if err := r.removeLocked(v.name, false); err != nil {
-				return deployed, deleted, err
-			}
 			deleted = append(deleted, v.name)
 		}
 	}
-	for _, v := range deploys {
-		if err := r.install(v); err != nil {
-			return deployed, deleted, err
+	if err := r.switchTo(deploys, deleted); err != nil {
+		for _, v := range deploys {
+			v.fn.Close()
 		}
+		return nil, nil, err
+	}
+	for _, v := range deploys {
 		deployed = append(deployed, v.name)
 	}
 	return deployed, deleted, r.recordAppliedConfig(inConfig)
