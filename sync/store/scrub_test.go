@@ -35,11 +35,10 @@ func TestScrubFindsDamageUnderARunningStore(t *testing.T) {
 	}
 }
 
-// A read of a key in a block that went bad under an open store is an error, not a key
-// that is not there, and the table is listed at once, before any scrub (Badger patched:
-// third_party/badger/MOONGATE.md).
-func TestBadBlockReadIsAnError(t *testing.T) {
-	const n = 3000
+// garbledOpenStore fills a store with n keys and records in one table, opens it, and
+// garbles a third of the way into that table under the open store.
+func garbledOpenStore(t *testing.T, n int) (*Store, string) {
+	t.Helper()
 	dir := t.TempDir()
 	s := fillDamageStore(t, dir, n, "big")
 	if err := s.Close(); err != nil {
@@ -52,6 +51,15 @@ func TestBadBlockReadIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	garble(t, sst, fi.Size()/3)
+	return s, sst
+}
+
+// A read of a key in a block that went bad under an open store is an error, not a key
+// that is not there, and the table is listed at once, before any scrub (Badger patched:
+// third_party/badger/MOONGATE.md).
+func TestBadBlockReadIsAnError(t *testing.T) {
+	const n = 3000
+	s, sst := garbledOpenStore(t, n)
 	failed := 0
 	for i := range n {
 		key := fmt.Sprintf("k%06d", i)
@@ -77,18 +85,7 @@ func TestBadBlockReadIsAnError(t *testing.T) {
 // without them (which would make the loss permanent).
 func TestBadBlockFailsScansAndCompactions(t *testing.T) {
 	const n = 3000
-	dir := t.TempDir()
-	s := fillDamageStore(t, dir, n, "big")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openTest(t, Options{Dir: dir, Scrub: -1})
-	sst := onlyFile(t, dir, "*.sst")
-	fi, err := os.Stat(sst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	garble(t, sst, fi.Size()/3)
+	s, sst := garbledOpenStore(t, n)
 
 	kvs, err := s.KVList("fn", "k", 0, 0, 0)
 	if !errors.Is(err, ErrDamaged) {
