@@ -94,6 +94,7 @@ type Client struct {
 	lastErr   atomic.Pointer[string]
 	stop      chan struct{} // closed by Close: ends connect and subscribe waits
 	ready     chan struct{} // closed once the first connection has subscribed
+	resub     chan struct{} // a refused or unanswered subscribe, for resubscribe to retry
 	readyOnce sync.Once
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -149,6 +150,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		inflight: newInflight(),
 		stop:     make(chan struct{}),
 		ready:    make(chan struct{}),
+		resub:    make(chan struct{}, 1),
 	}
 	c.setState(StateNew)
 
@@ -239,8 +241,9 @@ func (c *Client) Start(ctx context.Context, subs []Subscription, h Handler) erro
 	c.setState(StateConnecting)
 	c.pub.Connect() // retries by itself until Close (SetConnectRetry)
 	first := make(chan error, 1)
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.connect(first)
+	go c.resubscribe()
 	select {
 	case err := <-first:
 		return err
@@ -319,7 +322,12 @@ func (c *Client) onConnect(pc paho.Client) {
 	n := c.connects.Add(1)
 	if subs := c.subs.load(); len(subs) > 0 {
 		if err := c.subscribe(pc, subs); err != nil {
-			c.log.Error("subscribe after connecting", logKeyErr, err)
+			c.setLastError(err)
+			c.log.Warn("subscribe after connecting failed, will retry", logKeyErr, err)
+			select {
+			case c.resub <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if err := c.unsubscribePending(pc); err != nil {
@@ -330,6 +338,43 @@ func (c *Client) onConnect(pc paho.Client) {
 	}
 	c.setState(StateConnected)
 	c.log.Info("connected to the broker", "reconnect", n > 1)
+}
+
+// resubscribe retries the subscriptions a connection could not make, with growing waits,
+// while that connection lasts: a broker may refuse a subscription for a while (a
+// cluster node not yet ready, an ACL being reloaded), and the gateway would otherwise
+// miss its messages until the next reconnection. A new connection subscribes by itself.
+func (c *Client) resubscribe() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.resub:
+		case <-c.stop:
+			return
+		}
+		wait := max(min(time.Second, c.opts.MaxReconnectInterval), minRetryWait)
+		for c.pc.IsConnectionOpen() {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.stop:
+				t.Stop()
+				return
+			}
+			subs := c.subs.load()
+			if len(subs) == 0 {
+				break
+			}
+			err := c.subscribe(c.pc, subs)
+			if err == nil {
+				c.log.Info("subscribed after a retry")
+				break
+			}
+			c.setLastError(err)
+			wait = min(2*wait, c.opts.MaxReconnectInterval)
+			c.log.Warn("subscribe failed again, will retry", logKeyErr, err, "in", wait)
+		}
+	}
 }
 
 func (c *Client) onConnectionLost(_ paho.Client, err error) {

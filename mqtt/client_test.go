@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -364,4 +365,45 @@ func TestClientWebsocketToEmbedded(t *testing.T) {
 		t.Fatalf("state %q after Close", st.State)
 	}
 	noLeak(t, before)
+}
+
+// A subscription the broker refuses right after connecting (an ACL not yet reloaded, a
+// cluster node not ready) is retried on the same connection within seconds, not left
+// until the next reconnection.
+func TestClientRetriesRefusedSubscribe(t *testing.T) {
+	t.Parallel()
+	aclFile := filepath.Join(t.TempDir(), "acl")
+	writeAccessFile(t, aclFile, "pattern write commands/#\n")
+	e := startEmbedded(t, EmbeddedOptions{ACLFile: aclFile}, nil, newRecorder())
+	url := "tcp://" + e.Addr()
+	rec := newRecorder()
+	c := startClient(t, clientOpts(url, "gw-r"), []Subscription{{"commands/gw-r/#", 1}}, rec)
+	poll.Eventually(t, "the refusal reported", func() bool {
+		st := c.Status()
+		return st.State == StateConnected && strings.Contains(st.LastError, "refused")
+	})
+	writeAccessFile(t, aclFile, "pattern write commands/#\npattern read commands/%c/#\n")
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	dev := device(t, url, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wait(t, dev.Publish("commands/gw-r/led", 1, false, "on"))
+		select {
+		case got := <-rec.ch:
+			if got.Topic != "commands/gw-r/led" || string(got.Payload) != "on" {
+				t.Fatalf("got %+v", got)
+			}
+			got.Ack()
+			if st := c.Status(); st.Reconnects != 0 {
+				t.Fatalf("subscribed by reconnecting, not by retrying: %+v", st)
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refused subscription was not retried within 10 s")
+		}
+	}
 }
