@@ -90,6 +90,7 @@ func (s *Store) collect(jobs []*job) []*job {
 func (s *Store) runGroup(jobs []*job) {
 	defer s.resetRead()
 	noSpace := s.checkSpace()
+	damaged := s.damage.writesRefused()
 	// The group and the job's batch are the committer's own, reused: their maps and
 	// slices keep their capacity from one group (and job) to the next, which under load
 	// was most of the store's allocation.
@@ -112,6 +113,9 @@ func (s *Store) runGroup(jobs []*job) {
 		}
 		if failed != nil {
 			j.err = failed
+		}
+		if damaged != nil {
+			j.err = damaged
 		}
 		if j.err != nil {
 			close(j.done)

@@ -42,7 +42,9 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 
 	// ErrDamaged is returned by Open for a data dir it must not open as it is: files
-	// missing or unreadable. Nothing is changed on disk.
+	// missing or unreadable. Nothing is changed on disk. A running store returns it for
+	// a read or scan over a table block that went bad, and, once a table is found
+	// damaged, for every write (Stats().DamagedTables names the tables).
 	ErrDamaged = errors.New("store damaged")
 )
 

@@ -14,6 +14,9 @@ import (
 // maintain runs the periodic work: value-log GC, then TTL expiry and trimming
 // of every stream, a bounded number of deletions per transaction.
 func (s *Store) maintain() {
+	if s.damage.writesRefused() != nil {
+		return // every step writes; the damage is logged and listed already
+	}
 	s.mu.RLock()
 	names := make([]string, 0, len(s.heads))
 	for name := range s.heads {

@@ -66,7 +66,8 @@ func (s *Store) scrub() {
 // damage records the tables found damaged while the store runs: by the scrub, or by a
 // read whose block failed its checksum (Badger's OnBadBlock, patched in, see
 // third_party/badger/MOONGATE.md). Each is logged once at ERROR and stays in
-// Stats().DamagedTables until the next open, which refuses it.
+// Stats().DamagedTables until the next open, which refuses it; meanwhile the store
+// takes no writes (writesRefused).
 type damage struct {
 	log    *slog.Logger
 	mu     sync.Mutex
@@ -81,7 +82,7 @@ func (d *damage) note(table string, err error) {
 	}
 	d.mu.Unlock()
 	if !known {
-		d.log.Error("store: a table is damaged: a point read of a key in its bad blocks fails, a scan skips them, until the gateway is stopped and the store restored",
+		d.log.Error("store: a table is damaged: reads and scans over its bad blocks fail, and the store takes no more writes until the gateway is stopped and the store restored",
 			logkey.File, table, logkey.Err, err, "what_to_do", "stop the gateway, run moongate store check, restore the data dir from a copy (DURABILITY.md, Recovery)")
 	}
 }
@@ -89,6 +90,20 @@ func (d *damage) note(table string, err error) {
 // badBlock is Badger's OnBadBlock.
 func (d *damage) badBlock(table string, block int, err error) {
 	d.note(filepath.Base(table), fmt.Errorf("block %d: %w", block, err))
+}
+
+// writesRefused is why the store takes no writes: a table is damaged. A compaction over
+// it fails (levels.go keeps the old tables), so writes would pile up in level 0 until
+// Badger stalled them for good, and the gateway would hang, commits and shutdown alike.
+// Refused, a commit fails at once with ErrDamaged: the gateway leaves the event
+// unacknowledged and says why, and stops cleanly.
+func (d *damage) writesRefused() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.tables) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: table %s is damaged, so the store takes no writes: stop the gateway, run moongate store check, restore the data dir from a copy", ErrDamaged, d.tables[0])
 }
 
 func (d *damage) list() []string {

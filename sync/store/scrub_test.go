@@ -96,8 +96,12 @@ func TestBadBlockFailsScansAndCompactions(t *testing.T) {
 		t.Fatalf("outbox Read over a damaged block: %d of %d records, err %v; want ErrDamaged", len(recs), n, err)
 	}
 
-	// Overlapping keys in a new L0 table, then a merge of every level.
-	if err := s.Commit(t.Context(), Commit{Namespace: "fn", KV: []KVOp{{Kind: OpSet, Key: "k000001", Value: []byte("1")}}}); err != nil {
+	// The store, knowing of the damage, takes no writes (TestDamagedTableRefusesWrites).
+	if err := s.Commit(t.Context(), Commit{Namespace: "fn", KV: []KVOp{{Kind: OpSet, Key: "k000001", Value: []byte("1")}}}); !errors.Is(err, ErrDamaged) {
+		t.Fatalf("a commit on a store with a damaged table: %v; want ErrDamaged", err)
+	}
+	// Overlapping keys in a new L0 table, written past the store, then a merge of every level.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte("kfn\x00k000001"), []byte("1")) }); err != nil {
 		t.Fatal(err)
 	}
 	// As reclaim does: DropPrefix of a prefix that has a key flushes the memtable.

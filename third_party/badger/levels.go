@@ -32,6 +32,9 @@ import (
 type levelsController struct {
 	nextFileID atomic.Uint64
 	l0stallsMs atomic.Int64
+	// MOONGATE: compaction workers whose last compaction failed. While one does, a
+	// flush does not wait for L0 to drain (it may never): see addLevel0Table.
+	failingCompactors atomic.Int32
 
 	// The following are initialized once and const.
 	levels []*levelHandler
@@ -493,15 +496,31 @@ func (s *levelsController) runCompactor(id int, lc *z.Closer) {
 		return prios
 	}
 
+	// MOONGATE: a compaction that fails (a damaged table, a read error) fails again at
+	// the next tick; the worker waits 1 s, doubling to a minute, before it tries again,
+	// instead of rereading the tables and logging 20 times a second.
+	var failures int
+	var pausedUntil time.Time
 	run := func(p compactionPriority) bool {
 		err := s.doCompact(id, p)
 		switch err {
 		case nil:
+			if failures > 0 {
+				s.failingCompactors.Add(-1)
+			}
+			failures = 0
 			return true
 		case errFillTables:
 			// pass
 		default:
-			s.kv.opt.Warningf("While running doCompact: %v\n", err)
+			failures++
+			if failures == 1 {
+				s.failingCompactors.Add(1)
+				s.levels[0].signalL0Drained() // a flush stalled on L0 goes on
+			}
+			pause := min(time.Second<<min(failures-1, 6), time.Minute)
+			pausedUntil = time.Now().Add(pause)
+			s.kv.opt.Warningf("While running doCompact: %v (failure %d in a row; next try in %s)\n", err, failures, pause)
 		}
 		return false
 	}
@@ -545,6 +564,9 @@ func (s *levelsController) runCompactor(id int, lc *z.Closer) {
 		select {
 		// Can add a done channel or other stuff.
 		case <-ticker.C:
+			if time.Now().Before(pausedUntil) {
+				continue
+			}
 			count++
 			// Each ticker is 50ms so 50*200=10seconds.
 			if s.kv.opt.LmaxCompaction && id == 2 && count >= 200 {
@@ -1677,6 +1699,12 @@ func (s *levelsController) addLevel0Table(t *table.Table) error {
 		// both IsClosed() (normal Close) and the flush goroutine's own closer
 		// (also covers the Open-error cleanup path, where IsClosed may be unset).
 		if s.kv.IsClosed() || s.kv.flushStopped() {
+			break
+		}
+		// MOONGATE: nor while compactions fail (a damaged table): L0 would never drain,
+		// and the writes waiting for this flush, and Close, would hang for good. The
+		// caller (Moongate's store) stops writing once it learns of the damage.
+		if s.failingCompactors.Load() > 0 {
 			break
 		}
 		stalled = true
