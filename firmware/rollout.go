@@ -160,13 +160,19 @@ func ParseWaves(s string) ([]int, error) {
 // RolloutPlan is what a rollout is asked to do.
 type RolloutPlan struct {
 	Type string `json:"type"`
-	From Range  `json:"from"`
+	From *Range `json:"from,omitempty"` // nil: any counter below the image's
 	// To is the version name, or the counter, of a published image of Type.
 	To          string    `json:"to"`
 	Canary      int       `json:"canary,omitempty"`
 	Waves       []int     `json:"waves,omitempty"` // nil: one wave, 100%
 	MaxFailures Threshold `json:"max_failures"`
+	// DeviceTimeout is how long, in seconds, a device of an open wave has to end healthy
+	// or failed; past it, it counts as failed (offline, or stuck). 0: DefaultDeviceTimeout.
+	DeviceTimeout int64 `json:"device_timeout_seconds,omitempty"`
 }
+
+// DefaultDeviceTimeout is a rollout's device timeout when its plan names none.
+const DefaultDeviceTimeout = 30 * time.Minute
 
 // Rollout is a rollout's state, as the API shows it and the gateway keeps it.
 type Rollout struct {
@@ -178,8 +184,10 @@ type Rollout struct {
 	Canary      int       `json:"canary"`
 	Waves       []int     `json:"waves"`
 	MaxFailures Threshold `json:"max_failures"`
-	State       string    `json:"state"`
-	Reason      string    `json:"reason,omitempty"` // why it halted, or who stopped it
+	// DeviceTimeout is the plan's, in seconds.
+	DeviceTimeout int64  `json:"device_timeout_seconds"`
+	State         string `json:"state"`
+	Reason        string `json:"reason,omitempty"` // why it halted, or who stopped it
 	// Wave is the open wave: devices of waves up to it are offered the image. With a
 	// canary, wave 0 is the canary and wave i is Waves[i-1].
 	Wave    int                       `json:"wave"`
@@ -193,6 +201,9 @@ type RolloutDevice struct {
 	Wave   int    `json:"wave"`
 	Status string `json:"status"` // DeviceWaiting, or the protocol status it last reported
 	Error  string `json:"error,omitempty"`
+	// Since is when its wave opened for it (or the rollout resumed): its device timeout
+	// runs from there. Zero while its wave is not open.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // waves is the number of waves, the canary one included.
@@ -254,6 +265,9 @@ func (r *Rollout) join(device string) *RolloutDevice {
 		w = 1
 	}
 	d := &RolloutDevice{Wave: w, Status: DeviceWaiting}
+	if w <= r.Wave {
+		d.Since = r.Updated
+	}
 	r.Devices[device] = d
 	return d
 }
@@ -288,6 +302,7 @@ func (r *Rollout) advance(now time.Time) (changed bool, opened []string) {
 		r.Updated, changed = now, true
 		for id, d := range r.Devices {
 			if d.Wave == r.Wave {
+				d.Since = now
 				opened = append(opened, id)
 			}
 		}
@@ -408,3 +423,26 @@ func (b *RolloutBook) get(id string) *Rollout {
 // offering reports whether the rollout offers its image to the devices of its open
 // waves: running, or done (a device that appears later is still offered it).
 func (r *Rollout) offering() bool { return r.State == RolloutRunning || r.State == RolloutDone }
+
+func (r *Rollout) deviceTimeout() time.Duration { return time.Duration(r.DeviceTimeout) * time.Second }
+
+// overdue lists the devices of r's open waves past their device timeout at now, and
+// returns the earliest timeout still ahead (zero: none).
+func (r *Rollout) overdue(now time.Time) (late []string, next time.Time) {
+	if r.State != RolloutRunning {
+		return nil, time.Time{}
+	}
+	for id, d := range r.Devices {
+		if d.Wave > r.Wave || r.finished(d) || d.Since.IsZero() {
+			continue
+		}
+		by := d.Since.Add(r.deviceTimeout())
+		if !now.Before(by) {
+			late = append(late, id)
+		} else if next.IsZero() || by.Before(next) {
+			next = by
+		}
+	}
+	slices.Sort(late)
+	return late, next
+}

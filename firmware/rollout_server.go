@@ -117,7 +117,16 @@ func (s *Server) advance(r *Rollout, now time.Time) bool {
 	if len(opened) > 0 {
 		s.offerAll(r.Type, now, opened)
 	}
+	s.wakeHealth() // new device timeouts
 	return true
+}
+
+// wakeHealth has watchHealth look at the deadlines again.
+func (s *Server) wakeHealth() {
+	select {
+	case s.healthSig <- struct{}{}:
+	default:
+	}
 }
 
 // offerAll offers what offerFor says to the listed devices that are waiting for an
@@ -165,8 +174,9 @@ func (s *Server) CreateRollout(plan RolloutPlan) (Rollout, error) {
 	if _, err := ParseWaves(wavesString(plan.Waves)); err != nil {
 		return Rollout{}, err
 	}
-	if plan.From == (Range{}) {
-		plan.From = AnyCounter
+	from := AnyCounter
+	if plan.From != nil {
+		from = *plan.From
 	}
 	m, ok := s.findImage(plan.Type, plan.To, now)
 	if !ok {
@@ -177,22 +187,34 @@ func (s *Server) CreateRollout(plan RolloutPlan) (Rollout, error) {
 	if r := s.book.governing(plan.Type); r != nil && (r.State == RolloutRunning || r.State == RolloutPaused) {
 		return Rollout{}, fmt.Errorf("%w: rollout %s of %s is %s: abort it first", ErrRollout, r.ID, r.Type, r.State)
 	}
-	r := &Rollout{ID: "r" + strconv.Itoa(s.book.next), Type: plan.Type, From: plan.From, Version: m.Version, Counter: m.Counter,
-		Canary: plan.Canary, Waves: plan.Waves, MaxFailures: plan.MaxFailures, State: RolloutRunning,
-		Devices: map[string]*RolloutDevice{}, Created: now, Updated: now}
+	if plan.DeviceTimeout < 0 {
+		return Rollout{}, fmt.Errorf("%w: device timeout %ds: want 0 (the default) or more", ErrRollout, plan.DeviceTimeout)
+	}
+	if plan.DeviceTimeout == 0 {
+		plan.DeviceTimeout = int64(DefaultDeviceTimeout / time.Second)
+	}
+	r := &Rollout{ID: "r" + strconv.Itoa(s.book.next), Type: plan.Type, From: from, Version: m.Version, Counter: m.Counter,
+		Canary: plan.Canary, Waves: plan.Waves, MaxFailures: plan.MaxFailures, DeviceTimeout: plan.DeviceTimeout,
+		State: RolloutRunning, Devices: map[string]*RolloutDevice{}, Created: now, Updated: now}
 	var targeted []string
 	for d, ses := range s.devices {
-		if st := ses.state; st.Type == plan.Type && plan.From.contains(st.Counter) && st.Counter < m.Counter {
+		if st := ses.state; st.Type == plan.Type && from.contains(st.Counter) && st.Counter < m.Counter {
 			targeted = append(targeted, d)
 		}
 	}
 	r.assign(targeted)
+	for _, d := range r.Devices {
+		if d.Wave == 0 {
+			d.Since = now
+		}
+	}
 	s.book.next++
 	s.book.list = append(s.book.list, r)
 	s.opts.Logger.Info("firmware: rollout created", "rollout", r.ID, "type", r.Type, logkey.Version, r.Version,
 		"counter", r.Counter, "devices", len(r.Devices), "canary", r.Canary, "waves", wavesString(r.Waves), "max_failures", r.MaxFailures.String())
 	s.advance(r, now)
 	s.offerAll(r.Type, now, s.deviceIDs())
+	s.wakeHealth()
 	if err := s.book.save(); err != nil {
 		return r.clone(), err
 	}
@@ -288,11 +310,38 @@ func (s *Server) changeRollout(id, to, reason string, from ...string) (Rollout, 
 	r.State, r.Reason, r.Updated = to, reason, now
 	s.opts.Logger.Info("firmware: rollout "+to, "rollout", r.ID, "type", r.Type)
 	if to == RolloutRunning {
+		for _, d := range r.Devices { // paused time does not count against the devices
+			if d.Wave <= r.Wave && !r.finished(d) {
+				d.Since = now
+			}
+		}
 		s.advance(r, now)
 		s.offerAll(r.Type, now, s.deviceIDs())
+		s.wakeHealth()
 	}
 	if err := s.book.save(); err != nil {
 		return r.clone(), err
 	}
 	return r.clone(), nil
+}
+
+// expireRollouts fails the devices past their rollout's device timeout and returns the
+// earliest timeout still ahead (zero: none). It runs under s.mu.
+func (s *Server) expireRollouts(now time.Time) time.Time {
+	var next time.Time
+	for _, r := range s.book.list {
+		if s.book.governing(r.Type) != r {
+			continue
+		}
+		late, n := r.overdue(now)
+		for _, id := range late {
+			reason := fmt.Sprintf("no result within %s of its wave opening (rollout device timeout)", r.deviceTimeout())
+			s.opts.Logger.Warn("firmware: a rollout device timed out: counted as failed", "rollout", r.ID, "device", id, "timeout", r.deviceTimeout())
+			s.setDevice(r, id, r.Devices[id], StatusFailed, reason, now)
+		}
+		if !n.IsZero() && (next.IsZero() || n.Before(next)) {
+			next = n
+		}
+	}
+	return next
 }

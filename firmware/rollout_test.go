@@ -187,3 +187,40 @@ func rolloutModel(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// A device of an open wave that never ends healthy or failed (offline, stuck) does not
+// hold the rollout for ever: past the device timeout it counts as failed.
+func TestRolloutDeviceTimeout(t *testing.T) {
+	for _, c := range []struct {
+		max   int
+		state string
+	}{{1, RolloutDone}, {0, RolloutHalted}} {
+		s, _, _, m := newTestServer(t, t.TempDir())
+		now := testNow
+		s.opts.Now = func() time.Time { return now }
+		s.opts.RolloutsOnly = true
+		a, b := &simDevice{id: "a", counter: 1, status: StatusIdle}, &simDevice{id: "b", counter: 1, status: StatusIdle}
+		for _, d := range []*simDevice{a, b} {
+			s.Handle("moongate/devices/"+d.id+"/fw/state", []byte(d.state()))
+		}
+		r, err := s.CreateRollout(RolloutPlan{Type: "esp32-env", To: m.Version, MaxFailures: Threshold{N: c.max}, DeviceTimeout: 60})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.counter, a.status = 7, StatusHealthy
+		s.Handle("moongate/devices/a/fw/state", []byte(a.state()))
+		now = now.Add(59 * time.Second)
+		if next := s.expireHealth(); !next.Equal(testNow.Add(time.Minute)) {
+			t.Errorf("next deadline %v, want the device timeout at %v", next, testNow.Add(time.Minute))
+		}
+		now = now.Add(time.Second)
+		s.expireHealth()
+		got, _ := s.Rollout(r.ID)
+		if d := got.Devices["b"]; d.Status != StatusFailed || d.Error != "no result within 1m0s of its wave opening (rollout device timeout)" {
+			t.Errorf("the silent device is %s %q", d.Status, d.Error)
+		}
+		if got.State != c.state {
+			t.Errorf("max failures %d: rollout %s (%s), want %s", c.max, got.State, got.Reason, c.state)
+		}
+	}
+}

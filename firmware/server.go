@@ -287,10 +287,7 @@ func (s *Server) awaitHealthy(device string, ses *session, st State, now time.Ti
 	ses.awaiting, ses.healthBy, ses.window = st.Target, now.Add(window), window
 	s.opts.Logger.Info("firmware: device applied an image, awaiting healthy", "device", device, "type", st.Type,
 		"counter", st.Target, "window", window)
-	select {
-	case s.healthSig <- struct{}{}:
-	default:
-	}
+	s.wakeHealth()
 }
 
 // fail records that device failed with counter: it is not offered that image again, also
@@ -324,13 +321,13 @@ func (s *Server) watchHealth(ctx context.Context) {
 	}
 }
 
-// expireHealth fails the devices past their health deadline and returns the earliest
-// deadline still ahead (zero: none).
+// expireHealth fails the devices past their health deadline or their rollout's device
+// timeout and returns the earliest deadline still ahead (zero: none).
 func (s *Server) expireHealth() time.Time {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var next time.Time
+	next := s.expireRollouts(now)
 	for d, ses := range s.devices {
 		switch {
 		case ses.healthBy.IsZero():

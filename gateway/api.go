@@ -70,6 +70,10 @@ func (a *api) handler() http.Handler {
 	route("POST /api/v1/devices/{id}/disconnect", a.disconnectDevice)
 	route("GET /api/v1/firmware", a.listFirmware)
 	route("POST /api/v1/firmware", a.postFirmware)
+	route("GET /api/v1/firmware/rollouts", a.listRollouts)
+	route("POST /api/v1/firmware/rollouts", a.createRollout)
+	route("GET /api/v1/firmware/rollouts/{id}", a.getRollout)
+	route("POST /api/v1/firmware/rollouts/{id}/{action}", a.changeRollout)
 	route("GET /metrics", a.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.
