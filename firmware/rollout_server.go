@@ -182,6 +182,11 @@ func (s *Server) CreateRollout(plan RolloutPlan) (Rollout, error) {
 	if !ok {
 		return Rollout{}, fmt.Errorf("%w: no published, unexpired image of type %s is version or counter %q (moongate firmware list)", ErrRollout, plan.Type, plan.To)
 	}
+	if from != AnyCounter && from.Max >= m.Counter {
+		return Rollout{}, fmt.Errorf("%w: --from %s takes in devices on counters at or above %d, the counter of %s %s: no device is offered a downgrade. "+
+			"To roll back, sign the old image again with a counter above theirs (moongate firmware sign KEY OLD.bin %s VERSION --counter N), publish it and roll that out",
+			ErrRollout, from, m.Counter, m.Type, m.Version, m.Type)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r := s.book.governing(plan.Type); r != nil && (r.State == RolloutRunning || r.State == RolloutPaused) {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -222,5 +223,19 @@ func TestRolloutDeviceTimeout(t *testing.T) {
 		if got.State != c.state {
 			t.Errorf("max failures %d: rollout %s (%s), want %s", c.max, got.State, got.Reason, c.state)
 		}
+	}
+}
+
+// A rollout never offers a downgrade: asked to take in devices on the image's counter or
+// above, it is refused with the way to roll back (a new signature, a higher counter).
+func TestRolloutRefusesADowngrade(t *testing.T) {
+	s, _, _, m := newTestServer(t, t.TempDir())
+	from := Range{5, 9}
+	_, err := s.CreateRollout(RolloutPlan{Type: "esp32-env", To: m.Version, From: &from})
+	if !errors.Is(err, ErrRollout) || !strings.Contains(err.Error(), "sign the old image again with a counter above theirs") {
+		t.Fatalf("a rollout of counter 7 to devices on 5-9: %v", err)
+	}
+	if got := s.Rollouts(); len(got) != 0 {
+		t.Fatalf("a refused rollout was kept: %+v", got)
 	}
 }
