@@ -94,6 +94,9 @@ type ServerOptions struct {
 	// RolloutsOnly offers images only through rollouts; else a published image is offered
 	// at once to the devices of a type that has had no rollout.
 	RolloutsOnly bool
+	// OnState, when set, is told each state a device reports and the id of the rollout
+	// that governs it ("" for none), under the server's lock: it must not block.
+	OnState func(device string, st State, rollout string)
 }
 
 // Server is the gateway side of PROTOCOL.md: it reads the devices' state and get
@@ -214,6 +217,13 @@ func (s *Server) handleState(device string, payload []byte) {
 	}
 	ses.state = st
 	s.observe(device, st, now)
+	if s.opts.OnState != nil {
+		id := ""
+		if r := s.book.governing(st.Type); r != nil && r.Devices[device] != nil {
+			id = r.ID
+		}
+		s.opts.OnState(device, st, id)
+	}
 	var next Manifest
 	switch st.Status {
 	case StatusFailed:

@@ -30,7 +30,7 @@ type fwService struct {
 
 // openFirmware reads the trusted keys and opens the image store; the server publishes
 // on bus once it runs.
-func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Logger) (*fwService, error) {
+func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, lv *live, logger *slog.Logger) (*fwService, error) {
 	f := cfg.Firmware
 	if len(f.Keys) == 0 {
 		return nil, nil
@@ -57,7 +57,7 @@ func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Lo
 	}
 	server := firmware.NewServer(bus, images, firmware.ServerOptions{ChunkSize: int(f.ChunkSize),
 		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger, Failed: failed,
-		Rollouts: rollouts, RolloutsOnly: f.Offer == config.OfferByRollout})
+		Rollouts: rollouts, RolloutsOnly: f.Offer == config.OfferByRollout, OnState: lv.firmware})
 	return &fwService{images: images, server: server, clock: clock, logger: logger}, nil
 }
 
