@@ -325,6 +325,18 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
+	// A rollback to revision 1's functions is revision 5 (the broker holds 4), signed:
+	// taken by all, while a replay of revision 1 stays ignored.
+	if out := fleetCLI(t, "rollback", key, rev1, "--broker", cloud.URL); !strings.Contains(out, "rolled group:lab back to the functions of revision 1, pushed as revision 5") {
+		t.Fatalf("rollback: %s", out)
+	}
+	for _, g := range []*fleetGateway{a, b, c} {
+		watch.waitRevision(t, g.id, 5, "")
+		if got := g.invoke(t, "double", `{"x": 21}`); got != "42" {
+			t.Fatalf("%s after the rollback: double(21) = %s", g.id, got)
+		}
+	}
+
 	// gw-c leaves the group: at its next start the group's functions go.
 	c.c.stop(t)
 	cfg, err := os.ReadFile(c.cfg)
