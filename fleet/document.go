@@ -22,7 +22,14 @@ type Document struct {
 	// A gateway's own document is above every group's whatever its priority.
 	Priority  int        `json:"priority,omitempty"`
 	Functions []Function `json:"functions"`
+	// Canary, when set, are the only gateways this revision is for: the others of the
+	// target leave it unapplied, and take the next revision (moongate fleet push --canary).
+	Canary []string `json:"canary,omitempty"`
 }
+
+// For reports whether the document is for the gateway id: not a canary revision, or one
+// that names it.
+func (d *Document) For(id string) bool { return len(d.Canary) == 0 || slices.Contains(d.Canary, id) }
 
 // Function is a function as the fleet deploys it: what a functions: entry of
 // moongate.yaml says, with the source in line. Unset limits take the gateway's defaults.
@@ -72,6 +79,11 @@ func Parse(b []byte) (*Document, error) {
 	}
 	if _, _, err := SplitTarget(d.Target); err != nil {
 		errs = append(errs, err)
+	}
+	for i, id := range d.Canary {
+		if err := CheckName(id); err != nil {
+			errs = append(errs, fmt.Errorf("canary[%d]: %w", i, err))
+		}
 	}
 	seen := map[string]bool{}
 	for i, f := range d.Functions {

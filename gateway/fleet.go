@@ -229,6 +229,10 @@ func (a *fleetAgent) take(target string, payload []byte) (changed bool, err erro
 	if doc.Target != target {
 		return true, fmt.Errorf("%s: the document names target %s: refused", target, doc.Target)
 	}
+	if !doc.For(a.id) {
+		a.logger.Info("fleet: a canary revision for other gateways: not applied here", "target", target, "revision", doc.Revision)
+		return false, nil
+	}
 	a.mu.Lock()
 	prev, had := a.layers[target]
 	next := maps.Clone(a.layers)

@@ -165,16 +165,24 @@ func waitToken(ctx context.Context, tok paho.Token) error {
 func fleetPush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("fleet push", stderr)
 	bf := fleetBrokerFlags(fs)
+	var cp canaryPush
+	fs.IntVar(&cp.n, "canary", 0, "push first to this many online gateways of the group (a revision for them only), and to the rest only once they all report it applied")
+	fs.IntVar(&cp.maxFailures, "max-failures", 0, "canaries that may fail (refuse the revision, or not report it within --canary-wait) before the push halts")
+	fs.DurationVar(&cp.wait, "canary-wait", 2*time.Minute, "how long the canaries have to report the revision")
+	fs.StringVar(&cp.key, "sign-key", "", "the fleet key (moongate fleet keygen): a canary push signs its two revisions itself (required with --canary)")
 	pos, err := splitArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("usage: moongate fleet push SIGNED.json --broker URL")
+		return usagef("usage: moongate fleet push SIGNED.json --broker URL [--canary N --sign-key KEY [--max-failures K] [--canary-wait D]]")
 	}
 	payload, err := os.ReadFile(pos[0])
 	if err != nil {
 		return usagef("read %s: %v", pos[0], err)
+	}
+	if cp.n > 0 {
+		return cp.run(ctx, bf, payload, stdout)
 	}
 	// The gateways check the signature; here the document must only say where it goes.
 	var s fleet.Signed

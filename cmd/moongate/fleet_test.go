@@ -337,6 +337,36 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
+	// A canary push of a revision that does not compile: the canary (gw-a, the first
+	// online member) refuses it and the push halts; gw-b and gw-c leave the canary
+	// revision unapplied, with no error, on revision 5.
+	stdout.Reset()
+	stderr.Reset()
+	bad := signDoc(t, keys, key, labDoc(6, 7, "function handle(e) return e.payload.x * end"))
+	if code := Main(context.Background(), []string{"fleet", "push", "--broker", cloud.URL, "--canary", "1", "--sign-key", key,
+		"--canary-wait", "30s", bad}, &stdout, &stderr); code != exitFailure ||
+		!strings.Contains(stderr.String(), "canary push halted: 1 of 1 canaries failed (--max-failures 0): gw-a: group:lab revision 6 not applied") {
+		t.Fatalf("canary push of a bad revision: exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	watch.waitRevision(t, "gw-a", 5, "revision 6 not applied")
+	for _, g := range []*fleetGateway{b, c} {
+		watch.waitRevision(t, g.id, 5, "")
+		if got := g.invoke(t, "double", `{"x": 21}`); got != "42" {
+			t.Fatalf("%s beside a failed canary: double(21) = %s", g.id, got)
+		}
+	}
+	// A good one: two canaries apply revision 7, then every gateway revision 8.
+	out := fleetCLI(t, "push", "--broker", cloud.URL, "--canary", "2", "--sign-key", key, signDoc(t, keys, key, labDoc(7, 4, "")))
+	if !strings.Contains(out, "pushed group:lab revision 7 to the canaries gw-a, gw-b") || !strings.Contains(out, "pushed group:lab revision 8") {
+		t.Fatalf("canary push: %s", out)
+	}
+	for _, g := range []*fleetGateway{a, b, c} {
+		watch.waitRevision(t, g.id, 8, "")
+		if got := g.invoke(t, "double", `{"x": 21}`); got != "84" {
+			t.Fatalf("%s after the canary push: double(21) = %s", g.id, got)
+		}
+	}
+
 	// gw-c leaves the group: at its next start the group's functions go.
 	c.c.stop(t)
 	cfg, err := os.ReadFile(c.cfg)
