@@ -47,7 +47,8 @@ type api struct {
 	auth       *tokenAuth
 	guard      *guard
 	metrics    *metrics
-	firmware   *fwService // nil: firmware is off
+	firmware   *fwService  // nil: firmware is off
+	fleet      *fleetAgent // nil: no fleet broker
 	logger     *slog.Logger
 }
 
@@ -68,6 +69,7 @@ func (a *api) handler() http.Handler {
 	route("GET /api/v1/history", a.serveHistory)
 	route("GET /api/v1/devices", a.listDevices)
 	route("POST /api/v1/devices/{id}/disconnect", a.disconnectDevice)
+	route("GET /api/v1/fleet", a.getFleet)
 	route("GET /api/v1/firmware", a.listFirmware)
 	route("POST /api/v1/firmware", a.postFirmware)
 	route("GET /api/v1/firmware/rollouts", a.listRollouts)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -366,6 +367,18 @@ func specFromFleet(f fleet.Layered) (functionSpec, error) {
 // report publishes the gateway's report, retained. A broker that is away holds it back
 // until ctx ends; the next report replaces it.
 func (a *fleetAgent) report(ctx context.Context) {
+	b, err := json.Marshal(a.state(ctx))
+	if err != nil {
+		a.logger.Error("fleet: encode the report", logkey.Err, err)
+		return
+	}
+	if err := a.client.Publish(ctx, fleet.ReportedTopic(a.id), b, 1, true); err != nil && ctx.Err() == nil {
+		a.logger.Warn("fleet: publish the report", logkey.Err, err)
+	}
+}
+
+// state is the gateway's report: what it runs from the fleet, and its health.
+func (a *fleetAgent) state(ctx context.Context) fleet.Report {
 	r := fleet.Report{Gateway: a.id, Groups: a.groups, Layers: []fleet.LayerReport{}, Functions: []fleet.FunctionReport{},
 		Health: "ok", OutboxDepth: a.store.Stats().PendingRecords, Updated: a.clock.Now().UTC()}
 	a.mu.Lock()
@@ -387,12 +400,18 @@ func (a *fleetAgent) report(ctx context.Context) {
 		r.Health = "store: " + err.Error()
 	}
 	cancel()
-	b, err := json.Marshal(r)
-	if err != nil {
-		a.logger.Error("fleet: encode the report", logkey.Err, err)
+	return r
+}
+
+// getFleet is GET /api/v1/fleet: the cloud broker connection and the report the gateway
+// publishes there, read now.
+func (a *api) getFleet(w http.ResponseWriter, r *http.Request) {
+	fl := a.fleet
+	if fl == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": false})
 		return
 	}
-	if err := a.client.Publish(ctx, fleet.ReportedTopic(a.id), b, 1, true); err != nil && ctx.Err() == nil {
-		a.logger.Warn("fleet: publish the report", logkey.Err, err)
-	}
+	st := fl.client.Status()
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": true, "report": fl.state(r.Context()),
+		"broker": map[string]any{"state": st.State, "url": st.Broker, "reconnects": st.Reconnects, "last_error": st.LastError}})
 }

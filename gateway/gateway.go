@@ -227,7 +227,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
 	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, clock: clock, started: started, store: st, bus: bus,
 		sensors: sens, sensorCfgs: sensorCfgs, sinks: sinks, registry: reg, proc: proc, live: lv, hub: hub, auth: auth,
-		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, firmware: fw, logger: logger}
+		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, firmware: fw, fleet: fl, logger: logger}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second,
 		// A client that sends or reads a request slowly, or keeps an idle connection,
 		// holds a file descriptor: bound all three (the live stream's websocket is

@@ -12,6 +12,7 @@ import {SyncView} from './sync.js';
 import {SensorsView} from './sensors.js';
 import {DevicesView} from './devices.js';
 import {FirmwareView} from './firmware.js';
+import {FleetView} from './fleet.js';
 
 const stats = new Stats();
 const table = new LiveTable();
@@ -21,13 +22,14 @@ const sync = new SyncView();
 const sensors = new SensorsView({onStale: () => status()});
 const devices = new DevicesView();
 const firmware = new FirmwareView();
+const fleet = new FleetView();
 let view = '';
 let lastHash = null;
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
   const [head, ...rest] = hash.split('/');
-  let next = ['live', 'functions', 'sync', 'sensors', 'devices', 'firmware'].includes(head) ? head : 'live';
+  let next = ['live', 'functions', 'sync', 'sensors', 'devices', 'firmware', 'fleet'].includes(head) ? head : 'live';
   if (head === 'fn' && rest.length) next = 'fn';
   if (head === 'new') next = 'fn';
   // Another page opens at its top, not at the scroll position the last one was left at.
@@ -42,6 +44,7 @@ function route() {
   if (next === 'sensors') status();
   if (next === 'devices') devices.refresh();
   if (next === 'firmware') firmware.refresh();
+  if (next === 'fleet') fleet.refresh();
   if (next === 'fn') fnPage.open(head === 'new' ? null : decodeURIComponent(rest.join('/')));
   document.title = `Moongate · ${next === 'fn' ? (fnPage.name ?? 'new function') : next}`;
 }
@@ -158,3 +161,5 @@ setInterval(() => { if (view === 'sync') sync.refresh(); }, 5000);
 setInterval(() => { if (view === 'devices') devices.refresh(); }, 2000);
 // A device's timeout and a rollout's wave can change with no device saying a word.
 setInterval(() => { if (view === 'firmware') firmware.refresh(); }, 5000);
+// A fleet revision arrives from the cloud broker, not on the live stream.
+setInterval(() => { if (view === 'fleet') fleet.refresh(); }, 3000);
