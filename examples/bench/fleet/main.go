@@ -360,28 +360,42 @@ type watch struct {
 
 func newWatch(broker string) (*watch, error) {
 	w := &watch{at: map[string]time.Time{}, last: map[string]fleet.Report{}}
-	w.client = paho.NewClient(paho.NewClientOptions().AddBroker(broker).SetClientID("bench-fleet-watch").SetCleanSession(true))
+	subscribed := make(chan error, 1)
+	// Subscribed at every connection: a clean session loses its subscription when the
+	// client reconnects.
+	o := paho.NewClientOptions().AddBroker(broker).SetClientID("bench-fleet-watch").SetCleanSession(true).
+		SetOnConnectHandler(func(c paho.Client) {
+			tok := c.Subscribe(fleet.AllReported, 1, w.take)
+			tok.Wait()
+			select {
+			case subscribed <- tok.Error():
+			default:
+			}
+		})
+	w.client = paho.NewClient(o)
 	if tok := w.client.Connect(); tok.Wait() && tok.Error() != nil {
 		return nil, fmt.Errorf("connect %s: %w", broker, tok.Error())
 	}
-	tok := w.client.Subscribe(fleet.AllReported, 1, func(_ paho.Client, m paho.Message) {
-		now := time.Now()
-		var r fleet.Report
-		if err := json.Unmarshal(m.Payload(), &r); err != nil {
-			log.Printf("report on %s: %v", m.Topic(), err)
-			return
-		}
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		w.last[r.Gateway] = r
-		if _, seen := w.at[r.Gateway]; !seen && w.want != nil && w.want(r) {
-			w.at[r.Gateway] = now
-		}
-	})
-	if tok.Wait(); tok.Error() != nil {
-		return nil, fmt.Errorf("subscribe: %w", tok.Error())
+	if err := <-subscribed; err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
 	}
 	return w, nil
+}
+
+// take notes a report.
+func (w *watch) take(_ paho.Client, m paho.Message) {
+	now := time.Now()
+	var r fleet.Report
+	if err := json.Unmarshal(m.Payload(), &r); err != nil {
+		log.Printf("report on %s: %v", m.Topic(), err)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last[r.Gateway] = r
+	if _, seen := w.at[r.Gateway]; !seen && w.want != nil && w.want(r) {
+		w.at[r.Gateway] = now
+	}
 }
 
 // expect starts a phase: from now on the watch notes reports that satisfy want.
