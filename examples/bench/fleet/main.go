@@ -110,7 +110,7 @@ func (b *bench) run(n, offline int, back time.Duration, functions int) error {
 	ph := b.phase("first report, from start")
 	for i := range n {
 		g := &gateway{id: fmt.Sprintf("gw-%03d", i), dir: filepath.Join(b.dir, fmt.Sprintf("gw-%03d", i)), console: benchproc.FreeAddr()}
-		if err := b.configure(g, nodes[i%len(nodes)].MQTTURL()); err != nil {
+		if err := b.configure(g, i%len(nodes)); err != nil {
 			return err
 		}
 		b.gateways = append(b.gateways, g)
@@ -209,8 +209,15 @@ func (b *bench) cli(args ...string) error {
 	return nil
 }
 
-// configure writes the gateway's directory: its config and the fleet's public key.
-func (b *bench) configure(g *gateway, broker string) error {
+// configure writes the gateway's directory: its config and the fleet's public key. Its
+// broker is the cluster's node node, the others its failover.
+func (b *bench) configure(g *gateway, node int) error {
+	var failover []string
+	for i, n := range b.cluster.Nodes {
+		if i != node {
+			failover = append(failover, n.MQTTURL())
+		}
+	}
 	pub, err := os.ReadFile(filepath.Join(b.dir, "fleet.pub"))
 	if err != nil {
 		return err
@@ -224,9 +231,10 @@ mqtt:
   embedded: {listen: %s}
 fleet:
   broker: %s
+  failover_brokers: [%s]
   groups: [fleet]
   keys: [fleet.pub]
-`, g.id, b.memLimit, g.console, benchproc.FreeAddr(), broker)
+`, g.id, b.memLimit, g.console, benchproc.FreeAddr(), b.cluster.Nodes[node].MQTTURL(), strings.Join(failover, ", "))
 	if err := os.MkdirAll(g.dir, 0o755); err != nil {
 		return err
 	}
