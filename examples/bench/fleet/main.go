@@ -73,6 +73,7 @@ type bench struct {
 	cluster                 *natstest.Cluster
 	watch                   *watch
 	gateways                []*gateway
+	missed                  int // reports the phases waited for in vain
 }
 
 // gateway is one gateway process of the fleet.
@@ -161,6 +162,9 @@ func (b *bench) run(n, offline int, back time.Duration, functions int) error {
 		n, float64(rss)/(1<<20), float64(rss)/float64(n)/(1<<20))
 	in, out := messages(b.cluster)
 	fmt.Printf("NATS messages since the cluster started: %d in, %d out\n", in, out)
+	if b.missed > 0 {
+		return fmt.Errorf("%d reports missing (a gateway counted once per phase)", b.missed)
+	}
 	return nil
 }
 
@@ -305,13 +309,12 @@ func (b *bench) shutdown() {
 type phase struct {
 	name      string
 	start     time.Time
-	cluster   *natstest.Cluster
-	watch     *watch
+	b         *bench
 	in0, out0 int64
 }
 
 func (b *bench) phase(name string) *phase {
-	p := &phase{name: name, cluster: b.cluster, watch: b.watch}
+	p := &phase{name: name, b: b}
 	p.in0, p.out0 = messages(b.cluster)
 	p.start = time.Now()
 	return p
@@ -333,10 +336,11 @@ func (p *phase) done(gs []*gateway, at map[string]time.Time, from func(*gateway)
 		}
 		return fmt.Sprintf("%.2fs", ds[int(math.Ceil(q*float64(len(ds))))-1].Seconds())
 	}
-	in, out := messages(p.cluster)
+	in, out := messages(p.b.cluster)
 	fmt.Printf("%-30s %9s %8s %8s %8s %10d %10d\n", p.name, fmt.Sprintf("%d/%d", len(ds), len(gs)),
 		pct(0.5), pct(0.99), pct(1), in-p.in0, out-p.out0)
-	p.watch.misses(gs, at)
+	p.b.missed += len(gs) - len(ds)
+	p.b.watch.misses(gs, at)
 }
 
 // messages sums the in_msgs and out_msgs of the cluster's nodes (/varz).
@@ -444,8 +448,11 @@ func (w *watch) misses(gs []*gateway, at map[string]time.Time) {
 	shown := 0
 	for _, g := range gs {
 		if _, ok := at[g.id]; !ok && shown < 3 {
-			r := w.last[g.id]
-			fmt.Printf("%s last reported layers %v, error %q\n", g.id, r.Layers, r.LastError)
+			if r, ok := w.last[g.id]; ok {
+				fmt.Printf("  %s last reported layers %v, error %q\n", g.id, r.Layers, r.LastError)
+			} else {
+				fmt.Printf("  %s has not reported\n", g.id)
+			}
 			shown++
 		}
 	}
