@@ -101,6 +101,15 @@ bench-e2e: build
 bench-firmware: build
 	$(GO) run ./examples/bench/firmware -moongate $(BIN) $(FW_FLAGS)
 
+# A fleet push: 100 gateway processes (each with its embedded broker and console) on a
+# 3-node NATS cluster's MQTT listeners; revision 1 with 5 functions while 10 of them are
+# stopped, back 30 s later (time to every report, p50/p99/max), NATS's message counts,
+# the gateways' total RSS; then a revision that does not compile, refused by all. About
+# 2 minutes and 3 GiB of RAM; FLEET_FLAGS="-gateways 6 -offline 2 -back 5s" for a small one.
+.PHONY: bench-fleet
+bench-fleet: build
+	$(GO) run ./examples/bench/fleet -moongate $(BIN) $(FLEET_FLAGS)
+
 # SD-card wear: bytes the gateway writes per event (publish only, one KV write, one outbox
 # record; 10, 100, 1000 events/s; sync and batch durability). WEAR_SECS per run: the
 # default 600 takes 3 hours for the 18 runs; FUNCS, RATES, MODES, QOS select.

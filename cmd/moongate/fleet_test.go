@@ -393,17 +393,6 @@ func TestFleet(t *testing.T) {
 func TestFleetNATSCluster(t *testing.T) {
 	cl := natstest.StartWith(t, 3, natstest.Options{MQTT: true})
 	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
-	for _, n := range cl.Nodes { // the MQTT listener comes up once the cluster has its JetStream leaders
-		poll.Within(t, 30*time.Second, n.Name+"'s MQTT listener", func() bool {
-			c := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("probe-" + n.Name).SetCleanSession(true))
-			tok := c.Connect()
-			ok := tok.WaitTimeout(5*time.Second) && tok.Error() == nil
-			if ok {
-				c.Disconnect(0)
-			}
-			return ok
-		})
-	}
 	keys := t.TempDir()
 	fleetCLI(t, "keygen", filepath.Join(keys, "fleet"))
 	key := filepath.Join(keys, "fleet.key")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -25,7 +26,7 @@ import (
 // Cluster is one or more nats-server processes with JetStream, routed together
 // when more than one.
 type Cluster struct {
-	t     testing.TB
+	t     testing.TB // nil when Launch started it
 	opts  Options
 	Nodes []*Node
 }
@@ -48,15 +49,15 @@ func (n *Node) MQTTURL() string { return fmt.Sprintf("tcp://127.0.0.1:%d", n.mqt
 // URL is the node's client URL.
 func (n *Node) URL() string { return fmt.Sprintf("%s://127.0.0.1:%d", n.scheme, n.port) }
 
-// binary builds nats-server; the go build cache makes every build after the first quick.
-func binary(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "nats-server")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build nats-server: %v\n%s", err, out)
+// Build builds nats-server into dir and returns its path; the go build cache makes every
+// build after the first quick. It runs go in the current directory, which must be in
+// this module.
+func Build(dir string) (string, error) {
+	bin := filepath.Join(dir, "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build nats-server: %v\n%s", err, out)
 	}
-	return bin
+	return bin, nil
 }
 
 // Options add security to the servers. The zero value is plain TCP, no authentication.
@@ -73,86 +74,145 @@ type Options struct {
 }
 
 // Start starts size servers (1: a single server, no cluster) and waits until each
-// serves JetStream. They are killed when the test ends.
+// serves JetStream (and MQTT clients, with Options.MQTT). They are killed when the test ends.
 func Start(t testing.TB, size int) *Cluster { return StartWith(t, size, Options{}) }
 
 // StartWith is Start with security; see Options.
 func StartWith(t testing.TB, size int, o Options) *Cluster {
 	t.Helper()
-	bin := binary(t)
-	c := &Cluster{t: t, opts: o}
+	bin, err := Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Launch(bin, t.TempDir(), size, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.t = t
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Launch is StartWith outside a test (the benchmarks): the servers of bin keep their
+// files under dir and run until Stop.
+func Launch(bin, dir string, size int, o Options) (*Cluster, error) {
+	c := &Cluster{opts: o}
 	ports := make([]int, 4*size) // client, monitoring, route, mqtt
 	for i := range ports {
-		ports[i] = loopback.FreePort(t)
+		var err error
+		if ports[i], err = loopback.Port(); err != nil {
+			return nil, err
+		}
 	}
 	var routes []string
 	for i := range size {
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[4*i+2]))
 	}
 	for i := range size {
-		dir := t.TempDir()
-		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[4*i], httpPort: ports[4*i+1],
-			log: filepath.Join(dir, "nats.log"), done: make(chan struct{})}
+		n := &Node{Name: fmt.Sprintf("n%d", i+1), scheme: "nats", port: ports[4*i], httpPort: ports[4*i+1], done: make(chan struct{})}
 		if o.TLS != nil {
 			n.scheme = "tls"
 		}
 		if o.MQTT {
 			n.mqttPort = ports[4*i+3]
 		}
-		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"+
-			"jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n",
-			n.Name, n.port, n.httpPort, filepath.Join(dir, "js"))
-		if p := o.TLS; p != nil {
-			conf += fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\n", p.ServerCert, p.ServerKey, p.CA)
+		dir := filepath.Join(dir, n.Name)
+		if err := n.start(bin, dir, c.conf(n, dir, ports[4*i+2], routes)); err != nil {
+			c.Stop()
+			return nil, err
 		}
-		if a := o.Auth; a != nil {
-			conf += fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %q, %s: %q }\n",
-				a.operatorJWT, a.systemPub, a.accountPub, a.accountJWT, a.systemPub, a.systemJWT)
-		}
-		if n.mqttPort != 0 {
-			conf += fmt.Sprintf("mqtt { listen: 127.0.0.1:%d }\n", n.mqttPort)
-		}
-		if size > 1 {
-			conf += fmt.Sprintf("cluster { name: moongate-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
-				ports[4*i+2], strings.Join(routes, ", "))
-		}
-		cf := filepath.Join(dir, "nats.conf")
-		if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		log, err := os.Create(n.log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.cmd = exec.Command(bin, "-c", cf)
-		n.cmd.Stdout, n.cmd.Stderr = log, log
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			defer close(n.done)
-			n.cmd.Wait()
-			log.Close()
-		}()
-		t.Cleanup(func() { c.Kill(n) })
 		c.Nodes = append(c.Nodes, n)
 	}
 	for _, n := range c.Nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for !n.serving() {
-			if time.Now().After(deadline) {
-				out, _ := os.ReadFile(n.log)
-				t.Fatalf("%s not serving JetStream after 30s:\n%s", n.Name, out)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if err := n.waitServing(); err != nil {
+			c.Stop()
+			return nil, err
 		}
 	}
-	return c
+	return c, nil
 }
+
+// conf is node n's configuration file, its data in dir.
+func (c *Cluster) conf(n *Node, dir string, routePort int, routes []string) string {
+	conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n"+
+		"jetstream { store_dir: %q, max_memory_store: 64MB, max_file_store: 1GB }\n",
+		n.Name, n.port, n.httpPort, filepath.Join(dir, "js"))
+	if p := c.opts.TLS; p != nil {
+		conf += fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\n", p.ServerCert, p.ServerKey, p.CA)
+	}
+	if a := c.opts.Auth; a != nil {
+		conf += fmt.Sprintf("operator: %q\nsystem_account: %s\nresolver: MEMORY\nresolver_preload: { %s: %q, %s: %q }\n",
+			a.operatorJWT, a.systemPub, a.accountPub, a.accountJWT, a.systemPub, a.systemJWT)
+	}
+	if n.mqttPort != 0 {
+		conf += fmt.Sprintf("mqtt { listen: 127.0.0.1:%d }\n", n.mqttPort)
+	}
+	if len(routes) > 1 {
+		conf += fmt.Sprintf("cluster { name: moongate-test, listen: 127.0.0.1:%d, routes: [%s] }\n",
+			routePort, strings.Join(routes, ", "))
+	}
+	return conf
+}
+
+// start runs bin with the configuration conf, its files and output (nats.log) in dir.
+func (n *Node) start(bin, dir, conf string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o600); err != nil {
+		return err
+	}
+	n.log = filepath.Join(dir, "nats.log")
+	log, err := os.Create(n.log)
+	if err != nil {
+		return err
+	}
+	n.cmd = exec.Command(bin, "-c", cf)
+	n.cmd.Stdout, n.cmd.Stderr = log, log
+	if err := n.cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", n.Name, err)
+	}
+	go func() {
+		defer close(n.done)
+		n.cmd.Wait()
+		log.Close()
+	}()
+	return nil
+}
+
+// waitServing waits up to 30 s until the node serves JetStream and, with an MQTT
+// listener, MQTT clients (it turns them away until the cluster has its JetStream leaders).
+func (n *Node) waitServing() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for !n.serving() || n.mqttPort != 0 && !n.servingMQTT() {
+		if time.Now().After(deadline) {
+			out, _ := os.ReadFile(n.log)
+			return fmt.Errorf("%s not serving after 30s:\n%s", n.Name, out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
+}
+
+// servingMQTT reports whether an MQTT client gets in.
+func (n *Node) servingMQTT() bool {
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(n.MQTTURL()).SetClientID("probe-" + n.Name).SetCleanSession(true))
+	tok := c.Connect()
+	ok := tok.WaitTimeout(5*time.Second) && tok.Error() == nil
+	if ok {
+		c.Disconnect(0)
+	}
+	return ok
+}
+
+// MonitorURL is the node's monitoring endpoint (/varz, /healthz...), http://127.0.0.1:PORT.
+func (n *Node) MonitorURL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.httpPort) }
 
 // serving reports whether the node's JetStream is up, by its monitoring endpoint.
 func (n *Node) serving() bool {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", n.httpPort))
+	resp, err := http.Get(n.MonitorURL() + "/healthz?js-enabled-only=true")
 	if err != nil {
 		return false
 	}
@@ -169,7 +229,7 @@ func (c *Cluster) URLs() string {
 	return strings.Join(us, ",")
 }
 
-// Node returns the node of that server name.
+// Node returns the node of that server name (in a test only, as Client).
 func (c *Cluster) Node(name string) *Node {
 	for _, n := range c.Nodes {
 		if n.Name == name {
@@ -178,6 +238,13 @@ func (c *Cluster) Node(name string) *Node {
 	}
 	c.t.Fatalf("no node %q", name)
 	return nil
+}
+
+// Stop kills every node.
+func (c *Cluster) Stop() {
+	for _, n := range c.Nodes {
+		c.Kill(n)
+	}
 }
 
 // Kill ends a node at once, as a power cut would.

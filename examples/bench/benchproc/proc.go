@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -44,6 +45,27 @@ func (p *Proc) Stop() {
 	p.Cmd.Wait()
 }
 
+// Term stops the process cleanly (SIGTERM) and waits up to timeout for it to exit, then
+// kills it.
+func (p *Proc) Term(timeout time.Duration) error {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop %s: %w", p.name, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- p.Cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			return fmt.Errorf("%s: %w\n%s", p.name, err, p.Tail())
+		}
+		return nil
+	case <-time.After(timeout):
+		p.Cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%s did not stop within %s:\n%s", p.name, timeout, p.Tail())
+	}
+}
+
 // Tail is the end of the process's log.
 func (p *Proc) Tail() string {
 	b, _ := os.ReadFile(p.log)
@@ -67,7 +89,13 @@ func (p *Proc) CPU() time.Duration {
 }
 
 // PeakRSS is the process's VmHWM.
-func (p *Proc) PeakRSS() int64 {
+func (p *Proc) PeakRSS() int64 { return p.status("VmHWM:") }
+
+// RSS is the process's VmRSS: what it holds now.
+func (p *Proc) RSS() int64 { return p.status("VmRSS:") }
+
+// status reads a field in kB of /proc/PID/status, in bytes; 0 if the process is gone.
+func (p *Proc) status(field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.Cmd.Process.Pid))
 	if err != nil {
 		return 0
@@ -75,7 +103,7 @@ func (p *Proc) PeakRSS() int64 {
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return kb << 10
 		}
