@@ -48,6 +48,7 @@ type api struct {
 	guard      *guard
 	metrics    *metrics
 	firmware   *fwService // nil: firmware is off
+	selfUpdate *selfUpdater
 	logger     *slog.Logger
 }
 
@@ -70,6 +71,8 @@ func (a *api) handler() http.Handler {
 	route("POST /api/v1/devices/{id}/disconnect", a.disconnectDevice)
 	route("GET /api/v1/firmware", a.listFirmware)
 	route("POST /api/v1/firmware", a.postFirmware)
+	route("GET /api/v1/self-update", a.getSelfUpdate)
+	route("POST /api/v1/self-update", a.postSelfUpdate)
 	route("GET /metrics", a.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.
