@@ -47,6 +47,7 @@ func commands() []command {
 		{"init", "[-o moongate.yaml] [--force] [--data DIR]", "write a starter config for this machine (its Pi, I2C sensors, a console token)", initCmd},
 		{"passwd", "[-D] FILE USER", "add a device to the embedded broker's password file, or remove it", passwdCmd},
 		{"firmware", "keygen|sign|verify|publish|list ...", "sign firmware images, check them, publish them to a gateway", firmwareCmd},
+		{"self-update", "IMAGE MANIFEST", "install a signed moongate binary on the gateway; rolled back unless it comes up healthy", selfUpdateCmd},
 		{"fleet", "keygen|sign|push|status ...", "sign deployment documents, push them to the fleet's broker, show the fleet", fleetCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "moongate", version)
