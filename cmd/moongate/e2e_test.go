@@ -34,11 +34,12 @@ func gatewayBinary(t *testing.T) string {
 	return buildOnce.build(t, ".", "moongate")
 }
 
-// builtBinary is a command the tests build once per run.
+// builtBinary is a command the tests build once per run, with flags added to go build.
 type builtBinary struct {
 	sync.Once
-	path string
-	err  error
+	flags []string
+	path  string
+	err   error
 }
 
 func (b *builtBinary) build(t *testing.T, pkg, name string) string {
@@ -50,7 +51,8 @@ func (b *builtBinary) build(t *testing.T, pkg, name string) string {
 			return
 		}
 		b.path = filepath.Join(dir, name)
-		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
+		args := append(append([]string{"build"}, b.flags...), "-o", b.path, pkg)
+		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
@@ -98,7 +100,12 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 // at once; the process is killed when the test ends if it still runs.
 func launchGateway(t *testing.T, dir, cfg string, apiPort int, env []string) *child {
 	t.Helper()
-	bin := gatewayBinary(t)
+	return launchBinary(t, gatewayBinary(t), dir, cfg, apiPort, env)
+}
+
+// launchBinary is launchGateway with the moongate binary at bin.
+func launchBinary(t *testing.T, bin, dir, cfg string, apiPort int, env []string) *child {
+	t.Helper()
 	args := []string{"run", "-c", cfg}
 	name := bin
 	if wrap := os.Getenv("MOONGATE_E2E_EXEC"); wrap != "" {
