@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/moongate/moongate/gateway"
 	"github.com/moongate/moongate/internal/loopback"
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The self-update tests run a copy of the real binary from a directory of its own (a
@@ -26,10 +30,11 @@ end
 `
 
 type selfUpdateBench struct {
-	t        *testing.T
-	dir, exe string
-	api      string
-	gw       *child
+	t             *testing.T
+	dir, exe, cfg string
+	apiPort       int
+	api           string
+	gw            *child
 	original []byte // the binary the gateway was started from
 }
 
@@ -66,9 +71,8 @@ mqtt:
 firmware:
   keys: [fw.pub]
 `, apiPort, mqttPort), map[string]string{"counter.lua": selfUpdateCounter})
-	b.gw = launchBinary(t, b.exe, dir, cfg, apiPort, nil)
-	b.gw.waitAPI(t)
-	b.api = b.gw.api
+	b.cfg, b.apiPort = cfg, apiPort
+	b.start()
 	if code, _, errOut := cli(t, b.api, "deploy", "counter", filepath.Join(dir, "counter.lua"), "--trigger", "none"); code != 0 {
 		t.Fatalf("deploy: %s", errOut)
 	}
@@ -76,6 +80,14 @@ firmware:
 		t.Fatalf("invoke: %s", errOut)
 	}
 	return b
+}
+
+// start runs the gateway from the bench's binary and waits until its API answers.
+func (b *selfUpdateBench) start() {
+	b.t.Helper()
+	b.gw = launchBinary(b.t, b.exe, b.dir, b.cfg, b.apiPort, nil)
+	b.gw.waitAPI(b.t)
+	b.api = b.gw.api
 }
 
 // sign writes data to a new file, name, and signs it as a gateway binary of typ with key
@@ -214,23 +226,52 @@ func TestSelfUpdate(t *testing.T) {
 		b.kept()
 	})
 
+	t.Run("killed during the trial", func(t *testing.T) {
+		pidFile := filepath.Join(b.dir, "trial.pid")
+		image, manifest := b.sign("trial", script("echo $$ > "+pidFile+".tmp && mv "+pidFile+".tmp "+pidFile+"; exec sleep 600"), "fw", typ, 3)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int)
+		go func() { done <- Main(ctx, []string{"self-update", "--api", b.api, image, manifest}, io.Discard, io.Discard) }()
+		var pid int
+		poll.Eventually(t, "the trial's child to start", func() bool {
+			data, err := os.ReadFile(pidFile)
+			_, err2 := fmt.Sscan(string(data), &pid)
+			return err == nil && err2 == nil && pid > 1
+		})
+		if err := b.gw.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(pid, syscall.SIGKILL) // the orphaned trial, which holds the gateway's output
+		<-b.gw.exited
+		cancel()
+		<-done
+		b.start()
+		b.binaries(unchanged)
+		b.runs("dev")
+		b.kept()
+		if s := b.state(); s.Counter != 0 || s.Last == nil || s.Last.State != gateway.SelfUpdateRolledBack ||
+			s.Last.Reason != "the gateway stopped during the trial" {
+			t.Errorf("state: %+v", s.Last)
+		}
+	})
+
 	t.Run("good update", func(t *testing.T) {
-		code, out := b.update(b.sign("moongate-v2", v2, "fw", typ, 3))
-		if code != exitOK || !strings.Contains(out, "updated to 2.0.3 (counter 3)") {
+		code, out := b.update(b.sign("moongate-v2", v2, "fw", typ, 4))
+		if code != exitOK || !strings.Contains(out, "updated to 2.0.4 (counter 4)") {
 			t.Fatalf("exit %d, %q; want the update installed", code, out)
 		}
 		b.binaries(map[string][]byte{"moongate": v2, "moongate.prev": b.original})
 		b.runs("selfupdate-v2")
 		b.kept()
-		if s := b.state(); s.Counter != 3 || s.Version != "2.0.3" || s.Last.State != gateway.SelfUpdateOK {
+		if s := b.state(); s.Counter != 4 || s.Version != "2.0.4" || s.Last.State != gateway.SelfUpdateOK {
 			t.Errorf("state: %+v", s)
 		}
 	})
 
 	t.Run("replay", func(t *testing.T) {
 		image := filepath.Join(b.dir, "moongate-v2")
-		code, out := b.update(image, image+".manifest.json") // counter 3, installed
-		if code != exitFailure || !strings.Contains(out, "not above the installed binary's 3") {
+		code, out := b.update(image, image+".manifest.json") // counter 4, installed
+		if code != exitFailure || !strings.Contains(out, "not above the installed binary's 4") {
 			t.Errorf("exit %d, %q; want the replay refused", code, out)
 		}
 		b.runs("selfupdate-v2")
