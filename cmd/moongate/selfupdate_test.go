@@ -35,7 +35,7 @@ type selfUpdateBench struct {
 	apiPort       int
 	api           string
 	gw            *child
-	original []byte // the binary the gateway was started from
+	original      []byte // the binary the gateway was started from
 }
 
 func newSelfUpdateBench(t *testing.T) *selfUpdateBench {
@@ -231,7 +231,9 @@ func TestSelfUpdate(t *testing.T) {
 		image, manifest := b.sign("trial", script("echo $$ > "+pidFile+".tmp && mv "+pidFile+".tmp "+pidFile+"; exec sleep 600"), "fw", typ, 3)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int)
-		go func() { done <- Main(ctx, []string{"self-update", "--api", b.api, image, manifest}, io.Discard, io.Discard) }()
+		go func() {
+			done <- Main(ctx, []string{"self-update", "--api", b.api, image, manifest}, io.Discard, io.Discard)
+		}()
 		var pid int
 		poll.Eventually(t, "the trial's child to start", func() bool {
 			data, err := os.ReadFile(pidFile)
