@@ -33,19 +33,20 @@ type selfUpdateBench struct {
 	t             *testing.T
 	dir, exe, cfg string
 	apiPort       int
+	env           []string // added to the gateway's environment
 	api           string
 	gw            *child
 	original      []byte // the binary the gateway was started from
 }
 
-func newSelfUpdateBench(t *testing.T) *selfUpdateBench {
+func newSelfUpdateBench(t *testing.T, env ...string) *selfUpdateBench {
 	if os.Getenv("MOONGATE_E2E_EXEC") != "" {
 		// Under qemu-user the gateway's own exec of its new binary reaches the host
 		// kernel, which runs an ARM binary only with binfmt_misc, which CI lacks.
 		t.Skip("self-update execs the new binary itself: not under a MOONGATE_E2E_EXEC wrapper")
 	}
 	dir := t.TempDir()
-	b := &selfUpdateBench{t: t, dir: dir, exe: filepath.Join(dir, "bin", "moongate")}
+	b := &selfUpdateBench{t: t, dir: dir, exe: filepath.Join(dir, "bin", "moongate"), env: env}
 	var err error
 	if b.original, err = os.ReadFile(gatewayBinary(t)); err != nil {
 		t.Fatal(err)
@@ -85,7 +86,7 @@ firmware:
 // start runs the gateway from the bench's binary and waits until its API answers.
 func (b *selfUpdateBench) start() {
 	b.t.Helper()
-	b.gw = launchBinary(b.t, b.exe, b.dir, b.cfg, b.apiPort, nil)
+	b.gw = launchBinary(b.t, b.exe, b.dir, b.cfg, b.apiPort, b.env)
 	b.gw.waitAPI(b.t)
 	b.api = b.gw.api
 }
@@ -283,4 +284,58 @@ func TestSelfUpdate(t *testing.T) {
 	if t.Failed() {
 		t.Logf("gateway output:\n%s", b.gw.out.String())
 	}
+}
+
+// Under systemd (Type=notify, NotifyAccess=main, a watchdog) the gateway's process is the
+// one systemd watches throughout: it pings the watchdog during a trial, never says
+// STOPPING, and only the binary that serves after the trial says READY.
+func TestSelfUpdateUnderSystemd(t *testing.T) {
+	ns := listenNotify(t)
+	b := newSelfUpdateBench(t, "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=1000000")
+	v2, err := os.ReadFile(v2Once.build(t, ".", "moongate"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := gateway.SelfUpdateType()
+	poll.Eventually(t, "READY=1 from the first start", func() bool { return ns.count("READY=1") == 1 })
+
+	// since returns the lines from n on, and their number.
+	since := func(n int) ([]string, int) { l := ns.lines(); return l[n:], len(l) }
+	_, mark := since(0)
+	code, out := b.update(b.sign("hang", script("exec sleep 600"), "fw", typ, 1, "--health-window", "3s"))
+	if code != exitFailure || !strings.Contains(out, "not healthy within 3s") {
+		t.Fatalf("exit %d, %q; want a rollback after the window", code, out)
+	}
+	poll.Eventually(t, "READY=1 after the rollback", func() bool { return ns.count("READY=1") == 2 })
+	lines, mark := since(mark)
+	pings := 0
+	for _, l := range lines {
+		if l == "READY=1" {
+			break
+		}
+		if l == "WATCHDOG=1" {
+			pings++
+		}
+	}
+	// The trial lasts 3 s and the watchdog wants a ping every 500 ms: the gateway's
+	// own pings stopped when it stopped for the trial.
+	if pings < 3 {
+		t.Errorf("%d watchdog pings between the stop for the trial and the next READY, want the trial's: %q", pings, lines)
+	}
+
+	code, out = b.update(b.sign("moongate-v2", v2, "fw", typ, 2))
+	if code != exitOK {
+		t.Fatalf("exit %d, %q; want the update installed", code, out)
+	}
+	b.runs("selfupdate-v2")
+	poll.Eventually(t, "READY=1 from the new binary", func() bool { return ns.count("READY=1") >= 3 })
+	lines, _ = since(mark)
+	if n := ns.count("READY=1"); n != 3 {
+		t.Errorf("READY=1 sent %d times in all, want 3 (two starts and the new binary's, not its trial's): %q", n, lines)
+	}
+	if ns.count("STOPPING=1") != 0 {
+		t.Errorf("STOPPING=1 sent before the gateway stopped: %q", ns.lines())
+	}
+	b.gw.stop(t)
+	poll.Eventually(t, "STOPPING=1 on the final stop", func() bool { return ns.count("STOPPING=1") == 1 })
 }
