@@ -34,12 +34,13 @@ func gatewayBinary(t *testing.T) string {
 	return buildOnce.build(t, ".", "moongate")
 }
 
-// builtBinary is a command the tests build once per run, with flags added to go build.
+// builtBinary is a command the tests build once per run, with flags added to go build
+// and env (GOARCH=...) to its environment.
 type builtBinary struct {
 	sync.Once
-	flags []string
-	path  string
-	err   error
+	flags, env []string
+	path       string
+	err        error
 }
 
 func (b *builtBinary) build(t *testing.T, pkg, name string) string {
@@ -52,7 +53,9 @@ func (b *builtBinary) build(t *testing.T, pkg, name string) string {
 		}
 		b.path = filepath.Join(dir, name)
 		args := append(append([]string{"build"}, b.flags...), "-o", b.path, pkg)
-		out, err := exec.Command("go", args...).CombinedOutput()
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), b.env...)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}

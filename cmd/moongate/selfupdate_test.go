@@ -40,11 +40,6 @@ type selfUpdateBench struct {
 }
 
 func newSelfUpdateBench(t *testing.T, env ...string) *selfUpdateBench {
-	if os.Getenv("MOONGATE_E2E_EXEC") != "" {
-		// Under qemu-user the gateway's own exec of its new binary reaches the host
-		// kernel, which runs an ARM binary only with binfmt_misc, which CI lacks.
-		t.Skip("self-update execs the new binary itself: not under a MOONGATE_E2E_EXEC wrapper")
-	}
 	dir := t.TempDir()
 	b := &selfUpdateBench{t: t, dir: dir, exe: filepath.Join(dir, "bin", "moongate"), env: env}
 	var err error
@@ -178,13 +173,49 @@ func (b *selfUpdateBench) state() gateway.SelfUpdateState {
 	return s
 }
 
+// typ is the manifest type of the gateway's binary, which may be another architecture's
+// than the test's (MOONGATE_E2E_BIN).
+func (b *selfUpdateBench) typ() string {
+	b.t.Helper()
+	var doc struct {
+		Type string `json:"type"`
+	}
+	getJSON(b.t, b.api+"/api/v1/self-update", &doc)
+	return doc.Type
+}
+
+// v2 is the image of a newer moongate for the gateway's type: moongate built with another
+// version string, or under MOONGATE_E2E_EXEC a script that runs that build for the
+// gateway's architecture under the wrapper, as the tests run the first binary: the host
+// kernel runs an ARM binary only with binfmt_misc registered for it.
+func (b *selfUpdateBench) v2(typ string) []byte {
+	b.t.Helper()
+	wrap := os.Getenv("MOONGATE_E2E_EXEC")
+	if wrap != "" {
+		arch := strings.TrimPrefix(typ, "moongate-linux-")
+		v2Once.env = []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + arch}
+		if v, ok := strings.CutPrefix(arch, "armv"); ok {
+			v2Once.env = []string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=" + v}
+		}
+	}
+	path := v2Once.build(b.t, ".", "moongate")
+	if wrap != "" {
+		return script(fmt.Sprintf("exec %s %s \"$@\"", wrap, path))
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return data
+}
+
 func TestSelfUpdate(t *testing.T) {
 	b := newSelfUpdateBench(t)
-	v2, err := os.ReadFile(v2Once.build(t, ".", "moongate"))
-	if err != nil {
-		t.Fatal(err)
+	typ := b.typ()
+	v2 := b.v2(typ)
+	if want := os.Getenv("MOONGATE_E2E_TYPE"); want != "" && typ != want {
+		t.Errorf("the gateway's type is %q, want %q", typ, want)
 	}
-	typ := gateway.SelfUpdateType()
 	unchanged := map[string][]byte{"moongate": b.original}
 
 	t.Run("refused", func(t *testing.T) {
@@ -292,11 +323,8 @@ func TestSelfUpdate(t *testing.T) {
 func TestSelfUpdateUnderSystemd(t *testing.T) {
 	ns := listenNotify(t)
 	b := newSelfUpdateBench(t, "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=1000000")
-	v2, err := os.ReadFile(v2Once.build(t, ".", "moongate"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	typ := gateway.SelfUpdateType()
+	typ := b.typ()
+	v2 := b.v2(typ)
 	poll.Eventually(t, "READY=1 from the first start", func() bool { return ns.count("READY=1") == 1 })
 
 	// since returns the lines from n on, and their number.
