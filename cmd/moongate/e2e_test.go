@@ -23,6 +23,7 @@ import (
 // The end-to-end tests run the real binary as a child process. MOONGATE_E2E_BIN names a
 // prebuilt binary (e.g. an ARM build) and MOONGATE_E2E_EXEC a wrapper to run it with
 // (qemu-arm, qemu-aarch64): `make smoke-arm` runs the ARM builds through the same path.
+// MOONGATE_E2E_TYPE is the self-update type that binary must report (moongate-linux-armv7).
 
 var buildOnce builtBinary
 

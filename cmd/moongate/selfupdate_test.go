@@ -228,6 +228,17 @@ func TestSelfUpdate(t *testing.T) {
 				t.Errorf("%s: exit %d, %q; want 1 and %q", c.name, code, out, c.want)
 			}
 		}
+		// A manifest of the right key and type over other bytes: the image is refused
+		// once it has arrived, and what was written of it removed.
+		image, manifest := b.sign("tampered", v2, "fw", typ, 1)
+		tampered := bytes.Clone(v2)
+		tampered[len(tampered)/2] ^= 1
+		if err := os.WriteFile(image, tampered, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := b.update(image, manifest); code != exitFailure || !strings.Contains(out, "sha256 differs") {
+			t.Errorf("tampered: exit %d, %q; want 1 and the digest named", code, out)
+		}
 		b.binaries(unchanged)
 		if s := b.state(); s.Counter != 0 || s.Last != nil {
 			t.Errorf("state after refusals: %+v, want none", s)
