@@ -96,6 +96,13 @@ bench: build
 bench-e2e: build
 	$(GO) run ./examples/bench/e2e -moongate $(BIN) $(E2E_FLAGS)
 
+# Over-the-air updates on the real binary and fwdevice processes: a 1 MiB image to 1 and
+# to 50 devices at once (time, gateway CPU and peak RSS), then a rollout to 10 devices
+# with the default settings. About 3 minutes, mostly the default rate limits.
+.PHONY: bench-firmware
+bench-firmware: build
+	$(GO) run ./examples/bench/firmware -moongate $(BIN) $(FW_FLAGS)
+
 # SD-card wear: bytes the gateway writes per event (publish only, one KV write, one outbox
 # record; 10, 100, 1000 events/s; sync and batch durability). WEAR_SECS per run: the
 # default 600 takes 3 hours for the 18 runs; FUNCS, RATES, MODES, QOS select.

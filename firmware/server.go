@@ -28,6 +28,7 @@ type ImageSource interface {
 	Newest(typ string, above uint64, now time.Time) (Manifest, bool)
 	Get(typ string, counter uint64, now time.Time) (Manifest, bool)
 	ReadAt(typ string, counter uint64, p []byte, off int64) (int, error)
+	List() []Manifest
 }
 
 // The topics of PROTOCOL.md.
@@ -88,6 +89,14 @@ type ServerOptions struct {
 	Logger     *slog.Logger
 	// Failed keep the image each device failed with across restarts; nil: in memory only.
 	Failed *FailedDevices
+	// Rollouts keep the rollouts across restarts; nil: in memory only.
+	Rollouts *RolloutBook
+	// RolloutsOnly offers images only through rollouts; else a published image is offered
+	// at once to the devices of a type that has had no rollout.
+	RolloutsOnly bool
+	// OnState, when set, is told each state a device reports and the id of the rollout
+	// that governs it ("" for none), under the server's lock: it must not block.
+	OnState func(device string, st State, rollout string)
 }
 
 // Server is the gateway side of PROTOCOL.md: it reads the devices' state and get
@@ -97,6 +106,7 @@ type Server struct {
 	images ImageSource
 	opts   ServerOptions
 	total  *rate.Limiter
+	book   *RolloutBook // guarded by mu
 
 	mu       sync.Mutex
 	devices  map[string]*session
@@ -137,7 +147,11 @@ func NewServer(pub Publisher, images ImageSource, opts ServerOptions) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Server{pub: pub, images: images, opts: opts,
+	book := opts.Rollouts
+	if book == nil {
+		book, _ = OpenRolloutBook("") // in memory: nothing to read
+	}
+	return &Server{pub: pub, images: images, opts: opts, book: book,
 		total:   rate.NewLimiter(rate.Limit(opts.TotalRate), max(opts.TotalRate, opts.ChunkSize)),
 		devices: map[string]*session{}, offers: map[string]bool{}, offerSig: make(chan struct{}, 1),
 		chunks: make(chan chunkJob, maxDevices), healthSig: make(chan struct{}, 1)}
@@ -202,6 +216,14 @@ func (s *Server) handleState(device string, payload []byte) {
 		}
 	}
 	ses.state = st
+	s.observe(device, st, now)
+	if s.opts.OnState != nil {
+		id := ""
+		if r := s.book.governing(st.Type); r != nil && r.Devices[device] != nil {
+			id = r.ID
+		}
+		s.opts.OnState(device, st, id)
+	}
 	var next Manifest
 	switch st.Status {
 	case StatusFailed:
@@ -211,7 +233,7 @@ func (s *Server) handleState(device string, payload []byte) {
 			s.fail(device, ses, st.Target, st.Error)
 		}
 		ses.offer = Manifest{}
-		next = s.newest(st, now, ses.failed)
+		next = s.offerFor(device, st, now, ses.failed)
 	case StatusIdle, StatusHealthy:
 		if ses.offer.Counter != 0 && st.Counter == ses.offer.Counter {
 			s.opts.Logger.Info("firmware: device updated", "device", device, "type", st.Type, logkey.Version, st.Version, "counter", st.Counter)
@@ -223,7 +245,7 @@ func (s *Server) handleState(device string, payload []byte) {
 		}
 		ses.awaiting, ses.healthBy = 0, time.Time{}
 		ses.offer = Manifest{}
-		next = s.newest(st, now, ses.failed)
+		next = s.offerFor(device, st, now, ses.failed)
 	case StatusApplied:
 		s.awaitHealthy(device, ses, st, now)
 		return
@@ -234,7 +256,7 @@ func (s *Server) handleState(device string, payload []byte) {
 		if m, ok := s.images.Get(st.Type, st.Target, now); ok && st.Target > st.Counter {
 			next = m // resume: the same image again, the device keeps its offset
 		} else {
-			next = s.newest(st, now, ses.failed)
+			next = s.offerFor(device, st, now, ses.failed)
 		}
 	default: // a state of a newer protocol: nothing to offer now
 		return
@@ -275,10 +297,7 @@ func (s *Server) awaitHealthy(device string, ses *session, st State, now time.Ti
 	ses.awaiting, ses.healthBy, ses.window = st.Target, now.Add(window), window
 	s.opts.Logger.Info("firmware: device applied an image, awaiting healthy", "device", device, "type", st.Type,
 		"counter", st.Target, "window", window)
-	select {
-	case s.healthSig <- struct{}{}:
-	default:
-	}
+	s.wakeHealth()
 }
 
 // fail records that device failed with counter: it is not offered that image again, also
@@ -289,6 +308,7 @@ func (s *Server) fail(device string, ses *session, counter uint64, reason string
 	if err := s.opts.Failed.Put(device, Failure{Type: ses.state.Type, Counter: counter, Reason: reason}); err != nil {
 		s.opts.Logger.Warn("firmware: the failure is not kept across a restart", "device", device, logkey.Err, err)
 	}
+	s.rolloutFailed(device, ses.state.Type, counter, reason, s.opts.Now())
 }
 
 // watchHealth counts the attempts whose health window passed without healthy as failed,
@@ -311,13 +331,13 @@ func (s *Server) watchHealth(ctx context.Context) {
 	}
 }
 
-// expireHealth fails the devices past their health deadline and returns the earliest
-// deadline still ahead (zero: none).
+// expireHealth fails the devices past their health deadline or their rollout's device
+// timeout and returns the earliest deadline still ahead (zero: none).
 func (s *Server) expireHealth() time.Time {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var next time.Time
+	next := s.expireRollouts(now)
 	for d, ses := range s.devices {
 		switch {
 		case ses.healthBy.IsZero():
@@ -340,8 +360,8 @@ func (s *Server) expireHealth() time.Time {
 // NotHealthy counts the attempts that passed their health window without healthy.
 func (s *Server) NotHealthy() uint64 { return s.notHealthy.Load() }
 
-// newest is the image to offer a device in st: newer than what it runs (never a
-// downgrade), and not the one it failed with.
+// newest is the image to offer a device in st when no rollout governs its type: newer
+// than what it runs (never a downgrade), and not the one it failed with.
 func (s *Server) newest(st State, now time.Time, failed uint64) Manifest {
 	m, ok := s.images.Newest(st.Type, st.Counter, now)
 	if !ok || m.Counter == failed {
@@ -522,23 +542,10 @@ func (s *Server) Devices() []DeviceStatus {
 }
 
 // Published offers a newly published image to the known devices that are waiting for
-// one (idle, healthy, failed with an older image).
+// one (idle, healthy, failed with an older one), unless a rollout governs their type.
 func (s *Server) Published(m Manifest) {
 	now := s.opts.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for d, ses := range s.devices {
-		st := ses.state
-		if st.Type != m.Type || ses.offer.Counter != 0 || (st.Status != StatusIdle && st.Status != StatusHealthy && st.Status != StatusFailed) {
-			continue
-		}
-		if next := s.newest(st, now, ses.failed); next.Counter != 0 {
-			ses.offer = next
-			s.offers[d] = true
-		}
-	}
-	select {
-	case s.offerSig <- struct{}{}:
-	default:
-	}
+	s.offerAll(m.Type, now, s.deviceIDs())
 }

@@ -30,7 +30,7 @@ type fwService struct {
 
 // openFirmware reads the trusted keys and opens the image store; the server publishes
 // on bus once it runs.
-func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Logger) (*fwService, error) {
+func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, lv *live, logger *slog.Logger) (*fwService, error) {
 	f := cfg.Firmware
 	if len(f.Keys) == 0 {
 		return nil, nil
@@ -50,8 +50,14 @@ func openFirmware(cfg *config.Config, bus mqtt.Bus, clock Clock, logger *slog.Lo
 		images.Close()
 		return nil, err
 	}
+	rollouts, err := firmware.OpenRolloutBook(filepath.Join(cfg.Gateway.DataDir, "firmware", "rollouts.json"))
+	if err != nil {
+		images.Close()
+		return nil, err
+	}
 	server := firmware.NewServer(bus, images, firmware.ServerOptions{ChunkSize: int(f.ChunkSize),
-		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger, Failed: failed})
+		DeviceRate: int(f.DeviceRate), TotalRate: int(f.TotalRate), Now: clock.Now, Logger: logger, Failed: failed,
+		Rollouts: rollouts, RolloutsOnly: f.Offer == config.OfferByRollout, OnState: lv.firmware})
 	return &fwService{images: images, server: server, clock: clock, logger: logger}, nil
 }
 
@@ -131,11 +137,10 @@ const uploadWindow = 10 * time.Minute
 // postFirmware stores an image: multipart/mixed with a `manifest` part, then an
 // `image` part, which is verified as it streams to disk.
 func (a *api) postFirmware(w http.ResponseWriter, r *http.Request) {
-	fw := a.firmware
-	if fw == nil {
-		writeError(w, http.StatusConflict, "firmware is off: no firmware.keys in the config, so the gateway trusts no signing key")
+	if a.firmwareOff(w) {
 		return
 	}
+	fw := a.firmware
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(uploadWindow))
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -196,4 +201,78 @@ func (a *api) listFirmware(w http.ResponseWriter, _ *http.Request) {
 		out["images"], out["devices"], out["used_bytes"], out["quota_bytes"] = fw.images.List(), fw.server.Devices(), used, quota
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// firmwareOff answers a firmware request on a gateway without firmware.keys.
+func (a *api) firmwareOff(w http.ResponseWriter) bool {
+	if a.firmware != nil {
+		return false
+	}
+	writeError(w, http.StatusConflict, "firmware is off: no firmware.keys in the config, so the gateway trusts no signing key")
+	return true
+}
+
+func (a *api) listRollouts(w http.ResponseWriter, _ *http.Request) {
+	if a.firmwareOff(w) {
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"rollouts": a.firmware.server.Rollouts()})
+}
+
+func (a *api) createRollout(w http.ResponseWriter, r *http.Request) {
+	if a.firmwareOff(w) {
+		return
+	}
+	var plan firmware.RolloutPlan
+	if !decodeBody(w, r, &plan) {
+		return
+	}
+	ro, err := a.firmware.server.CreateRollout(plan)
+	if err != nil {
+		writeError(w, rolloutStatus(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, ro)
+}
+
+func (a *api) getRollout(w http.ResponseWriter, r *http.Request) {
+	if a.firmwareOff(w) {
+		return
+	}
+	ro, err := a.firmware.server.Rollout(r.PathValue("id"))
+	if err != nil {
+		writeError(w, rolloutStatus(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+// changeRollout is POST .../rollouts/{id}/{action}: pause, resume or abort.
+func (a *api) changeRollout(w http.ResponseWriter, r *http.Request) {
+	if a.firmwareOff(w) {
+		return
+	}
+	change := map[string]func(string) (firmware.Rollout, error){
+		"pause": a.firmware.server.PauseRollout, "resume": a.firmware.server.ResumeRollout, "abort": a.firmware.server.AbortRollout,
+	}[r.PathValue("action")]
+	if change == nil {
+		writeError(w, http.StatusNotFound, "no such rollout action: "+r.PathValue("action")+" (pause, resume, abort)")
+		return
+	}
+	ro, err := change(r.PathValue("id"))
+	if err != nil {
+		writeError(w, rolloutStatus(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
+}
+
+func rolloutStatus(err error) int {
+	switch {
+	case errors.Is(err, firmware.ErrNoRollout):
+		return http.StatusNotFound
+	case errors.Is(err, firmware.ErrRollout):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
 }

@@ -104,7 +104,7 @@ func openFleet(cfg *config.Config, reg *registry, st *store.Store, clock Clock, 
 func fleetClientOptions(cfg *config.Config) mqtt.ClientOptions {
 	f, id := cfg.Fleet, cfg.Gateway.ID
 	return mqtt.ClientOptions{
-		Broker: f.Broker, ClientID: cmp.Or(f.ClientID, "moongate-fleet-"+id), Username: f.Username, Password: f.Password,
+		Broker: f.Broker, Failover: f.FailoverBrokers, ClientID: cmp.Or(f.ClientID, "moongate-fleet-"+id), Username: f.Username, Password: f.Password,
 		TLS:      mqtt.TLSFiles{CA: cfg.Resolve(f.TLS.CA), Cert: cfg.Resolve(f.TLS.Cert), Key: cfg.Resolve(f.TLS.Key)},
 		Presence: &mqtt.Presence{Topic: fleet.OnlineTopic(id), Online: fleet.Online, Offline: fleet.Offline},
 	}

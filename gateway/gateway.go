@@ -189,7 +189,7 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		}
 	}()
 
-	fw, err := openFirmware(cfg, bus, clock, logger)
+	fw, err := openFirmware(cfg, bus, clock, lv, logger)
 	if err != nil {
 		return err
 	}

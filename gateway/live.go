@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/moongate/moongate/firmware"
 	"github.com/moongate/moongate/gateway/console"
 	"github.com/moongate/moongate/luafn"
 	"github.com/moongate/moongate/sensors"
@@ -84,6 +85,15 @@ func (l *live) sync(name, state, errMsg string, lag time.Duration, pending int64
 	l.recent.sync(m)
 	if l.watching() {
 		l.hub.Publish(m)
+	}
+}
+
+// firmware says a device's firmware state: the console's firmware page follows its
+// rollout from these.
+func (l *live) firmware(device string, st firmware.State, rollout string) {
+	if l.watching() {
+		l.hub.Publish(console.Firmware{TS: l.clock.Now().UnixMilli(), Device: device, Version: st.Version, Status: st.Status,
+			Error: st.Error, Rollout: rollout})
 	}
 }
 

@@ -26,6 +26,10 @@ type ClientOptions struct {
 	// Broker is the URL of the broker: tcp://host:1883, ssl://host:8883, ws://host/mqtt
 	// or wss://host/mqtt (mqtt:// and mqtts:// are accepted for tcp:// and ssl://).
 	Broker string
+	// Failover are more URLs of the same broker cluster, tried in turn after Broker on
+	// every connection attempt: when the node in use goes away, the client reconnects to
+	// the next that answers. They take the same TLS files, so all use TLS or none do.
+	Failover []string
 	// ClientID identifies the gateway's session on the broker. It must stay the same
 	// across restarts, or the persistent session and the messages it queued while the
 	// gateway was away are lost: derive it from the gateway id. Zero means
@@ -104,20 +108,18 @@ type Client struct {
 
 // NewClient checks the options and loads the TLS files; it does not connect (Start does).
 func NewClient(opts ClientOptions) (*Client, error) {
-	u, err := url.Parse(opts.Broker)
-	if err != nil || opts.Broker == "" {
-		return nil, fmt.Errorf("broker URL %q: want tcp://host:port, ssl://, ws:// or wss://", redact.URL(opts.Broker))
+	secure, err := brokerTLS(opts.Broker)
+	if err != nil {
+		return nil, err
 	}
-	secure := false
-	switch u.Scheme {
-	case "tcp", "mqtt", "ws":
-	case "ssl", "tls", "mqtts", "wss":
-		secure = true
-	default:
-		return nil, fmt.Errorf("broker URL %q: unsupported scheme %q (tcp, ssl, ws, wss)", redact.URL(opts.Broker), u.Scheme)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("broker URL %q: no host", redact.URL(opts.Broker))
+	for _, f := range opts.Failover {
+		s, err := brokerTLS(f)
+		if err != nil {
+			return nil, fmt.Errorf("failover: %w", err)
+		}
+		if s != secure {
+			return nil, fmt.Errorf("failover broker URL %q: TLS or not, as %q", redact.URL(f), redact.URL(opts.Broker))
+		}
 	}
 	if !secure && !opts.TLS.Empty() {
 		return nil, fmt.Errorf("broker URL %q: TLS files given for a connection without TLS (use ssl:// or wss://)", redact.URL(opts.Broker))
@@ -207,9 +209,31 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		po.SetTLSConfig(tc)
 		pubOpts.SetTLSConfig(tc)
 	}
+	for _, f := range opts.Failover {
+		po.AddBroker(f)
+		pubOpts.AddBroker(f)
+	}
 	c.pc = paho.NewClient(po)
 	c.pub = paho.NewClient(pubOpts)
 	return c, nil
+}
+
+// brokerTLS checks a broker URL and reports whether it uses TLS.
+func brokerTLS(broker string) (bool, error) {
+	u, err := url.Parse(broker)
+	if err != nil || broker == "" {
+		return false, fmt.Errorf("broker URL %q: want tcp://host:port, ssl://, ws:// or wss://", redact.URL(broker))
+	}
+	if u.Host == "" {
+		return false, fmt.Errorf("broker URL %q: no host", redact.URL(broker))
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ws":
+		return false, nil
+	case "ssl", "tls", "mqtts", "wss":
+		return true, nil
+	}
+	return false, fmt.Errorf("broker URL %q: unsupported scheme %q (tcp, ssl, ws, wss)", redact.URL(broker), u.Scheme)
 }
 
 // Start implements Bus. It returns once the first connection attempt has ended, and if it

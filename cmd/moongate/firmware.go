@@ -17,7 +17,7 @@ import (
 // firmwareCmd signs and checks firmware images offline, and publishes them to a gateway,
 // which offers them to the devices (firmware/PROTOCOL.md).
 func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: moongate firmware keygen PREFIX | sign KEY IMAGE TYPE VERSION --counter N [--expires T] [--health-window D] | verify PUBKEY IMAGE MANIFEST | publish IMAGE MANIFEST | list"
+	const use = "usage: moongate firmware keygen PREFIX | sign KEY IMAGE TYPE VERSION --counter N [--expires T] [--health-window D] | verify PUBKEY IMAGE MANIFEST | publish IMAGE MANIFEST | list | rollout ..."
 	if len(args) == 0 {
 		return usagef(use)
 	}
@@ -108,6 +108,8 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			m.Expires.Format(time.RFC3339))
 	case "publish":
 		return firmwarePublish(ctx, args[1:], stdout, stderr)
+	case "rollout":
+		return firmwareRollout(ctx, args[1:], stdout, stderr)
 	case "list":
 		return firmwareList(ctx, args[1:], stdout, stderr)
 	default:

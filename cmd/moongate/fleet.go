@@ -23,7 +23,7 @@ import (
 	"github.com/moongate/moongate/internal/tlsfiles"
 )
 
-const fleetUse = "usage: moongate fleet keygen PREFIX | sign KEY DOC.json | push SIGNED.json | status"
+const fleetUse = "usage: moongate fleet keygen PREFIX | sign KEY DOC.json | push SIGNED.json | rollback KEY EARLIER.json | status"
 
 // fleetCmd signs deployment documents and talks to the fleet's cloud broker directly
 // (package fleet): nothing of Moongate's runs in the cloud.
@@ -38,6 +38,8 @@ func fleetCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fleetSign(args[1:], stdout, stderr)
 	case "push":
 		return fleetPush(ctx, args[1:], stdout, stderr)
+	case "rollback":
+		return fleetRollback(ctx, args[1:], stdout, stderr)
 	case "status":
 		return fleetStatus(ctx, args[1:], stdout, stderr)
 	}
@@ -195,6 +197,77 @@ func fleetPush(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("publish %s: %w", topic, err)
 	}
 	fmt.Fprintf(stdout, "pushed %s revision %d (%d functions) to %s\n", doc.Target, doc.Revision, len(doc.Functions), topic)
+	return nil
+}
+
+// fleetRollback pushes the functions of an earlier document again, as the revision after
+// the one the broker retains for its target: revisions only go up, so a rollback is a new
+// revision, signed, and a replay of the old document stays ignored.
+func fleetRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("fleet rollback", stderr)
+	bf := fleetBrokerFlags(fs)
+	wait := fs.Duration("wait", 2*time.Second, "how long to wait for the retained document of the target once subscribed")
+	pos, err := splitArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return usagef("usage: moongate fleet rollback KEY EARLIER.json --broker URL (EARLIER: a document as signed, or as written before signing)")
+	}
+	key, earlier, err := readTwo(pos[0], pos[1])
+	if err != nil {
+		return err
+	}
+	var s fleet.Signed
+	if json.Unmarshal(earlier, &s) == nil && len(s.Document) > 0 {
+		earlier = s.Document
+	}
+	doc, err := fleet.Parse(earlier)
+	if err != nil {
+		return usagef("%s: %v", pos[1], err)
+	}
+	topic, _ := fleet.DesiredTopic(doc.Target)
+	ctx, cancel := context.WithTimeout(ctx, *bf.timeout+*wait)
+	defer cancel()
+	c, err := bf.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Disconnect(250)
+	current := make(chan uint64, 1)
+	if err := waitToken(ctx, c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
+		var cur fleet.Signed
+		if json.Unmarshal(m.Payload(), &cur) != nil {
+			return
+		}
+		if d, err := fleet.Parse(cur.Document); err == nil {
+			select {
+			case current <- d.Revision:
+			default:
+			}
+		}
+	})); err != nil {
+		return fmt.Errorf("subscribe %s: %w", topic, err)
+	}
+	var rev uint64
+	select {
+	case rev = <-current:
+	case <-time.After(*wait):
+		return fmt.Errorf("the broker holds no document for %s: push one (moongate fleet push) rather than roll back", doc.Target)
+	}
+	from := doc.Revision
+	doc.Revision = rev + 1
+	b, _ := json.Marshal(doc)
+	signed, err := fleet.Sign(b, string(key))
+	if err != nil {
+		return usageError{err}
+	}
+	payload, _ := json.Marshal(signed)
+	if err := waitToken(ctx, c.Publish(topic, 1, true, payload)); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	fmt.Fprintf(stdout, "rolled %s back to the functions of revision %d, pushed as revision %d (the broker held %d)\n",
+		doc.Target, from, doc.Revision, rev)
 	return nil
 }
 

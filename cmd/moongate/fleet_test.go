@@ -88,9 +88,12 @@ type fleetGateway struct {
 	c            *child
 }
 
-func newFleetGateway(t *testing.T, id, broker, pub string) *fleetGateway {
+func newFleetGateway(t *testing.T, id, broker, pub string, failover ...string) *fleetGateway {
 	t.Helper()
 	g := &fleetGateway{id: id, dir: t.TempDir(), apiPort: loopback.FreePort(t)}
+	if len(failover) > 0 {
+		broker += "\n  failover_brokers: [" + strings.Join(failover, ", ") + "]"
+	}
 	g.cfg = writeGatewayFiles(t, g.dir, fmt.Sprintf(`gateway:
   id: %s
   data_dir: ./data
@@ -322,6 +325,18 @@ func TestFleet(t *testing.T) {
 		}
 	}
 
+	// A rollback to revision 1's functions is revision 5 (the broker holds 4), signed:
+	// taken by all, while a replay of revision 1 stays ignored.
+	if out := fleetCLI(t, "rollback", key, rev1, "--broker", cloud.URL); !strings.Contains(out, "rolled group:lab back to the functions of revision 1, pushed as revision 5") {
+		t.Fatalf("rollback: %s", out)
+	}
+	for _, g := range []*fleetGateway{a, b, c} {
+		watch.waitRevision(t, g.id, 5, "")
+		if got := g.invoke(t, "double", `{"x": 21}`); got != "42" {
+			t.Fatalf("%s after the rollback: double(21) = %s", g.id, got)
+		}
+	}
+
 	// gw-c leaves the group: at its next start the group's functions go.
 	c.c.stop(t)
 	cfg, err := os.ReadFile(c.cfg)
@@ -342,8 +357,9 @@ func TestFleet(t *testing.T) {
 }
 
 // TestFleetNATSCluster: the same pushes through a 3-node NATS cluster's MQTT listeners,
-// the gateways on two nodes, the pushes on the third, which is killed during the push of
-// revision 2: no gateway misses it, and one started afterwards takes it too.
+// the gateways on the three nodes, the pushes on the third, which is killed during the
+// push of revision 2: no gateway misses it, the one that was on the third node fails over
+// to another (fleet.failover_brokers), and one started afterwards takes it too.
 func TestFleetNATSCluster(t *testing.T) {
 	cl := natstest.StartWith(t, 3, natstest.Options{MQTT: true})
 	n1, n2, n3 := cl.Nodes[0], cl.Nodes[1], cl.Nodes[2]
@@ -369,16 +385,18 @@ func TestFleetNATSCluster(t *testing.T) {
 	watch.timeout = time.Minute // a cluster that lost a node elects new leaders first
 	a := newFleetGateway(t, "gw-a", n1.MQTTURL(), string(pub))
 	b := newFleetGateway(t, "gw-b", n2.MQTTURL(), string(pub))
+	d := newFleetGateway(t, "gw-d", n3.MQTTURL(), string(pub), n1.MQTTURL(), n2.MQTTURL())
 	a.start(t)
 	b.start(t)
+	d.start(t)
 	// Subscribed, as their first reports say: NATS's nodes learn of a retained message
 	// late, and a subscription made in between would take it only at the next resync.
-	for _, g := range []*fleetGateway{a, b} {
+	for _, g := range []*fleetGateway{a, b, d} {
 		poll.Eventually(t, g.id+"'s first report", func() bool { return watch.report(g.id).Gateway == g.id })
 	}
 
 	fleetCLI(t, "push", "--broker", n3.MQTTURL(), signDoc(t, keys, key, labDoc(1, 2, "")))
-	for _, g := range []*fleetGateway{a, b} {
+	for _, g := range []*fleetGateway{a, b, d} {
 		watch.waitRevision(t, g.id, 1, "")
 	}
 
@@ -397,7 +415,7 @@ func TestFleetNATSCluster(t *testing.T) {
 			return Main(context.Background(), []string{"fleet", "push", "--broker", n1.MQTTURL(), "--timeout", "5s", rev2}, &stdout, &stderr) == exitOK
 		})
 	}
-	for _, g := range []*fleetGateway{a, b} {
+	for _, g := range []*fleetGateway{a, b, d} {
 		watch.waitRevision(t, g.id, 2, "")
 		if got := g.invoke(t, "double", `{"x": 21}`); got != "63" {
 			t.Fatalf("%s on revision 2: double(21) = %s", g.id, got)

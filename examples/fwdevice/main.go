@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -108,6 +109,7 @@ type device struct {
 	offers chan firmware.Offer
 	chunks chan chunk
 	lost   chan struct{} // the connection dropped (the gateway, and its broker, went away)
+	conns  atomic.Int64  // connections made: a lost one that is not the last is not news
 
 	// The download in progress: its offer (nil: none) and the bytes held.
 	offer    *firmware.Offer
@@ -156,9 +158,16 @@ func (d *device) say(format string, args ...any) {
 
 // connect subscribes to the offers and chunks first, then reports the state (PROTOCOL.md).
 func (d *device) connect() error {
+	if d.client != nil {
+		d.client.Disconnect(0)
+	}
+	conn := d.conns.Add(1)
 	opts := paho.NewClientOptions().AddBroker(d.o.broker).SetClientID(d.o.id).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 		SetConnectionLostHandler(func(paho.Client, error) {
+			if d.conns.Load() != conn {
+				return
+			}
 			select {
 			case d.lost <- struct{}{}:
 			default:
@@ -193,10 +202,11 @@ func (d *device) connect() error {
 		return fmt.Errorf("subscribe: %v", t.Error())
 	}
 	d.client = c
+	st := d.stateMessage(firmware.StatusIdle, "", 0, 0)
 	if d.offer != nil {
-		return d.state(firmware.StatusDownloading, "")
+		st = d.stateMessage(firmware.StatusDownloading, "", d.offer.Counter, d.offset)
 	}
-	return d.state(firmware.StatusIdle, "")
+	return d.publishState(st)
 }
 
 func (d *device) state(status, reason string) error {
@@ -206,9 +216,28 @@ func (d *device) state(status, reason string) error {
 	return d.stateOf(status, reason, 0, 0)
 }
 
+// stateOf reports a state. The connection may drop between two messages (the gateway
+// restarted): the device connects again and says it once more, as a real one would,
+// rather than give up.
 func (d *device) stateOf(status, reason string, target uint64, offset int64) error {
-	st := firmware.State{Type: d.o.typ, Version: d.run0.Version, Counter: d.run0.Counter, Status: status, Error: reason,
+	st := d.stateMessage(status, reason, target, offset)
+	err := d.publishState(st)
+	for try := 0; err != nil && try < 30; try++ {
+		d.say("state %s not sent (%v): connecting again", status, err)
+		time.Sleep(time.Second)
+		if err = d.connect(); err == nil {
+			err = d.publishState(st)
+		}
+	}
+	return err
+}
+
+func (d *device) stateMessage(status, reason string, target uint64, offset int64) firmware.State {
+	return firmware.State{Type: d.o.typ, Version: d.run0.Version, Counter: d.run0.Counter, Status: status, Error: reason,
 		Target: target, Offset: offset}
+}
+
+func (d *device) publishState(st firmware.State) error {
 	b, _ := json.Marshal(st)
 	t := d.client.Publish(d.topic("state"), 1, true, b)
 	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
@@ -228,6 +257,12 @@ func (d *device) run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-d.lost: // the gateway went away: report again to the next one
+				d.say("connection lost while idle")
+				if err := d.reconnect(ctx); err != nil {
+					return err
+				}
+				continue
 			case of := <-d.offers:
 				if err := d.take(of); err != nil {
 					d.say("refused offer: %v", err)

@@ -9,7 +9,16 @@ type Firmware struct {
 	ChunkSize  Size     `yaml:"chunk_size"`  // the most a get may ask for; default 16KiB
 	DeviceRate Size     `yaml:"device_rate"` // bytes a second to one device; default 64KiB
 	TotalRate  Size     `yaml:"total_rate"`  // bytes a second to all devices; default 512KiB
+	// Offer says when a published image reaches the devices of a type that has had no
+	// rollout: OfferOnPublish (at once, to all), or OfferByRollout (only through one).
+	Offer string `yaml:"offer"`
 }
+
+// The values of firmware.offer.
+const (
+	OfferOnPublish = "publish"
+	OfferByRollout = "rollout"
+)
 
 // Bounds of firmware.chunk_size: a chunk is one MQTT message.
 const (
@@ -30,6 +39,9 @@ func (f *Firmware) withDefaults() {
 	if f.TotalRate == 0 {
 		f.TotalRate = 512 << 10
 	}
+	if f.Offer == "" {
+		f.Offer = OfferOnPublish
+	}
 }
 
 func (c *Config) validateFirmware(add func(key, format string, args ...any)) {
@@ -45,6 +57,9 @@ func (c *Config) validateFirmware(add func(key, format string, args ...any)) {
 	}
 	if f.TotalRate < f.DeviceRate {
 		add("firmware.total_rate", "%s a second is less than firmware.device_rate %s", f.TotalRate, f.DeviceRate)
+	}
+	if f.Offer != OfferOnPublish && f.Offer != OfferByRollout {
+		add("firmware.offer", "%q: want %s or %s", f.Offer, OfferOnPublish, OfferByRollout)
 	}
 	for i, k := range f.Keys {
 		if k == "" {

@@ -10,11 +10,14 @@ import (
 // Fleet connects the gateway to the fleet's desired state on a cloud broker (package
 // fleet). Without a broker the gateway takes no document.
 type Fleet struct {
-	Broker   string `yaml:"broker"`    // tcp://, ssl://, ws://, wss://
-	ClientID string `yaml:"client_id"` // default "moongate-fleet-" + gateway id
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	TLS      TLS    `yaml:"tls"`
+	Broker string `yaml:"broker"` // tcp://, ssl://, ws://, wss://
+	// FailoverBrokers are more nodes of the same cluster, tried in turn when the one in
+	// use goes away.
+	FailoverBrokers []string `yaml:"failover_brokers"`
+	ClientID        string   `yaml:"client_id"` // default "moongate-fleet-" + gateway id
+	Username        string   `yaml:"username"`
+	Password        string   `yaml:"password"`
+	TLS             TLS      `yaml:"tls"`
 	// Groups are the groups the gateway joins, lowest precedence first among equal
 	// priorities (fleet.Merge).
 	Groups []string `yaml:"groups"`
@@ -39,6 +42,11 @@ func (c *Config) validateFleet() ErrorList {
 	}
 	if err := checkURL(f.Broker, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
 		add("fleet.broker", "%v", err)
+	}
+	for i, b := range f.FailoverBrokers {
+		if err := checkURL(b, "tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"); err != nil {
+			add(fmt.Sprintf("fleet.failover_brokers[%d]", i), "%v", err)
+		}
 	}
 	if (f.TLS.Cert == "") != (f.TLS.Key == "") {
 		add("fleet.tls", "cert and key go together")

@@ -16,7 +16,6 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"io"
@@ -30,6 +29,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/moongate/moongate/examples/bench/benchproc"
 )
 
 func main() {
@@ -213,10 +214,10 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 		return row{}, err
 	}
 	defer os.RemoveAll(dir)
-	var procs []*proc
+	var procs []*benchproc.Proc
 	defer func() {
 		for _, p := range procs {
-			p.stop()
+			p.Stop()
 		}
 	}()
 	var brokerAddr, filter string
@@ -228,7 +229,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 		procs = append(procs, m)
 		brokerAddr = addr
 	}
-	var gw *proc
+	var gw *benchproc.Proc
 	var api string
 	switch sys {
 	case "mosquitto":
@@ -238,13 +239,13 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	case "embedded", "via-mosquitto":
 		filter = "alerts/#"
 		broker := "embedded"
-		embedded := freeAddr()
+		embedded := benchproc.FreeAddr()
 		if sys == "via-mosquitto" {
 			broker = "tcp://" + brokerAddr
 		} else {
 			brokerAddr = embedded
 		}
-		api = freeAddr()
+		api = benchproc.FreeAddr()
 		gw, err = startGateway(dir, moongate, broker, embedded, api, l.qos, l.neighbour)
 		if err != nil {
 			return row{}, err
@@ -265,11 +266,11 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	if l.backlog {
 		// The gateway's session and subscription exist: stop it, let Mosquitto queue the
 		// readings, and start it again on them.
-		gw.stop()
-		procs = slices.DeleteFunc(procs, func(p *proc) bool { return p == gw })
+		gw.Stop()
+		procs = slices.DeleteFunc(procs, func(p *benchproc.Proc) bool { return p == gw })
 		restart = func() (time.Time, error) {
 			t := time.Now()
-			gw, err := startGateway(dir, moongate, "tcp://"+brokerAddr, freeAddr(), api, l.qos, false)
+			gw, err := startGateway(dir, moongate, "tcp://"+brokerAddr, benchproc.FreeAddr(), api, l.qos, false)
 			if err == nil {
 				procs = append(procs, gw)
 			}
@@ -278,7 +279,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	}
 	cpu0 := make([]time.Duration, len(procs))
 	for i, p := range procs {
-		cpu0[i] = p.cpu()
+		cpu0[i] = p.CPU()
 	}
 	profiled := make(chan error, 1)
 	if profile != "" && api != "" {
@@ -314,7 +315,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 		behind: behind,
 	}
 	for i, p := range procs { // the engine is the last: the gateway, or Mosquitto alone
-		cpu, rss := (p.cpu()-cpu0[i])/time.Duration(sent), p.peakRSS()
+		cpu, rss := (p.CPU()-cpu0[i])/time.Duration(sent), p.PeakRSS()
 		r.cpuAll += cpu
 		r.rssAll += rss
 		if i == len(procs)-1 {
@@ -351,109 +352,22 @@ func probe(addr string, rc *receiver) error {
 	return fmt.Errorf("no probe reading came out in 30 s")
 }
 
-// proc is a child process of the benchmark.
-type proc struct {
-	cmd  *exec.Cmd
-	name string
-	log  string
-}
-
-func start(dir, name string, argv ...string) (*proc, error) {
-	logPath := filepath.Join(dir, name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, f, f
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	return &proc{cmd: cmd, name: name, log: logPath}, nil
-}
-
-func (p *proc) stop() {
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-}
-
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// cpu is the process's user and system time so far, from /proc (clock ticks of 10 ms).
-func (p *proc) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses and may hold spaces.
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
-}
-
-// peakRSS is the process's VmHWM.
-func (p *proc) peakRSS() int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitListening(p *proc, addr string) error {
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return nil
-		}
-		if p.cmd.ProcessState != nil {
-			break
-		}
-	}
-	return fmt.Errorf("%s did not listen on %s:\n%s", p.name, addr, p.tail())
-}
-
 // startMosquitto runs Mosquitto on a free port with queues that never drop (the receiver
 // is slower than the devices in a burst) and the given in-flight window.
-func startMosquitto(dir, bin string, inflight int) (*proc, string, error) {
-	addr := freeAddr()
+func startMosquitto(dir, bin string, inflight int) (*benchproc.Proc, string, error) {
+	addr := benchproc.FreeAddr()
 	_, port, _ := net.SplitHostPort(addr)
 	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\nmax_inflight_messages %d\n", port, inflight)
 	path := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, "", err
 	}
-	p, err := start(dir, "mosquitto", bin, "-c", path)
+	p, err := benchproc.Start(dir, "mosquitto", bin, "-c", path)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitListening(p, addr); err != nil {
-		p.stop()
+	if err := benchproc.WaitListening(p, addr); err != nil {
+		p.Stop()
 		return nil, "", err
 	}
 	return p, addr, nil
@@ -488,7 +402,7 @@ end
 
 // startGateway starts the gateway on the workload's function; with neighbour, the
 // gateway keeps its default bounds and has the runaway function deployed too.
-func startGateway(dir, bin, broker, embedded, api string, qos byte, neighbour bool) (*proc, error) {
+func startGateway(dir, bin, broker, embedded, api string, qos byte, neighbour bool) (*benchproc.Proc, error) {
 	loops, extra := "  loops: {publish_rate: -1} # the alerts of a full-speed burst exceed the default 2000/s\n", ""
 	if neighbour {
 		loops, extra = "", "  - {name: runaway, source: runaway.lua, triggers: [\"mqtt:loop/#\"]}\n"
@@ -528,7 +442,7 @@ functions:
 	if err := os.WriteFile(filepath.Join(dir, "alert.lua"), []byte(function), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := start(dir, "moongate", bin, "run", "-c", "moongate.yaml")
+	p, err := benchproc.Start(dir, "moongate", bin, "run", "-c", "moongate.yaml")
 	if err != nil {
 		return nil, err
 	}
@@ -542,8 +456,8 @@ functions:
 			}
 		}
 		if time.Now().After(deadline) {
-			p.stop()
-			return nil, fmt.Errorf("gateway did not start:\n%s", p.tail())
+			p.Stop()
+			return nil, fmt.Errorf("gateway did not start:\n%s", p.Tail())
 		}
 	}
 	return p, nil

@@ -11,6 +11,7 @@ import {FunctionPage} from './fnpage.js';
 import {SyncView} from './sync.js';
 import {SensorsView} from './sensors.js';
 import {DevicesView} from './devices.js';
+import {FirmwareView} from './firmware.js';
 
 const stats = new Stats();
 const table = new LiveTable();
@@ -19,13 +20,14 @@ const fnPage = new FunctionPage({onDeployed: () => functions.refresh()});
 const sync = new SyncView();
 const sensors = new SensorsView({onStale: () => status()});
 const devices = new DevicesView();
+const firmware = new FirmwareView();
 let view = '';
 let lastHash = null;
 
 function route() {
   const hash = location.hash.replace(/^#\/?/, '');
   const [head, ...rest] = hash.split('/');
-  let next = ['live', 'functions', 'sync', 'sensors', 'devices'].includes(head) ? head : 'live';
+  let next = ['live', 'functions', 'sync', 'sensors', 'devices', 'firmware'].includes(head) ? head : 'live';
   if (head === 'fn' && rest.length) next = 'fn';
   if (head === 'new') next = 'fn';
   // Another page opens at its top, not at the scroll position the last one was left at.
@@ -39,6 +41,7 @@ function route() {
   if (next === 'sync') sync.refresh();
   if (next === 'sensors') status();
   if (next === 'devices') devices.refresh();
+  if (next === 'firmware') firmware.refresh();
   if (next === 'fn') fnPage.open(head === 'new' ? null : decodeURIComponent(rest.join('/')));
   document.title = `Moongate · ${next === 'fn' ? (fnPage.name ?? 'new function') : next}`;
 }
@@ -96,6 +99,7 @@ const live = new Live({
       if (view === 'functions') functions.refresh();
       if (view === 'sync') sync.refresh();
       if (view === 'devices') devices.refresh();
+      if (view === 'firmware') firmware.refresh();
     } else if (wasOpen || lostAt) {
       stale(true);
     }
@@ -111,6 +115,7 @@ const live = new Live({
         if (m.source === 'gpio') sensors.event(m);
         break;
       case 'sensor': sensors.live(m); break;
+      case 'firmware': if (view === 'firmware') firmware.live(); break;
       case 'sync':
         sync.live(m);
         // Coalesce a burst of transitions into one refresh.
@@ -151,3 +156,5 @@ setInterval(() => { if (view === 'functions') functions.refresh(); }, 5000);
 setInterval(() => { if (view === 'sync') sync.refresh(); }, 5000);
 // Devices come and go without a word on the live stream: poll while the tab is shown.
 setInterval(() => { if (view === 'devices') devices.refresh(); }, 2000);
+// A device's timeout and a rollout's wave can change with no device saying a word.
+setInterval(() => { if (view === 'firmware') firmware.refresh(); }, 5000);
