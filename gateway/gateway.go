@@ -44,7 +44,8 @@ type Options struct {
 	// event clock). Nil: the real clock. Invocation durations are measured on the real one.
 	Clock Clock
 	// Executable is the path of the running moongate binary, symlinks resolved: a
-	// self-update (POST /api/v1/self-update) writes the new one beside it. "": refused.
+	// self-update (POST /api/v1/self-update) writes the new one beside it. "": refused
+	// (a gateway run by a test, or a new binary on trial).
 	Executable string
 }
 

@@ -152,7 +152,7 @@ func (a *api) getSelfUpdate(w http.ResponseWriter, _ *http.Request) {
 func (a *api) postSelfUpdate(w http.ResponseWriter, r *http.Request) {
 	u := a.selfUpdate
 	if u.exe == "" {
-		writeError(w, http.StatusConflict, "self-update is off: this gateway does not run as the moongate command")
+		writeError(w, http.StatusConflict, "self-update is off: the running binary is not known, or is itself on trial")
 		return
 	}
 	if !u.busy.CompareAndSwap(false, true) {

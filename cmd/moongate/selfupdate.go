@@ -45,8 +45,12 @@ const trialFDEnv = "MOONGATE_SELFUPDATE_TRIAL_FD"
 const trialStopWait = 30 * time.Second
 
 // executable is the running binary with symlinks resolved, where a self-update writes
-// the new one beside it; "" when it cannot be found (self-update is then refused).
+// the new one beside it; "" when it cannot be found, or in a trial child, which is not
+// installed yet (self-update is then refused).
 func executable(logger *slog.Logger) string {
+	if os.Getenv(trialFDEnv) != "" {
+		return ""
+	}
 	exe, err := os.Executable()
 	if err == nil {
 		exe, err = filepath.EvalSymlinks(exe)
