@@ -94,7 +94,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Moongate: serverless Lua functions at the edge.\n\nUsage:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  moongate %-9s %-40s %s\n", c.name, c.args, c.help)
+		fmt.Fprintf(w, "  moongate %-11s %-38s %s\n", c.name, c.args, c.help)
 	}
 }
 
