@@ -42,11 +42,13 @@ unit:
 	cd third_party/gopher-lua && $(GO) test -count=1 -timeout 5m .
 
 # The ARM binaries, run under qemu-user through the same end-to-end path as on x86.
+# The self-update tests build a second moongate for the architecture and check the type
+# the gateway reports for itself (MOONGATE_E2E_TYPE).
 smoke-arm: dist/moongate-linux-armv7 dist/moongate-linux-arm64
-	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-armv7 MOONGATE_E2E_EXEC=qemu-arm \
-	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere' ./cmd/moongate
-	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-arm64 MOONGATE_E2E_EXEC=qemu-aarch64 \
-	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere' ./cmd/moongate
+	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-armv7 MOONGATE_E2E_EXEC=qemu-arm MOONGATE_E2E_TYPE=moongate-linux-armv7 \
+	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere|TestSelfUpdate' ./cmd/moongate
+	MOONGATE_E2E_BIN=$(CURDIR)/dist/moongate-linux-arm64 MOONGATE_E2E_EXEC=qemu-aarch64 MOONGATE_E2E_TYPE=moongate-linux-arm64 \
+	  $(GO) test -count=1 -timeout 5m -run 'TestE2E/embedded|TestExampleFunctionTestsSameEverywhere|TestSelfUpdate' ./cmd/moongate
 
 # Badger on 32-bit ARM: 1M keys through compactions, reopen, read back, under qemu-arm.
 stress-arm:

@@ -49,6 +49,7 @@ type api struct {
 	metrics    *metrics
 	firmware   *fwService  // nil: firmware is off
 	fleet      *fleetAgent // nil: no fleet broker
+	selfUpdate *selfUpdater
 	logger     *slog.Logger
 }
 
@@ -76,6 +77,8 @@ func (a *api) handler() http.Handler {
 	route("POST /api/v1/firmware/rollouts", a.createRollout)
 	route("GET /api/v1/firmware/rollouts/{id}", a.getRollout)
 	route("POST /api/v1/firmware/rollouts/{id}/{action}", a.changeRollout)
+	route("GET /api/v1/self-update", a.getSelfUpdate)
+	route("POST /api/v1/self-update", a.postSelfUpdate)
 	route("GET /metrics", a.metrics.handler().ServeHTTP)
 	// The hub checks the token itself: browsers cannot set headers on a websocket, so it
 	// also takes a subprotocol or ?token=, which no other endpoint accepts.

@@ -43,6 +43,10 @@ type Options struct {
 	// every: triggers, and it is handed to the sensors and the functions (kv TTLs, the
 	// event clock). Nil: the real clock. Invocation durations are measured on the real one.
 	Clock Clock
+	// Executable is the path of the running moongate binary, symlinks resolved: a
+	// self-update (POST /api/v1/self-update) writes the new one beside it. "": refused
+	// (a gateway run by a test, or a new binary on trial).
+	Executable string
 }
 
 // Clock is the gateway's time source (sensors.Clock has the same methods).
@@ -65,6 +69,7 @@ type Gateway struct {
 
 	ready    chan struct{} // closed once listening; HTTPAddr is valid then
 	httpAddr net.Addr
+	staged   chan *StagedUpdate // a self-update was staged: Run stops and returns it
 
 	// The running parts, set by Run before ready is closed (tests reach them through the
 	// Gateway).
@@ -97,7 +102,7 @@ func New(cfg *config.Config, opts Options) *Gateway {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
-	return &Gateway{cfg: cfg, opts: opts, logger: opts.Logger, ready: make(chan struct{})}
+	return &Gateway{cfg: cfg, opts: opts, logger: opts.Logger, ready: make(chan struct{}), staged: make(chan *StagedUpdate, 1)}
 }
 
 // Ready is closed once the gateway accepts events and API requests.
@@ -142,7 +147,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer func() {
-		if cerr := st.Close(); cerr != nil && err == nil {
+		// A self-update tries the new binary on this store only if it closed cleanly.
+		_, staged := err.(*StagedUpdate)
+		if cerr := st.Close(); cerr != nil && (err == nil || staged) {
 			err = fmt.Errorf("close store: %w", cerr)
 		}
 	}()
@@ -227,7 +234,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	ln = connlimit.Listen(ln, &connlimit.Limiter{Max: consoleMaxConns, PerHost: consoleMaxConnsPerHost})
 	a := &api{cfg: cfg, version: g.opts.Version, tests: g.opts.Tests, clock: clock, started: started, store: st, bus: bus,
 		sensors: sens, sensorCfgs: sensorCfgs, sinks: sinks, registry: reg, proc: proc, live: lv, hub: hub, auth: auth,
-		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, firmware: fw, fleet: fl, logger: logger}
+		guard: newGuard(cfg.Gateway.Console.Hosts, cfg.Gateway.Console.AllowedOrigins), metrics: m, firmware: fw, fleet: fl, logger: logger,
+		selfUpdate: &selfUpdater{cfg: cfg, exe: g.opts.Executable, clock: clock, staged: g.staged,
+			logger: logger.With(logkey.Component, "self-update")}}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second,
 		// A client that sends or reads a request slowly, or keeps an idle connection,
 		// holds a file descriptor: bound all three (the live stream's websocket is
@@ -303,9 +312,11 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	g.logStarted(bus.Status(), reg.all(), sinks)
 	close(g.ready)
 
+	var staged *StagedUpdate
 	select {
 	case <-ctx.Done():
 	case err = <-serveErr:
+	case staged = <-g.staged:
 	}
 	logger.Info("stopping")
 
@@ -330,6 +341,9 @@ func (g *Gateway) Run(ctx context.Context) (err error) {
 	_ = srv.Shutdown(shutCtx) // websocket clients are closed with the hub
 	wg.Wait()
 	logger.Info("stopped")
+	if err == nil && staged != nil {
+		return staged // the store is closed by the deferred Close before the caller tries the new binary
+	}
 	return err
 }
 

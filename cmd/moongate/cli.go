@@ -47,6 +47,7 @@ func commands() []command {
 		{"init", "[-o moongate.yaml] [--force] [--data DIR]", "write a starter config for this machine (its Pi, I2C sensors, a console token)", initCmd},
 		{"passwd", "[-D] FILE USER", "add a device to the embedded broker's password file, or remove it", passwdCmd},
 		{"firmware", "keygen|sign|verify|publish|list ...", "sign firmware images, check them, publish them to a gateway", firmwareCmd},
+		{"self-update", "IMAGE MANIFEST", "install a signed moongate binary on the gateway; rolled back unless it comes up healthy", selfUpdateCmd},
 		{"fleet", "keygen|sign|push|status ...", "sign deployment documents, push them to the fleet's broker, show the fleet", fleetCmd},
 		{"version", "", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "moongate", version)
@@ -93,7 +94,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "Moongate: serverless Lua functions at the edge.\n\nUsage:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  moongate %-9s %-40s %s\n", c.name, c.args, c.help)
+		fmt.Fprintf(w, "  moongate %-11s %-38s %s\n", c.name, c.args, c.help)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 // The end-to-end tests run the real binary as a child process. MOONGATE_E2E_BIN names a
 // prebuilt binary (e.g. an ARM build) and MOONGATE_E2E_EXEC a wrapper to run it with
 // (qemu-arm, qemu-aarch64): `make smoke-arm` runs the ARM builds through the same path.
+// MOONGATE_E2E_TYPE is the self-update type that binary must report (moongate-linux-armv7).
 
 var buildOnce builtBinary
 
@@ -34,11 +35,13 @@ func gatewayBinary(t *testing.T) string {
 	return buildOnce.build(t, ".", "moongate")
 }
 
-// builtBinary is a command the tests build once per run.
+// builtBinary is a command the tests build once per run, with flags added to go build
+// and env (GOARCH=...) to its environment.
 type builtBinary struct {
 	sync.Once
-	path string
-	err  error
+	flags, env []string
+	path       string
+	err        error
 }
 
 func (b *builtBinary) build(t *testing.T, pkg, name string) string {
@@ -50,7 +53,10 @@ func (b *builtBinary) build(t *testing.T, pkg, name string) string {
 			return
 		}
 		b.path = filepath.Join(dir, name)
-		out, err := exec.Command("go", "build", "-o", b.path, pkg).CombinedOutput()
+		args := append(append([]string{"build"}, b.flags...), "-o", b.path, pkg)
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), b.env...)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
@@ -98,7 +104,12 @@ func startGateway(t *testing.T, dir, cfg string, apiPort int) *child {
 // at once; the process is killed when the test ends if it still runs.
 func launchGateway(t *testing.T, dir, cfg string, apiPort int, env []string) *child {
 	t.Helper()
-	bin := gatewayBinary(t)
+	return launchBinary(t, gatewayBinary(t), dir, cfg, apiPort, env)
+}
+
+// launchBinary is launchGateway with the moongate binary at bin.
+func launchBinary(t *testing.T, bin, dir, cfg string, apiPort int, env []string) *child {
+	t.Helper()
 	args := []string{"run", "-c", cfg}
 	name := bin
 	if wrap := os.Getenv("MOONGATE_E2E_EXEC"); wrap != "" {

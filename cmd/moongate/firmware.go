@@ -171,13 +171,26 @@ func firmwarePublish(ctx context.Context, args []string, stdout, stderr io.Write
 	if len(pos) != 2 {
 		return usagef("usage: moongate firmware publish IMAGE MANIFEST [--api URL] [--token T]")
 	}
-	manifest, err := os.ReadFile(pos[1])
-	if err != nil {
-		return usagef("read %s: %v", pos[1], err)
+	var got firmware.Manifest
+	if err := uploadImage(ctx, a, "/api/v1/firmware", pos[0], pos[1], &got); err != nil {
+		return err
 	}
-	img, err := os.Open(pos[0])
+	fmt.Fprintf(stdout, "published %s %s (counter %d, %d bytes, expires %s)\n", got.Type, got.Version, got.Counter, got.Size,
+		got.Expires.Format(time.RFC3339))
+	return nil
+}
+
+// uploadImage posts an image and its manifest to path, as multipart/mixed with the parts
+// manifest, then image (POST /api/v1/firmware and /api/v1/self-update), and decodes the
+// answer into out.
+func uploadImage(ctx context.Context, a *api, path, imagePath, manifestPath string, out any) error {
+	manifest, err := os.ReadFile(manifestPath)
 	if err != nil {
-		return usagef("read %s: %v", pos[0], err)
+		return usagef("read %s: %v", manifestPath, err)
+	}
+	img, err := os.Open(imagePath)
+	if err != nil {
+		return usagef("read %s: %v", imagePath, err)
 	}
 	defer img.Close()
 	pr, pw := io.Pipe()
@@ -188,14 +201,11 @@ func firmwarePublish(ctx context.Context, args []string, stdout, stderr io.Write
 	go func() { // ends when the request has read it all, or failed and closed pr
 		pw.CloseWithError(writeFirmwareParts(mw, manifest, img))
 	}()
-	var got firmware.Manifest
 	a.http.Timeout = 0 // an image may take long on a slow link; ctx still ends it
-	if err := a.send(ctx, http.MethodPost, "/api/v1/firmware", contentType, pr, &got); err != nil {
+	if err := a.send(ctx, http.MethodPost, path, contentType, pr, out); err != nil {
 		pr.CloseWithError(err)
 		return err
 	}
-	fmt.Fprintf(stdout, "published %s %s (counter %d, %d bytes, expires %s)\n", got.Type, got.Version, got.Counter, got.Size,
-		got.Expires.Format(time.RFC3339))
 	return nil
 }
 

@@ -73,21 +73,50 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if lim := *cfg.Gateway.MemoryLimit; lim > 0 && os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(int64(lim))
 	}
-	g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing,
-		Tests: fntest.OnGateway})
+	exe := executable(logger)
+	finishInterrupted(cfg.Gateway.DataDir, exe, logger)
+	for {
+		g := gateway.New(cfg, gateway.Options{Version: version, Logger: logger, AllowMissingHardware: *allowMissing,
+			Tests: fntest.OnGateway, Executable: exe})
+		err := serve(ctx, g, logger)
+		var staged *gateway.StagedUpdate
+		if !errors.As(err, &staged) {
+			var list config.ErrorList
+			if errors.As(err, &list) {
+				return usageError{err}
+			}
+			return err
+		}
+		if err := trySelfUpdate(ctx, staged, cfg.Gateway.DataDir, systemdNotifier(), logger); err != nil {
+			logger.Error("self-update rolled back: serving on the previous binary", logkey.Err, err)
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		}
+		logger.Info("self-update installed: starting the new binary", "binary", staged.Executable)
+		return execInstalled(staged.Executable)
+	}
+}
+
+// serve runs g until ctx ends or a self-update is staged, with what goes beside it: the
+// reload on SIGHUP, systemd's notifications, a trial child's health report.
+func serve(ctx context.Context, g *gateway.Gateway, logger *slog.Logger) error {
 	stopReloads := reloadOnHangup(g, logger)
 	defer stopReloads()
-	serviceCtx, stopService := context.WithCancel(ctx)
+	serviceCtx, stopService := context.WithCancelCause(ctx)
 	stopSupervising := superviseService(serviceCtx, g, systemdNotifier(), logger)
-	defer func() { stopService(); stopSupervising() }() // Run may end before ctx does
-	if err := g.Run(ctx); err != nil {
-		var list config.ErrorList
-		if errors.As(err, &list) {
-			return usageError{err}
-		}
-		return err
+	stopReport := reportTrial(ctx, g, logger)
+	err := g.Run(ctx)
+	stopReport()
+	var staged *gateway.StagedUpdate
+	if errors.As(err, &staged) {
+		stopService(errSelfUpdating) // the process goes on: systemd is not told it stops
+	} else {
+		stopService(nil)
 	}
-	return nil
+	stopSupervising()
+	return err
 }
 
 func dropTime(groups []string, a slog.Attr) slog.Attr {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -17,6 +18,10 @@ import (
 // READY=1 once the broker serves, the functions are deployed and the console answers;
 // WATCHDOG=1 every half WatchdogSec while the event path is healthy; STOPPING=1 when it
 // stops. Outside systemd NOTIFY_SOCKET is unset and nothing is sent.
+
+// errSelfUpdating ends a supervision whose gateway stopped for a self-update: the
+// process stays, and systemd is not told it stops.
+var errSelfUpdating = errors.New("stopped for a self-update")
 
 // notifier sends to systemd's notify socket; the tests' listener stands in for systemd.
 type notifier func(state string) error
@@ -57,7 +62,9 @@ func superviseService(ctx context.Context, g *gateway.Gateway, notify notifier, 
 		} else {
 			<-ctx.Done()
 		}
-		send(daemon.SdNotifyStopping)
+		if !errors.Is(context.Cause(ctx), errSelfUpdating) {
+			send(daemon.SdNotifyStopping)
+		}
 	})
 	return wg.Wait
 }

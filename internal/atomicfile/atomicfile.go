@@ -76,3 +76,12 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// Rename renames oldpath to newpath, which must be in the same directory, and syncs the
+// directory so that the rename survives a power cut.
+func Rename(oldpath, newpath string) error {
+	if err := os.Rename(oldpath, newpath); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(newpath))
+}
