@@ -134,3 +134,21 @@ func WaitListening(p *Proc, addr string) error {
 	}
 	return fmt.Errorf("%s did not listen on %s:\n%s", p.name, addr, p.Tail())
 }
+
+// Addrs hands out addresses as FreeAddr does, each at most once: a port given back by
+// the kernel after FreeAddr closed it may come again, and two of a run's processes would
+// then try to listen on it.
+type Addrs struct{ given map[string]bool }
+
+// Next is a free address not handed out before.
+func (a *Addrs) Next() string {
+	if a.given == nil {
+		a.given = map[string]bool{}
+	}
+	for {
+		if addr := FreeAddr(); !a.given[addr] {
+			a.given[addr] = true
+			return addr
+		}
+	}
+}

@@ -74,6 +74,7 @@ type bench struct {
 	watch                   *watch
 	gateways                []*gateway
 	missed                  int // reports the phases waited for in vain
+	addrs                   benchproc.Addrs
 }
 
 // gateway is one gateway process of the fleet.
@@ -112,7 +113,7 @@ func (b *bench) run(n, offline int, back time.Duration, functions int) error {
 	fmt.Printf("%-30s %9s %8s %8s %8s %10s %10s\n", "phase", "gateways", "p50", "p99", "max", "nats in", "nats out")
 	ph := b.phase("first report, from start")
 	for i := range n {
-		g := &gateway{id: fmt.Sprintf("gw-%03d", i), dir: filepath.Join(b.dir, fmt.Sprintf("gw-%03d", i)), console: benchproc.FreeAddr()}
+		g := &gateway{id: fmt.Sprintf("gw-%03d", i), dir: filepath.Join(b.dir, fmt.Sprintf("gw-%03d", i)), console: b.addrs.Next()}
 		if err := b.configure(g, i%len(nodes)); err != nil {
 			return err
 		}
@@ -242,7 +243,7 @@ fleet:
   failover_brokers: [%s]
   groups: [fleet]
   keys: [fleet.pub]
-`, g.id, b.memLimit, g.console, benchproc.FreeAddr(), b.cluster.Nodes[node].MQTTURL(), strings.Join(failover, ", "))
+`, g.id, b.memLimit, g.console, b.addrs.Next(), b.cluster.Nodes[node].MQTTURL(), strings.Join(failover, ", "))
 	if err := os.MkdirAll(g.dir, 0o755); err != nil {
 		return err
 	}
