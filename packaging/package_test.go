@@ -9,6 +9,8 @@ package packaging_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -75,7 +77,9 @@ func TestPackages(t *testing.T) {
 			mode os.FileMode
 			uid  int
 		}{
-			{"usr/bin/moongate", 0o755, 0},
+			// Owned by moongate, for self-update (postinst).
+			{"usr/lib/moongate", 0o755 | os.ModeDir, uid},
+			{"usr/lib/moongate/moongate", 0o755, uid},
 			{"usr/lib/systemd/system/moongate.service", 0o644, 0},
 			{"etc/moongate/moongate.yaml", 0o644, 0},
 			{"var/lib/moongate", 0o750 | os.ModeDir, uid},
@@ -88,6 +92,9 @@ func TestPackages(t *testing.T) {
 			if fi.Mode() != f.mode || int(fi.Sys().(*syscall.Stat_t).Uid) != f.uid {
 				t.Errorf("/%s: mode %v uid %d, want %v uid %d", f.path, fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid, f.mode, f.uid)
 			}
+		}
+		if link, err := os.Readlink(filepath.Join(root, "usr/bin/moongate")); err != nil || link != "/usr/lib/moongate/moongate" {
+			t.Errorf("/usr/bin/moongate: a link to %q (%v), want /usr/lib/moongate/moongate", link, err)
 		}
 		if conf := output(t, "chroot", root, "dpkg-query", "-W", "-f=${Conffiles}", "moongate"); !strings.Contains(conf, "/etc/moongate/moongate.yaml") {
 			t.Errorf("the config is not a conffile: %q", conf)
@@ -125,25 +132,63 @@ func TestPackages(t *testing.T) {
 		if unit["User"] != "moongate" || unit["Type"] != "notify" {
 			t.Fatalf("the unit runs as %q with Type=%q, want moongate and notify", unit["User"], unit["Type"])
 		}
+		// The gateway trusts a firmware key, for the self-update below.
+		run(t, "", "chroot", root, "/usr/bin/moongate", "firmware", "keygen", "/etc/moongate/fw")
+		f, err := os.OpenFile(cfgPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(f, "firmware:\n  keys: [/etc/moongate/fw.pub]\n")
+		f.Close()
 		gw := start(t, exec.Command("chroot", "--userspec="+unit["User"]+":"+unit["Group"], root,
 			"/bin/sh", "-c", "cd "+unit["WorkingDirectory"]+" && exec "+unit["ExecStart"]))
 		tokenFile := filepath.Join(root, "var/lib/moongate/console.token")
-		poll.Within(t, 30*time.Second, "the installed gateway's console", func() bool {
+		status := func() map[string]any {
 			tok, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return false
+				return nil
 			}
 			req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", apiPort), nil)
 			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
-				return false
+				return nil
 			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		})
+			defer resp.Body.Close()
+			var st map[string]any
+			if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+				return nil
+			}
+			return st
+		}
+		poll.Within(t, 30*time.Second, "the installed gateway's console", func() bool { return status() != nil })
 		if fi, err := os.Stat(tokenFile); err != nil || fi.Mode().Perm() != 0o600 || int(fi.Sys().(*syscall.Stat_t).Uid) == 0 {
 			t.Errorf("console token: %v %v, want mode 0600 owned by moongate", fi.Mode(), err)
+		}
+
+		// moongate self-update under the unit's user and paths: a new build, signed,
+		// replaces the packaged binary in /usr/lib/moongate, the old one kept beside it.
+		newBin := filepath.Join(root, "tmp/moongate-new")
+		run(t, "..", "go", "build", "-trimpath", "-ldflags", "-X main.version=selfupdated", "-o", newBin, "./cmd/moongate")
+		run(t, "", "chroot", root, "/usr/bin/moongate", "firmware", "sign", "/etc/moongate/fw.key", "/tmp/moongate-new",
+			"moongate-linux-amd64", "2.0.0", "--counter", "1")
+		tok, _ := os.ReadFile(tokenFile)
+		out, err := exec.Command("chroot", root, "/usr/bin/moongate", "self-update", "/tmp/moongate-new", "/tmp/moongate-new.manifest.json",
+			"--api", fmt.Sprintf("http://127.0.0.1:%d", apiPort), "--token", strings.TrimSpace(string(tok))).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "updated to 2.0.0") {
+			t.Fatalf("self-update of the packaged gateway: %v\n%s", err, out)
+		}
+		poll.Within(t, 30*time.Second, "the packaged gateway on the new binary", func() bool {
+			st := status()
+			return st != nil && st["version"] == "selfupdated"
+		})
+		for _, f := range []string{"usr/lib/moongate/moongate", "usr/lib/moongate/moongate.prev"} {
+			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+				t.Errorf("after the self-update: %v", err)
+			}
+		}
+		if got, want := fileSum(t, filepath.Join(root, "usr/lib/moongate/moongate")), fileSum(t, newBin); got != want {
+			t.Errorf("/usr/lib/moongate/moongate is not the new binary")
 		}
 		gw.stop(t)
 	})
@@ -154,7 +199,7 @@ func TestPackages(t *testing.T) {
 		for _, f := range []struct{ from, to string }{
 			{"/usr/lib/systemd/system", "usr/lib/systemd"},
 			{filepath.Join(root, "usr/lib/systemd/system/moongate.service"), "etc/systemd/system"},
-			{filepath.Join(root, "usr/bin/moongate"), "usr/bin"},
+			{filepath.Join(root, "usr/lib/moongate/moongate"), "usr/lib/moongate"},
 			{"/bin/kill", "bin"},
 		} {
 			if err := os.MkdirAll(filepath.Join(vroot, f.to), 0o755); err != nil {
@@ -176,7 +221,7 @@ func TestPackages(t *testing.T) {
 		t.Run("the "+arm.arch+" package end to end", func(t *testing.T) {
 			dir := t.TempDir()
 			run(t, "", "dpkg-deb", "-x", filepath.Join(dist, "moongate_"+oldVersion+"_"+arm.arch+".deb"), dir)
-			endToEnd(t, arm.qemu, filepath.Join(dir, "usr/bin/moongate"))
+			endToEnd(t, arm.qemu, filepath.Join(dir, "usr/lib/moongate/moongate"))
 		})
 	}
 }
@@ -378,4 +423,14 @@ func copyFile(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, b, 0o644)
+}
+
+// fileSum is the sha256 of a file, in hex.
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }

@@ -120,13 +120,20 @@ func (b *selfUpdateBench) runs(version string) {
 		b.t.Fatalf("the gateway process exited: %v", err)
 	default:
 	}
+	if got := b.version(); got != version {
+		b.t.Errorf("the gateway reports version %q, want %q", got, version)
+	}
+}
+
+// version is the version the running gateway reports: "dev" for a test build, the
+// commit for the release builds the ARM runs take (make smoke-arm).
+func (b *selfUpdateBench) version() string {
+	b.t.Helper()
 	var st struct {
 		Version string `json:"version"`
 	}
 	getJSON(b.t, b.api+"/api/v1/status", &st)
-	if st.Version != version {
-		b.t.Errorf("the gateway reports version %q, want %q", st.Version, version)
-	}
+	return st.Version
 }
 
 // binaries checks the bench's bin directory: exactly the named files, with these bytes.
@@ -217,6 +224,7 @@ func TestSelfUpdate(t *testing.T) {
 		t.Errorf("the gateway's type is %q, want %q", typ, want)
 	}
 	unchanged := map[string][]byte{"moongate": b.original}
+	first := b.version()
 
 	t.Run("refused", func(t *testing.T) {
 		for _, c := range []struct{ name, key, typ, want string }{
@@ -243,7 +251,7 @@ func TestSelfUpdate(t *testing.T) {
 		if s := b.state(); s.Counter != 0 || s.Last != nil {
 			t.Errorf("state after refusals: %+v, want none", s)
 		}
-		b.runs("dev")
+		b.runs(first)
 	})
 
 	t.Run("exits at start", func(t *testing.T) {
@@ -252,7 +260,7 @@ func TestSelfUpdate(t *testing.T) {
 			t.Errorf("exit %d, %q; want a rollback because the new binary exited", code, out)
 		}
 		b.binaries(unchanged)
-		b.runs("dev")
+		b.runs(first)
 		b.kept()
 		if s := b.state(); s.Counter != 0 || s.Last == nil || s.Last.State != gateway.SelfUpdateRolledBack || s.Last.Counter != 1 {
 			t.Errorf("state: %+v", s)
@@ -265,7 +273,7 @@ func TestSelfUpdate(t *testing.T) {
 			t.Errorf("exit %d, %q; want a rollback after the window", code, out)
 		}
 		b.binaries(unchanged)
-		b.runs("dev")
+		b.runs(first)
 		b.kept()
 	})
 
@@ -292,7 +300,7 @@ func TestSelfUpdate(t *testing.T) {
 		<-done
 		b.start()
 		b.binaries(unchanged)
-		b.runs("dev")
+		b.runs(first)
 		b.kept()
 		if s := b.state(); s.Counter != 0 || s.Last == nil || s.Last.State != gateway.SelfUpdateRolledBack ||
 			s.Last.Reason != "the gateway stopped during the trial" {
