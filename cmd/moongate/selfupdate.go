@@ -52,6 +52,13 @@ func executable(logger *slog.Logger) string {
 		return ""
 	}
 	exe, err := os.Executable()
+	if err != nil {
+		// Without /proc (a chroot, a minimal container), the path it was started by.
+		exe, err = exec.LookPath(os.Args[0])
+		if err == nil {
+			exe, err = filepath.Abs(exe)
+		}
+	}
 	if err == nil {
 		exe, err = filepath.EvalSymlinks(exe)
 	}
