@@ -103,6 +103,14 @@ type entry struct {
 // function resolves the new one.
 type fnTable map[string]*version
 
+// generation is what one swap publishes: the table and the routes its versions' triggers
+// make. The router reads both from one generation, so a message is never routed by the
+// triggers of one revision to the functions of another.
+type generation struct {
+	fns    fnTable
+	routes *routes
+}
+
 // registry holds the deployed functions. Deploys swap the table: in-flight invocations
 // finish on the version they started with, later events get the new one.
 type registry struct {
@@ -111,7 +119,8 @@ type registry struct {
 	exec  *executorEnv
 	// series looks up a function's invocation series once (metrics.invocationSeries).
 	series func(fn string) invocationSeries
-	// changed is called after the current versions changed: the router rebuilds its routes.
+	// changed is called after the current versions changed: the router brings the bus
+	// subscriptions and the timers in line with the new routes.
 	changed func()
 	limits  *config.Gateway // ceilings, version_history, loops.publish_rate
 	clock   Clock
@@ -119,7 +128,7 @@ type registry struct {
 
 	mu    sync.Mutex // serialises deploys and deletes
 	m     sync.Map   // name -> *entry
-	table atomic.Pointer[fnTable]
+	table atomic.Pointer[generation]
 	// swapping serialises the table's writers: those under mu, and the start-up's activate.
 	swapping sync.Mutex
 	// retiring counts the replaced versions still closing (Close waits for their
@@ -128,10 +137,18 @@ type registry struct {
 }
 
 func (r *registry) current(name string) *version {
-	if t := r.table.Load(); t != nil {
-		return (*t)[name]
+	if g := r.table.Load(); g != nil {
+		return g.fns[name]
 	}
 	return nil
+}
+
+// routes are the routes of the current generation.
+func (r *registry) routes() *routes {
+	if g := r.table.Load(); g != nil {
+		return g.routes
+	}
+	return &routes{}
 }
 
 func (r *registry) entry(name string) *entry {
@@ -145,8 +162,8 @@ func (r *registry) entry(name string) *entry {
 // all returns the current versions sorted by name.
 func (r *registry) all() []*version {
 	var out []*version
-	if t := r.table.Load(); t != nil {
-		for _, v := range *t {
+	if g := r.table.Load(); g != nil {
+		for _, v := range g.fns {
 			out = append(out, v)
 		}
 	}
@@ -265,8 +282,8 @@ func (r *registry) activate(v *version) {
 func (r *registry) swap(installs []*version, removes []string) {
 	r.swapping.Lock()
 	next := fnTable{}
-	if t := r.table.Load(); t != nil {
-		maps.Copy(next, *t)
+	if g := r.table.Load(); g != nil {
+		maps.Copy(next, g.fns)
 	}
 	var replaced, removed []*version
 	var aborted []*entry
@@ -299,7 +316,7 @@ func (r *registry) swap(installs []*version, removes []string) {
 			aborted = append(aborted, e)
 		}
 	}
-	r.table.Store(&next)
+	r.table.Store(&generation{fns: next, routes: routesOf(next)})
 	r.swapping.Unlock()
 	r.changed()
 	for _, e := range aborted {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -36,7 +37,6 @@ type router struct {
 	live      *live
 	clock     Clock
 	logger    *slog.Logger
-	routes    atomic.Pointer[routes]
 
 	mu         sync.Mutex
 	bus        subscriber // set by start: the subscriptions follow the routes from then on
@@ -54,18 +54,16 @@ type subscriber interface {
 }
 
 func newRouter(functions *registry, m *metrics, l *live, clock Clock, logger *slog.Logger) *router {
-	r := &router{functions: functions, metrics: m, live: l, clock: clock, logger: logger, timers: map[string]func(){}}
-	r.routes.Store(&routes{})
-	return r
+	return &router{functions: functions, metrics: m, live: l, clock: clock, logger: logger, timers: map[string]func(){}}
 }
 
 func newEventID() string { return ulid.Make().String() }
 
-// rebuild computes the routes from the current versions; after start it also brings the
-// bus subscriptions and the timers in line.
-func (r *router) rebuild() {
+// routesOf is the routes the triggers of fns make.
+func routesOf(fns fnTable) *routes {
 	rt := &routes{sensor: map[string][]string{}, gpio: map[sensors.Watch][]string{}, subs: map[string]byte{}}
-	for _, v := range r.functions.all() {
+	for _, name := range slices.Sorted(maps.Keys(fns)) {
+		v := fns[name]
 		for _, t := range v.triggers {
 			switch t.Kind {
 			case config.TriggerMQTT:
@@ -80,17 +78,22 @@ func (r *router) rebuild() {
 			}
 		}
 	}
-	r.routes.Store(rt)
+	return rt
+}
+
+// rebuild brings the bus subscriptions and the timers in line with the current routes,
+// once the router has started.
+func (r *router) rebuild() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.running {
-		r.syncSubscriptions(rt)
+		r.syncSubscriptions(r.functions.routes())
 		r.syncTimers()
 	}
 }
 
 func (r *router) subscriptions() []mqtt.Subscription {
-	rt := r.routes.Load()
+	rt := r.functions.routes()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.subscribed = map[string]byte{}
@@ -107,7 +110,7 @@ func (r *router) start(bus subscriber) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.bus, r.running = bus, true
-	r.syncSubscriptions(r.routes.Load())
+	r.syncSubscriptions(r.functions.routes())
 	r.syncTimers()
 }
 
@@ -202,7 +205,7 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 	if r.stopped.Load() {
 		return // not acknowledged: redelivered after restart
 	}
-	rt := r.routes.Load()
+	rt := r.functions.routes()
 	var fns []string
 	for _, rt := range rt.mqtt {
 		if mqtt.Match(rt.filter, m.Topic) && !slices.Contains(fns, rt.fn) {
@@ -240,7 +243,7 @@ func (r *router) HandleReading(rd sensors.Reading) {
 	}
 	r.metrics.events.WithLabelValues("sensor").Inc()
 	r.live.sensor(rd)
-	fns := r.routes.Load().sensor[rd.Sensor]
+	fns := r.functions.routes().sensor[rd.Sensor]
 	if len(fns) == 0 {
 		return
 	}
@@ -258,7 +261,7 @@ func (r *router) HandleEdge(e sensors.Edge) {
 	r.metrics.events.WithLabelValues("gpio").Inc()
 	ev := &luafn.Event{ID: newEventID(), Source: "gpio", TS: e.TS.UnixMilli(), Pin: e.Pin, Level: e.Level, Edge: e.Edge, Coalesced: e.Coalesced}
 	r.live.event(ev)
-	for _, fn := range r.routes.Load().gpio[e.Watch] {
+	for _, fn := range r.functions.routes().gpio[e.Watch] {
 		r.dispatch(fn, ev, "gpio:"+e.Pin, false, nil, source{}, func(error) {})
 	}
 }
