@@ -9,7 +9,9 @@
 //     node) to each online gateway's report of it, and from each offline one's restart,
 //     -back after the push, to its report;
 //   - revision 2, one function of which does not compile: the time until every gateway
-//     reports revision 1 still applied and the error naming that function.
+//     reports revision 1 still applied and the error naming that function;
+//   - revision 3, as bad, pushed with --canary 5: the time until the push halts, and that
+//     only the five canaries took it.
 //
 // It prints p50/p99/max of each phase, the messages the NATS nodes took in and sent out
 // over it (summed over the nodes: routes and JetStream's own traffic included), and the
@@ -155,6 +157,12 @@ func (b *bench) run(n, offline int, back time.Duration, functions int) error {
 	}
 	ph.done(b.gateways, b.watch.wait(b.gateways, b.timeout), func(*gateway) time.Time { return ph.start })
 
+	// A canary push of another bad revision: the canaries refuse it, the push halts, and
+	// no other gateway takes it.
+	if err := b.canaryHalts(nodes[len(nodes)-1].MQTTURL(), functions, bad); err != nil {
+		return err
+	}
+
 	var rss int64
 	for _, g := range b.gateways {
 		rss += g.p.RSS()
@@ -165,6 +173,42 @@ func (b *bench) run(n, offline int, back time.Duration, functions int) error {
 	fmt.Printf("NATS messages since the cluster started: %d in, %d out\n", in, out)
 	if b.missed > 0 {
 		return fmt.Errorf("%d reports missing (a gateway counted once per phase)", b.missed)
+	}
+	return nil
+}
+
+// canaryHalts pushes a bad revision 3 with --canary 5: the push must halt once the
+// canaries refuse it, and the rest must show no sign of revision 3.
+func (b *bench) canaryHalts(broker string, functions int, bad string) error {
+	const canaries = 5
+	if len(b.gateways) <= canaries {
+		return nil
+	}
+	plain := filepath.Join(b.dir, "rev3.json")
+	raw, _ := json.Marshal(document(3, functions, bad))
+	if err := os.WriteFile(plain, raw, 0o644); err != nil {
+		return err
+	}
+	start := time.Now()
+	err := b.cli("fleet", "push", "--broker", broker, "--canary", fmt.Sprint(canaries), "--sign-key", "fleet.key",
+		"--canary-wait", b.timeout.String(), plain)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "canary push halted") {
+		return fmt.Errorf("the canary push of a bad revision did not halt: %v", err)
+	}
+	time.Sleep(2 * time.Second) // a gateway that took revision 3 regardless would say so by now
+	b.watch.mu.Lock()
+	took3 := 0
+	for _, r := range b.watch.last {
+		if strings.Contains(r.LastError, "revision 3") {
+			took3++
+		}
+	}
+	b.watch.mu.Unlock()
+	fmt.Printf("canary push of a bad revision 3 to %d: halted after %.1fs; %d gateways refused it, %d never took it\n",
+		canaries, took.Seconds(), took3, len(b.gateways)-took3)
+	if took3 != canaries {
+		return fmt.Errorf("%d gateways took the canary revision, want the %d canaries", took3, canaries)
 	}
 	return nil
 }
