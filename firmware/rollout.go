@@ -228,9 +228,8 @@ func (r *Rollout) WaveName(i int) string {
 	return strconv.Itoa(r.Waves[i]) + "%"
 }
 
-func (r *Rollout) finished(d *RolloutDevice) bool {
-	return d.Status == StatusHealthy || d.Status == StatusFailed
-}
+// finished reports whether a device's status is an end: healthy or failed.
+func finished(status string) bool { return status == StatusHealthy || status == StatusFailed }
 
 // assign puts the devices, sorted, into the waves: the first Canary in the canary, the
 // rest by the waves' cumulative shares (rounded up, so that no wave of a few devices is
@@ -281,17 +280,17 @@ func (r *Rollout) advance(now time.Time) (changed bool, opened []string) {
 			r.State, r.Reason, r.Updated = RolloutHalted, reason, now
 			return true, opened
 		}
-		members, finished := 0, 0
+		members, ended := 0, 0
 		for _, d := range r.Devices {
 			if d.Wave == r.Wave {
 				members++
-				if r.finished(d) {
-					finished++
+				if finished(d.Status) {
+					ended++
 				}
 			}
 		}
 		last := r.Wave == r.waves()-1
-		if finished < members || (last && len(r.Devices) == 0) {
+		if ended < members || (last && len(r.Devices) == 0) {
 			return changed, opened // a rollout without devices yet waits for some
 		}
 		if last {
@@ -433,7 +432,7 @@ func (r *Rollout) overdue(now time.Time) (late []string, next time.Time) {
 		return nil, time.Time{}
 	}
 	for id, d := range r.Devices {
-		if d.Wave > r.Wave || r.finished(d) || d.Since.IsZero() {
+		if d.Wave > r.Wave || finished(d.Status) || d.Since.IsZero() {
 			continue
 		}
 		by := d.Since.Add(r.deviceTimeout())

@@ -92,7 +92,7 @@ func (s *Server) setDevice(r *Rollout, device string, d *RolloutDevice, status, 
 	if d.Status == StatusFailed && status != StatusHealthy {
 		return // failed stays failed, unless the device later runs the image after all
 	}
-	terminal := status != d.Status && (r.finished(&RolloutDevice{Status: status}) || r.finished(d))
+	terminal := status != d.Status && (finished(status) || finished(d.Status))
 	d.Status, d.Error, r.Updated = status, errText, now
 	if s.advance(r, now) || terminal {
 		s.saveRollouts()
@@ -316,7 +316,7 @@ func (s *Server) changeRollout(id, to, reason string, from ...string) (Rollout, 
 	s.opts.Logger.Info("firmware: rollout "+to, "rollout", r.ID, "type", r.Type)
 	if to == RolloutRunning {
 		for _, d := range r.Devices { // paused time does not count against the devices
-			if d.Wave <= r.Wave && !r.finished(d) {
+			if d.Wave <= r.Wave && !finished(d.Status) {
 				d.Since = now
 			}
 		}
