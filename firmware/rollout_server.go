@@ -217,6 +217,12 @@ func (s *Server) CreateRollout(plan RolloutPlan) (Rollout, error) {
 	s.book.list = append(s.book.list, r)
 	s.opts.Logger.Info("firmware: rollout created", "rollout", r.ID, "type", r.Type, logkey.Version, r.Version,
 		"counter", r.Counter, "devices", len(r.Devices), "canary", r.Canary, "waves", wavesString(r.Waves), "max_failures", r.MaxFailures.String())
+	return s.goOn(r, now)
+}
+
+// goOn advances a rollout that (again) runs, offers its image to the devices it now
+// admits, and keeps it.
+func (s *Server) goOn(r *Rollout, now time.Time) (Rollout, error) {
 	s.advance(r, now)
 	s.offerAll(r.Type, now, s.deviceIDs())
 	s.wakeHealth()
@@ -320,9 +326,7 @@ func (s *Server) changeRollout(id, to, reason string, from ...string) (Rollout, 
 				d.Since = now
 			}
 		}
-		s.advance(r, now)
-		s.offerAll(r.Type, now, s.deviceIDs())
-		s.wakeHealth()
+		return s.goOn(r, now)
 	}
 	if err := s.book.save(); err != nil {
 		return r.clone(), err
