@@ -314,11 +314,7 @@ func (c *Client) connect(first chan<- error) {
 		// The wait (at least minRetryWait) also lets paho finish the failed attempt:
 		// it completes the token just before it stops counting itself as connecting,
 		// and Connect called in between would report a success it did not make.
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-c.stop:
-			t.Stop()
+		if !c.sleep(wait) {
 			return
 		}
 		wait = max(min(2*wait, c.opts.MaxReconnectInterval), minRetryWait)
@@ -326,6 +322,18 @@ func (c *Client) connect(first chan<- error) {
 }
 
 const minRetryWait = 100 * time.Millisecond
+
+// sleep waits d, or reports false at once when Close stops the client.
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.stop:
+		return false
+	}
+}
 
 // refused reports whether a CONNACK return code is a refusal that retrying cannot fix.
 func refused(rc byte) bool {

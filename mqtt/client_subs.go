@@ -24,11 +24,7 @@ func (c *Client) resubscribe() {
 		}
 		wait := max(min(time.Second, c.opts.MaxReconnectInterval), minRetryWait)
 		for c.pc.IsConnectionOpen() {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-c.stop:
-				t.Stop()
+			if !c.sleep(wait) {
 				return
 			}
 			subs := c.subs.load()
