@@ -151,6 +151,7 @@ type Embedded struct {
 	sessionsEvicted                               atomic.Uint64
 	goneAt                                        sync.Map // *mochi.Client -> UnixNano it disconnected: persistent sessions only
 	oversizeLog                                   oversizeLog
+	deviceFilters                                 deviceFilters
 	// presenceSent, while Close says offline, is told of each presence message written
 	// to a device (sayOffline).
 	presenceSent atomic.Pointer[chan struct{}]
@@ -499,9 +500,16 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet, chain []string
 	if ref == nil {
 		return nil
 	}
+	// A device's QoS 0 reading that is not retained and that no device subscription
+	// matches has nothing left for mochi to do: "ignore" skips the forwarding (and,
+	// unlike a rejection, mochi's debug line, whose arguments allocate).
+	var forward error
+	if !cl.Net.Inline && pk.FixedHeader.Qos == 0 && !pk.FixedHeader.Retain && !e.deviceFilters.mayMatch(pk.TopicName) {
+		forward = packets.CodeSuccessIgnore
+	}
 	subQoS, ok := e.subs.match(pk.TopicName)
 	if !ok {
-		return nil
+		return forward
 	}
 	qos := min(pk.FixedHeader.Qos, subQoS)
 	// The gateway's own messages have nobody to acknowledge to, and waiting for them
@@ -514,7 +522,7 @@ func (e *Embedded) onPublish(cl *mochi.Client, pk packets.Packet, chain []string
 			}
 			e.deliver(ref.h, m)
 		}
-		return nil
+		return forward
 	}
 	if !e.inflight.begin() {
 		e.refuse(cl, pk, packets.ErrServerShuttingDown)
@@ -569,7 +577,7 @@ func (h *embeddedHook) ID() string { return "moongate" }
 func (h *embeddedHook) Provides(b byte) bool {
 	switch b {
 	case mochi.OnConnectAuthenticate, mochi.OnSessionEstablished, mochi.OnACLCheck, mochi.OnPublish, mochi.OnPacketProcessed,
-		mochi.OnWillSent, mochi.OnDisconnect, mochi.OnPacketSent:
+		mochi.OnWillSent, mochi.OnDisconnect, mochi.OnPacketSent, mochi.OnSubscribed, mochi.OnUnsubscribed:
 		return true
 	}
 	return false
@@ -584,6 +592,18 @@ func (h *embeddedHook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet
 func (h *embeddedHook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	h.e.device(cl)
 	h.e.boundSessions(cl)
+}
+
+func (h *embeddedHook) OnSubscribed(cl *mochi.Client, pk packets.Packet, _ []byte) {
+	if !cl.Net.Inline {
+		h.e.deviceFilters.add(cl.ID, pk.Filters)
+	}
+}
+
+func (h *embeddedHook) OnUnsubscribed(cl *mochi.Client, pk packets.Packet) {
+	if !cl.Net.Inline {
+		h.e.deviceFilters.remove(cl.ID, pk.Filters)
+	}
 }
 
 func (h *embeddedHook) OnACLCheck(cl *mochi.Client, topic string, write bool) bool {
