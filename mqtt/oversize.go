@@ -23,6 +23,7 @@ type framedConn struct {
 	multiplier int
 
 	oversize atomic.Int64 // total size of the first packet larger than max, 0 if none
+	deadline atomic.Int64 // UnixNano of the last deadline SetDeadline passed on, 0 if none
 }
 
 func newFramedConn(c net.Conn, max uint32) *framedConn {
