@@ -162,10 +162,10 @@ func TestLibrariesPristineAcrossInvocations(t *testing.T) {
 func TestMemoryUpdatesAreFree(t *testing.T) {
 	f := newFn(t, `
 	list = {}
-	for i = 1, 2000 do list[i] = {n = i, name = "item" .. i} end
+	for i = 1, 8000 do list[i] = {n = i, name = "item" .. i} end
 	function handle()
-		for round = 1, 50 do
-			for i = 1, 2000 do
+		for round = 1, 25 do
+			for i = 1, 8000 do
 				local s = list[i]
 				s.n = s.n + 1
 				list.last = i
@@ -179,7 +179,7 @@ func TestMemoryUpdatesAreFree(t *testing.T) {
 		t.Fatalf("the state holds %d bytes: too little to test walks near the limit", v.mem)
 	}
 	before := v.walks
-	if got := call(t, f, nil).value(); got != int64(51) {
+	if got := call(t, f, nil).value(); got != int64(26) {
 		t.Fatalf("got %v", got)
 	}
 	// Charged at 88 bytes each, the 200000 updates would walk the heap every 256 KiB.

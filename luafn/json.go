@@ -400,7 +400,7 @@ func (d *jsonDecoder) hex4() (rune, bool) {
 // tableShape tells how a table converts: as an array of n items, or as an object.
 func tableShape(t *lua.LTable) (n int, isArray bool) {
 	array, strs, others := t.Parts()
-	if len(strs) > 0 || len(others) > 0 {
+	if strs.Len() > 0 || len(others) > 0 {
 		return 0, false
 	}
 	n = len(array)
@@ -648,7 +648,7 @@ func (e *jsonEncoder) table(t *lua.LTable, depth int) error {
 	if array, strs, others := t.Parts(); len(array) == 0 && len(others) == 0 {
 		// The common object, with string keys only: its fields are sorted in the
 		// encoder's reused slice, without boxing each key as sortedKeys does.
-		for k, val := range strs {
+		for k, val := range strs.All() {
 			if val != lua.LNil {
 				e.fields = append(e.fields, field{k, val})
 			}

@@ -21,18 +21,19 @@ import (
 
 // Estimated sizes, in bytes, of gopher-lua's values on a 64-bit Go heap.
 const (
-	sizeSlot      = 16  // one LValue (interface) in an array or register
-	sizeString    = 16  // a boxed string header
-	sizeNumber    = 8   // a boxed float64
-	sizeTable     = 112 // an empty LTable
-	sizeStrEntry  = 40  // a strdict or dict entry, with map overhead
-	sizeKeyEntry  = 48  // the iteration index per hash key (keys + k2i), built by the first next
-	sizeFunction  = 96  // an LFunction
-	sizeUpvalue   = 64  // an Upvalue
-	sizeOther     = 64  // userdata, threads, channels (not creatable by sandboxed code)
-	newHashCap    = 32  // gopher-lua's capacity of a table's first string-key map
-	walkAllowance = 16  // walk again only after limit/walkAllowance more bytes are charged
-	dedupeString  = 64  // strings at least this long are counted once, however often referenced
+	sizeSlot       = 16  // one LValue (interface) in an array or register
+	sizeString     = 16  // a boxed string header
+	sizeNumber     = 8   // a boxed float64
+	sizeTable      = 112 // an empty LTable
+	sizeStrEntry   = 40  // a strdict or dict entry, with map overhead
+	sizeSmallEntry = 32  // a string key's entry in a small table's slice (lua.SmallStrKeys)
+	sizeKeyEntry   = 48  // the iteration index per hash key (keys + k2i), built by the first next
+	sizeFunction   = 96  // an LFunction
+	sizeUpvalue    = 64  // an Upvalue
+	sizeOther      = 64  // userdata, threads, channels (not creatable by sandboxed code)
+	newHashCap     = 32  // gopher-lua's capacity of a table's first string-key map
+	walkAllowance  = 16  // walk again only after limit/walkAllowance more bytes are charged
+	dedupeString   = 64  // strings at least this long are counted once, however often referenced
 )
 
 // charge records that the VM is about to hold n more bytes, and trips the memory bound
@@ -172,13 +173,21 @@ func growth(t *lua.LTable, key lua.LValue) int64 {
 	// Updating a key that exists costs nothing: charging it would make a function that
 	// keeps much data and updates it in a loop walk its heap over and over.
 	if s, ok := key.(lua.LString); ok {
-		if strs == nil {
-			return newHashCap*sizeStrEntry + sizeStrEntry
-		}
-		if _, exists := strs[string(s)]; exists {
+		if _, exists := strs.Get(string(s)); exists {
 			return 0
 		}
-	} else if _, exists := others[key]; exists {
+		switch {
+		case strs.Large():
+			return sizeStrEntry
+		case strs.Len() == lua.SmallStrKeys: // the keys move to a map
+			return newHashCap*sizeStrEntry + sizeStrEntry
+		case strs.Len() < strs.Cap():
+			return 0 // charged when the table was made
+		default: // the small part grows: 4 entries first, then doubling
+			return max(4, int64(strs.Cap())) * sizeSmallEntry
+		}
+	}
+	if _, exists := others[key]; exists {
 		return 0
 	}
 	return sizeStrEntry
@@ -249,7 +258,7 @@ func (w *walker) size(x lua.LValue) int64 {
 		// Go maps do not shrink: the hash part holds what it held at its peak. The
 		// iteration index exists once the table has been walked, and only grows.
 		n += int64(x.HashPeak())*sizeStrEntry + int64(indexed)*sizeKeyEntry
-		if strs != nil {
+		if strs.Large() {
 			n += newHashCap * sizeStrEntry
 		}
 		if x.Metatable != lua.LNil {
@@ -260,7 +269,7 @@ func (w *walker) size(x lua.LValue) int64 {
 				w.stack = append(w.stack, e)
 			}
 		}
-		for k, e := range strs {
+		for k, e := range strs.All() {
 			n += sizeString + int64(len(k))
 			w.stack = append(w.stack, e)
 		}

@@ -195,7 +195,7 @@ func (v *vm) baseNext(L *lua.LState) int {
 	t := L.CheckTable(1)
 	if built, _, _ := t.NextIndex(); !built {
 		_, strs, others := t.Parts()
-		if n := len(strs) + len(others); n > 0 && !v.charge(int64(n)*sizeKeyEntry) {
+		if n := strs.Len() + len(others); n > 0 && !v.charge(int64(n)*sizeKeyEntry) {
 			v.raiseIfTripped()
 		}
 	}

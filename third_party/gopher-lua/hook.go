@@ -1,5 +1,7 @@
 package lua
 
+import "iter"
+
 // Moongate's second change (MOONGATE.md): an instruction hook, and the read-only
 // accessors an embedder that bounds a state needs to see inside it. Upstream has
 // neither; the only way in was a context whose Done is selected before every
@@ -153,8 +155,62 @@ func (ls *LState) ValueStack() (values []LValue, capacity int) {
 // other keys, as the table stores them: nil for a part the table never had. They are
 // the table's own, to read only; they let an embedder size or encode a table without
 // boxing each key, as ForEach and Next do.
-func (tb *LTable) Parts() (array []LValue, strs map[string]LValue, others map[LValue]LValue) {
-	return tb.array, tb.strdict, tb.dict
+func (tb *LTable) Parts() (array []LValue, strs StrPart, others map[LValue]LValue) {
+	return tb.array, StrPart{tb.strs, tb.strdict}, tb.dict
+}
+
+// SmallStrKeys is the most string keys a table keeps in its small part, scanned in
+// order, before they move to a Go map (see MOONGATE.md).
+const SmallStrKeys = smallStrKeys
+
+// StrPart is a table's hash part for string keys, to read only: a short slice while
+// the table has at most SmallStrKeys of them, a Go map from then on.
+type StrPart struct {
+	small []strEntry
+	large map[string]LValue
+}
+
+// Held reports whether the table has had string keys: the part is allocated.
+func (p StrPart) Held() bool { return p.small != nil || p.large != nil }
+
+// Large reports whether the string keys are in a Go map.
+func (p StrPart) Large() bool { return p.large != nil }
+
+// Len returns the number of string keys.
+func (p StrPart) Len() int { return len(p.small) + len(p.large) }
+
+// Cap returns how many string keys the small part holds without growing (0 once the
+// keys are in a map).
+func (p StrPart) Cap() int { return cap(p.small) }
+
+// Get returns the value of key and whether the table has it.
+func (p StrPart) Get(key string) (LValue, bool) {
+	if p.large != nil {
+		v, ok := p.large[key]
+		return v, ok
+	}
+	for _, e := range p.small {
+		if e.key == key {
+			return e.value, true
+		}
+	}
+	return LNil, false
+}
+
+// All yields the string keys and their values, in no particular order.
+func (p StrPart) All() iter.Seq2[string, LValue] {
+	return func(yield func(string, LValue) bool) {
+		for _, e := range p.small {
+			if !yield(e.key, e.value) {
+				return
+			}
+		}
+		for k, v := range p.large {
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
 }
 
 // HashPeak returns the most entries the hash parts have held at once. Go maps do not

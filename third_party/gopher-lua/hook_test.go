@@ -208,7 +208,7 @@ func TestHookAccessors(t *testing.T) {
 	}
 
 	tb := L.CreateTable(0, 0)
-	if a, s, o := tb.Parts(); a != nil || s != nil || o != nil {
+	if a, s, o := tb.Parts(); a != nil || s.Held() || o != nil {
 		t.Fatal("a table made without parts has parts")
 	}
 	tb.RawSetInt(1, LTrue)
@@ -216,7 +216,7 @@ func TestHookAccessors(t *testing.T) {
 	tb.RawSetString("b", LNumber(2))
 	tb.RawSet(LTrue, LNumber(3))
 	a, s, o := tb.Parts()
-	if len(a) != 1 || a[0] != LTrue || s["a"] != LNumber(1) || o[LTrue] != LNumber(3) {
+	if v, _ := s.Get("a"); len(a) != 1 || a[0] != LTrue || v != LNumber(1) || s.Len() != 2 || s.Large() || o[LTrue] != LNumber(3) {
 		t.Fatalf("Parts: %v %v %v", a, s, o)
 	}
 	tb.RawSetString("a", LNil)

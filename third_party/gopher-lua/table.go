@@ -40,10 +40,87 @@ func newLTable(acap int, hcap int) *LTable {
 	if acap != 0 {
 		tb.array = make([]LValue, 0, acap)
 	}
-	if hcap != 0 {
+	switch {
+	case hcap > smallStrKeys:
 		tb.strdict = make(map[string]LValue, hcap)
+	case hcap > 0:
+		tb.strs = make([]strEntry, 0, hcap)
 	}
 	return tb
+}
+
+// smallStrKeys is the most string keys a table holds in its strs slice. Scanning a few
+// short keys is faster than hashing them, and the slice is one allocation where a Go
+// map is two and three times the bytes: most tables are small records (an event, a
+// decoded JSON object, a reading to publish).
+const smallStrKeys = 8
+
+// strEntry is one string key of a small table and its value.
+type strEntry struct {
+	key   string
+	value LValue
+}
+
+// getStr returns the value of a string key, or LNil.
+func (tb *LTable) getStr(key string) LValue {
+	if tb.strdict != nil {
+		if v, ok := tb.strdict[key]; ok {
+			return v
+		}
+		return LNil
+	}
+	for i := range tb.strs {
+		if tb.strs[i].key == key {
+			return tb.strs[i].value
+		}
+	}
+	return LNil
+}
+
+// setSmallStr sets a string key while the table is small, and reports false when the
+// key is new and there is no room left: the caller moves the keys to strdict.
+func (tb *LTable) setSmallStr(key string, value LValue) bool {
+	for i := range tb.strs {
+		if tb.strs[i].key != key {
+			continue
+		}
+		if value != LNil {
+			tb.strs[i].value = value
+			return true
+		}
+		// Deleted in order: a walk in progress follows keys, not positions.
+		last := len(tb.strs) - 1
+		copy(tb.strs[i:], tb.strs[i+1:])
+		tb.strs[last] = strEntry{}
+		tb.strs = tb.strs[:last]
+		return true
+	}
+	if value == LNil {
+		return true
+	}
+	if len(tb.strs) == smallStrKeys {
+		return false
+	}
+	if tb.strs == nil {
+		tb.strs = make([]strEntry, 0, 4)
+	}
+	tb.strs = append(tb.strs, strEntry{key, value})
+	tb.notePeak()
+	if tb.k2i != nil { // boxing the key allocates: only once a walk needs it
+		tb.noteKey(LString(key))
+	}
+	return true
+}
+
+// noteKey adds a new key to the walk order, once a walk has built it.
+func (tb *LTable) noteKey(key LValue) {
+	if tb.k2i == nil {
+		return
+	}
+	if _, ok := tb.k2i[key]; !ok {
+		tb.k2i[key] = len(tb.keys)
+		tb.keys = append(tb.keys, key)
+	}
 }
 
 // Len returns length of this LTable without using __len.
@@ -201,7 +278,14 @@ func (tb *LTable) RawSetInt(key int, value LValue) {
 // RawSetString sets a given LValue to a given string index without the __newindex metamethod.
 func (tb *LTable) RawSetString(key string, value LValue) {
 	if tb.strdict == nil {
+		if tb.setSmallStr(key, value) {
+			return
+		}
 		tb.strdict = make(map[string]LValue, defaultHashCap)
+		for _, e := range tb.strs {
+			tb.strdict[e.key] = e.value
+		}
+		tb.strs = nil
 	}
 	if value == LNil {
 		// TODO tb.keys and tb.k2i should also be removed
@@ -210,11 +294,7 @@ func (tb *LTable) RawSetString(key string, value LValue) {
 		tb.strdict[key] = value
 		tb.notePeak()
 		if tb.k2i != nil {
-			lkey := LString(key)
-			if _, ok := tb.k2i[lkey]; !ok {
-				tb.k2i[lkey] = len(tb.keys)
-				tb.keys = append(tb.keys, lkey)
-			}
+			tb.noteKey(LString(key))
 		}
 	}
 }
@@ -234,10 +314,7 @@ func (tb *LTable) RawSetH(key LValue, value LValue) {
 	} else {
 		tb.dict[key] = value
 		tb.notePeak()
-		if _, ok := tb.k2i[key]; tb.k2i != nil && !ok {
-			tb.k2i[key] = len(tb.keys)
-			tb.keys = append(tb.keys, key)
-		}
+		tb.noteKey(key)
 	}
 }
 
@@ -256,13 +333,7 @@ func (tb *LTable) RawGet(key LValue) LValue {
 			return tb.array[index]
 		}
 	case LString:
-		if tb.strdict == nil {
-			return LNil
-		}
-		if ret, ok := tb.strdict[string(v)]; ok {
-			return ret
-		}
-		return LNil
+		return tb.getStr(string(v))
 	}
 	if tb.dict == nil {
 		return LNil
@@ -288,13 +359,7 @@ func (tb *LTable) RawGetInt(key int) LValue {
 // RawGet returns an LValue associated with a given key without __index metamethod.
 func (tb *LTable) RawGetH(key LValue) LValue {
 	if s, sok := key.(LString); sok {
-		if tb.strdict == nil {
-			return LNil
-		}
-		if v, vok := tb.strdict[string(s)]; vok {
-			return v
-		}
-		return LNil
+		return tb.getStr(string(s))
 	}
 	if tb.dict == nil {
 		return LNil
@@ -307,13 +372,7 @@ func (tb *LTable) RawGetH(key LValue) LValue {
 
 // RawGetString returns an LValue associated with a given key without __index metamethod.
 func (tb *LTable) RawGetString(key string) LValue {
-	if tb.strdict == nil {
-		return LNil
-	}
-	if v, vok := tb.strdict[string(key)]; vok {
-		return v
-	}
-	return LNil
+	return tb.getStr(key)
 }
 
 // ForEach iterates over this table of elements, yielding each in turn to a given function.
@@ -324,6 +383,9 @@ func (tb *LTable) ForEach(cb func(LValue, LValue)) {
 				cb(LNumber(i+1), v)
 			}
 		}
+	}
+	for _, e := range tb.strs {
+		cb(LString(e.key), e.value)
 	}
 	if tb.strdict != nil {
 		for k, v := range tb.strdict {
@@ -343,7 +405,7 @@ func (tb *LTable) ForEach(cb func(LValue, LValue)) {
 
 // This function is equivalent to lua_next ( http://www.lua.org/manual/5.1/manual.html#lua_next ).
 func (tb *LTable) Next(key LValue) (LValue, LValue) {
-	if tb.k2i == nil && (len(tb.strdict) > 0 || len(tb.dict) > 0) {
+	if tb.k2i == nil && tb.hashLen() > 0 {
 		tb.indexKeys()
 	}
 	init := false
@@ -363,7 +425,7 @@ func (tb *LTable) Next(key LValue) (LValue, LValue) {
 				}
 			}
 			if tb.array == nil || index == len(tb.array) {
-				if (tb.dict == nil || len(tb.dict) == 0) && (tb.strdict == nil || len(tb.strdict) == 0) {
+				if tb.hashLen() == 0 {
 					return LNil, LNil
 				}
 				key = tb.keys[0]
@@ -387,9 +449,14 @@ func (tb *LTable) Next(key LValue) (LValue, LValue) {
 // are never walked, and keeping keys and k2i from the first write doubled the cost of
 // every table with string keys.
 func (tb *LTable) indexKeys() {
-	n := len(tb.strdict) + len(tb.dict)
+	n := tb.hashLen()
 	tb.keys = make([]LValue, 0, n)
 	tb.k2i = make(map[LValue]int, n)
+	for _, e := range tb.strs {
+		lk := LString(e.key)
+		tb.k2i[lk] = len(tb.keys)
+		tb.keys = append(tb.keys, lk)
+	}
 	for k, v := range tb.strdict {
 		if v != LNil {
 			lk := LString(k)
@@ -406,7 +473,10 @@ func (tb *LTable) indexKeys() {
 }
 
 func (tb *LTable) notePeak() {
-	if n := len(tb.strdict) + len(tb.dict); n > tb.hashPeak {
+	if n := tb.hashLen(); n > tb.hashPeak {
 		tb.hashPeak = n
 	}
 }
+
+// hashLen is the number of entries in the hash parts.
+func (tb *LTable) hashLen() int { return len(tb.strs) + len(tb.strdict) + len(tb.dict) }

@@ -143,12 +143,15 @@ func (nm LNumber) Format(f fmt.State, c rune) {
 type LTable struct {
 	Metatable LValue
 
-	array   []LValue
-	dict    map[LValue]LValue
+	array []LValue
+	dict  map[LValue]LValue
+	// A table's string keys are in strs, scanned in order, while there are at most
+	// smallStrKeys of them; past that they move to strdict for good (see MOONGATE.md).
+	strs    []strEntry
 	strdict map[string]LValue
 	keys    []LValue
 	k2i     map[LValue]int
-	// hashPeak is the most entries dict and strdict have held together: Go maps do
+	// hashPeak is the most entries the hash parts have held together: Go maps do
 	// not shrink, so this tells what the hash part still holds after deletes.
 	hashPeak int
 }
