@@ -224,7 +224,8 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		return // not acknowledged: redelivered after restart
 	}
 	rt := r.functions.routes()
-	var fns []string
+	var matched [4]string // a message goes to one or a few functions: no allocation
+	fns := matched[:0]
 	for _, rt := range rt.mqtt {
 		if mqtt.Match(rt.filter, m.Topic) && !slices.Contains(fns, rt.fn) {
 			fns = append(fns, rt.fn)
@@ -237,20 +238,30 @@ func (r *router) HandleMessage(m *mqtt.Message) {
 		m.Ack()
 		return
 	}
-	var pending atomic.Int32
-	pending.Store(int32(len(fns)))
-	var failed atomic.Bool
-	done := func(err error) {
-		if err != nil {
-			failed.Store(true)
-			logAbandon(r.logger, "mqtt", err)
-		}
-		if pending.Add(-1) == 0 && !failed.Load() {
-			m.Ack()
-		}
-	}
+	d := &delivery{m: m, logger: r.logger}
+	d.pending.Store(int32(len(fns)))
+	key, src := "mqtt:"+m.Topic, source{wait: m.MayWait, inline: m.OnSenderGoroutine}
 	for _, fn := range fns {
-		r.dispatch(fn, ev, "mqtt:"+m.Topic, m.QoS > 0, m.Chain, source{wait: m.MayWait, inline: m.OnSenderGoroutine}, done)
+		r.dispatch(fn, ev, key, m.QoS > 0, m.Chain, src, d.done)
+	}
+}
+
+// delivery is one message handed to its functions: it is acknowledged once all of them
+// have committed. One allocation per message, where a closure over its counters was three.
+type delivery struct {
+	m       *mqtt.Message
+	logger  *slog.Logger
+	pending atomic.Int32
+	failed  atomic.Bool
+}
+
+func (d *delivery) done(err error) {
+	if err != nil {
+		d.failed.Store(true)
+		logAbandon(d.logger, "mqtt", err)
+	}
+	if d.pending.Add(-1) == 0 && !d.failed.Load() {
+		d.m.Ack()
 	}
 }
 
