@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,6 +41,16 @@ const (
 // key and unbounded (170k topics made 103k of them).
 const maxWorkers = 1024
 
+// A worker that finds nothing ready waits up to workerLinger for more before it ends, and
+// up to maxIdleWorkers of a function wait so. A new goroutine starts on a small stack
+// and grows it, copying, on the way into a VM: with events queued in bursts (an external
+// broker's deliveries) workers ended and started again for every burst, and that growth
+// was a quarter of the gateway's CPU.
+const (
+	workerLinger   = time.Second
+	maxIdleWorkers = 128
+)
+
 // executor runs the events of one function: in arrival order per key, different keys in
 // parallel on at most maxWorkers goroutines (the warm VMs bound how many invoke at once),
 // each invocation committed before the next event of its key starts, so a function always
@@ -68,6 +79,12 @@ type executor struct {
 	pending int                 // events handed over and not done, and slots granted to waiters
 	waiters []*waiter           // sources waiting for room, first come first served
 	workers int                 // goroutines running events: workers and sources running inline
+	idle    int                 // workers waiting for work (see workerLinger), counted in workers
+	// woken is how many wake tokens are in wake for the idle workers to take; a worker that
+	// times out as a token arrives leaves it to the next one to go idle.
+	woken   int
+	wake    chan struct{}
+	quit    chan struct{} // closed when the executor stops: idle workers end
 	stopped bool
 	aborted bool // stopped by abort: QoS 0 events handed back are counted as dropped
 	running sync.WaitGroup
@@ -93,7 +110,7 @@ type executorEnv struct {
 func newExecutor(env *executorEnv, name string, cur func() *version, stats *fnStats) *executor {
 	ctx, cancel := context.WithCancel(env.ctx)
 	return &executor{name: name, cur: cur, env: env, stats: stats, ctx: ctx, cancel: cancel, queues: map[string][]*task{},
-		busy: map[string]struct{}{}}
+		busy: map[string]struct{}{}, wake: make(chan struct{}, maxIdleWorkers), quit: make(chan struct{})}
 }
 
 // source says how an event's source may be treated.
@@ -241,38 +258,77 @@ func (e *executor) grant() {
 	}
 }
 
-// spawn starts a worker when a key is ready and fewer than maxWorkers run. e.mu is held.
+// spawn wakes idle workers for the ready keys, and starts more while keys are ready
+// beyond the workers free to take them and fewer than maxWorkers run. e.mu is held.
 func (e *executor) spawn() {
-	for !e.stopped && len(e.ready) > e.workers-len(e.busy) && e.workers < maxWorkers {
+	if e.stopped {
+		return
+	}
+	for ; e.woken < min(len(e.ready), e.idle); e.woken++ {
+		e.wake <- struct{}{} // never blocks: woken <= idle <= maxIdleWorkers
+	}
+	for len(e.ready) > e.workers-len(e.busy) && e.workers < maxWorkers {
 		e.workers++
 		e.running.Add(1)
 		go e.work()
 	}
 }
 
-// work runs ready keys' events, one event per turn, until none is ready.
+// work runs ready keys' events, one event per turn, and waits up to workerLinger for
+// more when none is ready.
 func (e *executor) work() {
 	defer e.running.Done()
 	e.mu.Lock()
-	for !e.stopped && len(e.ready) > 0 {
-		key := e.ready[0]
-		e.ready[0] = ""
-		e.ready = e.ready[1:]
-		q := e.queues[key]
-		t := q[0]
-		q[0] = nil
-		if len(q) == 1 {
-			delete(e.queues, key)
-		} else {
-			e.queues[key] = q[1:]
+	for {
+		for !e.stopped && len(e.ready) > 0 {
+			key := e.ready[0]
+			e.ready[0] = ""
+			e.ready = e.ready[1:]
+			q := e.queues[key]
+			t := q[0]
+			q[0] = nil
+			if len(q) == 1 {
+				delete(e.queues, key)
+			} else {
+				e.queues[key] = q[1:]
+			}
+			e.busy[key] = struct{}{}
+			e.mu.Unlock()
+			e.run(t)
+			e.mu.Lock()
 		}
-		e.busy[key] = struct{}{}
-		e.mu.Unlock()
-		e.run(t)
-		e.mu.Lock()
+		if e.stopped || e.idle >= maxIdleWorkers {
+			break
+		}
+		// A worker that timed out as work came looks once more: spawn counted it free.
+		if !e.linger() && len(e.ready) == 0 {
+			break
+		}
 	}
 	e.workers--
 	e.mu.Unlock()
+}
+
+// linger waits, as an idle worker, for a wake token, up to workerLinger; it reports
+// whether a token woke it. e.mu is held, and released meanwhile.
+func (e *executor) linger() bool {
+	e.idle++
+	e.mu.Unlock()
+	t := time.NewTimer(workerLinger)
+	woken := false
+	select {
+	case <-e.wake:
+		woken = true
+	case <-t.C:
+	case <-e.quit:
+	}
+	t.Stop()
+	e.mu.Lock()
+	e.idle--
+	if woken {
+		e.woken--
+	}
+	return woken
 }
 
 // run processes t, whose key the caller marked busy, and then frees the key and t's slot.
@@ -309,6 +365,9 @@ func (e *executor) abort() { e.halt(true) }
 
 func (e *executor) halt(abort bool) {
 	e.mu.Lock()
+	if !e.stopped {
+		close(e.quit)
+	}
 	e.stopped = true
 	e.aborted = e.aborted || abort
 	for _, w := range e.waiters { // wake the waiting sources: they find the executor stopped
