@@ -173,6 +173,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		// callback, so the messages a persistent session delivers right after CONNACK,
 		// before the subscriptions are renewed, are not lost on the way.
 		SetDefaultPublishHandler(c.onMessage).
+		SetCustomOpenConnectionFn(openConnection).
 		SetOnConnectHandler(c.onConnect).
 		SetConnectionLostHandler(c.onConnectionLost)
 	pubOpts := paho.NewClientOptions().
@@ -188,6 +189,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		SetAutoReconnect(true).
 		SetConnectRetry(true). // publishes wait in paho's store until the first connection
 		SetConnectRetryInterval(opts.MaxReconnectInterval).
+		SetCustomOpenConnectionFn(openConnection).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			c.log.Warn("publishing connection to the broker lost, reconnecting", logKeyErr, err)
 		})

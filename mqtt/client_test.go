@@ -407,3 +407,31 @@ func TestClientRetriesRefusedSubscribe(t *testing.T) {
 		}
 	}
 }
+
+// The client over TLS (its own dialing, with buffered reads): messages both ways with
+// the broker's CA, and a broker whose certificate another CA signed refused.
+func TestClientTLS(t *testing.T) {
+	pki := mosquittotest.NewPKI(t, t.TempDir())
+	e := startEmbedded(t, EmbeddedOptions{TLSListen: "127.0.0.1:0", TLSCert: pki.ServerCert, TLSKey: pki.ServerKey}, nil, newRecorder())
+	for _, scheme := range []string{"ssl", "mqtts", "tls"} {
+		rec := newRecorder()
+		opts := clientOpts(scheme+"://"+e.TLSAddr(), "gw-"+scheme)
+		opts.TLS = TLSFiles{CA: pki.CA}
+		c := startClient(t, opts, []Subscription{{"x/#", 1}}, rec)
+		connected(t, c)
+		if err := e.Publish(context.Background(), "x/1", []byte("hi"), 1, false); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.next(t); string(got.Payload) != "hi" {
+			t.Fatalf("%s: got %+v", scheme, got)
+		}
+		c.Close()
+	}
+	opts := clientOpts("ssl://"+e.TLSAddr(), "gw-wrong-ca")
+	opts.TLS = TLSFiles{CA: mosquittotest.NewPKI(t, t.TempDir()).CA}
+	c := startClient(t, opts, nil, newRecorder())
+	time.Sleep(500 * time.Millisecond)
+	if st := c.Status(); st.State == StateConnected {
+		t.Fatal("connected to a broker whose certificate the CA did not sign")
+	}
+}
