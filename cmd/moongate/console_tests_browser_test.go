@@ -47,6 +47,12 @@ func TestConsoleTestsPanelInBrowser(t *testing.T) {
 		}
 		return b.Count(`[data-testid="live-row"][data-type="invocation"]`) > 0
 	})
+	// Rows that arrive move the others down: pause the table once every event has its
+	// invocation, so that the clicks land on the rows they aim at.
+	poll.Within(t, 10*time.Second, "an invocation for every event", func() bool {
+		return b.Count(`[data-testid="live-row"][data-type="event"]`) == b.Count(`[data-testid="live-row"][data-type="invocation"]`)
+	})
+	b.Click(id("live-pause"))
 	b.Click(`[data-testid="live-row"][data-type="event"]`)
 	b.Click(id("live-test-case"))
 	yaml := b.WaitText(id("live-test-case-yaml"), `mqtt: {topic: "sensors/kitchen/temp", payload: {"temp":20}, qos: 1}`)
