@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -50,27 +49,8 @@ func TestFramedConnCoalescesDeadlines(t *testing.T) {
 // about 1.5 keepalives after its last packet.
 func TestEmbeddedKeepalive(t *testing.T) {
 	e := startEmbedded(t, EmbeddedOptions{}, nil, newRecorder())
-	conn, err := net.Dial("tcp", e.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := rawConnect(t, e.Addr(), packets.ConnectParams{Clean: true, Keepalive: 2, ClientIdentifier: "pinger"})
 	defer conn.Close()
-	connect := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 2, ClientIdentifier: "pinger"},
-	}
-	var buf bytes.Buffer
-	if err := connect.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	connack := make([]byte, 4)
-	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
-		t.Fatalf("connack %x, %v", connack, err)
-	}
 	resp := make([]byte, 2)
 	for range 3 { // pings one keepalive apart
 		time.Sleep(2 * time.Second)

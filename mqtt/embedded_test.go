@@ -1,11 +1,9 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -480,29 +478,8 @@ func TestEmbeddedWebsocket(t *testing.T) {
 func TestEmbeddedWillReachesHandler(t *testing.T) {
 	rec := newRecorder()
 	e := startEmbedded(t, EmbeddedOptions{}, []Subscription{{"devices/+/status", 1}}, rec)
-	conn, err := net.Dial("tcp", e.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	connect := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: 4,
-		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "raw",
-			WillFlag: true, WillTopic: "devices/raw/status", WillPayload: []byte("offline"), WillQos: 1,
-		},
-	}
-	var buf bytes.Buffer
-	if err := connect.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Write(buf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	connack := make([]byte, 4)
-	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
-		t.Fatalf("connack %x, %v", connack, err)
-	}
+	conn := rawConnect(t, e.Addr(), packets.ConnectParams{Clean: true, Keepalive: 30, ClientIdentifier: "raw",
+		WillFlag: true, WillTopic: "devices/raw/status", WillPayload: []byte("offline"), WillQos: 1})
 	conn.Close() // gone without DISCONNECT
 	m := rec.next(t)
 	if m.Topic != "devices/raw/status" || string(m.Payload) != "offline" {
