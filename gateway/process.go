@@ -191,13 +191,12 @@ func (p *processor) invoke(ctx context.Context, v *version, ev *luafn.Event) (*l
 // gateway.loops.max_hops it is refused (a loop), and a function's publishes wait for its
 // share of gateway.loops.publish_rate.
 func (p *processor) afterCommit(v *version, t *task, res *luafn.Result) {
-	ctx := context.WithoutCancel(p.ctx)
 	if len(res.Effects.Publishes) > 0 {
 		chain := append(slices.Clip(t.chain), v.name)
 		if len(chain) > p.maxHops {
 			p.loopStopped(v, t.ev, chain, res.Effects.Publishes)
 		} else {
-			ctx = mqtt.WithChain(ctx, chain)
+			ctx := mqtt.WithChain(context.WithoutCancel(p.ctx), chain)
 			for _, pub := range res.Effects.Publishes {
 				if v.publishes != nil && !v.publishes.Allow() {
 					p.metrics.publishesDelayed.WithLabelValues(v.name).Inc()
