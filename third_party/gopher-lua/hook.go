@@ -221,5 +221,8 @@ func (tb *LTable) HashPeak() int { return tb.hashPeak }
 // MOONGATE.md): whether it is built, how many keys it maps and the capacity of its
 // key list.
 func (tb *LTable) NextIndex() (built bool, keys, capacity int) {
-	return tb.k2i != nil, len(tb.k2i), cap(tb.keys)
+	if tb.walk == nil {
+		return false, 0, 0
+	}
+	return true, len(tb.walk.k2i), cap(tb.walk.keys)
 }

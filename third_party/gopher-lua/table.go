@@ -106,20 +106,28 @@ func (tb *LTable) setSmallStr(key string, value LValue) bool {
 	}
 	tb.strs = append(tb.strs, strEntry{key, value})
 	tb.notePeak()
-	if tb.k2i != nil { // boxing the key allocates: only once a walk needs it
+	if tb.walk != nil { // boxing the key allocates: only once a walk needs it
 		tb.noteKey(LString(key))
 	}
 	return true
 }
 
+// walkIndex is the order Next walks a table's hash part in: its keys, and each key's
+// position.
+type walkIndex struct {
+	keys []LValue
+	k2i  map[LValue]int
+}
+
 // noteKey adds a new key to the walk order, once a walk has built it.
 func (tb *LTable) noteKey(key LValue) {
-	if tb.k2i == nil {
+	w := tb.walk
+	if w == nil {
 		return
 	}
-	if _, ok := tb.k2i[key]; !ok {
-		tb.k2i[key] = len(tb.keys)
-		tb.keys = append(tb.keys, key)
+	if _, ok := w.k2i[key]; !ok {
+		w.k2i[key] = len(w.keys)
+		w.keys = append(w.keys, key)
 	}
 }
 
@@ -293,7 +301,7 @@ func (tb *LTable) RawSetString(key string, value LValue) {
 	} else {
 		tb.strdict[key] = value
 		tb.notePeak()
-		if tb.k2i != nil {
+		if tb.walk != nil {
 			tb.noteKey(LString(key))
 		}
 	}
@@ -405,7 +413,7 @@ func (tb *LTable) ForEach(cb func(LValue, LValue)) {
 
 // This function is equivalent to lua_next ( http://www.lua.org/manual/5.1/manual.html#lua_next ).
 func (tb *LTable) Next(key LValue) (LValue, LValue) {
-	if tb.k2i == nil && tb.hashLen() > 0 {
+	if tb.walk == nil && tb.hashLen() > 0 {
 		tb.indexKeys()
 	}
 	init := false
@@ -428,7 +436,7 @@ func (tb *LTable) Next(key LValue) (LValue, LValue) {
 				if tb.hashLen() == 0 {
 					return LNil, LNil
 				}
-				key = tb.keys[0]
+				key = tb.walk.keys[0]
 				if v := tb.RawGetH(key); v != LNil {
 					return key, v
 				}
@@ -436,8 +444,12 @@ func (tb *LTable) Next(key LValue) (LValue, LValue) {
 		}
 	}
 
-	for i := tb.k2i[key] + 1; i < len(tb.keys); i++ {
-		key := tb.keys[i]
+	w := tb.walk
+	if w == nil {
+		return LNil, LNil
+	}
+	for i := w.k2i[key] + 1; i < len(w.keys); i++ {
+		key := w.keys[i]
 		if v := tb.RawGetH(key); v != LNil {
 			return key, v
 		}
@@ -450,24 +462,23 @@ func (tb *LTable) Next(key LValue) (LValue, LValue) {
 // every table with string keys.
 func (tb *LTable) indexKeys() {
 	n := tb.hashLen()
-	tb.keys = make([]LValue, 0, n)
-	tb.k2i = make(map[LValue]int, n)
+	w := &walkIndex{keys: make([]LValue, 0, n), k2i: make(map[LValue]int, n)}
+	tb.walk = w
+	add := func(k LValue) {
+		w.k2i[k] = len(w.keys)
+		w.keys = append(w.keys, k)
+	}
 	for _, e := range tb.strs {
-		lk := LString(e.key)
-		tb.k2i[lk] = len(tb.keys)
-		tb.keys = append(tb.keys, lk)
+		add(LString(e.key))
 	}
 	for k, v := range tb.strdict {
 		if v != LNil {
-			lk := LString(k)
-			tb.k2i[lk] = len(tb.keys)
-			tb.keys = append(tb.keys, lk)
+			add(LString(k))
 		}
 	}
 	for k, v := range tb.dict {
 		if v != LNil {
-			tb.k2i[k] = len(tb.keys)
-			tb.keys = append(tb.keys, k)
+			add(k)
 		}
 	}
 }

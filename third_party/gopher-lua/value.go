@@ -149,8 +149,9 @@ type LTable struct {
 	// smallStrKeys of them; past that they move to strdict for good (see MOONGATE.md).
 	strs    []strEntry
 	strdict map[string]LValue
-	keys    []LValue
-	k2i     map[LValue]int
+	// walk is the key order Next follows, built by the first walk (see MOONGATE.md):
+	// behind a pointer, so that a table that is never walked is 32 bytes smaller.
+	walk *walkIndex
 	// hashPeak is the most entries the hash parts have held together: Go maps do
 	// not shrink, so this tells what the hash part still holds after deletes.
 	hashPeak int
