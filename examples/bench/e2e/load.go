@@ -24,6 +24,7 @@ type load struct {
 	devices   int
 	readings  int            // per device
 	rate      float64        // readings per second over all devices; 0 = as fast as possible
+	inStep    bool           // rate mode: every device sends at the same instants (see device)
 	qos       byte           // of the readings and of the receiver's subscription
 	window    int            // QoS 1: unacknowledged readings per device
 	expect    func(int) bool // does reading seq come out at the receiver?
@@ -235,7 +236,10 @@ func (l *load) publish(addr string) (time.Time, time.Duration, error) {
 
 // device publishes one device's readings: as fast as the connection takes them, or one
 // every interval on a fixed schedule (open loop: a late reading is sent at once, not
-// skipped). At QoS 1 at most l.window are unacknowledged at a time.
+// skipped). Device k's schedule starts k/devices of an interval late, as independent
+// devices' clocks are spread; in step (l.inStep) all of them send at the same instants,
+// a burst of one reading per device every interval. At QoS 1 at most l.window are
+// unacknowledged at a time.
 func (l *load) device(k int, c net.Conn, r *bufio.Reader, start time.Time, interval time.Duration, behind *atomic.Int64) error {
 	name := fmt.Sprintf("dev-%d", k)
 	topic := "sensors/" + name + "/temp"
@@ -259,6 +263,9 @@ func (l *load) device(k int, c net.Conn, r *bufio.Reader, start time.Time, inter
 	}
 	buf := make([]byte, 0, 128)
 	var late time.Duration
+	if !l.inStep && interval > 0 {
+		start = start.Add(interval * time.Duration(k) / time.Duration(l.devices))
+	}
 	for seq := 0; seq < l.readings; seq++ {
 		if interval > 0 {
 			due := start.Add(time.Duration(seq) * interval)

@@ -43,6 +43,7 @@ func main() {
 		scenarios = flag.String("scenarios", "full,20k,qos1,backlog,neighbour", "of full (QoS 0 at full speed), 20k (QoS 0 at 20k/s), qos1 (QoS 1 in and out, window 1000), backlog (QoS 1 queued by Mosquitto while the gateway is down, drained when it starts; via-mosquitto only), neighbour (10 good devices at 500 readings/s in all, quiet and beside a flooding device and a runaway function; embedded only)")
 		systems   = flag.String("systems", "mosquitto,embedded,via-mosquitto", "of mosquitto (passthrough), embedded (the gateway's broker), via-mosquitto (the gateway on Mosquitto)")
 		inflight  = flag.Int("max-inflight", 1000, "Mosquitto's max_inflight_messages toward the gateway and the receiver")
+		inStep    = flag.Bool("in-step", false, "20k: every device sends at the same instants (a burst of 100 every 5 ms) instead of on schedules spread over the interval")
 		profile   = flag.String("cpuprofile", "", "write a CPU profile of the gateway's first seconds under load to this file prefix (gateway.debug.pprof)")
 	)
 	flag.Parse()
@@ -90,6 +91,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
+		l.inStep = *inStep
 		targets = allTargets
 		if l.neighbour {
 			targets = neighbourTargets()
@@ -234,7 +236,7 @@ func run(sys, sc string, l *load, moongate, mosquitto string, inflight int, prof
 	switch sys {
 	case "mosquitto":
 		filter = "sensors/#"
-		l = &load{devices: l.devices, readings: l.readings, rate: l.rate, qos: l.qos, window: l.window,
+		l = &load{devices: l.devices, readings: l.readings, rate: l.rate, inStep: l.inStep, qos: l.qos, window: l.window,
 			expect: func(int) bool { return true }}
 	case "embedded", "via-mosquitto":
 		filter = "alerts/#"
