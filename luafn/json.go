@@ -20,8 +20,8 @@ import (
 //     encodes as {} (an object, as lua-cjson does);
 //   - a table reachable from itself is an error ("cycle"), as is nesting deeper than
 //     maxDepth or a key or value JSON cannot hold (boolean keys, functions);
-//   - strings are bytes in Lua: invalid UTF-8 is encoded with U+FFFD in its place (as
-//     encoding/json does); decoding keeps a string's bytes as they are;
+//   - strings are bytes in Lua: a string that is not valid UTF-8 is an error
+//     (errNotUTF8), not stored altered; decoding keeps a string's bytes as they are;
 //   - JSON null decodes to nil: the key is absent, or the array has a hole;
 //   - JSON integers decode to Lua numbers, exact up to 2^53.
 //
