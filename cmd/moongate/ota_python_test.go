@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/moongate/moongate/internal/poll"
 )
 
 // The Python device (examples/fwdevice-py) is written from firmware/PROTOCOL.md alone; the
@@ -62,9 +64,10 @@ func TestFirmwarePythonDevice(t *testing.T) {
 		if strings.Contains(out, "connection lost at offset 0,") || !strings.Contains(out, "connection lost at offset") {
 			t.Errorf("the device did not go on from where it was after the drop:\n%s", out)
 		}
-		if got := deviceState(t, b.api, "py-ok"); got != "healthy 2" {
-			t.Errorf("the gateway lists py-ok as %q, want healthy 2", got)
-		}
+		// The device exits once its report is sent; the gateway takes it in after.
+		poll.Eventually(t, "the gateway lists py-ok as healthy on counter 2", func() bool {
+			return deviceState(t, b.api, "py-ok") == "healthy 2"
+		})
 	})
 
 	t.Run("refuses an image its key did not sign", func(t *testing.T) {
