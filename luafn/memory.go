@@ -2,6 +2,7 @@ package luafn
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 
 	lua "github.com/yuin/gopher-lua"
@@ -99,6 +100,22 @@ func (b *building) release() {
 	b.v.pending -= b.n
 	b.n = 0
 }
+
+// textBuilder builds a string result, charging its bytes as they are written.
+type textBuilder struct {
+	strings.Builder
+	pend building
+}
+
+func (v *vm) buildText() *textBuilder { return &textBuilder{pend: building{v: v}} }
+
+// add appends s; it raises when the bound trips.
+func (b *textBuilder) add(s string) {
+	b.pend.mustAdd(int64(len(s)))
+	b.WriteString(s)
+}
+
+func (b *textBuilder) release() { b.pend.release() }
 
 // chargeInstruction charges the instruction the VM is about to run, if it allocates.
 func (v *vm) chargeInstruction(inst uint32) {

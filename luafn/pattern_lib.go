@@ -114,13 +114,9 @@ func (v *vm) strGsub(L *lua.LState) int {
 		p = 1
 	}
 	ms := v.newMatch(src, pat)
-	var b strings.Builder
-	pend := v.build()
-	defer pend.release()
-	add := func(s string) {
-		pend.mustAdd(int64(len(s)))
-		b.WriteString(s)
-	}
+	b := v.buildText()
+	defer b.release()
+	add := b.add
 	n := int64(0)
 	s := 0
 	for n < maxN {

@@ -183,13 +183,9 @@ func (v *vm) strFormat(L *lua.LState) int {
 	f := L.CheckString(1)
 	top := L.GetTop()
 	arg := 1
-	var b strings.Builder
-	pend := v.build()
-	defer pend.release()
-	add := func(s string) {
-		pend.mustAdd(int64(len(s)))
-		b.WriteString(s)
-	}
+	b := v.buildText()
+	defer b.release()
+	add := b.add
 	for i := 0; i < len(f); {
 		if f[i] != '%' {
 			j := strings.IndexByte(f[i:], '%')
